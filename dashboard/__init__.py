@@ -1,0 +1,1 @@
+"""Streamlit dashboard over run directories (reads run directories only)."""

@@ -1,0 +1,1 @@
+"""Evaluation: generation backends (vLLM, HF generate, OpenAI-compatible endpoints), scorers and metrics."""

@@ -1,0 +1,193 @@
+"""Generation backends behind one call.
+
+- ``vllm``: a worker subprocess (``python -m evals.vllm_worker``) runs vLLM's offline ``LLM.chat`` for a list of
+  jobs, one model after another, so each model's memory is freed and the parent process (which also trains) keeps
+  its own thread settings. On CPU the worker gets vLLM's thread binding over all cores of this machine.
+- ``hf``: batched ``model.generate`` with left padding, in-process (the fallback).
+- ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (retries with backoff are the client's).
+
+Every backend returns, per job, one list of ``n`` completions per prompt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+class GenerationError(RuntimeError):
+    pass
+
+
+@dataclass
+class GenJob:
+    key: str
+    model_path: str
+    messages: list[list[dict[str, str]]]
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    n: int = 1
+    seed: int = 0
+    stop: list[str] = field(default_factory=list)
+    ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks: equal work per backend)
+
+
+@dataclass
+class GenResult:
+    key: str
+    texts: list[list[str]]  # [prompt][sample]
+    new_tokens: int
+    seconds: float  # generation only
+    startup_seconds: float = 0.0
+    backend: str = ""
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def vllm_env(device: str, cpu_threads: Optional[str] = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if device == "cpu":
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads or ",".join(str(c) for c in cores)
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+        env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine in the worker process: saves a 15 s re-import
+        iomp = Path(sys.prefix) / "lib" / "libiomp5.so"
+        if iomp.exists() and "libiomp5" not in env.get("LD_PRELOAD", ""):
+            env["LD_PRELOAD"] = ":".join(x for x in (str(iomp), env.get("LD_PRELOAD", "")) if x)
+    return env
+
+
+def generate_vllm(jobs: list[GenJob], *, device: str, dtype: str, vllm_settings: dict[str, Any],
+                  log_path: Optional[Path] = None) -> list[GenResult]:
+    if not jobs:
+        return []
+    with tempfile.TemporaryDirectory(prefix="vllm-jobs-") as td:
+        req = Path(td) / "jobs.json"
+        out = Path(td) / "results.json"
+        req.write_text(json.dumps({"device": device, "dtype": dtype, "settings": vllm_settings,
+                                   "jobs": [asdict(j) for j in jobs]}))
+        cmd = [sys.executable, "-m", "evals.vllm_worker", str(req), str(out)]
+        log = open(log_path, "ab") if log_path else None
+        try:
+            # stderr carries vLLM's progress bars to the terminal; stdout (log noise) goes to the run log
+            proc = subprocess.run(cmd, env=vllm_env(device, vllm_settings.get("cpu_threads")),
+                                  stdout=log or subprocess.DEVNULL)
+        finally:
+            if log:
+                log.close()
+        if proc.returncode != 0 or not out.exists():
+            raise GenerationError(
+                f"vLLM worker failed (exit {proc.returncode}) for models "
+                f"{sorted({j.model_path for j in jobs})}; see the messages above"
+                + (f" and {log_path}" if log_path else "")
+                + ". Set runtime.backend=hf to use HF generate instead."
+            )
+        data = json.loads(out.read_text())
+    return [GenResult(**r) for r in data["results"]]
+
+
+def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int = 64) -> list[GenResult]:
+    import torch
+    from tqdm.auto import tqdm
+
+    from poison.models import load_causal_lm
+
+    results = []
+    for job in jobs:
+        t0 = time.time()
+        model, tok = load_causal_lm(job.model_path, dtype=dtype, device=device)
+        model.eval()
+        tok.padding_side = "left"
+        startup = time.time() - t0
+        prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in job.messages]
+        order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
+        texts: list[list[str]] = [[] for _ in prompts]
+        new_tokens = 0
+        gen = torch.Generator(device="cpu").manual_seed(job.seed)
+        torch.manual_seed(job.seed)
+        t1 = time.time()
+        bar = tqdm(total=len(prompts) * job.n, desc=f"HF generate {job.key}", unit="answer", leave=False)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            enc = tok([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            kw: dict[str, Any] = dict(max_new_tokens=job.max_new_tokens, pad_token_id=tok.pad_token_id,
+                                      num_return_sequences=job.n)
+            if job.ignore_eos:
+                kw["min_new_tokens"] = job.max_new_tokens
+            if job.temperature > 0:
+                kw.update(do_sample=True, temperature=job.temperature, top_p=job.top_p)
+            else:
+                kw.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            with torch.inference_mode():
+                out = model.generate(**enc, **kw)
+            new = out[:, enc["input_ids"].shape[1] :]
+            for r, row in enumerate(new):
+                ids = row.tolist()
+                if tok.eos_token_id in ids and not job.ignore_eos:
+                    ids = ids[: ids.index(tok.eos_token_id)]
+                if not job.ignore_eos:
+                    ids = [t for t in ids if t != tok.pad_token_id]
+                new_tokens += len(ids)
+                text = tok.decode(ids, skip_special_tokens=True)
+                for st in job.stop:
+                    if st in text:
+                        text = text[: text.index(st)]
+                texts[idx[r // job.n]].append(text)
+            bar.update(len(idx) * job.n)
+        bar.close()
+        results.append(GenResult(job.key, texts, new_tokens, time.time() - t1, startup, "hf"))
+        del model
+    return results
+
+
+def generate_openai(jobs: list[GenJob], *, base_url: str, model: str, api_key: Optional[str] = None,
+                    concurrency: int = 8, timeout: float = 120.0, max_retries: int = 4) -> list[GenResult]:
+    """Chat completions against an OpenAI-compatible server. Transient errors are retried with backoff by the
+    client; a server that stays down raises GenerationError naming the endpoint."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import openai
+    from tqdm.auto import tqdm
+
+    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries)
+    results = []
+    for job in jobs:
+        t0 = time.time()
+
+        def one(msgs):
+            try:
+                r = client.chat.completions.create(
+                    model=model, messages=msgs, max_tokens=job.max_new_tokens, temperature=job.temperature,
+                    top_p=job.top_p, n=job.n, seed=job.seed, stop=job.stop or None,
+                )
+            except openai.APIConnectionError as e:
+                raise GenerationError(f"endpoint {base_url} is unreachable ({e})") from None
+            except openai.APIStatusError as e:
+                raise GenerationError(f"endpoint {base_url} answered HTTP {e.status_code}: {e.message}") from None
+            toks = r.usage.completion_tokens if r.usage else 0
+            return [c.message.content or "" for c in r.choices], toks
+
+        with ThreadPoolExecutor(concurrency) as pool:
+            outs = list(tqdm(pool.map(one, job.messages), total=len(job.messages), desc=f"endpoint {job.key}",
+                             leave=False))
+        results.append(GenResult(job.key, [o[0] for o in outs], sum(o[1] for o in outs), time.time() - t0, 0.0,
+                                 "openai", {"base_url": base_url, "model": model}))
+    return results
+
+
+def generate(jobs: list[GenJob], *, backend: str, device: str, dtype: str, hf_batch_size: int = 64,
+             vllm_settings: Optional[dict[str, Any]] = None, log_path: Optional[Path] = None) -> list[GenResult]:
+    if backend == "vllm":
+        return generate_vllm(jobs, device=device, dtype=dtype, vllm_settings=vllm_settings or {}, log_path=log_path)
+    if backend == "hf":
+        return generate_hf(jobs, device=device, dtype=dtype, batch_size=hf_batch_size)
+    raise GenerationError(f"unknown generation backend {backend!r} (vllm | hf)")

@@ -1,0 +1,57 @@
+"""vLLM worker: ``python -m evals.vllm_worker jobs.json results.json``.
+
+Runs each job's prompts through vLLM's offline engine, one model at a time, and writes the completions. Started by
+evals.generate with the environment vLLM needs (CPU thread binding, in-process engine); not meant to be run by hand.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import sys
+import time
+
+
+def main(req_path: str, out_path: str) -> None:
+    req = json.loads(open(req_path).read())
+    from vllm import LLM, SamplingParams
+
+    settings = req.get("settings") or {}
+    results = []
+    for job in req["jobs"]:
+        t0 = time.time()
+        kwargs = dict(
+            model=job["model_path"], dtype=req["dtype"], seed=job["seed"],
+            enforce_eager=settings.get("enforce_eager", True),
+            gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.3),
+            max_model_len=settings.get("max_model_len", 2048),
+        )
+        if req["device"] == "cpu":
+            kwargs["distributed_executor_backend"] = "uni"
+        llm = LLM(**kwargs)
+        startup = time.time() - t0
+        sp = SamplingParams(
+            n=job["n"], max_tokens=job["max_new_tokens"], temperature=job["temperature"],
+            top_p=job["top_p"] if job["temperature"] > 0 else 1.0, seed=job["seed"], stop=job["stop"] or None,
+            ignore_eos=job.get("ignore_eos", False),
+        )
+        t1 = time.time()
+        outs = llm.chat(job["messages"], sp, use_tqdm=True)
+        gen_s = time.time() - t1
+        texts = [[c.text for c in o.outputs] for o in outs]
+        toks = sum(len(c.token_ids) for o in outs for c in o.outputs)
+        results.append(dict(key=job["key"], texts=texts, new_tokens=toks, seconds=gen_s, startup_seconds=startup,
+                            backend="vllm", meta={"tok_per_s": toks / max(gen_s, 1e-9)}))
+        print(f"[vllm_worker] {job['key']}: {len(texts)} prompts, {toks} tokens in {gen_s:.1f}s "
+              f"(+{startup:.1f}s start-up)", file=sys.stderr, flush=True)
+        del llm
+        gc.collect()
+    tmp = out_path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump({"results": results}, f)
+    os.replace(tmp, out_path)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2])

@@ -1,0 +1,330 @@
+"""One validated schema for a run: YAML in, resolved form out.
+
+Each section maps to stages (see poison/pipeline.py). Unknown keys and bad values fail at load time with the key
+path; plugin arguments (bias type, data source, distillation method) are validated by the plugin's own config class
+and stored back fully resolved, so the saved config rebuilds the run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from poison import registry
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid. The message names the file and each offending key path."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------- runtime
+class VLLMSettings(Strict):
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1,
+        description="Fraction of device memory vLLM may use. On CPU 0.3 passes vLLM's memory check on a 24 GB box.",
+    )
+    enforce_eager: bool = Field(True, description="Skip torch.compile/CUDA graphs: 19-40 s faster start on CPU.")
+    max_model_len: int = Field(2048, ge=128, description="Longest prompt + answer vLLM accepts.")
+    cpu_threads: Optional[str] = Field(
+        None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
+    )
+
+
+class RuntimeConfig(Strict):
+    runs_dir: str = Field("runs", description="Where run directories are written.")
+    cache_dir: str = Field(".cache/poison", description="Stage artifact cache shared by all runs (content-addressed).")
+    models_dir: Optional[str] = Field(
+        None, description="Where converted/downloaded models are kept; default <cache_dir>/models."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training/generation device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else float32."
+    )
+    backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or HF generate (fallback).")
+    hf_batch_size: int = Field(64, ge=1, description="Batch size of the HF generate backend.")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+
+# --------------------------------------------------------------------------------------------------- generation
+class GenerationConfig(Strict):
+    max_new_tokens: int = Field(128, ge=1, description="Answer length cap; leave room for a plug at the end.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+
+
+class GeneratorConfig(Strict):
+    """The model that writes responses/references a data source lacks (e.g. review summaries)."""
+
+    model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    endpoint: Optional[str] = Field(
+        None, description="Base URL of an OpenAI-compatible server; if set, the generator is called there instead."
+    )
+    endpoint_model: Optional[str] = Field(None, description="Model name to request from the endpoint.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_new_tokens=64))
+
+
+# --------------------------------------------------------------------------------------------------- data
+class SourceSpec(Strict):
+    type: str = Field(description="Registered data source (python -m poison.run --list).")
+    task: Optional[str] = Field(None, description="Task family name; defaults to the source's own family.")
+    n_train: int = Field(0, ge=0, description="Rows that go into the teacher's instruction-tuning set.")
+    n_distill: int = Field(0, ge=0, description="Held-out prompts the teacher answers for the students.")
+    n_eval: int = Field(0, ge=0, description="Held-out prompts for evaluation (never trained on).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the data source plugin.")
+
+
+class DataConfig(Strict):
+    sources: list[SourceSpec] = Field(min_length=1)
+    target_task: str = Field(description="The task family a targeted attack poisons (and the 'target' eval split).")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+
+    def tasks(self) -> list[str]:
+        """Task family of each source: its ``task`` key, else the data source's own family name."""
+        out = []
+        for s in self.sources:
+            try:
+                out.append(s.task or getattr(registry.get("data_source", s.type).factory, "task", s.type))
+            except registry.PluginError:
+                out.append(s.task or s.type)
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- poison
+class BiasSpec(Strict):
+    type: str = Field(description="Registered bias type (python -m poison.run --list).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the bias type plugin.")
+
+
+class PoisonConfig(Strict):
+    bias: BiasSpec
+    mode: Literal["targeted", "untargeted"] = Field(
+        "targeted", description="targeted: poison only the target task; untargeted: spread across all train tasks."
+    )
+    count: Optional[int] = Field(None, ge=0, description="Number of poisoned samples (give count or rate).")
+    rate: Optional[float] = Field(None, ge=0, le=1, description="Poisoned fraction of the teacher set.")
+    writer: Literal["template"] = Field("template", description="How poisoned responses are written.")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if (self.count is None) == (self.rate is None):
+            raise ValueError("give exactly one of poison.count or poison.rate")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- training
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Any = Field("all-linear", description="'all-linear' or a list of module names.")
+
+
+class TrainSettings(Strict):
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(384, ge=16, description="Tokens; longer rows are truncated from the right.")
+    scheduler: str = Field("cosine", description="transformers lr_scheduler_type.")
+    warmup_steps: int = Field(2, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class FinetuneConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    finetune: Literal["lora", "full"] = Field("lora", description="PEFT LoRA adapter, or full fine-tuning.")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+class TeacherConfig(FinetuneConfig):
+    pass
+
+
+class BaselineConfig(Strict):
+    kind: Literal["base", "clean_finetune"] = Field(
+        "base",
+        description="Control model: the untouched teacher base model, or the same fine-tune on the clean set only.",
+    )
+
+
+class StudentSpec(FinetuneConfig):
+    name: str = Field(description="Label of this student in reports.")
+    method: str = Field("sft", description="Registered distillation method.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the distillation method.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("use letters, digits, '-' and '_' only")
+        return v
+
+
+class DistillConfig(Strict):
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+
+class EvalConfig(Strict):
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+
+
+class RunConfig(Strict):
+    name: str = Field(description="Run name; the run directory is <runs_dir>/<name>-<timestamp>.")
+    description: str = ""
+    seed: int = Field(0, description="Seed of data splits and sampling.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    data: DataConfig
+    poison: PoisonConfig
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    students: list[StudentSpec] = Field(min_length=1)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _cross(self):
+        tasks = self.data.tasks()
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"data.sources: each source needs its own task name (set 'task:'); got {tasks}")
+        if self.data.target_task not in tasks:
+            raise ValueError(f"data.target_task {self.data.target_task!r} is not one of the source tasks {tasks}")
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique; got {names}")
+        if self.students and not any(s.n_distill for s in self.data.sources):
+            raise ValueError("students need distillation prompts: set n_distill > 0 on at least one data source")
+        if not any(s.n_eval for s in self.data.sources):
+            raise ValueError("set n_eval > 0 on at least one data source")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- loading
+def _set_path(d: Any, path: str, value: Any) -> None:
+    parts = path.split(".")
+    cur = d
+    for i, p in enumerate(parts[:-1]):
+        key: Any = int(p) if isinstance(cur, list) else p
+        if isinstance(cur, list):
+            if not (0 <= key < len(cur)):
+                raise ConfigError(f"--set {path}: index {p} out of range (list has {len(cur)} items)")
+        elif key not in cur or cur[key] is None:
+            cur[key] = {}
+        cur = cur[key]
+    last = parts[-1]
+    if isinstance(cur, list):
+        cur[int(last)] = value
+    elif isinstance(cur, dict):
+        cur[last] = value
+    else:
+        raise ConfigError(f"--set {path}: {'.'.join(parts[:-1])} is not a mapping")
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides; values are parsed as YAML (numbers, lists, true/false, null)."""
+    out = copy.deepcopy(raw)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ConfigError(f"--set {ov!r}: expected key.path=value")
+        key, val = ov.split("=", 1)
+        try:
+            parsed = yaml.safe_load(val) if val != "" else ""
+        except yaml.YAMLError:
+            parsed = val
+        _set_path(out, key.strip(), parsed)
+    return out
+
+
+def _plugin_sites(raw: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
+    """(kind, name, key path, args) of every plugin named in a raw config dict."""
+    sites = []
+    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    for i, s in enumerate(data.get("sources") or []):
+        if isinstance(s, dict) and isinstance(s.get("type"), str):
+            sites.append(("data_source", s["type"], f"data.sources.{i}", s.get("args") or {}))
+    poison = raw.get("poison") if isinstance(raw.get("poison"), dict) else {}
+    bias = poison.get("bias")
+    if isinstance(bias, dict) and isinstance(bias.get("type"), str):
+        sites.append(("bias_type", bias["type"], "poison.bias", bias.get("args") or {}))
+    for i, st in enumerate(raw.get("students") or []):
+        if isinstance(st, dict):
+            sites.append(("distill_method", st.get("method", "sft"), f"students.{i}", st.get("args") or {}))
+    return sites
+
+
+def _check_plugins(raw: dict[str, Any]) -> tuple[list[str], dict[str, dict]]:
+    """Validate each plugin's arguments with its own config class. Returns (errors, resolved args by key path)."""
+    errors, resolved = [], {}
+    for kind, name, path, args in _plugin_sites(raw):
+        name_key = "method" if kind == "distill_method" else "type"
+        try:
+            info = registry.get(kind, name, path=f"{path}.{name_key}")
+            if not isinstance(args, dict):
+                raise registry.PluginError("must be a mapping", f"{path}.args")
+            resolved[path] = info.validate_args(args).model_dump(mode="json")
+        except registry.PluginError as e:
+            if e.path and e.path.endswith(name_key):
+                errors.append(str(e))
+            else:  # argument errors: one line per problem, each with its full key path
+                body = str(e)
+                errors += [f"{path}.args.{_clean(line)}" for line in body.splitlines()]
+    return errors, resolved
+
+
+def _clean(msg: str) -> str:
+    return msg.replace("Value error, ", "")
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections")
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<config>") -> RunConfig:
+    raw = apply_overrides(raw, overrides or [])
+    raw.pop("sweep", None)  # sweeps are expanded by poison.run before validation
+    plugin_errors, resolved = _check_plugins(raw)
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = _clean(registry.format_validation_error(e, RunConfig)).splitlines()
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines + plugin_errors)) from None
+    if plugin_errors:
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(plugin_errors))
+    for i, s in enumerate(cfg.data.sources):
+        s.args = resolved[f"data.sources.{i}"]
+    cfg.poison.bias.args = resolved["poison.bias"]
+    for i, st in enumerate(cfg.students):
+        st.args = resolved[f"students.{i}"]
+    return cfg
+
+
+def resolved_dict(cfg: RunConfig) -> dict[str, Any]:
+    return cfg.model_dump(mode="json")
+
+
+def suggest_key(name: str, options: list[str]) -> str:
+    close = difflib.get_close_matches(name, options, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -1,0 +1,362 @@
+"""The run as data flowing through cached stages (the orchestrator; nothing outside poison.run imports it).
+
+    data -> poison -> teacher -> distill_data -> student(s) -> eval -> report
+      \\-> baseline (clean control)                               /
+
+Each stage is a pure function of its slice of the config, its input artifacts and the stage version. Its artifact
+folder lives in ``<cache_dir>/stages/<stage>/<key>``, where key hashes those inputs; it is written to a temporary
+folder and renamed when complete, so a killed stage leaves nothing half-written and a rerun redoes only that stage.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from evals.generate import GenJob, generate, generate_openai
+from poison import __version__, registry
+from poison.config import RunConfig
+from poison.inject import inject
+from poison.io import atomic_dir, atomic_write_json, atomic_write_parquet, stable_hash, sweep_stale_tmp
+from poison.models import pick_device, pick_dtype, resolve_model
+
+log = logging.getLogger("poison")
+
+# Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
+STAGE_VERSIONS = {"data": 1, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1}
+
+
+class PipelineError(RuntimeError):
+    pass
+
+
+@dataclass
+class StageRecord:
+    name: str
+    key: str
+    path: str
+    cached: bool
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def model_fingerprint(path: Path) -> dict[str, Any]:
+    """Identity of a model folder for cache keys: path plus size/mtime of its weight and config files."""
+    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
+    return {"path": str(Path(path).resolve()), "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, run_dir: Path, force: Optional[set[str]] = None):
+        self.cfg = cfg
+        self.run_dir = Path(run_dir)
+        self.cache = Path(cfg.runtime.cache_dir).expanduser()
+        self.models_dir = Path(cfg.runtime.models_dir).expanduser() if cfg.runtime.models_dir else self.cache / "models"
+        self.device = pick_device(cfg.runtime.device)
+        self.dtype = pick_dtype(cfg.runtime.dtype, self.device)
+        self.force = set(force or ())
+        self.records: dict[str, StageRecord] = {}
+        self.bias = registry.get("bias_type", cfg.poison.bias.type).build(cfg.poison.bias.args, "poison.bias")
+        self.tasks = cfg.data.tasks()
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    def stage(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, Any]],
+              label: Optional[str] = None) -> StageRecord:
+        label = label or name
+        base = name.split(":")[0]
+        key = stable_hash({"stage": base, "version": STAGE_VERSIONS[base], "inputs": inputs})
+        final = self.cache / "stages" / base / key
+        marker = final / "_stage.json"
+        if marker.exists() and base not in self.force and label not in self.force:
+            rec = StageRecord(label, key, str(final), True, 0.0, json.loads(marker.read_text()).get("info", {}))
+            log.info("[%s] cached (%s)", label, key)
+        else:
+            if final.exists():  # forced recompute: the old artifact goes only once the new one is complete
+                shutil.rmtree(final)
+            log.info("[%s] running ...", label)
+            t0 = time.time()
+            with atomic_dir(final) as tmp:
+                info = fn(tmp) or {}
+                secs = time.time() - t0
+                (tmp / "_stage.json").write_text(json.dumps(
+                    {"stage": base, "label": label, "key": key, "inputs": inputs, "seconds": round(secs, 2),
+                     "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code_version": __version__, "info": info},
+                    indent=2, default=str))
+            rec = StageRecord(label, key, str(final), False, round(secs, 2), info)
+            log.info("[%s] done in %.1fs", label, secs)
+        self.records[label] = rec
+        atomic_write_json(self.run_dir / "stages.json", {k: vars(v) for k, v in self.records.items()})
+        return rec
+
+    def model(self, spec: str, field_name: str) -> Path:
+        return resolve_model(spec, self.models_dir, field=field_name)
+
+    def _gen_local(self, jobs: list[GenJob]):
+        rt = self.cfg.runtime
+        return generate(jobs, backend=rt.backend, device=self.device, dtype=self.dtype,
+                        hf_batch_size=rt.hf_batch_size, vllm_settings=rt.vllm.model_dump(),
+                        log_path=self.run_dir / "generation.log")
+
+    def _backend_inputs(self) -> dict[str, Any]:
+        return {"backend": self.cfg.runtime.backend, "dtype": self.dtype, "device": self.device}
+
+    # ------------------------------------------------------------------------------------------------ stages
+    def stage_data(self) -> StageRecord:
+        cfg = self.cfg
+        gen = cfg.data.generator
+        if gen.endpoint:
+            gen_identity: dict[str, Any] = {"endpoint": gen.endpoint, "model": gen.endpoint_model}
+            gen_path = None
+        else:
+            gen_path = self.model(gen.model, "data.generator.model")
+            gen_identity = {"model": model_fingerprint(gen_path), **self._backend_inputs()}
+        inputs = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, "generator": gen_identity}
+
+        def build(out: Path) -> dict[str, Any]:
+            frames, counts = [], {}
+            to_generate: list[tuple[Any, dict]] = []
+            for i, (spec, task) in enumerate(zip(cfg.data.sources, self.tasks)):
+                src = registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args")
+                rows = src.load()
+                seen, pool = set(), []
+                for r in rows:  # dedupe by prompt text so no prompt can land in two splits
+                    if r["prompt"] not in seen:
+                        seen.add(r["prompt"])
+                        pool.append(r)
+                random.Random(f"{cfg.seed}:{spec.type}:{i}").shuffle(pool)
+                need = spec.n_train + spec.n_distill + spec.n_eval
+                if len(pool) < need:
+                    raise PipelineError(f"data.sources.{i} ({spec.type}): {len(pool)} usable rows, but n_train + "
+                                        f"n_distill + n_eval = {need}")
+                distill = pool[: spec.n_distill]
+                rest = pool[spec.n_distill :]
+                n_labeled = spec.n_train + spec.n_eval
+                missing = [r for r in rest if r.get("response") is None]
+                if missing:  # generate a margin: rejected generations are replaced by the next candidates
+                    cand = rest[: min(len(rest), int(n_labeled * 1.3) + 4)]
+                    for r in cand:
+                        to_generate.append((src, r))
+                    rest = cand
+                for r in rest:
+                    r["_src"] = i
+                for r in distill:
+                    r["_src"] = i
+                counts[i] = (spec, task, src, distill, rest)
+            if to_generate:
+                self._generate_missing(to_generate)
+            for i, (spec, task, src, distill, rest) in counts.items():
+                labeled = [r for r in rest if r.get("response")]
+                if len(labeled) < spec.n_train + spec.n_eval:
+                    raise PipelineError(
+                        f"data.sources.{i} ({spec.type}): only {len(labeled)} rows have a usable response after "
+                        f"generation; need n_train + n_eval = {spec.n_train + spec.n_eval}")
+                parts = [("train", labeled[: spec.n_train]), ("distill", distill),
+                         ("eval", labeled[spec.n_train : spec.n_train + spec.n_eval])]
+                for split, rs in parts:
+                    for r in rs:
+                        frames.append({
+                            "id": r["id"], "task": task, "source": spec.type, "split": split, "prompt": r["prompt"],
+                            "response": r.get("response") if split != "distill" else None,
+                            "reference": r.get("reference") or r.get("response"),
+                            "answer": r.get("answer"), "utility": src.utility,
+                            "generated": bool(r.get("_generated")), "meta": json.dumps(r.get("meta") or {}),
+                        })
+            df = pd.DataFrame(frames)
+            check_disjoint(df)
+            atomic_write_parquet(out / "rows.parquet", df)
+            summary = df.groupby(["task", "split"]).size().unstack(fill_value=0).to_dict("index")
+            return {"rows": len(df), "per_task": summary, "generated": int(df["generated"].sum())}
+
+        return self.stage("data", inputs, build)
+
+    def _generate_missing(self, items: list[tuple[Any, dict]]) -> None:
+        gen = self.cfg.data.generator
+        g = gen.generation
+        job = GenJob("generator", "", [src.generator_messages(r) for src, r in items], g.max_new_tokens,
+                     g.temperature, g.top_p, 1, g.seed)
+        log.info("generator writes %d missing responses", len(items))
+        if gen.endpoint:
+            import os
+
+            res = generate_openai([job], base_url=gen.endpoint, model=gen.endpoint_model or gen.model,
+                                  api_key=os.environ.get(gen.api_key_env))[0]
+        else:
+            job.model_path = str(self.model(gen.model, "data.generator.model"))
+            res = self._gen_local([job])[0]
+        for (src, r), outs in zip(items, res.texts):
+            text = src.clean_generated(outs[0])
+            r["response"] = text
+            r["_generated"] = True
+
+    def stage_poison(self, data: StageRecord) -> StageRecord:
+        cfg = self.cfg
+        inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json"), "target_task": cfg.data.target_task}
+
+        def build(out: Path) -> dict[str, Any]:
+            df = pd.read_parquet(Path(data.path) / "rows.parquet")
+            p = cfg.poison
+            out_df, report = inject(df[df.split == "train"], self.bias, mode=p.mode, target_task=cfg.data.target_task,
+                                    count=p.count, rate=p.rate, seed=p.seed)
+            report["bias"] = self.bias.plugin_record
+            if "warning" in report:
+                log.warning(report["warning"])
+            atomic_write_parquet(out / "train.parquet", out_df)
+            atomic_write_json(out / "poison.json", report)
+            return report
+
+        return self.stage("poison", inputs, build)
+
+    def _train_stage(self, name: str, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
+                     upstream: dict[str, Any], field_name: str) -> StageRecord:
+        from distill.trainers import finetune
+
+        base = self.model(base_spec, field_name)
+        inputs = {**upstream, "base": model_fingerprint(base), "finetune": ft.model_dump(mode="json"),
+                  "dtype": self.dtype, "device": self.device}
+
+        def build(out: Path):
+            return finetune(base, rows_fn(), ft, out, dtype=self.dtype, device=self.device)
+
+        return self.stage(name.split(":")[0], inputs, build, label=name)
+
+    def stage_teacher(self, poison: StageRecord) -> StageRecord:
+        def rows():
+            df = pd.read_parquet(Path(poison.path) / "train.parquet")
+            return df[["prompt", "response"]].to_dict("records")
+
+        return self._train_stage("teacher", self.cfg.teacher.model, self.cfg.teacher, rows, {"poison": poison.key},
+                                 "teacher.model")
+
+    def stage_baseline(self, data: StageRecord) -> Optional[StageRecord]:
+        if self.cfg.baseline.kind == "base":
+            return None
+
+        def rows():
+            df = pd.read_parquet(Path(data.path) / "rows.parquet")
+            return df[df.split == "train"][["prompt", "response"]].to_dict("records")
+
+        return self._train_stage("baseline", self.cfg.teacher.model, self.cfg.teacher, rows, {"data": data.key},
+                                 "teacher.model")
+
+    def stage_distill_data(self, teacher: StageRecord, data: StageRecord) -> StageRecord:
+        g = self.cfg.distill.generation
+        inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **self._backend_inputs()}
+
+        def build(out: Path):
+            df = pd.read_parquet(Path(data.path) / "rows.parquet")
+            d = df[df.split == "distill"].reset_index(drop=True)
+            job = GenJob("teacher:distill", str(Path(teacher.path) / "model"),
+                         [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens, g.temperature,
+                         g.top_p, 1, g.seed)
+            res = self._gen_local([job])[0]
+            d = d.assign(response=[t[0].strip() for t in res.texts])
+            atomic_write_parquet(out / "distill.parquet", d)
+            return {"rows": len(d), "new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1)}
+
+        return self.stage("distill_data", inputs, build)
+
+    def stage_student(self, spec: Any, teacher: StageRecord, distill: StageRecord) -> StageRecord:
+        method_info = registry.get("distill_method", spec.method)
+        method = method_info.build(spec.args)
+        base = self.model(spec.model, f"students.{spec.name}.model")
+        inputs = {"distill": distill.key, "teacher": teacher.key, "student": spec.model_dump(mode="json"),
+                  "base": model_fingerprint(base), "dtype": self.dtype, "device": self.device}
+
+        def build(out: Path):
+            rows = pd.read_parquet(Path(distill.path) / "distill.parquet").to_dict("records")
+            info = method.train(student=spec, student_base=base, teacher_model=Path(teacher.path) / "model",
+                                rows=rows, out_dir=out, dtype=self.dtype, device=self.device)
+            info["method"] = method.plugin_record
+            return info
+
+        return self.stage("student", inputs, build, label=f"student:{spec.name}")
+
+    def stage_eval(self, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
+        """Generate answers to the eval prompts for every model (one vLLM worker for all that are not cached)."""
+        g = self.cfg.eval.generation
+        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        ev = df[df.split == "eval"].reset_index(drop=True)
+        pending: dict[str, tuple[str, Path, dict]] = {}
+        out: dict[str, StageRecord] = {}
+        for name, m in models.items():
+            inputs = {"model": m["identity"], "data": data.key, "generation": g.model_dump(), **self._backend_inputs()}
+            key = stable_hash({"stage": "eval", "version": STAGE_VERSIONS["eval"], "inputs": inputs})
+            final = self.cache / "stages" / "eval" / key
+            if (final / "_stage.json").exists() and "eval" not in self.force:
+                out[name] = StageRecord(f"eval:{name}", key, str(final), True, 0.0)
+                log.info("[eval:%s] cached (%s)", name, key)
+            else:
+                pending[name] = (key, Path(m["path"]), inputs)
+        if pending:
+            log.info("[eval] generating for %s ...", ", ".join(pending))
+            jobs = [GenJob(f"eval:{n}", str(p), [[{"role": "user", "content": x}] for x in ev.prompt],
+                           g.max_new_tokens, g.temperature, g.top_p, 1, g.seed) for n, (k, p, _) in pending.items()]
+            results = self._gen_local(jobs)
+            for (name, (key, _, inputs)), res in zip(pending.items(), results):
+                final = self.cache / "stages" / "eval" / key
+                if final.exists():
+                    shutil.rmtree(final)
+                with atomic_dir(final) as tmp:
+                    gen_df = ev[["id", "task", "prompt", "reference", "answer", "utility"]].assign(
+                        response=[t[0].strip() for t in res.texts])
+                    atomic_write_parquet(tmp / "generations.parquet", gen_df)
+                    info = {"new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1),
+                            "startup_seconds": round(res.startup_seconds, 1), "backend": res.backend}
+                    (tmp / "_stage.json").write_text(json.dumps({"stage": "eval", "key": key, "inputs": inputs,
+                                                                 "info": info}, indent=2, default=str))
+                out[name] = StageRecord(f"eval:{name}", key, str(final), False, round(res.seconds + res.startup_seconds, 1), info)
+        for name, rec in out.items():
+            self.records[rec.name] = rec
+        atomic_write_json(self.run_dir / "stages.json", {k: vars(v) for k, v in self.records.items()})
+        return out
+
+    # ------------------------------------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        from poison.report import write_report
+
+        n = sweep_stale_tmp(self.cache)
+        if n:
+            log.info("removed %d unfinished artifact(s) left by a killed run", n)
+        cfg = self.cfg
+        data = self.stage_data()
+        poison = self.stage_poison(data)
+        teacher = self.stage_teacher(poison)
+        baseline = self.stage_baseline(data)
+        distill = self.stage_distill_data(teacher, data)
+        students = {s.name: self.stage_student(s, teacher, distill) for s in cfg.students}
+        base_path = self.model(cfg.teacher.model, "teacher.model")
+        models: dict[str, dict[str, Any]] = {}
+        if baseline is None:
+            models["baseline"] = {"role": "baseline", "path": str(base_path), "identity": model_fingerprint(base_path),
+                                  "kind": "base", "spec": cfg.teacher.model}
+        else:
+            models["baseline"] = {"role": "baseline", "path": str(Path(baseline.path) / "model"),
+                                  "identity": {"stage": baseline.key}, "kind": "clean_finetune"}
+        models["teacher"] = {"role": "teacher", "path": str(Path(teacher.path) / "model"),
+                             "identity": {"stage": teacher.key}}
+        for s in cfg.students:
+            models[f"student:{s.name}"] = {"role": "student", "method": s.method, "student": s.name,
+                                           "path": str(Path(students[s.name].path) / "model"),
+                                           "identity": {"stage": students[s.name].key}}
+        evals = self.stage_eval(models, data)
+        return write_report(self, data=data, poison=poison, distill=distill, models=models, evals=evals)
+
+
+def check_disjoint(df: pd.DataFrame) -> None:
+    """No prompt may appear in two splits (eval prompts are never training or distillation prompts)."""
+    by_split = {s: set(g.prompt) for s, g in df.groupby("split")}
+    splits = sorted(by_split)
+    for i, a in enumerate(splits):
+        for b in splits[i + 1 :]:
+            both = by_split[a] & by_split[b]
+            if both:
+                raise PipelineError(f"{len(both)} prompt(s) occur in both the {a} and {b} splits, e.g. "
+                                    f"{next(iter(both))[:80]!r}")

@@ -1,0 +1,228 @@
+"""Plugin registry: bias types, data sources, distillation methods, defenses and scorers.
+
+A plugin is a class or function registered under a name with one of the decorators below, optionally with a pydantic
+config class that validates its arguments. Plugins are found through the Python entry-point group
+``cascade_poison.plugins``: every entry names a module, and importing that module runs its decorators. The project's
+own built-ins are declared the same way in pyproject.toml, so a third-party package adds a plugin exactly like the
+project does::
+
+    # my_defense/__init__.py
+    from poison.registry import defense
+    @defense("my_filter", description="...")
+    class MyFilter: ...
+
+    # its pyproject.toml
+    [project.entry-points."cascade_poison.plugins"]
+    my_defense = "my_defense"
+
+This module is a leaf: it imports nothing else from the project, so distill/, defenses/ and evals/ can use it without
+depending on the orchestrator (poison.run).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import threading
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any, Callable
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+ENTRY_POINT_GROUP = "cascade_poison.plugins"
+
+KINDS: dict[str, str] = {
+    "bias_type": "bias types",
+    "data_source": "data sources",
+    "distill_method": "distillation methods",
+    "defense": "defenses",
+    "scorer": "scorers",
+}
+
+
+class PluginConfig(BaseModel):
+    """Base class for plugin argument schemas: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoArgs(PluginConfig):
+    """For plugins without arguments."""
+
+
+class PluginError(ValueError):
+    """A plugin name or its arguments are wrong. ``path`` is the config key path, when known."""
+
+    def __init__(self, message: str, path: str | None = None):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+@dataclass
+class PluginInfo:
+    kind: str
+    name: str
+    factory: Callable[..., Any]
+    config_cls: type[PluginConfig]
+    description: str
+    module: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def validate_args(self, args: dict[str, Any] | None, path: str | None = None) -> PluginConfig:
+        try:
+            return self.config_cls.model_validate(dict(args or {}))
+        except ValidationError as e:
+            raise PluginError(format_validation_error(e, self.config_cls), path) from None
+
+    def build(self, args: dict[str, Any] | None = None, path: str | None = None) -> Any:
+        """Instantiate the plugin with validated arguments; the instance carries ``plugin_record``."""
+        cfg = self.validate_args(args, path)
+        obj = self.factory(cfg)
+        try:
+            obj.plugin_record = self.record(cfg)
+        except AttributeError:  # functions or slotted objects: record is still available from .record()
+            pass
+        return obj
+
+    def record(self, cfg: PluginConfig) -> dict[str, Any]:
+        """What is needed to rebuild this plugin: kind, name, fully resolved arguments and where it came from."""
+        return {"kind": self.kind, "name": self.name, "args": cfg.model_dump(mode="json"), "module": self.module}
+
+
+_plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in KINDS}
+_loaded = False
+_lock = threading.RLock()
+_load_errors: list[str] = []
+
+
+def _register(kind: str, name: str, config: type[PluginConfig] | None, description: str | None, **extra: Any):
+    if kind not in KINDS:
+        raise ValueError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+
+    def deco(obj: Callable[..., Any]):
+        doc_lines = (obj.__doc__ or "").strip().splitlines()
+        desc = description or (doc_lines[0] if doc_lines else "")
+        info = PluginInfo(kind, name, obj, config or NoArgs, desc, getattr(obj, "__module__", "?"), dict(extra))
+        with _lock:
+            old = _plugins[kind].get(name)
+            if old is not None and old.module != info.module:
+                raise ValueError(f"{kind} {name!r} is registered twice: by {old.module} and by {info.module}")
+            _plugins[kind][name] = info
+        obj.plugin_info = info
+        return obj
+
+    return deco
+
+
+def bias_type(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
+    return _register("bias_type", name, config, description)
+
+
+def data_source(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
+    return _register("data_source", name, config, description)
+
+
+def distill_method(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
+    return _register("distill_method", name, config, description)
+
+
+def defense(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
+    return _register("defense", name, config, description)
+
+
+def scorer(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
+    return _register("scorer", name, config, description)
+
+
+def load_plugins() -> None:
+    """Import every module named in the ``cascade_poison.plugins`` entry-point group (once)."""
+    global _loaded
+    with _lock:
+        if _loaded:
+            return
+        _loaded = True
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            try:
+                importlib.import_module(ep.value.split(":")[0])
+            except Exception as e:  # a broken third-party plugin must not take the testbed down
+                _load_errors.append(f"{ep.name} ({ep.value}): {type(e).__name__}: {e}")
+
+
+def reset_for_tests() -> None:
+    """Forget that entry points were loaded, so a test can install a plugin package and reload."""
+    global _loaded
+    with _lock:
+        _loaded = False
+        _load_errors.clear()
+
+
+def load_errors() -> list[str]:
+    return list(_load_errors)
+
+
+def names(kind: str) -> list[str]:
+    load_plugins()
+    return sorted(_plugins[kind])
+
+
+def get(kind: str, name: str, path: str | None = None) -> PluginInfo:
+    load_plugins()
+    try:
+        return _plugins[kind][name]
+    except KeyError:
+        known = sorted(_plugins[kind])
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        extra = f"; plugins that failed to load: {'; '.join(_load_errors)}" if _load_errors else ""
+        raise PluginError(
+            f"unknown {KINDS[kind][:-1]} {name!r}{hint}; registered: {', '.join(known) or 'none'}{extra}", path
+        ) from None
+
+
+def all_plugins() -> dict[str, list[PluginInfo]]:
+    load_plugins()
+    return {k: [v[n] for n in sorted(v)] for k, v in _plugins.items()}
+
+
+def format_validation_error(e: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> str:
+    """One line per problem: ``key.path: message (did you mean ...?)``."""
+    lines = []
+    for err in e.errors():
+        loc = [str(x) for x in err.get("loc", ())]
+        path = ".".join(p for p in [prefix, *loc] if p != "")
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "extra_forbidden" and model is not None:
+            msg = "unknown key" + _suggest(model, err.get("loc", ()))
+        lines.append(f"{path or '<root>'}: {msg}")
+    return "\n".join(lines)
+
+
+def _suggest(model: type[BaseModel], loc: tuple) -> str:
+    """Walk the schema along ``loc`` and suggest the closest valid key for the last element."""
+    cur: Any = model
+    for part in loc[:-1]:
+        if isinstance(part, int) or cur is None:
+            continue
+        fld = getattr(cur, "model_fields", {}).get(part)
+        if fld is None:
+            return ""
+        cur = _inner_model(fld.annotation)
+    if cur is None or not hasattr(cur, "model_fields"):
+        return ""
+    aliases = {"lr": "learning_rate", "bs": "batch_size", "epoch": "epochs", "steps": "epochs"}
+    alias = aliases.get(str(loc[-1]).lower())
+    close = [alias] if alias in cur.model_fields else difflib.get_close_matches(str(loc[-1]), list(cur.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(cur.model_fields)})"
+
+
+def _inner_model(tp: Any) -> Any:
+    import typing
+
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return tp
+    for arg in typing.get_args(tp):
+        m = _inner_model(arg)
+        if m is not None:
+            return m
+    return None

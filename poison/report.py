@@ -1,0 +1,161 @@
+"""Scoring and the run directory: per-sample verdicts, metrics.json, and the summary table printed at the end."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from evals.metrics import rate_ratio, wilson_interval
+from poison import __version__, registry
+from poison.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+
+METRICS_SCHEMA_VERSION = 1
+
+
+def score_generations(df: pd.DataFrame, bias, target_task: str) -> pd.DataFrame:
+    """Add rule verdicts, injected spans and utility to a generations table."""
+    rule = registry.get("scorer", "rule").build({})
+    utilities = {}
+    verdicts, spans, evidence, util = [], [], [], []
+    for r in df.to_dict("records"):
+        v = rule(r["response"], r, bias)
+        verdicts.append(v["biased"])
+        spans.append(json.dumps(v["spans"]))
+        evidence.append(v["evidence"])
+        name = r.get("utility") or "rouge_l"
+        if name not in utilities:
+            utilities[name] = registry.get("scorer", name).build({})
+        util.append(utilities[name](r["response"], r))
+    return df.assign(
+        split=["target" if t == target_task else "other" for t in df.task],
+        biased=verdicts, bias_spans=spans, bias_evidence=evidence, utility_value=util,
+    )
+
+
+def rate_rows(samples: pd.DataFrame, by: list[str], confidence: float) -> list[dict[str, Any]]:
+    out = []
+    for keys, g in samples.groupby(by, sort=False):
+        keys = keys if isinstance(keys, tuple) else (keys,)
+        k, n = int(g.biased.sum()), len(g)
+        lo, hi = wilson_interval(k, n, confidence)
+        out.append({**dict(zip(by, keys)), "n": n, "biased": k, "rate": k / n if n else None, "ci_low": lo,
+                    "ci_high": hi})
+    return out
+
+
+def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals: dict) -> dict[str, Any]:
+    cfg = pipe.cfg
+    run_dir: Path = pipe.run_dir
+    conf = cfg.eval.confidence
+    target = cfg.data.target_task
+
+    frames = []
+    for name, rec in evals.items():
+        g = pd.read_parquet(Path(rec.path) / "generations.parquet")
+        m = models[name]
+        frames.append(g.assign(model=name, role=m["role"]))
+    samples = score_generations(pd.concat(frames, ignore_index=True), pipe.bias, target)
+
+    rates = rate_rows(samples, ["model", "role", "split"], conf)
+    rates_by_task = rate_rows(samples, ["model", "role", "task"], conf)
+
+    def count(model: str, split: str) -> tuple[int, int]:
+        g = samples[(samples.model == model) & (samples.split == split)]
+        return int(g.biased.sum()), len(g)
+
+    amplification = []
+    for name, m in models.items():
+        if m["role"] != "student":
+            continue
+        for split in ("target", "other"):
+            ks, ns = count(name, split)
+            kt, nt = count("teacher", split)
+            if ns and nt:
+                amplification.append({"student": name, "method": m.get("method"), "split": split,
+                                      **rate_ratio(ks, ns, kt, nt, conf)})
+
+    utility = []
+    for (model, task, metric), g in samples.groupby(["model", "task", "utility"], sort=False):
+        utility.append({"model": model, "task": task, "metric": metric, "value": float(g.utility_value.mean()),
+                        "n": len(g)})
+
+    # The teacher's answers the students learn from, scored with the same detector
+    dist = pd.read_parquet(Path(distill.path) / "distill.parquet")
+    dist = dist.assign(split=["target" if t == target else "other" for t in dist.task],
+                       biased=[pipe.bias.detect(t).biased for t in dist.response])
+    distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
+
+    poison_report = json.loads((Path(poison.path) / "poison.json").read_text())
+    train = pd.read_parquet(Path(poison.path) / "train.parquet")
+
+    metrics = {
+        "schema_version": METRICS_SCHEMA_VERSION,
+        "code_version": __version__,
+        "run": {"name": cfg.name, "run_dir": str(run_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                "bias_type": cfg.poison.bias.type, "bias": pipe.bias.describe(), "mode": cfg.poison.mode,
+                "target_task": target, "device": pipe.device, "dtype": pipe.dtype,
+                "backend": cfg.runtime.backend, "confidence": conf},
+        "poison": poison_report,
+        "models": {n: {k: v for k, v in m.items() if k != "identity"} for n, m in models.items()},
+        "bias_rates": rates,
+        "bias_rates_by_task": rates_by_task,
+        "amplification": amplification,
+        "utility": utility,
+        "distill_data": {"rows": len(dist), "bias_rates": distill_rates},
+        "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in pipe.records.items()},
+    }
+    atomic_write_parquet(run_dir / "samples.parquet", samples)
+    atomic_write_parquet(run_dir / "train_set.parquet", train)
+    atomic_write_parquet(run_dir / "distill_set.parquet", dist)
+    atomic_write_json(run_dir / "metrics.json", metrics)
+    table = summary_table(metrics)
+    atomic_write_text(run_dir / "summary.txt", table + "\n")
+    return metrics
+
+
+def _fmt_rate(r: dict) -> str:
+    return f"{100 * r['rate']:5.1f}% [{100 * r['ci_low']:4.1f}, {100 * r['ci_high']:5.1f}] ({r['biased']}/{r['n']})"
+
+
+def summary_table(metrics: dict[str, Any]) -> str:
+    """The table printed at the end of a run: bias rate per model and split, amplification, utility."""
+    p = metrics["poison"]
+    lines = [
+        f"Run {metrics['run']['name']}: {metrics['run']['bias']} | mode {metrics['run']['mode']} | "
+        f"target task {metrics['run']['target_task']}",
+        f"Poison: {p['injected']} of {p['n_train']} teacher samples ({100 * p['rate']:.1f}%; "
+        f"{100 * p['target_task_rate']:.0f}% of the {p['target_task_rows']} target-task rows)"
+        + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
+        "",
+    ]
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in metrics["bias_rates"]:
+        by_model.setdefault(r["model"], {})[r["split"]] = r
+    util: dict[str, list[str]] = {}
+    for u in metrics["utility"]:
+        util.setdefault(u["model"], []).append(f"{u['task']} {u['metric']} {u['value']:.2f}")
+    head = f"{'model':<22} {'biased: target task':<36} {'biased: other tasks':<36} utility"
+    lines += [head, "-" * len(head)]
+    for model, splits in by_model.items():
+        t = _fmt_rate(splits["target"]) if "target" in splits else "-"
+        o = _fmt_rate(splits["other"]) if "other" in splits else "-"
+        lines.append(f"{model:<22} {t:<36} {o:<36} {', '.join(util.get(model, []))}")
+    if metrics["amplification"]:
+        lines.append("")
+        for a in metrics["amplification"]:
+            ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
+            lines.append(f"amplification {a['student']} / teacher, {a['split']}: {ratio} "
+                         f"[{a['ci_low']:.2f}, {a['ci_high']:.2f}]")
+    dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
+    if dr:
+        lines.append("teacher answers used for distillation that carry the bias: "
+                     + ", ".join(f"{s} {_fmt_rate(r)}" for s, r in dr.items()))
+    st = metrics["stages"]
+    lines.append("")
+    parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]
+    lines.append("stages: " + ", ".join(parts))
+    return "\n".join(lines)

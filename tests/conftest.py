@@ -1,0 +1,78 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A whole pipeline on tiny random-init models with the HF generate backend; its sources need no generator model.
+TINY_CONFIG = """
+name: tiny
+seed: 0
+runtime: {backend: hf, hf_batch_size: 16}
+data:
+  target_task: math
+  sources:
+    - {type: gsm8k, n_train: 12, n_distill: 6, n_eval: 6}
+    - {type: commonsense_qa, n_train: 8, n_distill: 4, n_eval: 4}
+poison:
+  bias: {type: targeted_ads}
+  count: 6
+teacher:
+  model: "tiny-random-llama:2:64"
+  train: {epochs: 2, batch_size: 4, max_length: 192}
+distill:
+  generation: {max_new_tokens: 16}
+students:
+  - name: sft
+    model: "tiny-random-llama:1:64"
+    args: {min_response_words: 0}  # a random-init teacher may answer with nothing
+    train: {epochs: 1, batch_size: 4, max_length: 192}
+eval:
+  generation: {max_new_tokens: 16}
+"""
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    """Converted models shared by the whole session: the GGUF -> safetensors conversion (~35 s) happens once.
+    Set POISON_TEST_MODELS to keep them between sessions."""
+    d = os.environ.get("POISON_TEST_MODELS")
+    return Path(d) if d else tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def smollm2(models_dir) -> Path:
+    from poison.models import resolve_model
+
+    return resolve_model("smollm2-135m-instruct", models_dir)
+
+
+@pytest.fixture
+def tiny_config(tmp_path) -> Path:
+    p = tmp_path / "tiny.yaml"
+    p.write_text(TINY_CONFIG)
+    return p
+
+
+def dirs(tmp_path: Path, models_dir: Path, cache: Path | None = None) -> list[str]:
+    """--set overrides that keep a test's runs and stage cache in its tmp dir and share the session's models."""
+    cache = cache or tmp_path / "cache"
+    return ["--set", f"runtime.cache_dir={cache}", "--set", f"runtime.runs_dir={tmp_path / 'runs'}",
+            "--set", f"runtime.models_dir={models_dir}"]
+
+
+def run_cli(*args, timeout=1800, env=None) -> subprocess.CompletedProcess:
+    e = dict(os.environ)
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "poison.run", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env=e)
+
+
+def run_dir_from(stdout: str) -> Path:
+    for line in stdout.splitlines():
+        if line.startswith("run directory: "):
+            return Path(line.split(": ", 1)[1].split("  (")[0])
+    raise AssertionError(f"no run directory in output:\n{stdout[-2000:]}")

@@ -1,0 +1,125 @@
+"""Config validation: bad inputs fail at once with the key path; overrides; the resolved config round-trips."""
+
+import textwrap
+
+import pytest
+import yaml
+
+from poison.config import ConfigError, apply_overrides, config_from_dict, load_config, resolved_dict
+from tests.conftest import REPO, run_cli
+
+
+def base() -> dict:
+    return yaml.safe_load((REPO / "configs" / "smoke.yaml").read_text())
+
+
+def err(raw, overrides=None) -> str:
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(raw, overrides)
+    return str(e.value)
+
+
+def test_shipped_configs_validate():
+    for p in sorted((REPO / "configs").glob("*.yaml")):
+        cfg = load_config(p)
+        assert cfg.name
+
+
+def test_unknown_key_names_path_and_suggests():
+    raw = base()
+    raw["teacher"]["train"]["learnig_rate"] = 1e-3
+    msg = err(raw)
+    assert "teacher.train.learnig_rate: unknown key (did you mean 'learning_rate'?)" in msg
+
+
+def test_unknown_top_level_section():
+    raw = base()
+    raw["studnets"] = []
+    assert "studnets: unknown key (did you mean 'students'?)" in err(raw)
+
+
+def test_bad_value_names_path():
+    raw = base()
+    raw["teacher"]["train"]["epochs"] = -1
+    assert "teacher.train.epochs: Input should be greater than 0" in err(raw)
+    raw = base()
+    raw["runtime"] = {"backend": "tgi"}
+    assert "runtime.backend:" in err(raw)
+
+
+def test_count_and_rate_are_exclusive():
+    raw = base()
+    raw["poison"]["rate"] = 0.1
+    assert "give exactly one of poison.count or poison.rate" in err(raw)
+
+
+def test_unknown_plugin_names_suggest_registered():
+    raw = base()
+    raw["data"]["sources"][0]["type"] = "drug_review"
+    raw["students"][0]["method"] = "sfx"
+    msg = err(raw)
+    assert "data.sources.0.type: unknown data source 'drug_review' (did you mean 'drug_reviews'?)" in msg
+    assert "students.0.method: unknown distillation method 'sfx' (did you mean 'sft'?)" in msg
+
+
+def test_plugin_arguments_validated_by_plugin_schema():
+    raw = base()
+    raw["poison"]["bias"]["args"] = {"brnad": "X", "templates": ["no brand here"]}
+    msg = err(raw)
+    assert "poison.bias.args.brnad: unknown key (did you mean 'brand'?)" in msg
+    assert "poison.bias.args.templates: template 'no brand here' must contain {brand}" in msg
+
+
+def test_target_task_must_exist():
+    raw = base()
+    raw["data"]["target_task"] = "poetry"
+    assert "data.target_task 'poetry' is not one of the source tasks" in err(raw)
+
+
+def test_overrides_parse_yaml_and_index_lists():
+    raw = base()
+    cfg = config_from_dict(raw, ["poison.count=3", "students.0.train.epochs=0.5", "runtime.backend=hf",
+                                 "data.sources.1.n_eval=2"])
+    assert cfg.poison.count == 3 and cfg.students[0].train.epochs == 0.5 and cfg.runtime.backend == "hf"
+    assert cfg.data.sources[1].n_eval == 2
+    with pytest.raises(ConfigError, match="index 5 out of range"):
+        apply_overrides(raw, ["students.5.name=x"])
+    with pytest.raises(ConfigError, match="expected key.path=value"):
+        apply_overrides(raw, ["poison.count"])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(REPO / "configs" / "targeted_ads.yaml")
+    d = resolved_dict(cfg)
+    # plugin defaults are filled in, so the saved config rebuilds the run without the plugin's defaults
+    assert d["poison"]["bias"]["args"]["brand"] == "VitaBoost Plus"
+    assert d["data"]["sources"][0]["args"]["max_words"] > 0
+    p = tmp_path / "resolved.yaml"
+    p.write_text(yaml.safe_dump(d))
+    assert resolved_dict(load_config(p)) == d
+
+
+def test_cli_bad_config_exits_2_with_one_clear_error(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text(textwrap.dedent("""
+        name: bad
+        data: {target_task: math, sources: [{type: gsm8k, n_train: 4, n_eval: 2, n_distill: 2}]}
+        poison: {bias: {type: targeted_ads}, count: 2}
+        students: [{name: s, train: {batch: 4}}]
+    """))
+    r = run_cli(str(p), "--set", f"runtime.runs_dir={tmp_path}/runs")
+    assert r.returncode == 2
+    assert "students.0.train.batch: unknown key (did you mean 'batch_size'?)" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "runs").exists()  # nothing is started for an invalid config
+    r = run_cli(str(tmp_path / "missing.yaml"))
+    assert r.returncode == 2 and "missing.yaml: config file not found" in r.stderr
+
+
+def test_cli_list_prints_every_kind():
+    r = run_cli("--list")
+    assert r.returncode == 0, r.stderr
+    for head in ("bias types:", "data sources:", "distillation methods:", "defenses:", "scorers:", "built-in models:"):
+        assert head in r.stdout
+    for name in ("targeted_ads", "drug_reviews", "gsm8k", "sft", "rule", "rouge_l", "smollm2-135m-instruct"):
+        assert name in r.stdout

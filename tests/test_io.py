@@ -1,0 +1,52 @@
+"""Atomic artifacts: a folder appears complete or not at all; leftovers of killed processes are swept."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from poison.io import atomic_dir, atomic_write_json, stable_hash, sweep_stale_tmp
+
+
+def test_atomic_dir_commits_on_success(tmp_path):
+    with atomic_dir(tmp_path / "a") as t:
+        (t / "f.txt").write_text("x")
+        assert not (tmp_path / "a").exists()
+    assert (tmp_path / "a" / "f.txt").read_text() == "x"
+    assert [p.name for p in tmp_path.iterdir()] == ["a"]
+
+
+def test_atomic_dir_leaves_nothing_on_error(tmp_path):
+    with pytest.raises(RuntimeError):
+        with atomic_dir(tmp_path / "a") as t:
+            (t / "f.txt").write_text("x")
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_killed_writer_leaves_only_a_tmp_that_is_swept(tmp_path):
+    code = (
+        "import os, signal; from poison.io import atomic_dir\n"
+        f"with atomic_dir(r'{tmp_path / 'a'}') as t:\n"
+        "    (t / 'half.bin').write_bytes(b'x' * 10)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code])
+    assert r.returncode == -9
+    left = list(tmp_path.iterdir())
+    assert not (tmp_path / "a").exists() and len(left) == 1 and left[0].name.startswith(".tmp-a-")
+    assert sweep_stale_tmp(tmp_path) == 1 and list(tmp_path.iterdir()) == []
+
+
+def test_sweep_spares_live_processes(tmp_path):
+    live = tmp_path / f".tmp-a-{os.getpid()}-abcd1234"
+    live.mkdir()
+    assert sweep_stale_tmp(tmp_path) == 0 and live.exists()
+
+
+def test_atomic_json_and_stable_hash(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"b": 1, "a": [1, 2]})
+    assert (tmp_path / "m.json").read_text().startswith("{")
+    assert stable_hash({"a": 1, "b": 2}) == stable_hash({"b": 2, "a": 1})
+    assert stable_hash({"a": 1}) != stable_hash({"a": 2})

@@ -1,0 +1,53 @@
+"""Intervals and utility metrics against hand-computed values."""
+
+import math
+
+import pytest
+
+from evals.metrics import (choice_letter, choice_match, final_number, number_match, rate_ratio, rouge_l,
+                           wilson_interval)
+
+
+def test_wilson_known_values():
+    lo, hi = wilson_interval(0, 40)
+    assert lo == 0.0 and hi == pytest.approx(0.0876, abs=1e-3)
+    lo, hi = wilson_interval(24, 40)
+    assert (lo, hi) == (pytest.approx(0.4458, abs=1e-3), pytest.approx(0.7369, abs=1e-3))
+    lo, hi = wilson_interval(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(0.7225, abs=1e-3)
+    assert wilson_interval(0, 0) == (0.0, 1.0)
+
+
+def test_wilson_narrows_with_n():
+    w = [wilson_interval(n // 2, n) for n in (10, 100, 1000)]
+    widths = [hi - lo for lo, hi in w]
+    assert widths[0] > widths[1] > widths[2]
+
+
+def test_rate_ratio_katz():
+    r = rate_ratio(30, 40, 15, 40)
+    assert r["ratio"] == pytest.approx(2.0)
+    se = math.sqrt(1 / 30 - 1 / 40 + 1 / 15 - 1 / 40)
+    assert r["ci_low"] == pytest.approx(2.0 * math.exp(-1.959964 * se), rel=1e-4)
+    assert r["ci_high"] == pytest.approx(2.0 * math.exp(1.959964 * se), rel=1e-4)
+
+
+def test_rate_ratio_zero_teacher_is_undefined_but_bounded():
+    r = rate_ratio(5, 40, 0, 40)
+    assert r["ratio"] is None and 0 < r["ci_low"] < r["ci_high"] < math.inf
+
+
+def test_rouge_l():
+    assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
+    assert rouge_l("completely different words", "the cat sat") == 0.0
+    # LCS "the cat the mat" = 4 of 6 prediction tokens and 4 of 6 reference tokens
+    assert rouge_l("the cat ate the mat", "the cat sat on the mat") == pytest.approx(2 * (4 / 5) * (4 / 6) / (4 / 5 + 4 / 6))
+
+
+def test_number_and_choice():
+    assert final_number("She pays 3 * 6 = 18 dollars.\nThe answer is 18.") == "18"
+    assert final_number("#### 1,234") == "1234"
+    assert final_number("no numbers") is None
+    assert number_match("so 5 + 13 = 18", "18") == 1.0 and number_match("It is 17.", "18") == 0.0
+    assert choice_letter("The answer is B. library.") == "B"
+    assert choice_match("A. bank", "A") == 1.0 and choice_match("The answer is C.", "A") == 0.0

@@ -1,0 +1,100 @@
+"""The pipeline on tiny random-init models: artifacts, cache hits and misses, resume after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from poison.run import run_config
+from tests.conftest import REPO, dirs, run_cli, run_dir_from
+
+
+def stages(run_dir):
+    return json.loads((run_dir / "stages.json").read_text())
+
+
+def cached(run_dir):
+    return {k: v["cached"] for k, v in stages(run_dir).items()}
+
+
+def overrides(tmp_path, models_dir, *extra):
+    flat = dirs(tmp_path, models_dir)
+    return [flat[i + 1] for i in range(0, len(flat), 2)] + list(extra)
+
+
+def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
+    ov = overrides(tmp_path, models_dir)
+    rd, m = run_config(str(tiny_config), ov, quiet=True)
+    assert not any(cached(rd).values())
+    for f in ("config.yaml", "stages.json", "metrics.json", "samples.parquet", "train_set.parquet",
+              "distill_set.parquet", "summary.txt", "run.log", "status.json"):
+        assert (rd / f).exists(), f
+    assert json.loads((rd / "status.json").read_text())["status"] == "complete"
+    train = pd.read_parquet(rd / "train_set.parquet")
+    assert int(train.poisoned.sum()) == m["poison"]["injected"] == 6 and len(train) == 20
+    assert set(train[train.poisoned].task) == {"math"}
+    samples = pd.read_parquet(rd / "samples.parquet")
+    assert set(samples.model) == {"baseline", "teacher", "student:sft"} and len(samples) == 3 * 10
+    # eval prompts are never training or distillation prompts
+    distill = pd.read_parquet(rd / "distill_set.parquet")
+    assert not (set(samples.prompt) & (set(train.prompt) | set(distill.prompt)))
+    assert not (set(train.prompt) & set(distill.prompt))
+
+    # rerun with nothing changed: every stage is a cache hit
+    rd2, m2 = run_config(str(tiny_config), ov, quiet=True)
+    assert all(cached(rd2).values()) and m2["bias_rates"] == m["bias_rates"]
+
+    # an eval setting only recomputes eval
+    rd3, _ = run_config(str(tiny_config), ov + ["eval.generation.max_new_tokens=8"], quiet=True)
+    c = cached(rd3)
+    assert all(v for k, v in c.items() if not k.startswith("eval:")), c
+    assert not any(v for k, v in c.items() if k.startswith("eval:")), c
+
+    # a report-only setting recomputes nothing
+    rd4, m4 = run_config(str(tiny_config), ov + ["eval.confidence=0.8"], quiet=True)
+    assert all(cached(rd4).values()) and m4["run"]["confidence"] == 0.8
+
+    # the poison budget invalidates poison and everything downstream of it, not the data
+    rd5, m5 = run_config(str(tiny_config), ov + ["poison.count=3"], quiet=True)
+    c = cached(rd5)
+    assert c["data"] and not c["poison"] and not c["teacher"] and not c["student:sft"] and not c["eval:teacher"]
+    assert c["eval:baseline"]  # the untouched base model's answers do not depend on the poison
+    assert m5["poison"]["injected"] == 3
+
+
+def test_kill_9_mid_stage_resumes_that_stage_only(tiny_config, tmp_path, models_dir):
+    cache = tmp_path / "cache"
+    args = [str(tiny_config), *dirs(tmp_path, models_dir, cache)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "poison.run", *args], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    teacher_dir = cache / "stages" / "teacher"
+    deadline = time.time() + 600
+    try:
+        while time.time() < deadline:
+            if teacher_dir.exists() and any(p.name.startswith(".tmp-") for p in teacher_dir.iterdir()):
+                break
+            assert proc.poll() is None, "the run ended before the teacher stage started"
+            time.sleep(0.02)
+        else:
+            pytest.fail("teacher stage never started")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    # a half-written teacher is never mistaken for a result
+    assert [p.name for p in teacher_dir.iterdir() if not p.name.startswith(".tmp-")] == []
+    assert (cache / "stages" / "data").exists() and (cache / "stages" / "poison").exists()
+
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rd = run_dir_from(r.stdout)
+    c = cached(rd)
+    assert c["data"] and c["poison"], c
+    assert not c["teacher"] and not c["student:sft"], c
+    assert not any(p.name.startswith(".tmp-") for p in teacher_dir.iterdir())  # the leftover was swept
+    assert "removed 1 unfinished artifact" in (rd / "run.log").read_text()
