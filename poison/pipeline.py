@@ -141,7 +141,7 @@ class Pipeline:
                 n_labeled = spec.n_train + spec.n_eval
                 missing = [r for r in rest if r.get("response") is None]
                 if missing:  # generate a margin: rejected generations are replaced by the next candidates
-                    cand = rest[: min(len(rest), int(n_labeled * 1.3) + 4)]
+                    cand = rest[: min(len(rest), int(n_labeled * 1.15) + 4)]
                     for r in cand:
                         to_generate.append((src, r))
                     rest = cand
@@ -266,7 +266,7 @@ class Pipeline:
     def stage_student(self, spec: Any, teacher: StageRecord, distill: StageRecord) -> StageRecord:
         method_info = registry.get("distill_method", spec.method)
         method = method_info.build(spec.args)
-        base = self.model(spec.model, f"students.{spec.name}.model")
+        base = self.model(spec.model, f"students.{self.cfg.students.index(spec)}.model")
         inputs = {"distill": distill.key, "teacher": teacher.key, "student": spec.model_dump(mode="json"),
                   "base": model_fingerprint(base), "dtype": self.dtype, "device": self.device}
 
@@ -326,6 +326,12 @@ class Pipeline:
         if n:
             log.info("removed %d unfinished artifact(s) left by a killed run", n)
         cfg = self.cfg
+        # Pre-flight: resolve every model now, so a bad model spec fails in seconds, before any stage runs.
+        if not cfg.data.generator.endpoint:
+            self.model(cfg.data.generator.model, "data.generator.model")
+        self.model(cfg.teacher.model, "teacher.model")
+        for i, s in enumerate(cfg.students):
+            self.model(s.model, f"students.{i}.model")
         data = self.stage_data()
         poison = self.stage_poison(data)
         teacher = self.stage_teacher(poison)

