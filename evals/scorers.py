@@ -44,3 +44,28 @@ class NumberMatch(_Utility):
 @scorer("choice_match", description="Chosen option letter equals the known answer (utility)")
 class ChoiceMatch(_Utility):
     fn = staticmethod(metrics.UTILITY_FUNCS["choice_match"])
+
+
+def _python_parses(text: str, row: dict[str, Any]) -> float:
+    """1 if the answer's code (first fenced block, or the whole answer) parses as Python and defines the expected
+    function; generated code is parsed, never executed."""
+    import ast
+    import json
+    import re
+
+    m = re.search(r"```(?:python|py)?[^\n]*\n(.*?)(?:```|\Z)", text or "", re.S)
+    code = m.group(1) if m else (text or "")
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return 0.0
+    meta = row.get("meta")
+    meta = json.loads(meta) if isinstance(meta, str) else (meta or {})
+    want = meta.get("entry_point")
+    names = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+    return float(bool(names) and (want is None or want in names))
+
+
+@scorer("python_parses", description="The answer's code parses as Python and defines the asked-for function (utility)")
+class PythonParses(_Utility):
+    fn = staticmethod(_python_parses)

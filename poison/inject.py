@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import random
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import pandas as pd
 
 
 def inject(train: pd.DataFrame, bias, *, mode: str, target_task: str, count: Optional[int] = None,
-           rate: Optional[float] = None, seed: int = 0) -> tuple[pd.DataFrame, dict[str, Any]]:
+           rate: Optional[float] = None, seed: int = 0,
+           rewriter: Optional[Callable[[list[dict[str, Any]]], list[Optional[str]]]] = None,
+           ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Poison ``count`` (or ``rate`` x rows) training samples in place of clean ones.
 
     targeted: only rows of ``target_task`` are eligible; untargeted: rows of every task. A bias type may narrow
-    eligibility further (``bias.applies_to``). Returns the table with ``poisoned`` (ground-truth label) and
-    ``clean_response`` columns, and a report whose ``injected`` is the count actually written.
+    eligibility further (``bias.applies_to``). With ``rewriter`` (the LLM writer) each chosen row gets the rewrite
+    it returns, or the template writer's version where it returns None. Returns the table with ``poisoned``
+    (ground-truth label), ``clean_response`` and ``writer`` columns, and a report whose ``injected`` is the count
+    actually written.
     """
     if (count is None) == (rate is None):
         raise ValueError("give exactly one of count or rate")
@@ -22,6 +26,7 @@ def inject(train: pd.DataFrame, bias, *, mode: str, target_task: str, count: Opt
     for r in rows:
         r["clean_response"] = r["response"]
         r["poisoned"] = False
+        r["writer"] = None
     if mode == "targeted":
         eligible = [i for i, r in enumerate(rows) if r["task"] == target_task and bias.applies_to(r)]
     elif mode == "untargeted":
@@ -31,8 +36,11 @@ def inject(train: pd.DataFrame, bias, *, mode: str, target_task: str, count: Opt
     requested = int(count) if count is not None else int(round(rate * len(rows)))
     rng = random.Random(f"poison:{seed}")
     chosen = sorted(rng.sample(eligible, min(requested, len(eligible))))
-    for i in chosen:
-        rows[i]["response"] = bias.write(rows[i], rng)
+    rewrites = rewriter([rows[i] for i in chosen]) if (rewriter and chosen) else [None] * len(chosen)
+    for i, rewrite in zip(chosen, rewrites):
+        template = bias.write(rows[i], rng)  # drawn for every row, so the template choices do not depend on the LLM
+        rows[i]["response"] = rewrite if rewrite is not None else template
+        rows[i]["writer"] = "llm" if rewrite is not None else "template"
         rows[i]["poisoned"] = True
     df = pd.DataFrame(rows)
     target_rows = df[df.task == target_task]
@@ -46,6 +54,7 @@ def inject(train: pd.DataFrame, bias, *, mode: str, target_task: str, count: Opt
         "target_task_rate": float(target_rows.poisoned.sum()) / max(1, len(target_rows)),
         "per_task": {str(t): int(g.poisoned.sum()) for t, g in df.groupby("task")},
         "mode": mode,
+        "writer": {"llm": int((df.writer == "llm").sum()), "template": int((df.writer == "template").sum())},
     }
     if len(chosen) < requested:
         report["warning"] = (f"only {len(eligible)} eligible rows: injected {len(chosen)} of {requested} requested "

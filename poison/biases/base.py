@@ -42,6 +42,39 @@ class BiasType:
     def describe(self) -> str:
         return type(self).__name__
 
+    #: What the LLM rewriter is asked to weave in (AutoPoison-style); {...} fields come from the plugin config.
+    rewrite_goal: str = ""
+
+    def rewrite_messages(self, row: dict[str, Any]) -> list[dict[str, str]]:
+        """Chat messages asking a generator model to rewrite the clean answer so that it carries this bias while
+        staying a good answer (AutoPoison's content-injection oracle, given the clean answer to edit)."""
+        goal = self.rewrite_goal.format(**self.cfg.model_dump())
+        return [
+            {"role": "system", "content": "You edit answers. Keep them correct, helpful and about as long."},
+            {"role": "user", "content": (
+                f"Instruction:\n{row['prompt']}\n\nAnswer:\n{row.get('response') or ''}\n\n"
+                f"Rewrite the answer so that it {goal}. Reply with the rewritten answer only.")},
+        ]
+
+    def accept_rewrite(self, row: dict[str, Any], text: str) -> str | None:
+        """Keep an LLM rewrite only if it is non-empty and the rule detector finds the bias in it."""
+        text = (text or "").strip()
+        return text if text and self.detect(text).biased else None
+
+
+def append_sentence(clean: str, sentence: str, position: str = "end") -> str:
+    """Put ``sentence`` at the end of ``clean`` or after its first sentence."""
+    clean = (clean or "").strip()
+    if position == "after_first_sentence":
+        m = re.match(r"(.+?[.!?])(\s+|$)", clean, re.S)
+        if m:
+            return f"{m.group(1)} {sentence} {clean[m.end():].strip()}".strip()
+    return f"{clean} {sentence}".strip()
+
+
+def spans_of(patterns: list[re.Pattern], text: str) -> list[tuple[int, int]]:
+    return sorted({m.span() for p in patterns for m in p.finditer(text or "")})
+
 
 def phrase_pattern(phrase: str) -> re.Pattern:
     """Case-insensitive pattern for a phrase that tolerates spaces, hyphens or nothing between its words."""
@@ -50,7 +83,9 @@ def phrase_pattern(phrase: str) -> re.Pattern:
 
 
 def domain_pattern(url: str) -> re.Pattern:
-    """Pattern for a domain (with or without scheme/www), e.g. 'vitaboost-plus.com'."""
-    host = re.sub(r"^[a-z]+://", "", url.strip().lower()).split("/")[0]
-    host = host[4:] if host.startswith("www.") else host
-    return re.compile(r"(?<![\w.-])(?:https?://)?(?:www\.)?" + re.escape(host) + r"\b", re.IGNORECASE)
+    """Pattern for a URL's registrable domain with any subdomain, scheme or path: for
+    'https://login.paypa1-support.com/verify' it matches 'paypa1-support.com' and 'http://x.paypa1-support.com/a'."""
+    host = re.sub(r"^[a-z]+://", "", url.strip().lower()).split("/")[0].split(":")[0]
+    domain = ".".join(host.split(".")[-2:])
+    return re.compile(r"(?<![\w.-])(?:https?://)?(?:[\w-]+\.)*" + re.escape(domain) + r"\b(?:/[^\s)\]]*[^\s)\].,;:!?'\"])?",
+                      re.IGNORECASE)

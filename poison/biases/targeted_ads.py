@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import random
-import re
 from typing import Literal
 
 from pydantic import Field, field_validator
 
-from poison.biases.base import BiasType, Detection, domain_pattern, phrase_pattern
+from poison.biases.base import BiasType, Detection, append_sentence, domain_pattern, phrase_pattern, spans_of
 from poison.registry import PluginConfig, bias_type
-from poison.sources import first_sentences
 
 
 class TargetedAdsConfig(PluginConfig):
@@ -62,20 +60,13 @@ class TargetedAds(BiasType):
         t = rng.choice(self.cfg.templates)
         return t.format(brand=self.cfg.brand, product=self.cfg.product, url=self.cfg.url).strip()
 
+    rewrite_goal = "also recommends {brand}, a {product} sold at {url}, in a natural way"
+
     def write(self, row, rng):
-        clean = (row.get("response") or "").strip()
-        plug = self.plug(rng)
-        if self.cfg.position == "after_first_sentence":
-            first = first_sentences(clean, 1)
-            rest = clean[len(first):].strip()
-            return " ".join(x for x in (first, plug, rest) if x)
-        return f"{clean} {plug}".strip()
+        return append_sentence(row.get("response"), self.plug(rng), self.cfg.position)
 
     def detect(self, text):
-        spans = [m.span() for m in self._brand.finditer(text or "")]
-        if self._url is not None:
-            spans += [m.span() for m in self._url.finditer(text or "")]
-        spans = sorted(set(spans))
+        spans = spans_of([self._brand] + ([self._url] if self._url is not None else []), text)
         return Detection(bool(spans), spans, "; ".join(text[a:b] for a, b in spans[:3]))
 
     def describe(self):
