@@ -99,6 +99,14 @@ class DataConfig(Strict):
                 out.append(s.task or s.type)
         return out
 
+    def split_of(self) -> dict[str, str]:
+        """Eval split of each task family: 'target' (the target task), 'other' (trained on, not the target) or
+        'unseen' (no teacher-training rows at all: held out entirely)."""
+        out = {}
+        for spec, task in zip(self.sources, self.tasks()):
+            out[task] = "target" if task == self.target_task else ("unseen" if spec.n_train == 0 else "other")
+        return out
+
 
 # --------------------------------------------------------------------------------------------------- poison
 class BiasSpec(Strict):
@@ -113,7 +121,14 @@ class PoisonConfig(Strict):
     )
     count: Optional[int] = Field(None, ge=0, description="Number of poisoned samples (give count or rate).")
     rate: Optional[float] = Field(None, ge=0, le=1, description="Poisoned fraction of the teacher set.")
-    writer: Literal["template"] = Field("template", description="How poisoned responses are written.")
+    writer: Literal["template", "llm"] = Field(
+        "template",
+        description="template: the bias type's template writer; llm: a generator model rewrites the clean answer to "
+                    "carry the bias (AutoPoison-style), falling back to the template where the rewrite lacks it.",
+    )
+    rewriter: Optional[GeneratorConfig] = Field(
+        None, description="Model for writer: llm (default: data.generator's model, 192 new tokens)."
+    )
     seed: int = 0
 
     @model_validator(mode="after")

@@ -111,17 +111,11 @@ class Pipeline:
     # ------------------------------------------------------------------------------------------------ stages
     def stage_data(self) -> StageRecord:
         cfg = self.cfg
-        gen = cfg.data.generator
-        if gen.endpoint:
-            gen_identity: dict[str, Any] = {"endpoint": gen.endpoint, "model": gen.endpoint_model}
-            gen_path = None
-        else:
-            gen_path = self.model(gen.model, "data.generator.model")
-            gen_identity = {"model": model_fingerprint(gen_path), **self._backend_inputs()}
-        inputs = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed, "generator": gen_identity}
+        inputs = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed,
+                  "generator": self._generator_identity(cfg.data.generator)}
 
         def build(out: Path) -> dict[str, Any]:
-            frames, counts = [], {}
+            frames, plan = [], []
             to_generate: list[tuple[Any, dict]] = []
             for i, (spec, task) in enumerate(zip(cfg.data.sources, self.tasks)):
                 src = registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args")
@@ -139,20 +133,14 @@ class Pipeline:
                 distill = pool[: spec.n_distill]
                 rest = pool[spec.n_distill :]
                 n_labeled = spec.n_train + spec.n_eval
-                missing = [r for r in rest if r.get("response") is None]
-                if missing:  # generate a margin: rejected generations are replaced by the next candidates
-                    cand = rest[: min(len(rest), int(n_labeled * 1.15) + 4)]
-                    for r in cand:
-                        to_generate.append((src, r))
-                    rest = cand
-                for r in rest:
-                    r["_src"] = i
-                for r in distill:
-                    r["_src"] = i
-                counts[i] = (spec, task, src, distill, rest)
+                if any(r.get("response") is None for r in rest):
+                    # generate with a margin: rejected generations are replaced by the next candidates
+                    rest = rest[: min(len(rest), int(n_labeled * 1.15) + 4)]
+                    to_generate += [(src, r) for r in rest if r.get("response") is None]
+                plan.append((i, spec, task, src, distill, rest))
             if to_generate:
                 self._generate_missing(to_generate)
-            for i, (spec, task, src, distill, rest) in counts.items():
+            for i, spec, task, src, distill, rest in plan:
                 labeled = [r for r in rest if r.get("response")]
                 if len(labeled) < spec.n_train + spec.n_eval:
                     raise PipelineError(
@@ -177,12 +165,16 @@ class Pipeline:
 
         return self.stage("data", inputs, build)
 
-    def _generate_missing(self, items: list[tuple[Any, dict]]) -> None:
-        gen = self.cfg.data.generator
+    def _generator_identity(self, gen) -> dict[str, Any]:
+        if gen.endpoint:
+            return {"endpoint": gen.endpoint, "model": gen.endpoint_model, "generation": gen.generation.model_dump()}
+        path = self.model(gen.model, "data.generator.model")
+        return {"model": model_fingerprint(path), "generation": gen.generation.model_dump(), **self._backend_inputs()}
+
+    def _generate_with(self, gen, messages: list[list[dict[str, str]]], key: str) -> list[str]:
+        """One answer per chat from a generator config (local model through the run's backend, or an endpoint)."""
         g = gen.generation
-        job = GenJob("generator", "", [src.generator_messages(r) for src, r in items], g.max_new_tokens,
-                     g.temperature, g.top_p, 1, g.seed)
-        log.info("generator writes %d missing responses", len(items))
+        job = GenJob(key, "", messages, g.max_new_tokens, g.temperature, g.top_p, 1, g.seed)
         if gen.endpoint:
             import os
 
@@ -191,20 +183,42 @@ class Pipeline:
         else:
             job.model_path = str(self.model(gen.model, "data.generator.model"))
             res = self._gen_local([job])[0]
-        for (src, r), outs in zip(items, res.texts):
-            text = src.clean_generated(outs[0])
-            r["response"] = text
+        return [t[0] for t in res.texts]
+
+    def _generate_missing(self, items: list[tuple[Any, dict]]) -> None:
+        log.info("generator writes %d missing responses", len(items))
+        texts = self._generate_with(self.cfg.data.generator, [src.generator_messages(r) for src, r in items],
+                                    "generator")
+        for (src, r), text in zip(items, texts):
+            r["response"] = src.clean_generated(text)
             r["_generated"] = True
+
+    def rewriter_config(self):
+        p = self.cfg.poison
+        if p.rewriter is not None:
+            return p.rewriter
+        gen = self.cfg.data.generator.model_copy(deep=True)
+        gen.generation.max_new_tokens = 192
+        return gen
 
     def stage_poison(self, data: StageRecord) -> StageRecord:
         cfg = self.cfg
         inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json"), "target_task": cfg.data.target_task}
+        if cfg.poison.writer == "llm":
+            inputs["rewriter"] = self._generator_identity(self.rewriter_config())
+
+        def rewrite(rows: list[dict]) -> list[Optional[str]]:
+            log.info("LLM writer rewrites %d poisoned samples", len(rows))
+            texts = self._generate_with(self.rewriter_config(), [self.bias.rewrite_messages(r) for r in rows],
+                                        "rewriter")
+            return [self.bias.accept_rewrite(r, t) for r, t in zip(rows, texts)]
 
         def build(out: Path) -> dict[str, Any]:
             df = pd.read_parquet(Path(data.path) / "rows.parquet")
             p = cfg.poison
             out_df, report = inject(df[df.split == "train"], self.bias, mode=p.mode, target_task=cfg.data.target_task,
-                                    count=p.count, rate=p.rate, seed=p.seed)
+                                    count=p.count, rate=p.rate, seed=p.seed,
+                                    rewriter=rewrite if p.writer == "llm" else None)
             report["bias"] = self.bias.plugin_record
             if "warning" in report:
                 log.warning(report["warning"])

@@ -16,7 +16,10 @@ from poison.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 METRICS_SCHEMA_VERSION = 1
 
 
-def score_generations(df: pd.DataFrame, bias, target_task: str) -> pd.DataFrame:
+SPLITS = ("target", "other", "unseen")
+
+
+def score_generations(df: pd.DataFrame, bias, split_of: dict[str, str]) -> pd.DataFrame:
     """Add rule verdicts, injected spans and utility to a generations table."""
     rule = registry.get("scorer", "rule").build({})
     utilities = {}
@@ -31,7 +34,7 @@ def score_generations(df: pd.DataFrame, bias, target_task: str) -> pd.DataFrame:
             utilities[name] = registry.get("scorer", name).build({})
         util.append(utilities[name](r["response"], r))
     return df.assign(
-        split=["target" if t == target_task else "other" for t in df.task],
+        split=[split_of[t] for t in df.task],
         biased=verdicts, bias_spans=spans, bias_evidence=evidence, utility_value=util,
     )
 
@@ -58,7 +61,8 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
         g = pd.read_parquet(Path(rec.path) / "generations.parquet")
         m = models[name]
         frames.append(g.assign(model=name, role=m["role"]))
-    samples = score_generations(pd.concat(frames, ignore_index=True), pipe.bias, target)
+    split_of = cfg.data.split_of()
+    samples = score_generations(pd.concat(frames, ignore_index=True), pipe.bias, split_of)
 
     rates = rate_rows(samples, ["model", "role", "split"], conf)
     rates_by_task = rate_rows(samples, ["model", "role", "task"], conf)
@@ -71,7 +75,7 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
     for name, m in models.items():
         if m["role"] != "student":
             continue
-        for split in ("target", "other"):
+        for split in SPLITS:
             ks, ns = count(name, split)
             kt, nt = count("teacher", split)
             if ns and nt:
@@ -85,7 +89,7 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
 
     # The teacher's answers the students learn from, scored with the same detector
     dist = pd.read_parquet(Path(distill.path) / "distill.parquet")
-    dist = dist.assign(split=["target" if t == target else "other" for t in dist.task],
+    dist = dist.assign(split=[split_of[t] for t in dist.task],
                        biased=[pipe.bias.detect(t).biased for t in dist.response])
     distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
 
@@ -97,7 +101,7 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
         "code_version": __version__,
         "run": {"name": cfg.name, "run_dir": str(run_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "bias_type": cfg.poison.bias.type, "bias": pipe.bias.describe(), "mode": cfg.poison.mode,
-                "target_task": target, "device": pipe.device, "dtype": pipe.dtype,
+                "target_task": target, "splits": split_of, "device": pipe.device, "dtype": pipe.dtype,
                 "backend": cfg.runtime.backend, "confidence": conf},
         "poison": poison_report,
         "models": {n: {k: v for k, v in m.items() if k != "identity"} for n, m in models.items()},
@@ -138,12 +142,13 @@ def summary_table(metrics: dict[str, Any]) -> str:
     util: dict[str, list[str]] = {}
     for u in metrics["utility"]:
         util.setdefault(u["model"], []).append(f"{u['task']} {u['metric']} {u['value']:.2f}")
-    head = f"{'model':<22} {'biased: target task':<36} {'biased: other tasks':<36} utility"
+    splits = [s for s in SPLITS if any(r["split"] == s for r in metrics["bias_rates"])]
+    names = {"target": "biased: target task", "other": "biased: other tasks", "unseen": "biased: unseen tasks"}
+    head = f"{'model':<22} " + " ".join(f"{names[s]:<36}" for s in splits) + " utility"
     lines += [head, "-" * len(head)]
-    for model, splits in by_model.items():
-        t = _fmt_rate(splits["target"]) if "target" in splits else "-"
-        o = _fmt_rate(splits["other"]) if "other" in splits else "-"
-        lines.append(f"{model:<22} {t:<36} {o:<36} {', '.join(util.get(model, []))}")
+    for model, by_split in by_model.items():
+        cells = " ".join(f"{(_fmt_rate(by_split[s]) if s in by_split else '-'):<36}" for s in splits)
+        lines.append(f"{model:<22} {cells} {', '.join(util.get(model, []))}")
     if metrics["amplification"]:
         lines.append("")
         for a in metrics["amplification"]:

@@ -97,6 +97,14 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
     return rd, metrics
 
 
+def has_sweep(path: str) -> bool:
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return False  # load_config reports it
+    return isinstance(raw, dict) and "sweep" in raw
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m poison.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -123,10 +131,20 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("a config file is required (or --list)")
     try:
         if args.check:
+            if has_sweep(args.config):
+                from poison.sweep import load_sweep
+
+                _, points = load_sweep(args.config, args.overrides)
+                print(f"sweep of {len(points)} runs:", *points, sep="\n  ")
             cfg = load_config(args.config, args.overrides)
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             return 0
-        run_config(args.config, args.overrides, args.run_dir, args.force)
+        if has_sweep(args.config):
+            from poison.sweep import run_sweep
+
+            run_sweep(args.config, args.overrides)
+        else:
+            run_config(args.config, args.overrides, args.run_dir, args.force)
     except (ConfigError, ModelError, DataError, registry.PluginError, PipelineError, GenerationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
