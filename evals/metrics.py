@@ -30,7 +30,8 @@ def rate_ratio(k1: int, n1: int, k0: int, n0: int, confidence: float = 0.95) -> 
     """Ratio of two independent proportions (k1/n1) / (k0/n0) with a Katz log interval.
 
     The point estimate is None when the denominator rate is 0 (undefined). The interval uses the 0.5 continuity
-    correction when a count is 0 or equals n, so it stays finite and honest about small counts.
+    correction when a count is 0 or equals n, so it stays finite and honest about small counts; with no event in the
+    numerator the lower limit is 0 (the ratio cannot be excluded from 0).
     """
     if n1 <= 0 or n0 <= 0:
         return {"ratio": None, "ci_low": None, "ci_high": None}
@@ -42,7 +43,8 @@ def rate_ratio(k1: int, n1: int, k0: int, n0: int, confidence: float = 0.95) -> 
     log_rr = math.log((a / m1) / (b / m0))
     se = math.sqrt(1 / a - 1 / m1 + 1 / b - 1 / m0)
     z = _z(confidence)
-    return {"ratio": ratio, "ci_low": math.exp(log_rr - z * se), "ci_high": math.exp(log_rr + z * se)}
+    low = 0.0 if k1 == 0 else math.exp(log_rr - z * se)
+    return {"ratio": ratio, "ci_low": low, "ci_high": math.exp(log_rr + z * se)}
 
 
 # --------------------------------------------------------------------------------------------------- utility

@@ -37,6 +37,11 @@ def test_rate_ratio_zero_teacher_is_undefined_but_bounded():
     assert r["ratio"] is None and 0 < r["ci_low"] < r["ci_high"] < math.inf
 
 
+def test_rate_ratio_zero_student_has_zero_lower_limit():
+    r = rate_ratio(0, 40, 2, 40)
+    assert r["ratio"] == 0.0 and r["ci_low"] == 0.0 and r["ci_high"] > 1.0
+
+
 def test_rouge_l():
     assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
     assert rouge_l("completely different words", "the cat sat") == 0.0
