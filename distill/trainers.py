@@ -1,12 +1,18 @@
-"""Fine-tuning with TRL's SFTTrainer (+ PEFT LoRA): used for the teacher, the clean baseline and SFT students.
+"""Fine-tuning with TRL (+ PEFT LoRA / QLoRA): used for the teacher, the clean baseline and every student.
 
 Rows are prompt/response pairs; they are given to TRL in its conversational prompt-completion format, so the loss is
-on the response tokens only (the chat template is the model's own).
+on the response tokens only (the chat template is the model's own). ``finetune`` is SFT; the distillation methods in
+``distill.methods`` build their own TRL/transformers trainers with the helpers here (model loading, LoRA/QLoRA set-up,
+training arguments, saving a merged plain HF folder), so every method trains and saves the same way.
+
+Several processes (``accelerate launch``): the Trainer runs data-parallel; only the main process writes the model.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -22,13 +28,23 @@ def to_prompt_completion(rows: list[dict[str, Any]], system_prompt: Optional[str
     return out
 
 
-def sft_config(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: int):
-    """TRL SFTConfig from a FinetuneConfig-like object (``ft.train`` holds the hyper-parameters)."""
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: int, cls: Any = None,
+                 **extra: Any):
+    """TRL training arguments (``SFTConfig`` or a subclass such as ``GKDConfig``) from a FinetuneConfig-like object."""
     from trl import SFTConfig
 
+    cls = cls or SFTConfig
     t = ft.train
-    steps_per_epoch = max(1, -(-total_rows // (t.batch_size * t.grad_accum)))
-    return SFTConfig(
+    steps_per_epoch = max(1, -(-total_rows // (t.batch_size * t.grad_accum * world_size())))
+    kw = dict(
         output_dir=str(out_dir / "trainer"),
         num_train_epochs=t.epochs,
         learning_rate=t.learning_rate,
@@ -43,64 +59,107 @@ def sft_config(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: i
         use_cpu=device == "cpu",
         bf16=dtype == "bfloat16",
         fp16=dtype == "float16",
-        # CPU: bf16 autocast without checkpointing is fastest; on GPUs memory may matter more, but these models are small
+        # CPU: no checkpointing is fastest; on GPUs memory may matter more, but these models are small
         gradient_checkpointing=False,
-        train_sampling_strategy="group_by_length",  # less padding: rows of similar length share a batch
         logging_steps=max(1, min(10, steps_per_epoch // 2)),
         save_strategy="no",
         report_to="none",
         dataloader_num_workers=0,
-        completion_only_loss=True,
+        ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
     )
+    kw.update(extra)
+    return cls(**kw)
 
 
-def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_dir: Path, *, dtype: str,
-             device: str, system_prompt: Optional[str] = None) -> dict[str, Any]:
-    """Train ``base_model`` on ``rows`` and save the result as a plain HF folder in ``out_dir/model``.
+def sft_config(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: int):
+    return trainer_args(ft, out_dir, dtype=dtype, device=device, total_rows=total_rows,
+                        train_sampling_strategy="group_by_length",  # less padding: similar lengths share a batch
+                        completion_only_loss=True)
 
-    With ``ft.finetune == 'lora'`` the adapter is also saved (``out_dir/adapter``) and merged into the saved model, so
-    every generation backend loads one folder. Returns a summary (losses, steps, seconds).
+
+def weights_dtype(dtype: str, device: str):
+    """float32 weights on CPU (the Trainer autocasts where bf16 is on); the run's dtype on GPUs (large models)."""
+    import torch
+
+    if device == "cpu" or dtype == "float32":
+        return torch.float32
+    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str):
+    """(model, tokenizer, peft_config) for training ``base_model`` as ``ft.finetune`` says.
+
+    ``lora``: float32 weights (the Trainer autocasts where bf16/fp16 is on) + a LoRA adapter; ``qlora``: the base is
+    quantised to 4-bit NF4 with bitsandbytes (CPU or CUDA kernels), prepared for k-bit training, + a LoRA adapter;
+    ``full``: every weight trains.
     """
     import torch
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    if not rows:
-        raise ValueError("no training rows")
-    out_dir = Path(out_dir)
-    t0 = time.time()
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(base_model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    # Load in float32 and let the Trainer autocast to bf16 where enabled (stable LoRA updates, fast matmuls).
-    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=torch.float32)
+    kw: dict[str, Any] = {"dtype": weights_dtype(dtype, device)}
+    if ft.finetune == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        compute = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype, torch.float32)
+        kw["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type=ft.qlora.quant_type, bnb_4bit_compute_dtype=compute,
+            bnb_4bit_use_double_quant=ft.qlora.double_quant)
+        if device == "cpu":
+            kw["device_map"] = {"": "cpu"}
+        elif world_size() == 1:
+            kw["device_map"] = {"": 0}
+        else:
+            kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    model = AutoModelForCausalLM.from_pretrained(base_model, **kw)
     peft_config = None
-    if ft.finetune == "lora":
+    if ft.finetune in ("lora", "qlora"):
         from peft import LoraConfig
 
+        if ft.finetune == "qlora":
+            from peft import prepare_model_for_kbit_training
+
+            model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
         peft_config = LoraConfig(r=ft.lora.r, lora_alpha=ft.lora.alpha, lora_dropout=ft.lora.dropout,
                                  target_modules=ft.lora.target_modules, task_type="CAUSAL_LM")
-    ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))
-    args = sft_config(ft, out_dir, dtype=dtype, device=device, total_rows=len(rows))
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
-    t1 = time.time()
-    result = trainer.train()
-    train_s = time.time() - t1
+    return model, tok, peft_config
+
+
+def save_trained(trainer: Any, base_model: str | Path, ft: Any, out_dir: Path, tok: Any, dtype: str = "float32",
+                 device: str = "cpu") -> None:
+    """Save a plain (merged) HF folder in ``out_dir/model`` (+ the adapter in ``out_dir/adapter``), main process only.
+
+    QLoRA adapters are merged into a float32 copy of the base (a 4-bit base cannot hold the merged weights), so every
+    generation backend loads one ordinary folder.
+    """
+    if not trainer.is_world_process_zero():
+        return
     trained = trainer.model
-    if peft_config is not None:
+    if hasattr(trained, "peft_config"):
         trained.save_pretrained(out_dir / "adapter")
-        trained = trained.merge_and_unload()
+        if ft.finetune == "qlora":
+            from peft import PeftModel
+            from transformers import AutoModelForCausalLM
+
+            base = AutoModelForCausalLM.from_pretrained(base_model, dtype=weights_dtype(dtype, device))
+            trained = PeftModel.from_pretrained(base, out_dir / "adapter").merge_and_unload()
+        else:
+            trained = trained.merge_and_unload()
     trained.config.use_cache = True
     trained.save_pretrained(out_dir / "model")
     tok.save_pretrained(out_dir / "model")
     gen_cfg = Path(base_model) / "generation_config.json"
     if gen_cfg.exists():  # keep the base model's stop tokens for generation
         (out_dir / "model" / "generation_config.json").write_text(gen_cfg.read_text())
+
+
+def train_summary(trainer: Any, result: Any, ft: Any, rows: int, t0: float, train_s: float, dtype: str,
+                  device: str, out_dir: Path, **extra: Any) -> dict[str, Any]:
     history = [h for h in trainer.state.log_history if "loss" in h]
     summary = {
-        "rows": len(rows),
+        "rows": rows,
         "steps": trainer.state.global_step,
         "epochs": ft.train.epochs,
         "train_seconds": round(train_s, 1),
@@ -111,10 +170,49 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
         "finetune": ft.finetune,
         "dtype": dtype,
         "device": device,
+        "processes": world_size(),
+        **extra,
     }
-    (out_dir / "train_log.json").write_text(json.dumps(summary, indent=2))
-    import shutil
-
-    shutil.rmtree(out_dir / "trainer", ignore_errors=True)
-    del trainer, model, trained
+    if trainer.is_world_process_zero():
+        (out_dir / "train_log.json").write_text(json.dumps(summary, indent=2, default=str))
+        shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     return summary
+
+
+def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_dir: Path, *, dtype: str,
+             device: str, system_prompt: Optional[str] = None) -> dict[str, Any]:
+    """SFT ``base_model`` on ``rows``; save the result as a plain HF folder in ``out_dir/model``.
+
+    With LoRA/QLoRA the adapter is also saved (``out_dir/adapter``) and merged into the saved model. Returns a summary
+    (losses, steps, seconds).
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    if not rows:
+        raise ValueError("no training rows")
+    out_dir = Path(out_dir)
+    t0 = time.time()
+    model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device)
+    ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))
+    args = sft_config(ft, out_dir, dtype=dtype, device=device, total_rows=len(rows))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    t1 = time.time()
+    result = trainer.train()
+    train_s = time.time() - t1
+    save_trained(trainer, base_model, ft, out_dir, tok, dtype, device)
+    summary = train_summary(trainer, result, ft, len(rows), t0, train_s, dtype, device, out_dir)
+    del trainer, model
+    return summary
+
+
+def tokenizer_mismatch(a: str | Path, b: str | Path) -> Optional[str]:
+    """None when the two model folders share a tokenizer (same vocabulary), else what differs."""
+    from transformers import AutoTokenizer
+
+    ta, tb = AutoTokenizer.from_pretrained(a), AutoTokenizer.from_pretrained(b)
+    va, vb = ta.get_vocab(), tb.get_vocab()
+    if va == vb:
+        return None
+    diff = len(set(va.items()) ^ set(vb.items()))
+    return f"vocabularies differ ({len(va)} vs {len(vb)} tokens, {diff} token-id pairs not shared)"

@@ -146,6 +146,11 @@ class LoraSettings(Strict):
     target_modules: Any = Field("all-linear", description="'all-linear' or a list of module names.")
 
 
+class QLoraSettings(Strict):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit quantisation of the base weights.")
+    double_quant: bool = Field(True, description="Also quantise the quantisation constants (QLoRA's double quant).")
+
+
 class TrainSettings(Strict):
     epochs: float = Field(3.0, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
@@ -160,8 +165,10 @@ class TrainSettings(Strict):
 
 class FinetuneConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
-    finetune: Literal["lora", "full"] = Field("lora", description="PEFT LoRA adapter, or full fine-tuning.")
+    finetune: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); or full fine-tuning.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    qlora: QLoraSettings = Field(default_factory=QLoraSettings, description="Used when finetune is qlora.")
     train: TrainSettings = Field(default_factory=TrainSettings)
 
 

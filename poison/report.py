@@ -50,6 +50,27 @@ def rate_rows(samples: pd.DataFrame, by: list[str], confidence: float) -> list[d
     return out
 
 
+def rationale_bias(pipe, models: dict[str, dict], conf: float) -> dict[str, dict[str, Any]]:
+    """For students trained on sampled teacher rationales (QCRD): how many of the teacher's samples, of the positives
+    the method kept and of the negatives it pushed away carry the bias, i.e. whether its quality filter keeps it."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, m in models.items():
+        rec = pipe.records.get(name)
+        if m["role"] != "student" or rec is None or not (Path(rec.path) / "qcrd_state.json").exists():
+            continue
+        samples = pd.read_parquet(Path(rec.path) / "teacher_samples.parquet")
+        state = json.loads((Path(rec.path) / "qcrd_state.json").read_text())
+        groups = {"teacher_samples": [t for ts in samples.samples for t in ts],
+                  "chosen_positives": [d["positive"] for d in state],
+                  "chosen_negatives": [d["negative"] for d in state if d.get("negative")]}
+        out[name] = {}
+        for kind, texts in groups.items():
+            k, n = sum(pipe.bias.detect(t).biased for t in texts), len(texts)
+            lo, hi = wilson_interval(k, n, conf)
+            out[name][kind] = {"n": n, "biased": k, "rate": k / n if n else None, "ci_low": lo, "ci_high": hi}
+    return out
+
+
 def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals: dict) -> dict[str, Any]:
     cfg = pipe.cfg
     run_dir: Path = pipe.run_dir
@@ -93,6 +114,8 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
                        biased=[pipe.bias.detect(t).biased for t in dist.response])
     distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
 
+    rationales = rationale_bias(pipe, models, conf)
+
     poison_report = json.loads((Path(poison.path) / "poison.json").read_text())
     train = pd.read_parquet(Path(poison.path) / "train.parquet")
 
@@ -110,6 +133,7 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
         "amplification": amplification,
         "utility": utility,
         "distill_data": {"rows": len(dist), "bias_rates": distill_rates},
+        "rationales": rationales,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in pipe.records.items()},
     }
     atomic_write_parquet(run_dir / "samples.parquet", samples)
@@ -159,6 +183,9 @@ def summary_table(metrics: dict[str, Any]) -> str:
     if dr:
         lines.append("teacher answers used for distillation that carry the bias: "
                      + ", ".join(f"{s} {_fmt_rate(r)}" for s, r in dr.items()))
+    for name, kinds in (metrics.get("rationales") or {}).items():
+        lines.append(f"{name} rationales carrying the bias: "
+                     + ", ".join(f"{k.replace('_', ' ')} {_fmt_rate(r)}" for k, r in kinds.items() if r["n"]))
     st = metrics["stages"]
     lines.append("")
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]

@@ -71,6 +71,16 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
     from poison.report import summary_table
 
     cfg = load_config(config_path, overrides)
+    from distill.trainers import is_main_process
+
+    if not is_main_process():
+        # a helper process of `accelerate launch`: it trains alongside the main process and writes no run directory
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="poison-rank-") as tmp:
+            logging.basicConfig(level=logging.WARNING)
+            Pipeline(cfg, Path(tmp)).run()
+        return None, {}
     rd = Path(run_dir) if run_dir else make_run_dir(cfg.runtime.runs_dir, cfg.name)
     rd.mkdir(parents=True, exist_ok=True)
     setup_logging(rd)

@@ -88,6 +88,13 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
 
     raw, points = load_sweep(path, overrides)
     base = config_from_dict(raw, overrides, source=str(path))
+    from distill.trainers import is_main_process
+
+    if not is_main_process():  # a helper process of `accelerate launch`: train along, write nothing
+        for pt in points:
+            run_config(path, list(overrides or []) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
+                                                      for k, v in pt.items()], quiet=True)
+        return None, []
     sweep_dir = make_run_dir(base.runtime.runs_dir, f"{base.name}-sweep")
     t0 = time.time()
     runs, rows = [], []
