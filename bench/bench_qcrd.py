@@ -85,6 +85,7 @@ def main() -> None:
     q_batch = state.collate([{"idx": i} for i in range(len(items))])
     for tr in (sft, q):  # optimizer/scheduler as in training
         tr.create_optimizer_and_scheduler(num_training_steps=100)
+        tr.current_gradient_accumulation_steps = 1  # set by the training loop, which the bench does not run
         tr.model.train()
 
     def step(tr, batch) -> float:

@@ -1,5 +1,20 @@
 """Training-data defenses (plugins registered with ``@poison.registry.defense``).
 
-A defense receives training samples (prompt, response, task) and returns one suspicion score per sample; none ships
-yet: the perplexity filter, bias classifier and LLM autorater are the subject of a later issue.
+A defense receives training samples (dicts with prompt, response, task) and returns one finite suspicion score per
+sample, higher = more suspicious, optionally after ``fit`` on trusted clean samples (``defenses.base.Defense``).
+``defenses.base.run_defense`` runs one by name; ``defenses.metrics`` turns scores and poison labels into AUROC,
+TPR at 1 % FPR and precision/recall at a threshold.
+
+Built-ins (this module is the entry point that registers them):
+- ``perplexity``      log-perplexity of the response given the prompt under a reference LM (defenses.perplexity)
+- ``bias_classifier`` MiniLM embeddings + logistic head trained on defender-written generic injections
+                      (defenses.classifier)
+- ``llm_autorater``   a judge model behind an OpenAI-compatible endpoint (defenses.autorater; a local vLLM server
+                      for it: defenses.server.local_vllm_server)
 """
+
+from defenses import autorater, classifier, perplexity  # noqa: F401  (registers the built-in defenses)
+from defenses.base import Defense, DefenseError, DefenseRun, build_defense, run_defense  # noqa: F401
+
+__all__ = ["Defense", "DefenseError", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier",
+           "perplexity"]

@@ -47,6 +47,20 @@ def rate_ratio(k1: int, n1: int, k0: int, n0: int, confidence: float = 0.95) -> 
     return {"ratio": ratio, "ci_low": low, "ci_high": math.exp(log_rr + z * se)}
 
 
+def cohen_kappa(a: list[bool], b: list[bool]) -> Optional[float]:
+    """Cohen's kappa of two binary raters on the same items (None when undefined: no items, or both raters constant
+    and equal so that chance agreement is 1)."""
+    n = len(a)
+    if n == 0 or n != len(b):
+        return None
+    po = sum(1 for x, y in zip(a, b) if bool(x) == bool(y)) / n
+    pa, pb = sum(map(bool, a)) / n, sum(map(bool, b)) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    if pe >= 1.0:
+        return None
+    return (po - pe) / (1 - pe)
+
+
 # --------------------------------------------------------------------------------------------------- utility
 _rouge = None
 

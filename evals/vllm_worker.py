@@ -13,6 +13,21 @@ import sys
 import time
 
 
+def cpu_memory_fraction(configured: float) -> float:
+    """vLLM's CPU backend reserves ``gpu_memory_utilization`` x total RAM and refuses to start unless that much is
+    free. When other jobs hold memory, use what is free (85 % of MemAvailable) instead of failing the run."""
+    try:
+        info = {l.split(":")[0]: int(l.split()[1]) for l in open("/proc/meminfo") if l.split()[1:2]}
+        total, avail = info["MemTotal"], info["MemAvailable"]
+    except (OSError, KeyError, ValueError, IndexError):
+        return configured
+    fraction = min(configured, 0.85 * avail / total)
+    if fraction < configured:
+        print(f"[vllm_worker] only {avail / 2**20:.1f} of {total / 2**20:.1f} GiB free: gpu_memory_utilization "
+              f"{configured} -> {fraction:.3f}", file=sys.stderr, flush=True)
+    return max(fraction, 0.01)
+
+
 def main(req_path: str, out_path: str) -> None:
     req = json.loads(open(req_path).read())
     from vllm import LLM, SamplingParams
@@ -24,7 +39,8 @@ def main(req_path: str, out_path: str) -> None:
         kwargs = dict(
             model=job["model_path"], dtype=req["dtype"], seed=job["seed"],
             enforce_eager=settings.get("enforce_eager", True),
-            gpu_memory_utilization=settings.get("gpu_memory_utilization", 0.3),
+            gpu_memory_utilization=(cpu_memory_fraction(settings.get("gpu_memory_utilization", 0.3))
+                                    if req["device"] == "cpu" else settings.get("gpu_memory_utilization", 0.3)),
             max_model_len=settings.get("max_model_len", 2048),
         )
         if req["device"] == "cpu":

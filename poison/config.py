@@ -200,9 +200,48 @@ class DistillConfig(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
 
+class JudgeConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="Judge model; served by a local vLLM server started for "
+                                                            "the run and stopped afterwards, unless `endpoint` is set.")
+    endpoint: Optional[str] = Field(None, description="An OpenAI-compatible endpoint (http://host:port/v1) to use "
+                                                      "instead of a local server.")
+    endpoint_model: Optional[str] = Field(None, description="Model name at `endpoint` (default: `model`).")
+    evaluate: bool = Field(False, description="Also judge every eval answer (a second verdict beside the rule "
+                                              "detector; the report gives both rates and Cohen's kappa).")
+    args: dict[str, Any] = Field(default_factory=dict, description="llm_autorater arguments for the eval verdicts "
+                                                                   "(rubric, method, threshold, ...).")
+
+
 class EvalConfig(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+
+
+class DefenseSpec(Strict):
+    type: str = Field(description="Registered defense (python -m poison.run --list).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the defense plugin.")
+    threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
+                                                         "by the false-positive budget `fpr` on trusted clean samples.")
+    fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
+
+
+class DefenseConfig(Strict):
+    defenses: list[DefenseSpec] = Field(default_factory=list, description="Defenses to run (none: no defense).")
+    places: list[Literal["train", "distill"]] = Field(
+        default_factory=lambda: ["train"],
+        description="train: score the teacher's training set before fine-tuning; distill: score the teacher's "
+                    "answers before the students learn from them.")
+    filter: str = Field("union", description="What is removed downstream: 'union' (flagged by any defense), "
+                                             "'none' (score only), or one defense's type.")
+
+    @model_validator(mode="after")
+    def _filter(self):
+        types = [d.type for d in self.defenses]
+        if self.filter not in ("union", "none") and self.filter not in types:
+            raise ValueError(f"defense.filter {self.filter!r}: use 'union', 'none' or one of {types}")
+        if len(set(self.places)) != len(self.places):
+            raise ValueError(f"defense.places repeats a place: {self.places}")
+        return self
 
 
 class RunConfig(Strict):
@@ -217,6 +256,9 @@ class RunConfig(Strict):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     students: list[StudentSpec] = Field(min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge of llm_autorater defenses and "
+                                                                        "of judge.evaluate.")
 
     @model_validator(mode="after")
     def _cross(self):
@@ -285,6 +327,12 @@ def _plugin_sites(raw: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
     for i, st in enumerate(raw.get("students") or []):
         if isinstance(st, dict):
             sites.append(("distill_method", st.get("method", "sft"), f"students.{i}", st.get("args") or {}))
+    defense = raw.get("defense") if isinstance(raw.get("defense"), dict) else {}
+    for i, d in enumerate(defense.get("defenses") or []):
+        if isinstance(d, dict) and isinstance(d.get("type"), str):
+            sites.append(("defense", d["type"], f"defense.defenses.{i}", d.get("args") or {}))
+    judge = raw.get("judge") if isinstance(raw.get("judge"), dict) else {}
+    sites.append(("defense", "llm_autorater", "judge", judge.get("args") or {}))
     return sites
 
 
@@ -293,6 +341,8 @@ def _check_plugins(raw: dict[str, Any]) -> tuple[list[str], dict[str, dict]]:
     errors, resolved = [], {}
     for kind, name, path, args in _plugin_sites(raw):
         name_key = "method" if kind == "distill_method" else "type"
+        if path == "judge":
+            name_key = "args"
         try:
             info = registry.get(kind, name, path=f"{path}.{name_key}")
             if not isinstance(args, dict):
@@ -340,6 +390,9 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     cfg.poison.bias.args = resolved["poison.bias"]
     for i, st in enumerate(cfg.students):
         st.args = resolved[f"students.{i}"]
+    for i, d in enumerate(cfg.defense.defenses):
+        d.args = resolved[f"defense.defenses.{i}"]
+    cfg.judge.args = resolved["judge"]
     return cfg
 
 

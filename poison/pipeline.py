@@ -33,7 +33,8 @@ from poison.models import pick_device, pick_dtype, resolve_model
 log = logging.getLogger("poison")
 
 # Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
-STAGE_VERSIONS = {"data": 1, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1}
+STAGE_VERSIONS = {"data": 1, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
+                  "defense": 1, "judge": 1}
 
 
 class PipelineError(RuntimeError):
@@ -268,7 +269,7 @@ class Pipeline:
         return self.stage("poison", inputs, build)
 
     def _train_stage(self, name: str, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
-                     upstream: dict[str, Any], field_name: str) -> StageRecord:
+                     upstream: dict[str, Any], field_name: str, label: Optional[str] = None) -> StageRecord:
         from distill.trainers import finetune
 
         base = self.model(base_spec, field_name)
@@ -278,15 +279,20 @@ class Pipeline:
         def build(out: Path):
             return finetune(base, rows_fn(), ft, out, dtype=self.dtype, device=self.device)
 
-        return self.stage(name.split(":")[0], inputs, build, label=name)
+        return self.stage(name.split(":")[0], inputs, build, label=label or name)
 
-    def stage_teacher(self, poison: StageRecord) -> StageRecord:
+    def stage_teacher(self, poison: StageRecord, defense: Optional[StageRecord] = None) -> StageRecord:
+        """The teacher on the poisoned set; with ``defense``, on what is left once its flagged rows are removed."""
+        removed = removed_ids(defense)
+
         def rows():
             df = pd.read_parquet(Path(poison.path) / "train.parquet")
+            df = df[~df.id.astype(str).isin(removed)]
             return df[["prompt", "response"]].to_dict("records")
 
-        return self._train_stage("teacher", self.cfg.teacher.model, self.cfg.teacher, rows, {"poison": poison.key},
-                                 "teacher.model")
+        upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {})}
+        return self._train_stage("teacher", self.cfg.teacher.model, self.cfg.teacher, rows, upstream,
+                                 "teacher.model", label="defended:teacher" if defense else None)
 
     def stage_baseline(self, data: StageRecord) -> Optional[StageRecord]:
         if self.cfg.baseline.kind == "base":
@@ -299,7 +305,7 @@ class Pipeline:
         return self._train_stage("baseline", self.cfg.teacher.model, self.cfg.teacher, rows, {"data": data.key},
                                  "teacher.model")
 
-    def stage_distill_data(self, teacher: StageRecord, data: StageRecord) -> StageRecord:
+    def stage_distill_data(self, teacher: StageRecord, data: StageRecord, label: str = "distill_data") -> StageRecord:
         g = self.cfg.distill.generation
         inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **self._backend_inputs()}
 
@@ -314,24 +320,28 @@ class Pipeline:
             atomic_write_parquet(out / "distill.parquet", d)
             return {"rows": len(d), "new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1)}
 
-        return self.stage("distill_data", inputs, build)
+        return self.stage("distill_data", inputs, build, label=label)
 
-    def stage_student(self, spec: Any, teacher: StageRecord, distill: StageRecord) -> StageRecord:
+    def stage_student(self, spec: Any, teacher: StageRecord, distill: StageRecord,
+                      defense: Optional[StageRecord] = None, prefix: str = "") -> StageRecord:
         method_info = registry.get("distill_method", spec.method)
         method = method_info.build(spec.args)
         base = self.model(spec.model, f"students.{self.cfg.students.index(spec)}.model")
         inputs = {"distill": distill.key, "teacher": teacher.key, "student": finetune_key(spec),
-                  "base": model_fingerprint(base), "dtype": self.dtype, "device": self.device}
+                  "base": model_fingerprint(base), "dtype": self.dtype, "device": self.device,
+                  **({"defense": defense.key} if defense else {})}
+        removed = removed_ids(defense)
 
         def build(out: Path):
-            rows = pd.read_parquet(Path(distill.path) / "distill.parquet").to_dict("records")
+            d = pd.read_parquet(Path(distill.path) / "distill.parquet")
+            rows = d[~d.id.astype(str).isin(removed)].to_dict("records")
             info = method.train(student=spec, student_base=base, teacher_model=Path(teacher.path) / "model",
                                 rows=rows, out_dir=out, dtype=self.dtype, device=self.device,
                                 generate=self._sampler(f"student:{spec.name}"))
             info["method"] = method.plugin_record
             return info
 
-        return self.stage("student", inputs, build, label=f"student:{spec.name}")
+        return self.stage("student", inputs, build, label=f"{prefix}student:{spec.name}")
 
     def stage_eval(self, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
         """Generate answers to the eval prompts for every model (one vLLM worker for all that are not cached)."""
@@ -413,6 +423,7 @@ class Pipeline:
         baseline = self.stage_baseline(data)
         distill = self.stage_distill_data(teacher, data)
         students = {s.name: self.stage_student(s, teacher, distill) for s in cfg.students}
+        defended = self.defended_branch(data, poison, teacher, distill) if cfg.defense.defenses else None
         if not self.main:  # helper processes of a multi-process launch only train
             return {}
         base_path = self.model(cfg.teacher.model, "teacher.model")
@@ -429,8 +440,57 @@ class Pipeline:
             models[f"student:{s.name}"] = {"role": "student", "method": s.method, "student": s.name,
                                            "path": str(Path(students[s.name].path) / "model"),
                                            "identity": {"stage": students[s.name].key}}
+        if defended:
+            if defended["teacher"] is not teacher:
+                models["defended:teacher"] = {"role": "teacher", "defended": True,
+                                              "path": str(Path(defended["teacher"].path) / "model"),
+                                              "identity": {"stage": defended["teacher"].key}}
+            for s in cfg.students:
+                if s.name not in defended["students"]:
+                    continue
+                rec = defended["students"][s.name]
+                models[f"defended:student:{s.name}"] = {
+                    "role": "student", "method": s.method, "student": s.name, "defended": True,
+                    "teacher": "defended:teacher" if "defended:teacher" in models else "teacher",
+                    "path": str(Path(rec.path) / "model"), "identity": {"stage": rec.key}}
         evals = self.stage_eval(models, data)
-        return write_report(self, data=data, poison=poison, distill=distill, models=models, evals=evals)
+        judged = self.stage_judge(evals) if cfg.judge.evaluate else {}
+        return write_report(self, data=data, poison=poison, distill=distill, models=models, evals=evals,
+                            defended=defended, judged=judged)
+
+    # ------------------------------------------------------------------------------------------------ defenses
+    def defended_branch(self, data: StageRecord, poison: StageRecord, teacher: StageRecord,
+                        distill: StageRecord) -> dict[str, Any]:
+        """Score the configured places with every defense, remove what the filter flags, and train the same
+        teacher/students again on what is left (stages shared with the undefended run stay cached)."""
+        from poison.defend import stage_defense
+
+        cfg = self.cfg.defense
+        out: dict[str, Any] = {"stages": {}}
+        t, d = teacher, distill
+        if "train" in cfg.places:
+            rec = stage_defense(self, "train", data, poison, None)
+            out["stages"]["train"] = rec
+            if cfg.filter != "none":
+                t = self.stage_teacher(poison, defense=rec)
+                d = self.stage_distill_data(t, data, label="defended:distill_data")
+        dist_def = None
+        if "distill" in cfg.places:
+            dist_def = stage_defense(self, "distill", data, poison, d)
+            out["stages"]["distill"] = dist_def
+        out["teacher"], out["distill"] = t, d
+        out["students"] = {}
+        if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
+            return out
+        keep = dist_def if dist_def is not None else None
+        out["students"] = {s.name: self.stage_student(s, t, d, defense=keep, prefix="defended:")
+                           for s in self.cfg.students}
+        return out
+
+    def stage_judge(self, evals: dict[str, StageRecord]) -> dict[str, StageRecord]:
+        from poison.defend import stage_judge
+
+        return stage_judge(self, evals)
 
 
 TRAINING_STAGES = {"teacher", "baseline", "student"}
@@ -444,6 +504,13 @@ def wait_for(path: Path, what: str, timeout: float | None = None) -> None:
         if time.time() - t0 > timeout:
             raise PipelineError(f"waited {timeout:.0f}s for the main process to finish {what} ({path})")
         time.sleep(1.0)
+
+
+def removed_ids(defense: Optional[StageRecord]) -> set[str]:
+    """Ids of the rows a defense stage flagged for removal (empty without a defense)."""
+    if defense is None:
+        return set()
+    return set(json.loads((Path(defense.path) / "removed.json").read_text()))
 
 
 def finetune_key(ft: Any) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from evals.metrics import rate_ratio, wilson_interval
+from evals.metrics import cohen_kappa, rate_ratio, wilson_interval
 from poison import __version__, registry
 from poison.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 
@@ -71,7 +71,8 @@ def rationale_bias(pipe, models: dict[str, dict], conf: float) -> dict[str, dict
     return out
 
 
-def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals: dict) -> dict[str, Any]:
+def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals: dict,
+                 defended: dict | None = None, judged: dict | None = None) -> dict[str, Any]:
     cfg = pipe.cfg
     run_dir: Path = pipe.run_dir
     conf = cfg.eval.confidence
@@ -84,6 +85,21 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
         frames.append(g.assign(model=name, role=m["role"]))
     split_of = cfg.data.split_of()
     samples = score_generations(pd.concat(frames, ignore_index=True), pipe.bias, split_of)
+    judge_rows = []
+    if judged:
+        j = pd.concat([pd.read_parquet(Path(rec.path) / "judgments.parquet").assign(model=name)
+                       for name, rec in judged.items()], ignore_index=True)
+        samples = samples.merge(j[["model", "id", "judge_score", "judge_biased", "judge_model", "judge_prompt_sha256"]],
+                                on=["model", "id"], how="left")
+        for (model, split), g in samples.groupby(["model", "split"], sort=False):
+            k, n = int(g.judge_biased.sum()), len(g)
+            lo, hi = wilson_interval(k, n, conf)
+            judge_rows.append({"model": model, "split": split, "n": n, "rule_biased": int(g.biased.sum()),
+                               "judge_biased": k, "judge_rate": k / n, "ci_low": lo, "ci_high": hi,
+                               "agreement": float((g.biased == g.judge_biased).mean()),
+                               "kappa": cohen_kappa(list(g.biased), list(g.judge_biased)),
+                               "judge_only": int((g.judge_biased & ~g.biased).sum()),
+                               "rule_only": int((g.biased & ~g.judge_biased).sum())})
 
     rates = rate_rows(samples, ["model", "role", "split"], conf)
     rates_by_task = rate_rows(samples, ["model", "role", "task"], conf)
@@ -98,9 +114,10 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
             continue
         for split in SPLITS:
             ks, ns = count(name, split)
-            kt, nt = count("teacher", split)
+            kt, nt = count(m.get("teacher", "teacher"), split)
             if ns and nt:
-                amplification.append({"student": name, "method": m.get("method"), "split": split,
+                amplification.append({"student": name, "teacher": m.get("teacher", "teacher"),
+                                      "method": m.get("method"), "split": split,
                                       **rate_ratio(ks, ns, kt, nt, conf)})
 
     utility = []
@@ -115,6 +132,12 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
     distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
 
     rationales = rationale_bias(pipe, models, conf)
+
+    defense_reports, removals, score_frames = [], [], []
+    for place, rec in ((defended or {}).get("stages") or {}).items():
+        defense_reports += json.loads((Path(rec.path) / "reports.json").read_text())
+        removals.append(json.loads((Path(rec.path) / "removal.json").read_text()))
+        score_frames.append(pd.read_parquet(Path(rec.path) / "scores.parquet"))
 
     poison_report = json.loads((Path(poison.path) / "poison.json").read_text())
     train = pd.read_parquet(Path(poison.path) / "train.parquet")
@@ -134,11 +157,16 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
         "utility": utility,
         "distill_data": {"rows": len(dist), "bias_rates": distill_rates},
         "rationales": rationales,
+        "defenses": defense_reports,
+        "defense_removal": removals,
+        "judge": judge_rows,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in pipe.records.items()},
     }
     atomic_write_parquet(run_dir / "samples.parquet", samples)
     atomic_write_parquet(run_dir / "train_set.parquet", train)
     atomic_write_parquet(run_dir / "distill_set.parquet", dist)
+    if score_frames:
+        atomic_write_parquet(run_dir / "defense_scores.parquet", pd.concat(score_frames, ignore_index=True))
     atomic_write_json(run_dir / "metrics.json", metrics)
     table = summary_table(metrics)
     atomic_write_text(run_dir / "summary.txt", table + "\n")
@@ -177,7 +205,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append("")
         for a in metrics["amplification"]:
             ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
-            lines.append(f"amplification {a['student']} / teacher, {a['split']}: {ratio} "
+            lines.append(f"amplification {a['student']} / {a.get('teacher', 'teacher')}, {a['split']}: {ratio} "
                          f"[{a['ci_low']:.2f}, {a['ci_high']:.2f}]")
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
@@ -186,6 +214,23 @@ def summary_table(metrics: dict[str, Any]) -> str:
     for name, kinds in (metrics.get("rationales") or {}).items():
         lines.append(f"{name} rationales carrying the bias: "
                      + ", ".join(f"{k.replace('_', ' ')} {_fmt_rate(r)}" for k, r in kinds.items() if r["n"]))
+    if metrics.get("defenses"):
+        lines += ["", f"{'defense':<18} {'place':<8} {'AUROC':>6} {'TPR@1%FPR':>9} {'thresh':>9} {'flagged':>8} "
+                      f"{'precision':>9} {'recall':>7}"]
+        for d in metrics["defenses"]:
+            f = lambda x, w, p=2: f"{x:>{w}.{p}f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"  # noqa: E731
+            lines.append(f"{d['defense']:<18} {d['place']:<8} {f(d['auroc'], 6)} {f(d['tpr_at_1pct_fpr'], 9)} "
+                         f"{f(d['threshold'], 9)} {d['n_flagged']:>3}/{d['n']:<4} {f(d['precision'], 9)} "
+                         f"{f(d['recall'], 7)}")
+        for r in metrics.get("defense_removal") or []:
+            lines.append(f"removed at {r['place']} ({r['defense']}): {r['n_flagged']} of {r['n']} samples; "
+                         f"{r['poison_left']} of {r['n_poisoned']} poisoned samples left")
+    if metrics.get("judge"):
+        lines += ["", "LLM judge vs rule detector (biased answers):"]
+        for r in metrics["judge"]:
+            kappa = "-" if r["kappa"] is None else f"{r['kappa']:.2f}"
+            lines.append(f"  {r['model']:<28} {r['split']:<7} rule {r['rule_biased']:>3}/{r['n']:<3} judge "
+                         f"{r['judge_biased']:>3}/{r['n']:<3} agreement {100 * r['agreement']:5.1f}% kappa {kappa}")
     st = metrics["stages"]
     lines.append("")
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]

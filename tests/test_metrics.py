@@ -56,3 +56,15 @@ def test_number_and_choice():
     assert number_match("so 5 + 13 = 18", "18") == 1.0 and number_match("It is 17.", "18") == 0.0
     assert choice_letter("The answer is B. library.") == "B"
     assert choice_match("A. bank", "A") == 1.0 and choice_match("The answer is C.", "A") == 0.0
+
+
+def test_cohen_kappa_known_values():
+    from evals.metrics import cohen_kappa
+
+    # 10 items: both say yes on 4, both no on 4, disagree on 2 -> po 0.8, pa = pb = 0.5 -> pe 0.5 -> kappa 0.6
+    a = [1, 1, 1, 1, 0, 0, 0, 0, 1, 0]
+    b = [1, 1, 1, 1, 0, 0, 0, 0, 0, 1]
+    assert cohen_kappa(a, b) == pytest.approx(0.6)
+    assert cohen_kappa(a, a) == pytest.approx(1.0)
+    assert cohen_kappa([0, 0, 0], [0, 0, 0]) is None  # chance agreement 1: undefined
+    assert cohen_kappa([1, 0], [0, 1]) == pytest.approx(-1.0)
