@@ -150,18 +150,15 @@ def test_defense_metrics_agree_with_recorded(index):
         st = data.threshold_stats(sub.score, sub.poisoned, r["threshold"])
         assert st["flagged"] == r["n_flagged"] and st["tpr"] == pytest.approx(r["recall"])
         assert st["slipped"] == r["n_poisoned"] - st["tp"]
-    # the same conventions as defenses.metrics (flag = score > threshold), when that module is there
-    try:
-        from defenses import metrics as dm
-    except ImportError:
-        dm = None
-    if dm is not None and hasattr(dm, "precision_recall"):
-        sub = scores[(scores.defense == "perplexity") & (scores.place == "train")]
-        for t in list(sub.score.sort_values())[::7]:
-            st = data.threshold_stats(sub.score, sub.poisoned, t)
-            p, r = dm.precision_recall(sub.score.to_numpy(), sub.poisoned.to_numpy(), t)
-            assert (st["precision"] or float("nan")) == pytest.approx(p, nan_ok=True) and st["tpr"] == pytest.approx(r)
-        assert data.auroc(sub.score, sub.poisoned) == pytest.approx(dm.auroc(sub.score, sub.poisoned))
+    # the same conventions as defenses.metrics (flag = score > threshold)
+    from defenses import metrics as dm
+
+    sub = scores[(scores.defense == "perplexity") & (scores.place == "train")]
+    for t in list(sub.score.sort_values())[::7]:
+        st = data.threshold_stats(sub.score, sub.poisoned, t)
+        p, r = dm.precision_recall(sub.score.to_numpy(), sub.poisoned.to_numpy(), t)
+        assert (st["precision"] or float("nan")) == pytest.approx(p, nan_ok=True) and st["tpr"] == pytest.approx(r)
+    assert data.auroc(sub.score, sub.poisoned) == pytest.approx(dm.auroc(sub.score, sub.poisoned))
     roc = data.roc_curve([0.9, 0.8, 0.8, 0.1], [True, False, True, False])
     assert list(roc.fpr) == [0, 0, 0.5, 1] and list(roc.tpr) == [0, 0.5, 1, 1]
     assert list(roc.threshold) == [0.9, 0.8, 0.1, float("-inf")]  # flag = score > threshold
