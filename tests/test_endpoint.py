@@ -1,60 +1,22 @@
 """The generator behind a real OpenAI-compatible server (`vllm serve` of the real model on loopback)."""
 
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-
 import pandas as pd
 import pytest
 
-from evals.generate import GenerationError, GenJob, generate_openai, vllm_env
+from defenses.server import free_port, local_vllm_server
+from evals.generate import GenerationError, GenJob, generate_openai
 from poison.config import load_config
-from poison.models import pick_device, pick_dtype
 from poison.pipeline import Pipeline
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(smollm2, tmp_path_factory):
-    port = free_port()
-    device = pick_device()
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(smollm2),
-           "--served-model-name", "smollm2", "--host", "127.0.0.1", "--port", str(port),
-           "--dtype", pick_dtype("auto", device), "--max-model-len", "1024", "--enforce-eager",
-           "--gpu-memory-utilization", "0.3"]
-    env = vllm_env(device)
-    env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"  # the server runs its engine in its own process
-    log = tmp_path_factory.mktemp("server") / "server.log"
-    proc = subprocess.Popen(cmd, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/v1"
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"vllm serve exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            urllib.request.urlopen(url + "/models", timeout=2)
-            break
-        except OSError:
-            time.sleep(1)
-    else:
-        proc.kill()
-        pytest.fail("vllm serve did not come up in 600 s")
-    yield url
-    proc.terminate()
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+    with local_vllm_server(smollm2, served_model_name="smollm2", max_model_len=1024,
+                           log_path=tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
 
 
 def test_generator_endpoint_writes_missing_responses(server, tmp_path, models_dir):
