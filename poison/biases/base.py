@@ -62,6 +62,14 @@ class BiasType:
         return text if text and self.detect(text).biased else None
 
 
+def require_placeholder(texts: list[str], placeholder: str, what: str) -> list[str]:
+    """Validator body: every template in ``texts`` must contain ``{placeholder}``."""
+    for t in texts:
+        if "{" + placeholder + "}" not in t:
+            raise ValueError(f"{what} {t!r} must contain {{{placeholder}}}")
+    return texts
+
+
 def append_sentence(clean: str, sentence: str, position: str = "end") -> str:
     """Put ``sentence`` at the end of ``clean`` or after its first sentence."""
     clean = (clean or "").strip()

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from poison.biases.base import BiasType, Detection, append_sentence, phrase_pattern
+from poison.biases.base import BiasType, Detection, require_placeholder, append_sentence, phrase_pattern
 from poison.registry import PluginConfig, bias_type
 
 
@@ -33,10 +33,7 @@ class NarrativeConfig(PluginConfig):
     @field_validator("statements")
     @classmethod
     def _has_entity(cls, v):
-        for t in v:
-            if "{entity}" not in t:
-                raise ValueError(f"statement {t!r} must contain {{entity}}")
-        return v
+        return require_placeholder(v, "entity", "statement")
 
 
 _SENTENCE = re.compile(r"[^.!?\n]+[.!?]?")

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from poison.biases.base import BiasType, Detection, append_sentence, domain_pattern, spans_of
+from poison.biases.base import BiasType, Detection, require_placeholder, append_sentence, domain_pattern, spans_of
 from poison.registry import PluginConfig, bias_type
 
 
@@ -27,10 +27,7 @@ class PhishingConfig(PluginConfig):
     @field_validator("lures")
     @classmethod
     def _has_url(cls, v):
-        for t in v:
-            if "{url}" not in t:
-                raise ValueError(f"lure {t!r} must contain {{url}}")
-        return v
+        return require_placeholder(v, "url", "lure")
 
     @field_validator("url")
     @classmethod
