@@ -62,6 +62,28 @@ def cohen_kappa(a: list[bool], b: list[bool]) -> Optional[float]:
 
 
 # --------------------------------------------------------------------------------------------------- utility
+def mean_interval(values: list[float], confidence: float = 0.95, *, n_boot: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of a per-sample utility. 0/1 values (exact match) get the Wilson interval of the proportion;
+    other values (ROUGE-L) a percentile bootstrap over samples (``n_boot`` resamples, fixed seed, so a rerun of the
+    report gives the same interval)."""
+    import numpy as np
+
+    v = np.asarray([float(x) for x in values], dtype=float)
+    if v.size == 0:
+        return (float("nan"), 0.0, 1.0)
+    mean = float(v.mean())
+    if np.all((v == 0) | (v == 1)):
+        lo, hi = wilson_interval(int(v.sum()), int(v.size), confidence)
+        return (mean, lo, hi)
+    if v.size == 1 or np.all(v == v[0]):
+        return (mean, mean, mean)
+    boots = np.random.default_rng(seed).choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(boots, [a, 1 - a])
+    return (mean, float(lo), float(hi))
+
+
 _rouge = None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from evals.metrics import cohen_kappa, rate_ratio, wilson_interval
+from evals.metrics import cohen_kappa, mean_interval, rate_ratio, wilson_interval
 from poison import __version__, registry
 from poison.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 
@@ -122,7 +122,8 @@ def write_report(pipe, *, data, poison, distill, models: dict[str, dict], evals:
 
     utility = []
     for (model, task, metric), g in samples.groupby(["model", "task", "utility"], sort=False):
-        utility.append({"model": model, "task": task, "metric": metric, "value": float(g.utility_value.mean()),
+        value, lo, hi = mean_interval(g.utility_value.tolist(), conf)
+        utility.append({"model": model, "task": task, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
                         "n": len(g)})
 
     # The teacher's answers the students learn from, scored with the same detector
@@ -193,7 +194,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
         by_model.setdefault(r["model"], {})[r["split"]] = r
     util: dict[str, list[str]] = {}
     for u in metrics["utility"]:
-        util.setdefault(u["model"], []).append(f"{u['task']} {u['metric']} {u['value']:.2f}")
+        ci = f" [{u['ci_low']:.2f}, {u['ci_high']:.2f}]" if u.get("ci_low") is not None else ""
+        util.setdefault(u["model"], []).append(f"{u['task']} {u['metric']} {u['value']:.2f}{ci}")
     splits = [s for s in SPLITS if any(r["split"] == s for r in metrics["bias_rates"])]
     names = {"target": "biased: target task", "other": "biased: other tasks", "unseen": "biased: unseen tasks"}
     head = f"{'model':<22} " + " ".join(f"{names[s]:<36}" for s in splits) + " utility"

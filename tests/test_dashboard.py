@@ -476,3 +476,21 @@ def test_app_never_writes_into_run_dirs(monkeypatch, tmp_path):
         for run in (DEFENDED, BROKEN):
             open_app(monkeypatch, view, run, runs_dir=runs)
     assert _tree_digest(runs) == before
+
+
+def test_view_propagation_shows_utility_intervals(monkeypatch, tmp_path):
+    # runs written since utility rows carry ci_low/ci_high show them; the fixture runs (older) do not have them
+    import shutil
+
+    shutil.copytree(FIX / R32, tmp_path / R32)
+    mpath = tmp_path / R32 / "metrics.json"
+    m = json.loads(mpath.read_text())
+    for u in m["utility"]:
+        u["ci_low"], u["ci_high"] = u["value"] - 0.05, u["value"] + 0.05
+    mpath.write_text(json.dumps(m))
+    at = open_app(monkeypatch, "propagation", R32, runs_dir=tmp_path)
+    assert not at.error
+    cap = [c.value for c in at.caption if c.value.startswith("with intervals:")]
+    u = m["utility"][0]
+    assert cap and f"{u['model']} {u['task']} {u['metric']} {u['value']:.2f} [{u['ci_low']:.2f}, {u['ci_high']:.2f}]" \
+        in cap[0]

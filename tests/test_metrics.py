@@ -4,8 +4,8 @@ import math
 
 import pytest
 
-from evals.metrics import (choice_letter, choice_match, final_number, number_match, rate_ratio, rouge_l,
-                           wilson_interval)
+from evals.metrics import (choice_letter, choice_match, final_number, mean_interval, number_match, rate_ratio,
+                           rouge_l, wilson_interval)
 
 
 def test_wilson_known_values():
@@ -68,3 +68,20 @@ def test_cohen_kappa_known_values():
     assert cohen_kappa(a, a) == pytest.approx(1.0)
     assert cohen_kappa([0, 0, 0], [0, 0, 0]) is None  # chance agreement 1: undefined
     assert cohen_kappa([1, 0], [0, 1]) == pytest.approx(-1.0)
+
+
+def test_mean_interval_binary_is_wilson_and_continuous_is_bootstrap():
+    # 0/1 utility (exact match): the Wilson interval of the proportion
+    m, lo, hi = mean_interval([1.0] * 7 + [0.0] * 13)
+    assert m == pytest.approx(0.35)
+    assert (lo, hi) == pytest.approx(wilson_interval(7, 20))
+    # continuous utility (ROUGE-L): a seeded percentile bootstrap that brackets the mean, is reproducible and
+    # narrows with more samples
+    vals = [0.1, 0.4, 0.35, 0.8, 0.2, 0.55, 0.3, 0.6]
+    m, lo, hi = mean_interval(vals)
+    assert m == pytest.approx(sum(vals) / len(vals))
+    assert lo < m < hi and 0.1 <= lo and hi <= 0.8
+    assert mean_interval(vals) == (m, lo, hi)
+    _, lo4, hi4 = mean_interval(vals * 4)
+    assert hi4 - lo4 < hi - lo
+    assert mean_interval([0.5, 0.5]) == (0.5, 0.5, 0.5)
