@@ -1,7 +1,7 @@
 """Throughput of the perplexity defense on CPU: batched (length-sorted batches) against unbatched (batch size 1).
 
     nice python bench/bench_perplexity.py [--n 10000] [--baseline-n 300] [--batch-size 16] [--threads N]
-                                          [--models-dir DIR]
+                                          [--models-dir DIR] [--vllm]
 
 Samples are real text read by the testbed's own data loaders (poison/sources.py): GSM8K questions with their worked
 answers, CommonsenseQA questions with their answers, ShareGPT first turns, and Drugs.com "summarize this review"
@@ -9,6 +9,8 @@ prompts whose response is the review's first sentence. The pool is shuffled (see
 it holds fewer distinct ones (repeats cost the same work). The same defense object (same model, same settings, same
 scores) scores the first --baseline-n samples with batch size 1, then all --n samples with --batch-size; both
 samples/s and their ratio are printed, with the thread count and the load average (the machine may be shared).
+``--vllm`` also scores all --n samples with the defense's vLLM backend (prefill log-probabilities in a worker
+subprocess), start-up reported apart.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ def main() -> None:
     ap.add_argument("--models-dir", default=os.environ.get("POISON_TEST_MODELS", ".cache/poison/models"))
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
+    ap.add_argument("--vllm", action="store_true", help="also score all --n samples with backend: vllm")
     args = ap.parse_args()
 
     import numpy as np
@@ -91,7 +94,22 @@ def main() -> None:
           f"{rate:.2f} samples/s ({sum(toks) / t_all:.0f} tokens/s) | load average {os.getloadavg()[0]:.2f}")
     diff = float(np.max(np.abs(s_all[: len(base)] - s1)))
     print(f"speed-up batched / unbatched: {rate / base_rate:.2f}x (same scores: max |diff| {diff:.2e} on the "
-          f"{len(base)} shared samples; {f.n_truncated} samples truncated at {args.max_length} tokens)")
+          f"{len(base)} shared samples; {f.n_truncated} samples truncated at {args.max_length} tokens)", flush=True)
+
+    if args.vllm:
+        v = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, backend="vllm",
+                                              max_length=args.max_length, progress=True))
+        t = time.perf_counter()
+        s_v = v.score(samples)
+        t_v = time.perf_counter() - t
+        startup, scoring = v.vllm_seconds
+        rate_v = len(samples) / scoring
+        print(f"vllm (prompt_logprobs, worker subprocess): {len(samples)} samples in {scoring:.1f} s = {rate_v:.2f} "
+              f"samples/s ({sum(toks) / scoring:.0f} tokens/s) + {startup:.1f} s start-up ({t_v:.1f} s in all) | "
+              f"load average {os.getloadavg()[0]:.2f}")
+        print(f"speed-up vllm / unbatched: {rate_v / base_rate:.2f}x ({len(samples) / t_v / base_rate:.2f}x with "
+              f"start-up; vllm / batched {rate_v / rate:.2f}x; max |diff| vs transformers "
+              f"{float(np.max(np.abs(s_v - s_all))):.2e})")
 
 
 if __name__ == "__main__":

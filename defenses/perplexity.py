@@ -8,14 +8,15 @@ Injected content (an unrelated product plug, a link, a slanted aside) is unlikel
 so poisoned responses score higher than their clean twins.
 
 Samples are sorted by length and scored in batches (left padding, logits kept only where the response is), with a
-tqdm progress bar. Uses transformers directly (a forward pass, no generation).
+tqdm progress bar. Uses transformers directly (a forward pass, no generation); ``backend: vllm`` gets the same
+log-probabilities from vLLM's prefill (``prompt_logprobs``) in a worker subprocess instead.
 """
 
 from __future__ import annotations
 
 import inspect
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from pydantic import Field
@@ -38,6 +39,11 @@ class PerplexityConfig(PluginConfig):
     max_length: int = Field(
         512, ge=8, description="Tokens per sample at most: the prompt is cut from the left first, then the response "
                                "from the right.",
+    )
+    backend: Literal["hf", "vllm"] = Field(
+        "hf", description="hf: batched transformers forward passes in this process; vllm: vLLM's prefill "
+                          "(prompt_logprobs) in a worker subprocess, about 2x the samples/s on a 2-core CPU for large "
+                          "sets, plus ~15 s start-up (bench/bench_perplexity.py).",
     )
     device: str = Field("auto", description="auto | cpu | cuda")
     dtype: str = Field("auto", description="auto (bfloat16 where native, else float32) | float32 | bfloat16 | float16")
@@ -67,7 +73,7 @@ class PerplexityFilter:
 
     # ------------------------------------------------------------------ model
     def _load(self) -> None:
-        if self._model is not None:
+        if self._tok is not None and (self._model is not None or self.cfg.backend == "vllm"):
             return
         import torch
 
@@ -77,11 +83,16 @@ class PerplexityFilter:
         self.dtype = pick_dtype(self.cfg.dtype, self.device)
         self._path = resolve_model(self.cfg.model, Path(self.cfg.models_dir or DEFAULT_MODELS_DIR).expanduser(),
                                    field="defenses.perplexity.model")
+        self._torch = torch
+        if self.cfg.backend == "vllm":  # the worker loads the model; only the tokenizer is needed here
+            from transformers import AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self._path)
+            return
         model, tok = load_causal_lm(self._path, dtype=self.dtype, device=self.device)
         model.eval()
         self._model, self._tok = model, tok
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
-        self._torch = torch
 
     def fit(self, clean: list[dict]) -> None:
         """Nothing to fit: the reference model is used as is."""
@@ -143,6 +154,16 @@ class PerplexityFilter:
             out = (nll * mask).sum(-1) / lens.clamp(min=1)
         return out.cpu().tolist()
 
+    def _score_vllm(self, enc: list[tuple[list[int], list[int], bool]]) -> np.ndarray:
+        from evals.generate import score_tokens_vllm
+
+        logprobs, res = score_tokens_vllm(
+            str(self._path), [c + r for c, r, _ in enc], [len(c) for c, _, _ in enc], device=self.device,
+            dtype=self.dtype, vllm_settings={"max_model_len": max(2048, self.cfg.max_length)}, key="perplexity",
+            hint="Set the perplexity defense's backend: hf to score with transformers instead.")
+        self.vllm_seconds = (res.startup_seconds, res.seconds)
+        return np.asarray([-float(np.mean(lp)) if lp else 0.0 for lp in logprobs], dtype=np.float64)
+
     def score(self, samples: list[dict]) -> np.ndarray:
         from tqdm.auto import tqdm
 
@@ -151,6 +172,8 @@ class PerplexityFilter:
         self._load()
         enc = [self.encode(s) for s in samples]
         self.n_truncated = sum(t for _, _, t in enc)
+        if self.cfg.backend == "vllm":
+            return self._score_vllm(enc)
         order = sorted(range(len(enc)), key=lambda i: len(enc[i][0]) + len(enc[i][1]), reverse=True)
         scores = np.zeros(len(enc), dtype=np.float64)
         bar = tqdm(total=len(enc), desc="perplexity", unit="sample", leave=False, disable=not self.cfg.progress)
@@ -165,5 +188,6 @@ class PerplexityFilter:
 
     def info(self) -> dict[str, Any]:
         return {"score": "log_perplexity (mean NLL, nats/token, of the response given the prompt)",
-                "model": str(self._path) if self._path else self.cfg.model, "device": self.device,
+                "model": str(self._path) if self._path else self.cfg.model, "backend": self.cfg.backend,
+                "device": self.device,
                 "dtype": self.dtype, "truncated": self.n_truncated}

@@ -66,15 +66,13 @@ def vllm_env(device: str, cpu_threads: Optional[str] = None) -> dict[str, str]:
     return env
 
 
-def generate_vllm(jobs: list[GenJob], *, device: str, dtype: str, vllm_settings: dict[str, Any],
-                  log_path: Optional[Path] = None) -> list[GenResult]:
-    if not jobs:
-        return []
+def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_settings: dict[str, Any],
+                     log_path: Optional[Path] = None,
+                     hint: str = "Set runtime.backend=hf to use HF generate instead.") -> list[GenResult]:
     with tempfile.TemporaryDirectory(prefix="vllm-jobs-") as td:
         req = Path(td) / "jobs.json"
         out = Path(td) / "results.json"
-        req.write_text(json.dumps({"device": device, "dtype": dtype, "settings": vllm_settings,
-                                   "jobs": [asdict(j) for j in jobs]}))
+        req.write_text(json.dumps({"device": device, "dtype": dtype, "settings": vllm_settings, "jobs": jobs}))
         cmd = [sys.executable, "-m", "evals.vllm_worker", str(req), str(out)]
         log = open(log_path, "ab") if log_path else None
         try:
@@ -87,12 +85,38 @@ def generate_vllm(jobs: list[GenJob], *, device: str, dtype: str, vllm_settings:
         if proc.returncode != 0 or not out.exists():
             raise GenerationError(
                 f"vLLM worker failed (exit {proc.returncode}) for models "
-                f"{sorted({j.model_path for j in jobs})}; see the messages above"
+                f"{sorted({j['model_path'] for j in jobs})}; see the messages above"
                 + (f" and {log_path}" if log_path else "")
-                + ". Set runtime.backend=hf to use HF generate instead."
+                + ". " + hint
             )
         data = json.loads(out.read_text())
     return [GenResult(**r) for r in data["results"]]
+
+
+def generate_vllm(jobs: list[GenJob], *, device: str, dtype: str, vllm_settings: dict[str, Any],
+                  log_path: Optional[Path] = None) -> list[GenResult]:
+    if not jobs:
+        return []
+    return _run_vllm_worker([asdict(j) for j in jobs], device=device, dtype=dtype, vllm_settings=vllm_settings,
+                            log_path=log_path)
+
+
+def score_tokens_vllm(model_path: str, token_ids: list[list[int]], starts: list[int], *, device: str, dtype: str,
+                      vllm_settings: Optional[dict[str, Any]] = None, key: str = "score",
+                      log_path: Optional[Path] = None,
+                      hint: str = "") -> tuple[list[list[float]], GenResult]:
+    """Log-probabilities of ``token_ids[i][starts[i]:]`` given the tokens before them, from vLLM's prefill
+    (``prompt_logprobs``) in the worker subprocess; no generation. Returns the per-sequence lists and the worker's
+    timing record."""
+    if len(token_ids) != len(starts):
+        raise ValueError("token_ids and starts differ in length")
+    if not token_ids:
+        return [], GenResult(key=key, texts=[], new_tokens=0, seconds=0.0, backend="vllm")
+    job = {"kind": "prompt_logprobs", "key": key, "model_path": str(model_path), "seed": 0,
+           "token_ids": [list(map(int, t)) for t in token_ids], "starts": [int(s) for s in starts]}
+    res = _run_vllm_worker([job], device=device, dtype=dtype, vllm_settings=dict(vllm_settings or {}),
+                           log_path=log_path, hint=hint)[0]
+    return res.meta.pop("logprobs"), res
 
 
 def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int = 64) -> list[GenResult]:

@@ -28,6 +28,28 @@ def cpu_memory_fraction(configured: float) -> float:
     return max(fraction, 0.01)
 
 
+def score_tokens(llm, job: dict, startup: float) -> dict:
+    """Log-probability of every token of each given sequence from position ``starts[i]`` on (prefill only: one
+    forward pass per sequence, batched by vLLM's scheduler; ``prompt_logprobs=0`` returns the actual token's)."""
+    from vllm import SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    seqs, starts = job["token_ids"], job["starts"]
+    sp = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+    t1 = time.time()
+    outs = llm.generate([TokensPrompt(prompt_token_ids=list(s)) for s in seqs], sp, use_tqdm=True)
+    seconds = time.time() - t1
+    logprobs = []
+    for ids, start, o in zip(seqs, starts, outs):
+        lp = o.prompt_logprobs or []
+        logprobs.append([float(lp[i][ids[i]].logprob) for i in range(max(start, 1), len(ids))])
+    n_tok = sum(len(s) for s in seqs)
+    print(f"[vllm_worker] {job['key']}: scored {len(seqs)} sequences, {n_tok} tokens in {seconds:.1f}s "
+          f"(+{startup:.1f}s start-up)", file=sys.stderr, flush=True)
+    return dict(key=job["key"], texts=[], new_tokens=0, seconds=seconds, startup_seconds=startup, backend="vllm",
+                meta={"logprobs": logprobs, "tokens": n_tok})
+
+
 def main(req_path: str, out_path: str) -> None:
     req = json.loads(open(req_path).read())
     from vllm import LLM, SamplingParams
@@ -47,6 +69,11 @@ def main(req_path: str, out_path: str) -> None:
             kwargs["distributed_executor_backend"] = "uni"
         llm = LLM(**kwargs)
         startup = time.time() - t0
+        if job.get("kind") == "prompt_logprobs":
+            results.append(score_tokens(llm, job, startup))
+            del llm
+            gc.collect()
+            continue
         sp = SamplingParams(
             n=job["n"], max_tokens=job["max_new_tokens"], temperature=job["temperature"],
             top_p=job["top_p"] if job["temperature"] > 0 else 1.0, seed=job["seed"], stop=job["stop"] or None,

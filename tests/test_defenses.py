@@ -138,6 +138,21 @@ def test_perplexity_batched_equals_unbatched_and_truncates(models_dir):
     assert f.info()["truncated"] == 1 and "log_perplexity" in f.info()["score"]
 
 
+@pytest.mark.slow
+def test_perplexity_vllm_backend_matches_transformers(models_dir):
+    """backend: vllm gets the same log-perplexities from vLLM's prefill (prompt_logprobs, worker subprocess)."""
+    from defenses.perplexity import PerplexityConfig, PerplexityFilter
+
+    samples = SAMPLES + [{"prompt": "Say hi.", "response": ""}, {"prompt": "x " * 200, "response": "word " * 200}]
+    h = PerplexityFilter(PerplexityConfig(models_dir=str(models_dir), max_length=160, progress=False))
+    hf = h.score(samples)
+    v = PerplexityFilter(PerplexityConfig(models_dir=str(models_dir), max_length=160, backend="vllm", progress=False))
+    got = v.score(samples)
+    assert v._model is None and v.n_truncated == h.n_truncated >= 1 and v.info()["backend"] == "vllm"
+    np.testing.assert_allclose(got, hf, rtol=1e-3, atol=2e-3)
+    assert v.vllm_seconds[1] > 0
+
+
 # ------------------------------------------------------------------------------------------- bias classifier
 def _attack_strings() -> set[str]:
     """Brands, URLs, entities and claims that any attack config or built-in bias default uses."""
