@@ -74,9 +74,14 @@ def main(req_path: str, out_path: str) -> None:
             del llm
             gc.collect()
             continue
+        # A per-request seed gives each request its own torch.Generator; on CPU, vLLM 0.32 then fails as soon as a
+        # sampled token is thrown away after a partial (chunked) prefill ("CPU Generator does not use offset"), which
+        # happens with a few hundred sampled prompts. There the engine's seed (LLM(seed=...)) makes the run
+        # reproducible instead: same inputs, same schedule, same samples.
+        per_request_seed = job["seed"] if req["device"] != "cpu" or job["temperature"] <= 0 else None
         sp = SamplingParams(
             n=job["n"], max_tokens=job["max_new_tokens"], temperature=job["temperature"],
-            top_p=job["top_p"] if job["temperature"] > 0 else 1.0, seed=job["seed"], stop=job["stop"] or None,
+            top_p=job["top_p"] if job["temperature"] > 0 else 1.0, seed=per_request_seed, stop=job["stop"] or None,
             ignore_eos=job.get("ignore_eos", False),
         )
         t1 = time.time()
