@@ -252,7 +252,8 @@ def utility_frame(metrics: dict | None) -> pd.DataFrame:
                                                        + [c for r in rows for c in r])))
     for c in ("model", "task", "metric"):
         df[c] = [_str(v) or "?" for v in df[c]]
-    df["value"] = pd.to_numeric(df["value"], errors="coerce")
+    for c in ("value", "ci_low", "ci_high"):  # interval columns: runs written before they existed lack them
+        df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
     return df
 
 

@@ -260,12 +260,11 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
             piv = piv.reindex([x for x in models if x in piv.index] + [x for x in piv.index if x not in models])
             st.dataframe(piv, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.2f")
                                                               for c in piv.columns})
-            if {"ci_low", "ci_high"} <= set(u.columns) and u.ci_low.notna().any():
+            ci = u[u.ci_low.notna() & u.ci_high.notna()]
+            if not ci.empty:
                 st.caption("with intervals: " + "; ".join(
-                    f"{r['model']} {r['task']} {r['metric']} {r['value']:.2f} "
-                    f"[{pd.to_numeric(r['ci_low'], errors='coerce'):.2f}, "
-                    f"{pd.to_numeric(r['ci_high'], errors='coerce'):.2f}]"
-                    for r in u.to_dict("records") if pd.notna(pd.to_numeric(r.get("ci_low"), errors="coerce"))))
+                    f"{r['model']} {r['task']} {r['metric']} {r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+                    for r in ci.to_dict("records")))
     with st.expander("Rates table"):
         st.dataframe(rates.assign(rate_ci=[_fmt_ci(r) for r in rates.to_dict("records")])[
             ["model", "role", "method", "split", "biased", "n", "rate_ci"]], hide_index=True, width="stretch")

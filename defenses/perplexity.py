@@ -68,6 +68,7 @@ class PerplexityFilter:
         self._path: Optional[Path] = None
         self._keep_arg = False
         self.n_truncated = 0
+        self.vllm_seconds: Optional[tuple[float, float]] = None  # (start-up, scoring) of the last vllm-backend call
         self.device = "cpu"
         self.dtype = "float32"
 
