@@ -1,7 +1,8 @@
 """Throughput of the perplexity defense on CPU: batched (length-sorted batches) against unbatched (batch size 1).
 
     nice python bench/bench_perplexity.py [--n 10000] [--baseline-n 300] [--batch-size 16] [--threads N]
-                                          [--models-dir DIR] [--vllm]
+                                          [--models-dir DIR] [--model NAME_OR_PATH] [--device auto|cpu|cuda]
+                                          [--samples FILE.jsonl[.gz]] [--dump-samples FILE.jsonl.gz] [--vllm]
 
 Samples are real text read by the testbed's own data loaders (poison/sources.py): GSM8K questions with their worked
 answers, CommonsenseQA questions with their answers, ShareGPT first turns, and Drugs.com "summarize this review"
@@ -10,12 +11,15 @@ it holds fewer distinct ones (repeats cost the same work). The same defense obje
 scores) scores the first --baseline-n samples with batch size 1, then all --n samples with --batch-size; both
 samples/s and their ratio are printed, with the thread count and the load average (the machine may be shared).
 ``--vllm`` also scores all --n samples with the defense's vLLM backend (prefill log-probabilities in a worker
-subprocess), start-up reported apart.
+subprocess), start-up reported apart. ``--dump-samples`` writes the distinct pool to a file and ``--samples`` reads it
+back, for machines without the data packages (a GPU box); ``--device cuda`` measures the same two arms there.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import json
 import os
 import random
 import sys
@@ -25,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def real_samples(n: int, seed: int = 0) -> tuple[list[dict], int]:
-    """``n`` (prompt, response) samples of real text and how many of them are distinct."""
+def real_pool(seed: int = 0) -> list[dict]:
+    """The distinct (prompt, response, task) samples of real text, shuffled."""
     from poison.sources import (CommonsenseQA, DrugReviews, DrugReviewsConfig, GSM8K, GSM8KConfig, ShareGPT,
                                 ShareGPTConfig, first_sentences)
     from poison.registry import NoArgs
@@ -42,8 +46,18 @@ def real_samples(n: int, seed: int = 0) -> tuple[list[dict], int]:
         pool.append({"prompt": r["prompt"], "response": first_sentences(r["meta"]["review"], 1),
                      "task": "review_summary"})
     random.Random(seed).shuffle(pool)
-    distinct = len(pool)
-    return [dict(pool[i % distinct], id=f"s{i}") for i in range(n)], distinct
+    return pool
+
+
+def read_pool(path: str) -> list[dict]:
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def cycle(pool: list[dict], n: int) -> list[dict]:
+    """``n`` samples: the pool cycled (repeats cost the same work)."""
+    return [dict(pool[i % len(pool)], id=f"s{i}") for i in range(n)]
 
 
 def main() -> None:
@@ -54,6 +68,9 @@ def main() -> None:
     ap.add_argument("--max-length", type=int, default=512)
     ap.add_argument("--models-dir", default=os.environ.get("POISON_TEST_MODELS", ".cache/poison/models"))
     ap.add_argument("--model", default="smollm2-135m-instruct")
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (the defense's device field)")
+    ap.add_argument("--samples", help="read the sample pool from this JSONL(.gz) instead of the data loaders")
+    ap.add_argument("--dump-samples", help="write the loaders' sample pool to this JSONL(.gz) and exit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
     ap.add_argument("--vllm", action="store_true", help="also score all --n samples with backend: vllm")
     args = ap.parse_args()
@@ -66,9 +83,17 @@ def main() -> None:
 
     from defenses.perplexity import PerplexityConfig, PerplexityFilter
 
-    samples, distinct = real_samples(args.n)
+    if args.dump_samples:
+        pool = real_pool()
+        opener = gzip.open if args.dump_samples.endswith(".gz") else open
+        with opener(args.dump_samples, "wt", encoding="utf-8") as fh:
+            fh.writelines(json.dumps(r) + "\n" for r in pool)
+        print(f"wrote {len(pool)} samples to {args.dump_samples}")
+        return
+    pool = read_pool(args.samples) if args.samples else real_pool()
+    samples, distinct = cycle(pool, args.n), len(pool)
     f = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, batch_size=1,
-                                          max_length=args.max_length, progress=True))
+                                          max_length=args.max_length, device=args.device, progress=True))
     f._load()
     toks = [sum(map(len, f.encode(s)[:2])) for s in samples]
     print(f"model {f._path} | {f.device} {f.dtype} | torch threads {torch.get_num_threads()} | "
@@ -98,7 +123,7 @@ def main() -> None:
 
     if args.vllm:
         v = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, backend="vllm",
-                                              max_length=args.max_length, progress=True))
+                                              max_length=args.max_length, device=args.device, progress=True))
         t = time.perf_counter()
         s_v = v.score(samples)
         t_v = time.perf_counter() - t
