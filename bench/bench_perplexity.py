@@ -2,6 +2,7 @@
 
     nice python bench/bench_perplexity.py [--n 10000] [--baseline-n 300] [--batch-size 16] [--threads N]
                                           [--models-dir DIR] [--model NAME_OR_PATH] [--device auto|cpu|cuda]
+                                          [--dtype auto|float32|bfloat16]
                                           [--samples FILE.jsonl[.gz]] [--dump-samples FILE.jsonl.gz] [--vllm]
 
 Samples are real text read by the testbed's own data loaders (poison/sources.py): GSM8K questions with their worked
@@ -69,6 +70,7 @@ def main() -> None:
     ap.add_argument("--models-dir", default=os.environ.get("POISON_TEST_MODELS", ".cache/poison/models"))
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--device", default="auto", help="auto | cpu | cuda (the defense's device field)")
+    ap.add_argument("--dtype", default="auto", help="auto | float32 | bfloat16 | float16 (the defense's dtype field)")
     ap.add_argument("--samples", help="read the sample pool from this JSONL(.gz) instead of the data loaders")
     ap.add_argument("--dump-samples", help="write the loaders' sample pool to this JSONL(.gz) and exit")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core)")
@@ -93,7 +95,8 @@ def main() -> None:
     pool = read_pool(args.samples) if args.samples else real_pool()
     samples, distinct = cycle(pool, args.n), len(pool)
     f = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, batch_size=1,
-                                          max_length=args.max_length, device=args.device, progress=True))
+                                          max_length=args.max_length, device=args.device, dtype=args.dtype,
+                                          progress=True))
     f._load()
     toks = [sum(map(len, f.encode(s)[:2])) for s in samples]
     print(f"model {f._path} | {f.device} {f.dtype} | torch threads {torch.get_num_threads()} | "
@@ -123,7 +126,8 @@ def main() -> None:
 
     if args.vllm:
         v = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, backend="vllm",
-                                              max_length=args.max_length, device=args.device, progress=True))
+                                              max_length=args.max_length, device=args.device, dtype=args.dtype,
+                                              progress=True))
         t = time.perf_counter()
         s_v = v.score(samples)
         t_v = time.perf_counter() - t

@@ -3,12 +3,14 @@
 ``stage_defense`` scores one place with every configured defense:
 
 * ``train``: the teacher's training set (ground truth: the ``poisoned`` label written by the poison stage);
-* ``distill``: the teacher's answers to the distillation prompts (ground truth: the bias type's rule detector,
-  since nobody injected these: the teacher produced them).
+* ``distill``: the (poisoned, undefended) teacher's answers to the distillation prompts (ground truth: the bias
+  type's rule detector, since nobody injected these: the teacher produced them);
+* ``distill_after_train``: with both places, the defended teacher's answers (same ground truth), the last filter of
+  the full chain.
 
 A defense may fit on trusted clean samples first: the defender's own clean data, here the distillation prompts with
-their reference answers (held out from the teacher's training set and never evaluated on). Half of them (by a hash of
-the id) are given to ``fit``; the other half calibrates the threshold when it is set by a false-positive budget
+clean answers (the source's reference, else the clean data generator's answer: the pipeline's ``trusted`` stage; held
+out from the teacher's training set and never evaluated on). Half of them (by a hash of the id) are given to ``fit``; the other half calibrates the threshold when it is set by a false-positive budget
 (``fpr``: at most that fraction of those clean samples is flagged), so a defense is never calibrated on what it was
 fitted on. The stage writes per-sample scores and flags, the detector figures (AUROC, TPR at 1 % FPR, precision and
 recall at the threshold, against the ground truth) and the ids to remove (``defense.filter``: the union of all flags,
@@ -56,14 +58,12 @@ def judge_endpoint(pipe) -> Iterator[tuple[str, str]]:
         yield url, Path(path).name
 
 
-def trusted_clean(data) -> tuple[list[dict], list[dict]]:
-    """(fit half, calibration half) of the defender's clean samples: distillation prompts with reference answers."""
-    df = pd.read_parquet(Path(data.path) / "rows.parquet")
-    d = df[(df.split == "distill") & df.reference.notna()]
+def trusted_clean(trusted) -> tuple[list[dict], list[dict]]:
+    """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: distillation prompts with
+    clean answers), split by a hash of the id."""
+    df = pd.read_parquet(Path(trusted.path) / "trusted.parquet")
     fit, calib = [], []
-    for r in d.itertuples():
-        if not str(r.reference).strip():
-            continue
+    for r in df.itertuples():
         s = {"id": str(r.id), "prompt": r.prompt, "response": str(r.reference), "task": r.task}
         (fit if int(hashlib.sha256(s["id"].encode()).hexdigest(), 16) % 2 == 0 else calib).append(s)
     return fit, calib
@@ -77,14 +77,14 @@ def place_samples(pipe, place: str, poison, distill) -> tuple[pd.DataFrame, list
     return df, [bool(pipe.bias.detect(t or "").biased) for t in df.response]
 
 
-def stage_defense(pipe, place: str, data, poison, distill: Optional[Any]):
+def stage_defense(pipe, place: str, trusted, poison, distill: Optional[Any]):
     from defenses.base import check_scores, run_defense
     from defenses.metrics import detector_report, threshold_for_fpr
 
     cfg = pipe.cfg.defense
     needs_judge = any(d.type == AUTORATER for d in cfg.defenses)
     upstream = poison.key if place == "train" else distill.key
-    inputs = {"place": place, "data": data.key, "upstream": upstream, "filter": cfg.filter,
+    inputs = {"place": place, "trusted": trusted.key, "upstream": upstream, "filter": cfg.filter,
               "defenses": [d.model_dump(mode="json") for d in cfg.defenses],
               **({"judge": judge_identity(pipe)} if needs_judge else {}),
               **({"rule": pipe.cfg.poison.bias.model_dump(mode="json")} if place == "distill" else {})}
@@ -93,7 +93,7 @@ def stage_defense(pipe, place: str, data, poison, distill: Optional[Any]):
         df, labels = place_samples(pipe, place, poison, distill)
         samples = [{"id": str(r.id), "prompt": r.prompt, "response": r.response or "", "task": r.task}
                    for r in df.itertuples()]
-        fit, calib = trusted_clean(data)
+        fit, calib = trusted_clean(trusted)
         frames, reports, flagged_by = [], [], {}
         with (judge_endpoint(pipe) if needs_judge else nullcontext((None, None))) as (url, judge_model):
             for i, spec in enumerate(cfg.defenses):
@@ -114,7 +114,8 @@ def stage_defense(pipe, place: str, data, poison, distill: Optional[Any]):
                     thr, source = threshold_for_fpr(calib_scores, spec.fpr), f"fpr {spec.fpr} on {len(calib)} clean"
                 else:
                     raise ValueError(f"{path}: no trusted clean samples to set the threshold by fpr; set a fixed "
-                                     f"`threshold` or give the data sources distillation prompts with references")
+                                     f"`threshold` or give the data sources distillation prompts (n_distill) with "
+                                     f"references or answers the data generator can write")
                 flags = run.scores > thr
                 flagged_by[spec.type] = {samples[k]["id"] for k in range(len(samples)) if flags[k]}
                 rep = {"defense": spec.type, "place": place, **detector_report(run.scores, labels, thr),

@@ -34,7 +34,7 @@ log = logging.getLogger("poison")
 
 # Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
 STAGE_VERSIONS = {"data": 1, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
-                  "defense": 1, "judge": 1}
+                  "defense": 1, "judge": 1, "trusted": 1}
 
 
 class PipelineError(RuntimeError):
@@ -232,6 +232,36 @@ class Pipeline:
         for (src, r), text in zip(items, texts):
             r["response"] = src.clean_generated(text)
             r["_generated"] = True
+
+    def stage_trusted(self, data: StageRecord) -> StageRecord:
+        """The defender's trusted clean samples: the distillation prompts, each with a clean answer (the source's
+        reference where it has one, else the data generator's answer, written and post-processed the way the
+        training set's clean responses were). Defenses fit on one half and set ``fpr`` thresholds on the other
+        (``poison.defend.trusted_clean``); the teacher never trains on these prompts and they are never evaluated."""
+        cfg = self.cfg
+        inputs = {"data": data.key, "generator": self._generator_identity(cfg.data.generator)}
+
+        def build(out: Path) -> dict[str, Any]:
+            df = pd.read_parquet(Path(data.path) / "rows.parquet")
+            d = df[df.split == "distill"].reset_index(drop=True)
+            srcs = {(spec.type, task): registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args")
+                    for i, (spec, task) in enumerate(zip(cfg.data.sources, self.tasks))}
+            refs = [None if pd.isna(r) or not str(r).strip() else str(r) for r in d.reference]
+            missing = [k for k, r in enumerate(refs) if r is None]
+            if missing:
+                log.info("generator writes %d trusted clean answers for the defenses", len(missing))
+                rows = [{"prompt": d.prompt[k], "meta": json.loads(d.meta[k] or "{}")} for k in missing]
+                texts = self._generate_with(cfg.data.generator, [srcs[(d.source[k], d.task[k])].generator_messages(r)
+                                                                 for k, r in zip(missing, rows)], "trusted")
+                for k, text in zip(missing, texts):
+                    refs[k] = srcs[(d.source[k], d.task[k])].clean_generated(text)
+            d = d.assign(reference=refs, reference_generated=[k in set(missing) for k in range(len(d))])
+            d = d[d.reference.notna()][["id", "task", "prompt", "reference", "reference_generated"]]
+            atomic_write_parquet(out / "trusted.parquet", d)
+            return {"rows": len(d), "generated": int(d.reference_generated.sum()),
+                    "per_task": {str(k): int(v) for k, v in d.task.value_counts().items()}}
+
+        return self.stage("trusted", inputs, build)
 
     def rewriter_config(self):
         p = self.cfg.poison
@@ -442,7 +472,7 @@ class Pipeline:
                                            "identity": {"stage": students[s.name].key}}
         if defended:
             if defended["teacher"] is not teacher:
-                models["defended:teacher"] = {"role": "teacher", "defended": True,
+                models["defended:teacher"] = {"role": "teacher", "defended": True, "defended_places": ["train"],
                                               "path": str(Path(defended["teacher"].path) / "model"),
                                               "identity": {"stage": defended["teacher"].key}}
             for s in cfg.students:
@@ -451,8 +481,16 @@ class Pipeline:
                 rec = defended["students"][s.name]
                 models[f"defended:student:{s.name}"] = {
                     "role": "student", "method": s.method, "student": s.name, "defended": True,
+                    "defended_places": list(cfg.defense.places),
                     "teacher": "defended:teacher" if "defended:teacher" in models else "teacher",
                     "path": str(Path(rec.path) / "model"), "identity": {"stage": rec.key}}
+            for s in cfg.students:
+                rec = defended["distill_only_students"].get(s.name)
+                if rec is not None:
+                    models[f"distill-defended:student:{s.name}"] = {
+                        "role": "student", "method": s.method, "student": s.name, "defended": True,
+                        "defended_places": ["distill"], "teacher": "teacher",
+                        "path": str(Path(rec.path) / "model"), "identity": {"stage": rec.key}}
         evals = self.stage_eval(models, data)
         judged = self.stage_judge(evals) if cfg.judge.evaluate else {}
         return write_report(self, data=data, poison=poison, distill=distill, models=models, evals=evals,
@@ -462,27 +500,40 @@ class Pipeline:
     def defended_branch(self, data: StageRecord, poison: StageRecord, teacher: StageRecord,
                         distill: StageRecord) -> dict[str, Any]:
         """Score the configured places with every defense, remove what the filter flags, and train the same
-        teacher/students again on what is left (stages shared with the undefended run stay cached)."""
+        teacher/students again on what is left (stages shared with the undefended run stay cached).
+
+        ``distill`` is always scored on the undefended (poisoned) teacher's answers: what a student owner who does not
+        control the teacher's data can filter. With both places, the full chain (train-place filter -> defended
+        teacher -> its answers scored as ``distill_after_train`` and filtered -> ``defended:`` students) is trained,
+        and so is the distill-only arm (the poisoned teacher's filtered answers -> ``distill-defended:`` students).
+        """
         from poison.defend import stage_defense
 
         cfg = self.cfg.defense
-        out: dict[str, Any] = {"stages": {}}
+        out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {}}
+        trusted = self.stage_trusted(data)
         t, d = teacher, distill
         if "train" in cfg.places:
-            rec = stage_defense(self, "train", data, poison, None)
+            rec = stage_defense(self, "train", trusted, poison, None)
             out["stages"]["train"] = rec
             if cfg.filter != "none":
                 t = self.stage_teacher(poison, defense=rec)
                 d = self.stage_distill_data(t, data, label="defended:distill_data")
-        dist_def = None
+        keep = None
         if "distill" in cfg.places:
-            dist_def = stage_defense(self, "distill", data, poison, d)
-            out["stages"]["distill"] = dist_def
+            keep = stage_defense(self, "distill", trusted, poison, distill)
+            out["stages"]["distill"] = keep
+            if d is not distill:  # the chain's teacher is the defended one: score (and filter) its answers too
+                chained = stage_defense(self, "distill_after_train", trusted, poison, d)
+                out["stages"]["distill_after_train"] = chained
+                if cfg.filter != "none":
+                    out["distill_only_students"] = {
+                        s.name: self.stage_student(s, teacher, distill, defense=keep, prefix="distill-defended:")
+                        for s in self.cfg.students}
+                keep = chained
         out["teacher"], out["distill"] = t, d
-        out["students"] = {}
         if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
             return out
-        keep = dist_def if dist_def is not None else None
         out["students"] = {s.name: self.stage_student(s, t, d, defense=keep, prefix="defended:")
                            for s in self.cfg.students}
         return out

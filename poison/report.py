@@ -198,11 +198,12 @@ def summary_table(metrics: dict[str, Any]) -> str:
         util.setdefault(u["model"], []).append(f"{u['task']} {u['metric']} {u['value']:.2f}{ci}")
     splits = [s for s in SPLITS if any(r["split"] == s for r in metrics["bias_rates"])]
     names = {"target": "biased: target task", "other": "biased: other tasks", "unseen": "biased: unseen tasks"}
-    head = f"{'model':<22} " + " ".join(f"{names[s]:<36}" for s in splits) + " utility"
+    w = max([22] + [len(m) for m in by_model])
+    head = f"{'model':<{w}} " + " ".join(f"{names[s]:<36}" for s in splits) + " utility"
     lines += [head, "-" * len(head)]
     for model, by_split in by_model.items():
         cells = " ".join(f"{(_fmt_rate(by_split[s]) if s in by_split else '-'):<36}" for s in splits)
-        lines.append(f"{model:<22} {cells} {', '.join(util.get(model, []))}")
+        lines.append(f"{model:<{w}} {cells} {', '.join(util.get(model, []))}")
     if metrics["amplification"]:
         lines.append("")
         for a in metrics["amplification"]:
@@ -217,11 +218,11 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{name} rationales carrying the bias: "
                      + ", ".join(f"{k.replace('_', ' ')} {_fmt_rate(r)}" for k, r in kinds.items() if r["n"]))
     if metrics.get("defenses"):
-        lines += ["", f"{'defense':<18} {'place':<8} {'AUROC':>6} {'TPR@1%FPR':>9} {'thresh':>9} {'flagged':>8} "
+        lines += ["", f"{'defense':<18} {'place':<19} {'AUROC':>6} {'TPR@1%FPR':>9} {'thresh':>9} {'flagged':>8} "
                       f"{'precision':>9} {'recall':>7}"]
         for d in metrics["defenses"]:
             f = lambda x, w, p=2: f"{x:>{w}.{p}f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"  # noqa: E731
-            lines.append(f"{d['defense']:<18} {d['place']:<8} {f(d['auroc'], 6)} {f(d['tpr_at_1pct_fpr'], 9)} "
+            lines.append(f"{d['defense']:<18} {d['place']:<19} {f(d['auroc'], 6)} {f(d['tpr_at_1pct_fpr'], 9)} "
                          f"{f(d['threshold'], 9)} {d['n_flagged']:>3}/{d['n']:<4} {f(d['precision'], 9)} "
                          f"{f(d['recall'], 7)}")
         for r in metrics.get("defense_removal") or []:
@@ -231,7 +232,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines += ["", "LLM judge vs rule detector (biased answers):"]
         for r in metrics["judge"]:
             kappa = "-" if r["kappa"] is None else f"{r['kappa']:.2f}"
-            lines.append(f"  {r['model']:<28} {r['split']:<7} rule {r['rule_biased']:>3}/{r['n']:<3} judge "
+            lines.append(f"  {r['model']:<36} {r['split']:<7} rule {r['rule_biased']:>3}/{r['n']:<3} judge "
                          f"{r['judge_biased']:>3}/{r['n']:<3} agreement {100 * r['agreement']:5.1f}% kappa {kappa}")
     st = metrics["stages"]
     lines.append("")
