@@ -10,9 +10,9 @@
 
 A defense may fit on trusted clean samples first: the defender's own clean data, here the distillation prompts with
 clean answers (the source's reference, else the clean data generator's answer: the pipeline's ``trusted`` stage; held
-out from the teacher's training set and never evaluated on). Half of them (by a hash of the id) are given to ``fit``; the other half calibrates the threshold when it is set by a false-positive budget
-(``fpr``: at most that fraction of those clean samples is flagged), so a defense is never calibrated on what it was
-fitted on. The stage writes per-sample scores and flags, the detector figures (AUROC, TPR at 1 % FPR, precision and
+out from the teacher's training set and never evaluated on). Half of them (by a hash of the id) are given to ``fit``;
+the other half calibrates the threshold when it is set by a false-positive budget (``fpr``: at most that fraction of
+those clean samples is flagged), so a defense is never calibrated on what it was fitted on. The stage writes per-sample scores and flags, the detector figures (AUROC, TPR at 1 % FPR, precision and
 recall at the threshold, against the ground truth) and the ids to remove (``defense.filter``: the union of all flags,
 or one defense's).
 
@@ -87,7 +87,7 @@ def stage_defense(pipe, place: str, trusted, poison, distill: Optional[Any]):
     inputs = {"place": place, "trusted": trusted.key, "upstream": upstream, "filter": cfg.filter,
               "defenses": [d.model_dump(mode="json") for d in cfg.defenses],
               **({"judge": judge_identity(pipe)} if needs_judge else {}),
-              **({"rule": pipe.cfg.poison.bias.model_dump(mode="json")} if place == "distill" else {})}
+              **({"rule": pipe.cfg.poison.bias.model_dump(mode="json")} if place != "train" else {})}
 
     def build(out: Path) -> dict[str, Any]:
         df, labels = place_samples(pipe, place, poison, distill)
