@@ -255,7 +255,8 @@ class Pipeline:
                                                                  for k, r in zip(missing, rows)], "trusted")
                 for k, text in zip(missing, texts):
                     refs[k] = srcs[(d.source[k], d.task[k])].clean_generated(text)
-            d = d.assign(reference=refs, reference_generated=[k in set(missing) for k in range(len(d))])
+            generated = set(missing)
+            d = d.assign(reference=refs, reference_generated=[k in generated for k in range(len(d))])
             d = d[d.reference.notna()][["id", "task", "prompt", "reference", "reference_generated"]]
             atomic_write_parquet(out / "trusted.parquet", d)
             return {"rows": len(d), "generated": int(d.reference_generated.sum()),
