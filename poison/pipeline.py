@@ -248,13 +248,12 @@ class Pipeline:
                     for i, (spec, task) in enumerate(zip(cfg.data.sources, self.tasks))}
             refs = [None if pd.isna(r) or not str(r).strip() else str(r) for r in d.reference]
             missing = [k for k, r in enumerate(refs) if r is None]
-            if missing:
-                log.info("generator writes %d trusted clean answers for the defenses", len(missing))
-                rows = [{"prompt": d.prompt[k], "meta": json.loads(d.meta[k] or "{}")} for k in missing]
-                texts = self._generate_with(cfg.data.generator, [srcs[(d.source[k], d.task[k])].generator_messages(r)
-                                                                 for k, r in zip(missing, rows)], "trusted")
-                for k, text in zip(missing, texts):
-                    refs[k] = srcs[(d.source[k], d.task[k])].clean_generated(text)
+            if missing:  # written like the data stage's missing responses (the source's prompt and post-processing)
+                items = [(srcs[(d.source[k], d.task[k])],
+                          {"prompt": d.prompt[k], "meta": json.loads(d.meta[k] or "{}")}) for k in missing]
+                self._generate_missing(items)
+                for k, (_, r) in zip(missing, items):
+                    refs[k] = r["response"]
             generated = set(missing)
             d = d.assign(reference=refs, reference_generated=[k in generated for k in range(len(d))])
             d = d[d.reference.notna()][["id", "task", "prompt", "reference", "reference_generated"]]
