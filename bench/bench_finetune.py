@@ -103,7 +103,7 @@ def main() -> None:
 
     results = {}
     for arm in args.arms.split(","):
-        cmd = [sys.executable, __file__, "--arm", arm] + [a for a in sys.argv[1:]]
+        cmd = [sys.executable, __file__, "--arm", arm] + sys.argv[1:]
         t = time.perf_counter()
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
