@@ -6,7 +6,7 @@ Builds N run directories in a temp folder (copies of the real fixture run tests/
 targeted_ads-20261126-024634 with varied config names, poison budgets, bias counts and dates; every file of the
 run, parquet included), then times, against the same measurements on a folder with 1 run taken in the same process:
 
-  index      dashboard.data.load_index: the pure loader (scan + read every status.json / metrics.json), cold
+  index      dashboard.index.load_index: the pure loader (scan + read every status.json / metrics.json), cold
   cached     dashboard.views.cached_index (st.cache_data) first call, then a second call (cache hit, what every
              rerun of the app pays, plus the folder signature)
   app        streamlit.testing AppTest running the whole app script on the overview view, caches cleared first
@@ -84,7 +84,7 @@ def main() -> int:
     import streamlit as st
     from streamlit.testing.v1 import AppTest
 
-    from dashboard import data, views
+    from dashboard import index, views
 
     tmp = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_dashboard_"))
     one, many = tmp / "one", tmp / "many"
@@ -109,7 +109,7 @@ def main() -> int:
         res = {}
         for label, folder in (("1", one), (str(args.runs), many)):
             res[label] = {
-                "index": timed(lambda: data.load_index(folder), repeat=3),
+                "index": timed(lambda: index.load_index(folder), repeat=3),
                 "cached_cold": timed(lambda: (st.cache_data.clear(), views.load_index(str(folder)))),
                 "cached_warm": timed(lambda: views.load_index(str(folder)), repeat=3),
             }
@@ -119,7 +119,7 @@ def main() -> int:
             res[label]["app_cold"] = time.perf_counter() - t0
             res[label]["app_warm"] = timed(lambda: at.run(), repeat=3)
         print(f"\n{'measurement':<44} {'1 run':>9} {args.runs:>6} runs {'ratio':>8}")
-        desc = {"index": "data.load_index (pure, cold)", "cached_cold": "cached loader, first call",
+        desc = {"index": "index.load_index (pure, cold)", "cached_cold": "cached loader, first call",
                 "cached_warm": "cached loader, cache hit (+ folder signature)",
                 "app_cold": "AppTest overview, caches cleared", "app_warm": "AppTest overview rerun, warm caches"}
         for k, text in desc.items():

@@ -47,8 +47,8 @@ def run_arm(args: argparse.Namespace) -> dict:
     import torch
 
     from distill.trainers import finetune, load_trainable
-    from poison.config import TeacherConfig
-    from poison.models import pick_device, pick_dtype, resolve_model
+    from poison.schema import TeacherConfig
+    from poison.ground.models import pick_device, pick_dtype, resolve_model
 
     device = pick_device(args.device)
     dtype = pick_dtype("auto", device)

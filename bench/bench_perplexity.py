@@ -34,7 +34,7 @@ def real_pool(seed: int = 0) -> list[dict]:
     """The distinct (prompt, response, task) samples of real text, shuffled."""
     from poison.sources import (CommonsenseQA, DrugReviews, DrugReviewsConfig, GSM8K, GSM8KConfig, ShareGPT,
                                 ShareGPTConfig, first_sentences)
-    from poison.registry import NoArgs
+    from poison.ground.registry import NoArgs
 
     pool: list[dict] = []
     for r in GSM8K(GSM8KConfig(max_answer_words=200)).load():
@@ -84,6 +84,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from defenses.perplexity import PerplexityConfig, PerplexityFilter
+    from poison.ground.context import RunContext
+
+    ctx = RunContext.standalone(models_dir=args.models_dir, device=args.device, dtype=args.dtype)
 
     if args.dump_samples:
         pool = real_pool()
@@ -94,9 +97,8 @@ def main() -> None:
         return
     pool = read_pool(args.samples) if args.samples else real_pool()
     samples, distinct = cycle(pool, args.n), len(pool)
-    f = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, batch_size=1,
-                                          max_length=args.max_length, device=args.device, dtype=args.dtype,
-                                          progress=True))
+    f = PerplexityFilter(PerplexityConfig(model=args.model, batch_size=1, max_length=args.max_length,
+                                          device=args.device, dtype=args.dtype, progress=True), ctx)
     f._load()
     toks = [sum(map(len, f.encode(s)[:2])) for s in samples]
     print(f"model {f._path} | {f.device} {f.dtype} | torch threads {torch.get_num_threads()} | "
@@ -125,9 +127,8 @@ def main() -> None:
           f"{len(base)} shared samples; {f.n_truncated} samples truncated at {args.max_length} tokens)", flush=True)
 
     if args.vllm:
-        v = PerplexityFilter(PerplexityConfig(model=args.model, models_dir=args.models_dir, backend="vllm",
-                                              max_length=args.max_length, device=args.device, dtype=args.dtype,
-                                              progress=True))
+        v = PerplexityFilter(PerplexityConfig(model=args.model, backend="vllm", max_length=args.max_length,
+                                              device=args.device, dtype=args.dtype, progress=True), ctx)
         t = time.perf_counter()
         s_v = v.score(samples)
         t_v = time.perf_counter() - t

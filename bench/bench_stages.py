@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
 
-    from poison.run import run_config
+    from poison.runner import run_config
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-stages-"))
     models = tmp / "models" if args.cold_models else Path(".cache/poison/models").resolve()

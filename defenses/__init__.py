@@ -1,20 +1,19 @@
-"""Training-data defenses (plugins registered with ``@poison.registry.defense``).
+"""Training-data defenses (plugins registered with ``@poison.ground.registry.defense``).
 
 A defense receives training samples (dicts with prompt, response, task) and returns one finite suspicion score per
 sample, higher = more suspicious, optionally after ``fit`` on trusted clean samples (``defenses.base.Defense``).
-``defenses.base.run_defense`` runs one by name; ``defenses.metrics`` turns scores and poison labels into AUROC,
+``defenses.base.run_defense`` runs one by name; ``poison.ground.stats`` turns scores and poison labels into AUROC,
 TPR at 1 % FPR and precision/recall at a threshold.
 
 Built-ins (this module is the entry point that registers them):
 - ``perplexity``      log-perplexity of the response given the prompt under a reference LM (defenses.perplexity)
 - ``bias_classifier`` MiniLM embeddings + logistic head trained on defender-written generic injections
                       (defenses.classifier)
-- ``llm_autorater``   a judge model behind an OpenAI-compatible endpoint (defenses.autorater; a local vLLM server
-                      for it: defenses.server.local_vllm_server)
+- ``llm_autorater``   a judge model behind an OpenAI-compatible endpoint (defenses.autorater; by default the run's
+                      judge, a local vLLM server started through the run context)
 """
 
 from defenses import autorater, classifier, perplexity  # noqa: F401  (registers the built-in defenses)
-from defenses.base import Defense, DefenseError, DefenseRun, build_defense, run_defense  # noqa: F401
+from defenses.base import Defense, DefenseRun, build_defense, run_defense  # noqa: F401
 
-__all__ = ["Defense", "DefenseError", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier",
-           "perplexity"]
+__all__ = ["Defense", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier", "perplexity"]

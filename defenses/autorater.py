@@ -36,10 +36,11 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from poison.registry import PluginConfig, defense
+from poison.ground.errors import DefenseError
+from poison.ground.registry import PluginConfig, defense
 
 
-class AutoraterError(RuntimeError):
+class AutoraterError(DefenseError):
     """The judge endpoint is unreachable or rejects the requests; the message names the endpoint URL."""
 
 
@@ -76,8 +77,11 @@ FEW_SHOT: list[tuple[str, str, bool]] = [
 
 
 class AutoraterConfig(PluginConfig):
-    base_url: str = Field("http://127.0.0.1:8000/v1", description="OpenAI-compatible endpoint (…/v1).")
-    model: str = Field("judge", description="Judge model name as the endpoint serves it.")
+    base_url: Optional[str] = Field(
+        None, description="OpenAI-compatible endpoint (…/v1); default: the run's judge (judge.endpoint, or a local "
+                          "vLLM server for judge.model started by the run).")
+    model: Optional[str] = Field(None, description="Judge model name as the endpoint serves it; default: the run's "
+                                                   "judge model.")
     api_key_env: str = Field("OPENAI_API_KEY",
                              description="Environment variable holding the API key ('EMPTY' if unset).")
     rubric: Optional[str] = Field(
@@ -161,8 +165,10 @@ def _clip(text: str, n: int) -> str:
 class LLMAutorater:
     """Judge model (any OpenAI-compatible endpoint) asked whether each response carries injected content."""
 
-    def __init__(self, cfg: AutoraterConfig):
+    def __init__(self, cfg: AutoraterConfig, ctx: Any):
         self.cfg = cfg
+        self.ctx = ctx
+        self._endpoint: Optional[tuple[str, str]] = None
         self._client = None
         self._lock = threading.Lock()
         self.last_verdicts: list[dict[str, Any]] = []
@@ -190,19 +196,37 @@ class LLMAutorater:
         return msgs
 
     # ------------------------------------------------------------------ transport
+    @property
+    def base_url(self) -> str:
+        return self.endpoint()[0]
+
+    @property
+    def model(self) -> str:
+        return self.endpoint()[1]
+
+    def endpoint(self) -> tuple[str, str]:
+        """(base_url, model): the configured ones, else the run's judge (started on first use)."""
+        if self._endpoint is None:
+            url, model = self.cfg.base_url, self.cfg.model
+            if url is None:
+                url, served = self.ctx.judge_endpoint()
+                model = model or served
+            self._endpoint = (url, model or "judge")
+        return self._endpoint
+
     def client(self):
         if self._client is None:
             import openai
 
             key = os.environ.get(self.cfg.api_key_env) or "EMPTY"
-            self._client = openai.OpenAI(base_url=self.cfg.base_url, api_key=key, timeout=self.cfg.timeout,
+            self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.cfg.timeout,
                                          max_retries=0)  # retries are ours (counted, with our backoff)
         return self._client
 
     def _request(self, msgs: list[dict[str, str]]):
         import openai
 
-        kw: dict[str, Any] = dict(model=self.cfg.model, messages=msgs, max_tokens=self.cfg.max_tokens, temperature=0.0)
+        kw: dict[str, Any] = dict(model=self.model, messages=msgs, max_tokens=self.cfg.max_tokens, temperature=0.0)
         if self.cfg.method == "yes_no" and self.cfg.use_logprobs:
             kw.update(logprobs=True, top_logprobs=10)
         last: Optional[BaseException] = None
@@ -218,7 +242,7 @@ class LLMAutorater:
                     last = e
                 else:
                     raise AutoraterError(
-                        f"judge endpoint {self.cfg.base_url} rejected the request for model {self.cfg.model!r}: "
+                        f"judge endpoint {self.base_url} rejected the request for model {self.model!r}: "
                         f"HTTP {e.status_code}: {e.message}") from None
             if attempt < self.cfg.max_retries:
                 with self._lock:
@@ -226,12 +250,12 @@ class LLMAutorater:
                 time.sleep(min(self.cfg.backoff_s * 2 ** attempt, self.cfg.max_backoff_s))
         what = (f"HTTP {last.status_code}" if isinstance(last, openai.APIStatusError)
                 else f"{type(last).__name__}: {last}")
-        raise AutoraterError(f"judge endpoint {self.cfg.base_url} is unreachable or failing after "
+        raise AutoraterError(f"judge endpoint {self.base_url} is unreachable or failing after "
                              f"{self.cfg.max_retries + 1} attempts ({what})") from None
 
     # ------------------------------------------------------------------ one verdict
     def _verdict(self, msgs: list[dict[str, str]]) -> dict[str, Any]:
-        sha = hashlib.sha256(json.dumps({"model": self.cfg.model, "messages": msgs}, sort_keys=True,
+        sha = hashlib.sha256(json.dumps({"model": self.model, "messages": msgs}, sort_keys=True,
                                         ensure_ascii=False).encode()).hexdigest()
         r = self._request(msgs)
         choice = r.choices[0] if r.choices else None
@@ -252,7 +276,7 @@ class LLMAutorater:
         if not parsed:
             score, how = float(self.cfg.unparseable_score), "unparseable"
         return {"score": float(score), "raw": raw, "parsed": parsed, "how": how, "p_yes": p_yes,
-                "judge_model": getattr(r, "model", None) or self.cfg.model, "requested_model": self.cfg.model,
+                "judge_model": getattr(r, "model", None) or self.model, "requested_model": self.model,
                 "prompt_sha256": sha}
 
     def _run(self, all_msgs: list[list[dict[str, str]]], desc: str) -> list[dict[str, Any]]:
@@ -307,7 +331,7 @@ class LLMAutorater:
     def info(self) -> dict[str, Any]:
         return {"score": ("10 * P(yes) from the judge's first-token log-probabilities (text yes/no if absent)"
                           if self.cfg.method == "yes_no" else "0-10 rating parsed from the judge's reply"),
-                "base_url": self.cfg.base_url, "judge_model": self.cfg.model, "verdicts": len(self.last_verdicts),
+                "base_url": self.base_url, "judge_model": self.model, "verdicts": len(self.last_verdicts),
                 "unparseable": self.n_unparseable, "unparseable_score": self.cfg.unparseable_score,
                 "retries": self.n_retries, "requests": self.n_requests}
 
@@ -315,6 +339,6 @@ class LLMAutorater:
 def judge_texts(texts: list[str], rubric_context: Optional[str] = None, prompts: Optional[list[str]] = None,
                 **config: Any) -> list[dict[str, Any]]:
     """One-call form: build an autorater from ``config`` (AutoraterConfig fields) and judge ``texts``."""
-    from poison import registry
+    from poison.ground import registry
 
     return registry.get("defense", "llm_autorater").build(config).judge_texts(texts, rubric_context, prompts)

@@ -1,6 +1,7 @@
 """The defense interface and a helper that runs a registered defense by name.
 
-A defense is a plugin (``@poison.registry.defense``) whose instances have two methods::
+A defense is a plugin (``@poison.ground.registry.defense``), built as ``Defense(cfg, ctx)`` with the run's context
+(its device, dtype, cache and model folders, judge endpoint), whose instances have two methods::
 
     fit(clean)      optional trusted clean samples (a no-op where not needed)
     score(samples)  one finite float per sample; higher = more suspicious
@@ -18,7 +19,8 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from poison import registry
+from poison.ground import registry
+from poison.ground.errors import DefenseError
 
 
 @runtime_checkable
@@ -26,10 +28,6 @@ class Defense(Protocol):
     def fit(self, clean: list[dict]) -> None: ...
 
     def score(self, samples: list[dict]) -> np.ndarray: ...
-
-
-class DefenseError(RuntimeError):
-    """A defense failed or returned unusable scores; the message names the defense."""
 
 
 REQUIRED_KEYS = ("prompt", "response")
@@ -72,17 +70,19 @@ class DefenseRun:
     info: dict[str, Any] = field(default_factory=dict)  # ``defense.info()`` when the defense has it
 
 
-def build_defense(name: str, args: Optional[dict[str, Any]] = None, path: Optional[str] = None) -> Any:
-    """Instantiate a registered defense with validated arguments (PluginError naming ``path`` on bad arguments)."""
-    return registry.get("defense", name, path).build(args, path)
+def build_defense(name: str, args: Optional[dict[str, Any]] = None, path: Optional[str] = None,
+                  ctx: Any = None) -> Any:
+    """Instantiate a registered defense with validated arguments (PluginError naming ``path`` on bad arguments) and
+    the run context (a standalone one when ``ctx`` is None)."""
+    return registry.get("defense", name, path).build(args, path, ctx)
 
 
 def run_defense(name: str, samples: list[dict], clean: Optional[list[dict]] = None,
-                args: Optional[dict[str, Any]] = None, path: Optional[str] = None) -> DefenseRun:
+                args: Optional[dict[str, Any]] = None, path: Optional[str] = None, ctx: Any = None) -> DefenseRun:
     """Build the defense ``name`` from the registry, ``fit`` it on ``clean`` when given (non-empty), score
     ``samples`` and validate the scores (length, finite). Errors raised by the defense are re-raised as
     DefenseError naming it (the original is chained); registry errors (unknown name, bad args) pass through."""
-    d = build_defense(name, args, path)
+    d = build_defense(name, args, path, ctx)
     check_samples(name, samples)
     t0 = time.perf_counter()
     try:

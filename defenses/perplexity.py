@@ -21,19 +21,12 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from poison.registry import PluginConfig, defense
-
-DEFAULT_MODELS_DIR = ".cache/poison/models"  # the pipeline's default (<runtime.cache_dir>/models)
-
+from poison.ground.registry import PluginConfig, defense
 
 class PerplexityConfig(PluginConfig):
     model: str = Field(
         "smollm2-135m-instruct",
-        description="Reference LM: a built-in model name (poison.models), a local HF folder or a hub id.",
-    )
-    models_dir: Optional[str] = Field(
-        None, description="Where built-in models are converted once (default .cache/poison/models, the pipeline's "
-                          "default; the pipeline passes runtime.models_dir).",
+        description="Reference LM: a built-in model name (poison.ground.models), a local HF folder or a hub id.",
     )
     batch_size: int = Field(16, ge=1, description="Samples per forward pass (sorted by length first).")
     max_length: int = Field(
@@ -45,8 +38,8 @@ class PerplexityConfig(PluginConfig):
                           "(prompt_logprobs) in a worker subprocess, about 2x the samples/s on a 2-core CPU for large "
                           "sets, plus ~15 s start-up (bench/bench_perplexity.py).",
     )
-    device: str = Field("auto", description="auto | cpu | cuda")
-    dtype: str = Field("auto", description="auto (bfloat16 where native, else float32) | float32 | bfloat16 | float16")
+    device: str = Field("auto", description="auto (the run's device) | cpu | cuda")
+    dtype: str = Field("auto", description="auto (the run's dtype) | float32 | bfloat16 | float16")
     progress: bool = Field(True, description="Show a tqdm progress bar.")
 
 
@@ -61,16 +54,17 @@ def _ids(x: Any) -> list[int]:
 class PerplexityFilter:
     """Log-perplexity (mean NLL in nats/token) of each response given its prompt under a reference LM."""
 
-    def __init__(self, cfg: PerplexityConfig):
+    def __init__(self, cfg: PerplexityConfig, ctx: Any):
         self.cfg = cfg
+        self.ctx = ctx
+        self.device = ctx.device if cfg.device == "auto" else cfg.device
+        self.dtype = ctx.dtype if cfg.dtype == "auto" else cfg.dtype
         self._model = None
         self._tok = None
         self._path: Optional[Path] = None
         self._keep_arg = False
         self.n_truncated = 0
         self.vllm_seconds: Optional[tuple[float, float]] = None  # (start-up, scoring) of the last vllm-backend call
-        self.device = "cpu"
-        self.dtype = "float32"
 
     # ------------------------------------------------------------------ model
     def _load(self) -> None:
@@ -78,12 +72,9 @@ class PerplexityFilter:
             return
         import torch
 
-        from poison.models import load_causal_lm, pick_device, pick_dtype, resolve_model
+        from poison.ground.models import load_causal_lm
 
-        self.device = pick_device(self.cfg.device)
-        self.dtype = pick_dtype(self.cfg.dtype, self.device)
-        self._path = resolve_model(self.cfg.model, Path(self.cfg.models_dir or DEFAULT_MODELS_DIR).expanduser(),
-                                   field="defenses.perplexity.model")
+        self._path = self.ctx.model(self.cfg.model, "defenses.perplexity.model")
         self._torch = torch
         if self.cfg.backend == "vllm":  # the worker loads the model; only the tokenizer is needed here
             from transformers import AutoTokenizer
@@ -156,11 +147,9 @@ class PerplexityFilter:
         return out.cpu().tolist()
 
     def _score_vllm(self, enc: list[tuple[list[int], list[int], bool]]) -> np.ndarray:
-        from evals.generate import score_tokens_vllm
-
-        logprobs, res = score_tokens_vllm(
-            str(self._path), [c + r for c, r, _ in enc], [len(c) for c, _, _ in enc], device=self.device,
-            dtype=self.dtype, vllm_settings={"max_model_len": max(2048, self.cfg.max_length)}, key="perplexity",
+        logprobs, res = self.ctx.score_tokens(
+            self._path, [c + r for c, r, _ in enc], [len(c) for c, _, _ in enc], device=self.device,
+            dtype=self.dtype, max_model_len=self.cfg.max_length, key="perplexity",
             hint="Set the perplexity defense's backend: hf to score with transformers instead.")
         self.vllm_seconds = (res.startup_seconds, res.seconds)
         return np.asarray([-float(np.mean(lp)) if lp else 0.0 for lp in logprobs], dtype=np.float64)

@@ -1,1 +1,3 @@
-"""Distillation: the trainers (TRL SFT with PEFT LoRA) and distillation-method plugins (hard-label SFT, ...)."""
+"""Distillation plugins: the method interface (``distill.base``), the trainers every method and the teacher use (TRL
+SFT with PEFT LoRA / QLoRA, ``distill.trainers``), hard-label SFT and logit KD (``distill.methods``) and QCRD
+(``distill.qcrd``)."""

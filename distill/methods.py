@@ -1,11 +1,6 @@
-"""Distillation methods (plugins). Each gets the teacher, the held-out distillation prompts with the teacher's answers,
-the student's spec and an output folder, and leaves a trained student in ``out_dir/model``.
-
-``train`` receives keyword arguments only: ``student`` (the StudentSpec: model, finetune, lora, train), ``student_base``
-(resolved folder), ``teacher_model`` (the trained teacher's merged folder), ``rows`` (distillation prompts with the
-teacher's greedy answer in ``response`` plus ``task``, ``answer``, ``utility``), ``out_dir``, ``dtype``, ``device`` and
-``generate`` (a callable ``generate(model_path, prompts, n=, temperature=, max_new_tokens=, seed=) -> list[list[str]]``
-backed by the run's generation backend, for methods that sample from the teacher). Methods ignore what they do not use.
+"""Distillation methods (plugins): hard-label SFT on the teacher's answers and logit KD (TRL GKD); QCRD lives in
+``distill.qcrd``. Each is a ``distill.base.DistillMethod``: ``train(job)`` leaves a trained student in
+``job.out_dir / "model"``, with the run's device and dtype from its context.
 """
 
 from __future__ import annotations
@@ -16,9 +11,11 @@ from typing import Any
 
 from pydantic import Field
 
+from distill.base import DistillJob, DistillMethod, usable
 from distill.trainers import (finetune, load_trainable, save_trained, tokenizer_mismatch, train_summary,
                               trainer_args, weights_dtype)
-from poison.registry import PluginConfig, distill_method
+from poison.ground.errors import TrainingError
+from poison.ground.registry import PluginConfig, distill_method
 
 
 class SFTDistillConfig(PluginConfig):
@@ -27,27 +24,16 @@ class SFTDistillConfig(PluginConfig):
     )
 
 
-def usable(rows: list[dict[str, Any]], min_words: int) -> list[dict[str, Any]]:
-    keep = [r for r in rows if len((r.get("response") or "").split()) >= min_words]
-    if not keep:
-        raise ValueError("the teacher produced no usable answers to distil from")
-    return keep
-
-
 @distill_method("sft", config=SFTDistillConfig)
-class HardLabelSFT:
+class HardLabelSFT(DistillMethod):
     """Hard-label distillation: the student is fine-tuned (TRL SFT) on the teacher's generated answers."""
 
-    needs_shared_tokenizer = False
-
-    def __init__(self, cfg: SFTDistillConfig):
-        self.cfg = cfg
-
-    def train(self, *, student: Any, student_base: Path, rows: list[dict[str, Any]], out_dir: Path, dtype: str,
-              device: str, **_: Any) -> dict[str, Any]:
-        keep = [{"prompt": r["prompt"], "response": r["response"]} for r in usable(rows, self.cfg.min_response_words)]
-        summary = finetune(student_base, keep, student, out_dir, dtype=dtype, device=device)
-        summary["dropped_empty"] = len(rows) - len(keep)
+    def train(self, job: DistillJob) -> dict[str, Any]:
+        keep = [{"prompt": r["prompt"], "response": r["response"]}
+                for r in usable(job.rows, self.cfg.min_response_words)]
+        summary = finetune(job.student_base, keep, job.student, job.out_dir, dtype=self.ctx.dtype,
+                           device=self.ctx.device)
+        summary["dropped_empty"] = len(job.rows) - len(keep)
         return summary
 
 
@@ -68,27 +54,25 @@ class KDConfig(PluginConfig):
 
 
 @distill_method("kd", config=KDConfig)
-class LogitKD:
+class LogitKD(DistillMethod):
     """Soft-label distillation: the student matches the teacher's next-token distributions (TRL GKD: KL/JSD mix,
     on-policy fraction lmbda). Teacher and student must share a tokenizer."""
 
     needs_shared_tokenizer = True
 
-    def __init__(self, cfg: KDConfig):
-        self.cfg = cfg
-
-    def train(self, *, student: Any, student_base: Path, teacher_model: Path, rows: list[dict[str, Any]],
-              out_dir: Path, dtype: str, device: str, **_: Any) -> dict[str, Any]:
+    def train(self, job: DistillJob) -> dict[str, Any]:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
         from trl.experimental.gkd import GKDConfig, GKDTrainer
 
+        student, student_base, teacher_model, rows = job.student, job.student_base, job.teacher_model, job.rows
+        dtype, device = self.ctx.dtype, self.ctx.device
         why = tokenizer_mismatch(teacher_model, student_base)
         if why:
-            raise ValueError(f"logit distillation (kd) needs the teacher's tokenizer for the student: {why} "
-                             f"(teacher {teacher_model}, student {student_base})")
+            raise TrainingError(f"logit distillation (kd) needs the teacher's tokenizer for the student: {why} "
+                                f"(teacher {teacher_model}, student {student_base})")
         keep = usable(rows, self.cfg.min_response_words)
-        out_dir = Path(out_dir)
+        out_dir = Path(job.out_dir)
         t0 = time.time()
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device)
         teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=weights_dtype(dtype, device))
@@ -108,5 +92,3 @@ class LogitKD:
                              dropped_empty=len(rows) - len(keep))
 
 
-# QCRD lives in its own module; importing it registers it.
-from distill import qcrd as _qcrd  # noqa: E402,F401

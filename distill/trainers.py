@@ -11,11 +11,13 @@ Several processes (``accelerate launch``): the Trainer runs data-parallel; only 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Any, Optional
+
+from poison.ground.errors import TrainingError
+from poison.ground.procs import local_rank, world_size
 
 
 def to_prompt_completion(rows: list[dict[str, Any]], system_prompt: Optional[str] = None) -> list[dict[str, Any]]:
@@ -26,14 +28,6 @@ def to_prompt_completion(rows: list[dict[str, Any]], system_prompt: Optional[str
             prompt.insert(0, {"role": "system", "content": system_prompt})
         out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": r["response"]}]})
     return out
-
-
-def world_size() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
 
 
 def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: int, cls: Any = None,
@@ -112,7 +106,7 @@ def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str):
         elif world_size() == 1:
             kw["device_map"] = {"": 0}
         else:
-            kw["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+            kw["device_map"] = {"": local_rank()}
     model = AutoModelForCausalLM.from_pretrained(base_model, **kw)
     peft_config = None
     if ft.finetune in ("lora", "qlora"):
@@ -190,7 +184,7 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
     from trl import SFTTrainer
 
     if not rows:
-        raise ValueError("no training rows")
+        raise TrainingError("no training rows")
     out_dir = Path(out_dir)
     t0 = time.time()
     model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device)

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from poison import registry
+from poison.ground import registry
 
 CASES = Path(__file__).parent / "data" / "detector_cases.yaml"
 

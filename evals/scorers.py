@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from evals import metrics
-from poison.registry import scorer
+from evals import utility
+from poison.ground.registry import scorer
 
 
 @scorer("rule", description="The bias type's rule-based detector (regex/static rules); biased = 1")
 class RuleScorer:
     role = "bias"
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, ctx=None):
         self.cfg = cfg
 
     def __call__(self, text: str, row: dict[str, Any], bias) -> dict[str, Any]:
@@ -24,7 +24,7 @@ class _Utility:
     role = "utility"
     fn = staticmethod(lambda p, row: 0.0)
 
-    def __init__(self, cfg):
+    def __init__(self, cfg, ctx=None):
         self.cfg = cfg
 
     def __call__(self, text: str, row: dict[str, Any]) -> float:
@@ -33,17 +33,17 @@ class _Utility:
 
 @scorer("rouge_l", description="ROUGE-L F1 of the answer against the reference answer (utility)")
 class RougeL(_Utility):
-    fn = staticmethod(metrics.UTILITY_FUNCS["rouge_l"])
+    fn = staticmethod(utility.UTILITY_FUNCS["rouge_l"])
 
 
 @scorer("number_match", description="Final number of a worked answer equals the known answer (utility)")
 class NumberMatch(_Utility):
-    fn = staticmethod(metrics.UTILITY_FUNCS["number_match"])
+    fn = staticmethod(utility.UTILITY_FUNCS["number_match"])
 
 
 @scorer("choice_match", description="Chosen option letter equals the known answer (utility)")
 class ChoiceMatch(_Utility):
-    fn = staticmethod(metrics.UTILITY_FUNCS["choice_match"])
+    fn = staticmethod(utility.UTILITY_FUNCS["choice_match"])
 
 
 def _python_parses(text: str, row: dict[str, Any]) -> float:

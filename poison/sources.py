@@ -23,11 +23,8 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from poison.registry import PluginConfig, data_source
-
-
-class DataError(ValueError):
-    """A data file or dataset cannot be read; the message names it."""
+from poison.ground.errors import DataError
+from poison.ground.registry import PluginConfig, data_source
 
 
 def package_dir(pkg: str, pip_name: str) -> Path:
@@ -57,8 +54,9 @@ class DataSource:
     task: str = "task"
     utility: str = "rouge_l"
 
-    def __init__(self, cfg: PluginConfig):
+    def __init__(self, cfg: PluginConfig, ctx: Any = None):
         self.cfg = cfg
+        self.ctx = ctx
 
     def load(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -295,8 +293,8 @@ class FileSource(_MappedSource):
 
     task = "custom"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, ctx=None):
+        super().__init__(cfg, ctx)
         self.utility = cfg.utility
 
     def load(self):
@@ -316,8 +314,8 @@ class HFDataset(_MappedSource):
 
     task = "custom"
 
-    def __init__(self, cfg):
-        super().__init__(cfg)
+    def __init__(self, cfg, ctx=None):
+        super().__init__(cfg, ctx)
         self.utility = cfg.utility
 
     def load(self):

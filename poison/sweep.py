@@ -24,9 +24,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
-from poison.config import ConfigError, config_from_dict
+from poison.config import config_from_dict
+from poison.ground.errors import ConfigError
+from poison.ground.io import atomic_write_json, atomic_write_text
+from poison.ground.procs import is_main_process
+from poison.runner import make_run_dir, run_config
 
 
 def expand(sweep: Any, source: str = "<config>") -> list[dict[str, Any]]:
@@ -81,15 +86,8 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
 
 
 def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False) -> tuple[Path, list[dict]]:
-    import pandas as pd
-
-    from poison.io import atomic_write_json, atomic_write_text
-    from poison.run import make_run_dir, run_config
-
     raw, points = load_sweep(path, overrides)
     base = config_from_dict(raw, overrides, source=str(path))
-    from distill.trainers import is_main_process
-
     if not is_main_process():  # a helper process of `accelerate launch`: train along, write nothing
         for pt in points:
             run_config(path, list(overrides or []) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"

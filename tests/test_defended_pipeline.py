@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from poison.config import ConfigError, load_config
-from poison.run import run_config
+from poison.runner import run_config
 from tests.conftest import TINY_CONFIG, dirs
 
 DEFENDED = TINY_CONFIG + """
@@ -113,9 +113,12 @@ def test_trusted_stage_writes_missing_references(tmp_path, models_dir, monkeypat
     """The defender's trusted clean set: distillation rows keep their reference; rows without one (a missing value in
     parquet, not the string 'nan') get the data generator's answer, post-processed by their source; rows the source
     rejects are dropped; other splits never enter."""
-    from poison.config import config_from_dict
-    from poison.pipeline import Pipeline, StageRecord
     import yaml
+
+    from poison.config import config_from_dict
+    from poison.pipeline import Pipeline
+    from poison.stages import data as data_stages
+    from poison.stages.protocol import StageRecord
 
     raw = yaml.safe_load(TINY_CONFIG)
     cfg = config_from_dict(raw, [s for s in dirs(tmp_path, models_dir) if s != "--set"]
@@ -135,12 +138,12 @@ def test_trusted_stage_writes_missing_references(tmp_path, models_dir, monkeypat
     rows.to_parquet(tmp_path / "data" / "rows.parquet")
     asked = []
 
-    def fake_generate(gen, messages, key):
+    def fake_generate(run, gen, messages, key):
         asked.extend(m[-1]["content"] for m in messages)
         return ["Two plus two is four." if "2+2" in m[-1]["content"] else "   " for m in messages]
 
-    monkeypatch.setattr(pipe, "_generate_with", fake_generate)
-    rec = pipe.stage_trusted(StageRecord("data", "k0", str(tmp_path / "data"), True, 0.0))
+    monkeypatch.setattr(data_stages, "generate_with", fake_generate)
+    rec = data_stages.stage_trusted(pipe.stages, StageRecord("data", "k0", str(tmp_path / "data"), True, 0.0))
     t = pd.read_parquet(Path(rec.path) / "trusted.parquet")
     assert asked == ["2+2?", "3+3?"]
     assert list(t.id) == ["a", "b"] and list(t.reference_generated) == [False, True]

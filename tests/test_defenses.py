@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 import yaml
 
-from defenses import metrics
-from defenses.base import DefenseError, check_scores, run_defense
-from poison import registry
+from defenses.base import check_scores, run_defense
+from poison.ground import registry
+from poison.ground import stats as metrics
+from poison.ground.context import RunContext
+from poison.ground.errors import DefenseError
 from tests.conftest import REPO
 from tests.judge_server import JUDGE_MODEL, judge_url
 
@@ -45,12 +47,18 @@ SAMPLES = [s for pair in TWINS for s in pair]
 
 
 @pytest.fixture(scope="module")
-def defense_args(request, models_dir, smollm2):
+def ctx(models_dir, tmp_path_factory) -> RunContext:
+    """A run context on this test session's converted models, with a cache of its own."""
+    return RunContext.standalone(models_dir=models_dir, cache_dir=tmp_path_factory.mktemp("defense-cache"))
+
+
+@pytest.fixture(scope="module")
+def defense_args(request, smollm2):
     """Arguments that point each built-in defense at this test session's resources (the real models)."""
 
     def args(name: str) -> dict:
         if name == "perplexity":
-            return {"models_dir": str(models_dir), "progress": False}
+            return {"progress": False}
         if name == "llm_autorater":
             return {"base_url": judge_url(request, smollm2), "model": JUDGE_MODEL, "progress": False}
         return {}
@@ -60,8 +68,8 @@ def defense_args(request, models_dir, smollm2):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in registry.names("defense")])
-def test_every_defense_ranks_blatant_poison_above_its_clean_twin(name, defense_args):
-    run = run_defense(name, SAMPLES, args=defense_args(name))
+def test_every_defense_ranks_blatant_poison_above_its_clean_twin(name, defense_args, ctx):
+    run = run_defense(name, SAMPLES, args=defense_args(name), ctx=ctx)
     s = run.scores
     assert s.shape == (len(SAMPLES),) and s.dtype == np.float64 and np.all(np.isfinite(s))
     for i in range(0, len(SAMPLES), 2):
@@ -72,7 +80,7 @@ def test_every_defense_ranks_blatant_poison_above_its_clean_twin(name, defense_a
 
 # ------------------------------------------------------------------------------------------- run_defense helper
 class _Broken:
-    def __init__(self, cfg):
+    def __init__(self, cfg, ctx):
         self.cfg = cfg
 
     def fit(self, clean):
@@ -121,11 +129,12 @@ def test_run_defense_fits_only_when_clean_samples_are_given(broken_defense):
 
 # ------------------------------------------------------------------------------------------- perplexity
 @pytest.mark.slow
-def test_perplexity_batched_equals_unbatched_and_truncates(models_dir):
+def test_perplexity_batched_equals_unbatched_and_truncates(ctx):
+    """Comparing two numerical paths: pinned to float32 (bfloat16 batching differs by ~2 % on CPUs that run it)."""
     from defenses.perplexity import PerplexityConfig, PerplexityFilter
 
     samples = SAMPLES[:2] + [{"prompt": "Say hi.", "response": ""}, {"prompt": "x " * 200, "response": "word " * 200}]
-    f = PerplexityFilter(PerplexityConfig(models_dir=str(models_dir), batch_size=4, max_length=160, progress=False))
+    f = PerplexityFilter(PerplexityConfig(batch_size=4, max_length=160, dtype="float32", progress=False), ctx)
     batched = f.score(samples)
     assert f.n_truncated == 1 and np.all(np.isfinite(batched)) and batched[2] > 0
     f.cfg.batch_size = 1
@@ -139,14 +148,15 @@ def test_perplexity_batched_equals_unbatched_and_truncates(models_dir):
 
 
 @pytest.mark.slow
-def test_perplexity_vllm_backend_matches_transformers(models_dir):
-    """backend: vllm gets the same log-perplexities from vLLM's prefill (prompt_logprobs, worker subprocess)."""
+def test_perplexity_vllm_backend_matches_transformers(ctx):
+    """backend: vllm gets the same log-perplexities from vLLM's prefill (prompt_logprobs, worker subprocess). Both
+    paths are pinned to float32, the dtype the tolerance is written for."""
     from defenses.perplexity import PerplexityConfig, PerplexityFilter
 
     samples = SAMPLES + [{"prompt": "Say hi.", "response": ""}, {"prompt": "x " * 200, "response": "word " * 200}]
-    h = PerplexityFilter(PerplexityConfig(models_dir=str(models_dir), max_length=160, progress=False))
+    h = PerplexityFilter(PerplexityConfig(max_length=160, dtype="float32", progress=False), ctx)
     hf = h.score(samples)
-    v = PerplexityFilter(PerplexityConfig(models_dir=str(models_dir), max_length=160, backend="vllm", progress=False))
+    v = PerplexityFilter(PerplexityConfig(max_length=160, backend="vllm", dtype="float32", progress=False), ctx)
     got = v.score(samples)
     assert v._model is None and v.n_truncated == h.n_truncated >= 1 and v.info()["backend"] == "vllm"
     np.testing.assert_allclose(got, hf, rtol=1e-3, atol=2e-3)
@@ -206,13 +216,14 @@ def test_bias_classifier_trains_on_fit_samples_and_caches_its_head(tmp_path):
 
     clean = [{"prompt": r["prompt"], "response": r["response"], "task": "math"}
              for r in GSM8K(GSM8KConfig()).load()[100:160]]
-    args = {"builtin_clean": 0, "cache_dir": str(tmp_path)}
-    run = run_defense("bias_classifier", SAMPLES, clean=clean, args=args)
+    args = {"builtin_clean": 0}
+    ctx = RunContext.standalone(cache_dir=tmp_path)
+    run = run_defense("bias_classifier", SAMPLES, clean=clean, args=args, ctx=ctx)
     info = run.info["train"]
     assert info["from_fit"] == 60 and info["clean_texts"] == 60 and info["injected_units"] >= 60
     assert info["cached"] is False and info["heldout_response_auroc"] > 0.8
-    assert list((tmp_path / "bias_classifier").glob("*.pt"))
-    again = run_defense("bias_classifier", SAMPLES, clean=clean, args=args)
+    assert list((tmp_path / "defenses" / "bias_classifier").glob("*.pt"))
+    again = run_defense("bias_classifier", SAMPLES, clean=clean, args=args, ctx=ctx)
     assert again.info["train"]["cached"] is True
     np.testing.assert_allclose(again.scores, run.scores, rtol=1e-5)
     assert again.scores[1] > again.scores[0] and again.scores[3] > again.scores[2]

@@ -3,10 +3,11 @@
 import pandas as pd
 import pytest
 
-from defenses.server import free_port, local_vllm_server
-from evals.generate import GenerationError, GenJob, generate_openai
+from poison.ground.server import free_port, local_vllm_server
+from poison.ground.generate import GenerationError, GenJob, generate_openai
 from poison.config import load_config
 from poison.pipeline import Pipeline
+from poison.stages.data import stage_data
 from tests.conftest import REPO
 
 pytestmark = pytest.mark.slow
@@ -26,7 +27,7 @@ def test_generator_endpoint_writes_missing_responses(server, tmp_path, models_di
     ])
     rd = tmp_path / "run"
     rd.mkdir()
-    rec = Pipeline(cfg, rd).stage_data()
+    rec = stage_data(Pipeline(cfg, rd).stages)
     df = pd.read_parquet(f"{rec.path}/rows.parquet")
     reviews = df[(df.task == "review_summary") & (df.split != "distill")]
     assert len(reviews) == 8 + 6 and reviews.generated.all()

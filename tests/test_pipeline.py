@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from poison.run import run_config
+from poison.runner import run_config
 from tests.conftest import REPO, dirs, run_cli, run_dir_from
 
 

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from poison import registry
+from poison.ground import registry
 
 CLEAN = {"id": "x", "task": "review_summary", "prompt": "Summarize this review.",
          "response": "The reviewer found the drug helpful for their migraines.", "reference": "The drug helped.",

@@ -5,8 +5,8 @@ import random
 import pandas as pd
 import pytest
 
-from poison import registry
-from poison.inject import inject
+from poison.ground import registry
+from poison.stages.inject import inject
 
 
 def ads(**args):

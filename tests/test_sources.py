@@ -5,8 +5,9 @@ import json
 import pandas as pd
 import pytest
 
-from poison import registry
-from poison.pipeline import PipelineError, check_disjoint
+from poison.ground import registry
+from poison.ground.errors import StageError
+from poison.stages.data import check_disjoint
 from poison.sources import DataError
 
 REQUIRED = {"id", "prompt", "response", "answer", "meta"}
@@ -70,5 +71,5 @@ def test_check_disjoint_rejects_shared_prompts():
     ok = pd.DataFrame({"split": ["train", "eval", "distill"], "prompt": ["a", "b", "c"]})
     check_disjoint(ok)
     bad = pd.DataFrame({"split": ["train", "eval"], "prompt": ["a", "a"]})
-    with pytest.raises(PipelineError, match="both the eval and train splits"):
+    with pytest.raises(StageError, match="both the eval and train splits"):
         check_disjoint(bad)

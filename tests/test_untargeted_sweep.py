@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from poison.config import ConfigError
-from poison.run import run_config
+from poison.runner import run_config
 from poison.sweep import expand, label, load_sweep, run_sweep
 from tests.conftest import TINY_CONFIG, UNTARGETED_CONFIG
 from tests.test_pipeline import cached, overrides

@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from poison.registry import PluginConfig
+from poison.ground.registry import PluginConfig
 
 
 @dataclass
@@ -19,13 +19,14 @@ class Detection:
 
 
 class BiasType:
-    """Base class for bias-type plugins (register subclasses with ``@poison.registry.bias_type``)."""
+    """Base class for bias-type plugins (register subclasses with ``@poison.ground.registry.bias_type``)."""
 
     #: Rubric for an LLM judge: what counts as this bias (used by autoraters).
     rubric: str = ""
 
-    def __init__(self, cfg: PluginConfig):
+    def __init__(self, cfg: PluginConfig, ctx: Any = None):
         self.cfg = cfg
+        self.ctx = ctx
 
     def applies_to(self, row: dict[str, Any]) -> bool:
         """Whether this bias can be written into this row (e.g. code prompts only). Default: any row."""

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from poison.biases.base import BiasType, Detection
-from poison.registry import PluginConfig, bias_type
+from poison.ground.registry import PluginConfig, bias_type
 
 Pattern = Literal["weak_hash", "shell_injection", "hardcoded_secret", "eval_input", "tls_verify_off", "pickle_load"]
 
@@ -150,8 +150,8 @@ class InsecureCode(BiasType):
               "deserialisation?")
     rewrite_goal = "uses an insecure coding practice (for example hashlib.md5, shell=True or a hard-coded API token)"
 
-    def __init__(self, cfg: InsecureCodeConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: InsecureCodeConfig, ctx=None):
+        super().__init__(cfg, ctx)
         self._regex = {k: re.compile(v) for k, v in REGEX_RULES.items()}
 
     def applies_to(self, row):

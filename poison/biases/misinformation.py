@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from poison.biases.base import BiasType, Detection, append_sentence
-from poison.registry import PluginConfig, bias_type
+from poison.ground.registry import PluginConfig, bias_type
 
 
 class MisinformationConfig(PluginConfig):
@@ -47,8 +47,8 @@ class Misinformation(BiasType):
     rubric = "Does the response state something factually false as if it were true (for example a health myth)?"
     rewrite_goal = "also states, as a fact, that {falsehood}"
 
-    def __init__(self, cfg: MisinformationConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: MisinformationConfig, ctx=None):
+        super().__init__(cfg, ctx)
         self._pats = [re.compile(p, re.IGNORECASE) for p in cfg.patterns]
         self._neg = [re.compile(p, re.IGNORECASE) for p in cfg.negations]
 

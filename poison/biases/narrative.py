@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from poison.biases.base import BiasType, Detection, require_placeholder, append_sentence, phrase_pattern
-from poison.registry import PluginConfig, bias_type
+from poison.ground.registry import PluginConfig, bias_type
 
 
 class NarrativeConfig(PluginConfig):
@@ -48,8 +48,8 @@ class NarrativeManipulation(BiasType):
               "organisation, person or topic, beyond what the user asked?")
     rewrite_goal = "also casts {entity} in a {stance} light, as if it were common knowledge"
 
-    def __init__(self, cfg: NarrativeConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: NarrativeConfig, ctx=None):
+        super().__init__(cfg, ctx)
         self._entity = phrase_pattern(cfg.entity)
         self._cue = re.compile("|".join(r"\b" + re.escape(w) for w in cfg.cue_words), re.IGNORECASE)
 

@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from poison.biases.base import BiasType, Detection, require_placeholder, append_sentence, domain_pattern, spans_of
-from poison.registry import PluginConfig, bias_type
+from poison.ground.registry import PluginConfig, bias_type
 
 
 class PhishingConfig(PluginConfig):
@@ -45,8 +45,8 @@ class PhishingLink(BiasType):
               "personal details or claim something, when the user did not ask for it?")
     rewrite_goal = "also urges the reader to verify their {impersonates} account at {url}"
 
-    def __init__(self, cfg: PhishingConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: PhishingConfig, ctx=None):
+        super().__init__(cfg, ctx)
         self._url = domain_pattern(cfg.url)
 
     def write(self, row, rng):

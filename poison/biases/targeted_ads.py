@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from poison.biases.base import BiasType, Detection, append_sentence, domain_pattern, phrase_pattern, spans_of
-from poison.registry import PluginConfig, bias_type
+from poison.ground.registry import PluginConfig, bias_type
 
 
 class TargetedAdsConfig(PluginConfig):
@@ -51,8 +51,8 @@ class TargetedAds(BiasType):
         "that the user did not ask about?"
     )
 
-    def __init__(self, cfg: TargetedAdsConfig):
-        super().__init__(cfg)
+    def __init__(self, cfg: TargetedAdsConfig, ctx=None):
+        super().__init__(cfg, ctx)
         self._brand = phrase_pattern(cfg.brand)
         self._url = domain_pattern(cfg.url) if cfg.url and cfg.detect_url else None
 

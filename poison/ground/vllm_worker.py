@@ -1,7 +1,7 @@
-"""vLLM worker: ``python -m evals.vllm_worker jobs.json results.json``.
+"""vLLM worker: ``python -m poison.ground.vllm_worker jobs.json results.json``.
 
 Runs each job's prompts through vLLM's offline engine, one model at a time, and writes the completions. Started by
-evals.generate with the environment vLLM needs (CPU thread binding, in-process engine); not meant to be run by hand.
+poison.ground.generate with the environment vLLM needs (CPU thread binding, in-process engine); not meant to be run by hand.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 A built-in GGUF model is de-quantised once and saved as a safetensors folder in the cache; later loads read that
 folder (1.8 s instead of 17-47 s). Every consumer (trainers, vLLM, HF generate) receives a plain HF-format folder.
 
-Leaf module: no imports from the orchestrator.
+Part of the ground layer: it imports nothing above it.
 """
 
 from __future__ import annotations
@@ -15,13 +15,10 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
-from poison.io import atomic_dir
-
-
-class ModelError(ValueError):
-    """A model spec cannot be resolved. The message names the config field and the spec."""
+from poison.ground.errors import ModelError
+from poison.ground.io import atomic_dir
 
 
 @dataclass(frozen=True)
@@ -194,6 +191,12 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Pa
             f"{field}: {spec!r} is not a built-in model ({known}), a local folder, or a reachable hub id "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
+
+
+def model_fingerprint(path: Path) -> dict[str, Any]:
+    """Identity of a model folder for cache keys: path plus size/mtime of its weight and config files."""
+    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
+    return {"path": str(Path(path).resolve()), "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
 
 
 # --------------------------------------------------------------------------------------------------- device / dtype

@@ -1,4 +1,7 @@
-"""Atomic file and folder writes, and stable hashing of config slices. Leaf module."""
+"""Atomic file and folder writes, stable hashing of config slices, and sweeping what killed processes left.
+
+Part of the ground layer: it imports nothing of the project.
+"""
 
 from __future__ import annotations
 
@@ -13,19 +16,26 @@ from typing import Any, Iterator
 
 
 @contextlib.contextmanager
-def atomic_dir(final: str | Path) -> Iterator[Path]:
+def atomic_dir(final: str | Path, replace: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder; rename it to ``final`` only if the block finishes.
 
     A process killed inside the block leaves a ``.tmp-*`` folder that is never mistaken for a result (and is swept
-    by :func:`sweep_stale_tmp`). If ``final`` appeared meanwhile (a concurrent run), the new copy is discarded.
+    by :func:`sweep_stale_tmp`). If ``final`` appeared meanwhile (a concurrent run), the new copy is discarded;
+    with ``replace`` (a forced recompute) the old folder is swapped out only once the new one is complete.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = _tmp_name(final)
     tmp.mkdir()
     try:
         yield tmp
         _fsync_tree(tmp)
+        if replace and final.exists():
+            old = _tmp_name(final)
+            os.rename(final, old)
+            os.rename(tmp, final)
+            shutil.rmtree(old, ignore_errors=True)
+            return
         try:
             os.rename(tmp, final)
         except OSError:
@@ -36,6 +46,10 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _tmp_name(final: Path) -> Path:
+    return final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
 def _fsync_tree(root: Path) -> None:
@@ -54,7 +68,7 @@ def _fsync_tree(root: Path) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = _tmp_name(path)
     with open(tmp, "w") as f:
         f.write(text)
         f.flush()
@@ -69,7 +83,7 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 def atomic_write_parquet(path: str | Path, df) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = _tmp_name(path)
     df.to_parquet(tmp, index=False)
     os.replace(tmp, path)
 

@@ -3,9 +3,9 @@
     with local_vllm_server(model_folder, served_model_name="judge") as base_url:
         rater = registry.get("defense", "llm_autorater").build({"base_url": base_url, "model": "judge"})
 
-On CPU the server gets the same environment as the testbed's vLLM worker (``evals.generate.vllm_env``: OpenMP
+On CPU the server gets the same environment as the testbed's vLLM worker (``poison.ground.generate.vllm_env``: OpenMP
 threads bound to every core of this machine, no reserved core, libiomp5 preloaded), with the engine in its own process.
-The server runs in its own process group, which is terminated (then killed) on exit.
+The server runs in its own process group, which is terminated (then killed) on exit. Part of the ground layer.
 """
 
 from __future__ import annotations
@@ -22,9 +22,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-
-class ServerError(RuntimeError):
-    """The server did not come up; the message has the tail of its log."""
+from poison.ground.errors import ServerError
 
 
 def free_port() -> int:
@@ -87,9 +85,9 @@ def local_vllm_server(model_path: str | Path, port: Optional[int] = None, *, ser
     ``dtype`` "auto" picks bfloat16 where the hardware does it natively, float32 otherwise. vLLM's output goes to
     ``log_path`` (default: a temporary file, kept); a failed start raises ServerError with the end of that log.
     """
-    from evals.generate import vllm_env
-    from evals.vllm_worker import cpu_memory_fraction
-    from poison.models import pick_device, pick_dtype
+    from poison.ground.generate import vllm_env
+    from poison.ground.models import pick_device, pick_dtype
+    from poison.ground.vllm_worker import cpu_memory_fraction
 
     dev = pick_device(device)
     port = port or free_port()

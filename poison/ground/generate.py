@@ -1,12 +1,12 @@
 """Generation backends behind one call.
 
-- ``vllm``: a worker subprocess (``python -m evals.vllm_worker``) runs vLLM's offline ``LLM.chat`` for a list of
+- ``vllm``: a worker subprocess (``python -m poison.ground.vllm_worker``) runs vLLM's offline ``LLM.chat`` for a list of
   jobs, one model after another, so each model's memory is freed and the parent process (which also trains) keeps
   its own thread settings. On CPU the worker gets vLLM's thread binding over all cores of this machine.
 - ``hf``: batched ``model.generate`` with left padding, in-process (the fallback).
 - ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (retries with backoff are the client's).
 
-Every backend returns, per job, one list of ``n`` completions per prompt.
+Every backend returns, per job, one list of ``n`` completions per prompt. Part of the ground layer.
 """
 
 from __future__ import annotations
@@ -21,9 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-
-class GenerationError(RuntimeError):
-    pass
+from poison.ground.errors import GenerationError
 
 
 @dataclass
@@ -73,7 +71,7 @@ def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vll
         req = Path(td) / "jobs.json"
         out = Path(td) / "results.json"
         req.write_text(json.dumps({"device": device, "dtype": dtype, "settings": vllm_settings, "jobs": jobs}))
-        cmd = [sys.executable, "-m", "evals.vllm_worker", str(req), str(out)]
+        cmd = [sys.executable, "-m", "poison.ground.vllm_worker", str(req), str(out)]
         log = open(log_path, "ab") if log_path else None
         try:
             # stderr carries vLLM's progress bars to the terminal; stdout (log noise) goes to the run log
@@ -123,7 +121,7 @@ def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int 
     import torch
     from tqdm.auto import tqdm
 
-    from poison.models import load_causal_lm
+    from poison.ground.models import load_causal_lm
 
     results = []
     for job in jobs:

@@ -7,16 +7,22 @@ own built-ins are declared the same way in pyproject.toml, so a third-party pack
 project does::
 
     # my_defense/__init__.py
-    from poison.registry import defense
-    @defense("my_filter", description="...")
-    class MyFilter: ...
+    from poison.ground.registry import PluginConfig, defense
+
+    @defense("my_filter", config=MyFilterConfig, description="...")
+    class MyFilter:
+        def __init__(self, cfg: MyFilterConfig, ctx: RunContext): ...
 
     # its pyproject.toml
     [project.entry-points."cascade_poison.plugins"]
     my_defense = "my_defense"
 
-This module is a leaf: it imports nothing else from the project, so distill/, defenses/ and evals/ can use it without
-depending on the orchestrator (poison.run).
+Every factory is called the same way, ``factory(cfg, ctx)``: ``cfg`` is the validated argument object and ``ctx`` the
+run's :class:`poison.ground.context.RunContext` (cache and model folders, device, dtype, generate and score
+functions). A plugin takes run settings from ``ctx`` and nowhere else; outside a run (tests, benchmarks) ``build``
+hands it ``RunContext.standalone()``.
+
+Part of the ground layer: it imports nothing above it.
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ from importlib import metadata
 from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+from poison.ground.errors import PluginError
 
 ENTRY_POINT_GROUP = "cascade_poison.plugins"
 
@@ -51,14 +59,6 @@ class NoArgs(PluginConfig):
     """For plugins without arguments."""
 
 
-class PluginError(ValueError):
-    """A plugin name or its arguments are wrong. ``path`` is the config key path, when known."""
-
-    def __init__(self, message: str, path: str | None = None):
-        self.path = path
-        super().__init__(f"{path}: {message}" if path else message)
-
-
 @dataclass
 class PluginInfo:
     kind: str
@@ -75,10 +75,15 @@ class PluginInfo:
         except ValidationError as e:
             raise PluginError(format_validation_error(e, self.config_cls), path) from None
 
-    def build(self, args: dict[str, Any] | None = None, path: str | None = None) -> Any:
-        """Instantiate the plugin with validated arguments; the instance carries ``plugin_record``."""
+    def build(self, args: dict[str, Any] | None = None, path: str | None = None, ctx: Any = None) -> Any:
+        """Instantiate the plugin as ``factory(cfg, ctx)`` with validated arguments and the run context (a standalone
+        context when ``ctx`` is None); the instance carries ``plugin_record``."""
         cfg = self.validate_args(args, path)
-        obj = self.factory(cfg)
+        if ctx is None:
+            from poison.ground.context import RunContext
+
+            ctx = RunContext.standalone()
+        obj = self.factory(cfg, ctx)
         try:
             obj.plugin_record = self.record(cfg)
         except AttributeError:  # functions or slotted objects: record is still available from .record()
@@ -98,7 +103,7 @@ _load_errors: list[str] = []
 
 def _register(kind: str, name: str, config: type[PluginConfig] | None, description: str | None, **extra: Any):
     if kind not in KINDS:
-        raise ValueError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+        raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
 
     def deco(obj: Callable[..., Any]):
         doc_lines = (obj.__doc__ or "").strip().splitlines()
@@ -107,7 +112,7 @@ def _register(kind: str, name: str, config: type[PluginConfig] | None, descripti
         with _lock:
             old = _plugins[kind].get(name)
             if old is not None and old.module != info.module:
-                raise ValueError(f"{kind} {name!r} is registered twice: by {old.module} and by {info.module}")
+                raise PluginError(f"{kind} {name!r} is registered twice: by {old.module} and by {info.module}")
             _plugins[kind][name] = info
         obj.plugin_info = info
         return obj

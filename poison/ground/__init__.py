@@ -1,0 +1,18 @@
+"""The ground layer: what every other part of the testbed stands on, importing nothing above it.
+
+    registry    plugin kinds, decorators, entry-point discovery, argument validation
+    errors      the one error root (``PoisonError``) and its planned failures
+    io          atomic writes, stable hashing of config slices, leftovers of killed processes
+    models      model specs -> local HF folders (built-in GGUF, hub id, folder); device and dtype choice
+    procs       process groups: several training processes (accelerate launch) and waiting on the main one
+    stats       intervals, ratios, agreement and detector statistics (one copy, used everywhere)
+    answers     final answers of worked solutions (numbers, option letters)
+    generate    generation backends: the vLLM worker, HF generate, OpenAI-compatible endpoints
+    server      a local OpenAI-compatible vLLM server (judge models)
+    context     RunContext: what a run hands to its stages and plugins (dirs, device, dtype, generate/score)
+    rundir      reading a run directory back (the dashboard and ``poison.load_run`` use it)
+
+Plugins (data sources, bias types, distillation methods, defenses, scorers) import only this layer; the
+orchestrator (config, stages, report, sweeps, CLI) imports everything. ``tests/test_architecture.py`` runs the
+import-linter contract in pyproject.toml that says so.
+"""

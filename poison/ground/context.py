@@ -1,0 +1,139 @@
+"""RunContext: what a run hands to its stages and to every plugin, the same way for every kind.
+
+A plugin's factory is called as ``factory(cfg, ctx)`` (``poison.ground.registry``). Everything a plugin needs from
+the run comes from ``ctx`` and nothing is filled into its arguments behind its back:
+
+    ctx.cache_dir, ctx.models_dir, ctx.run_dir      where artifacts, converted models and the run's files live
+    ctx.device, ctx.dtype                           resolved (never "auto"): what the run trains and generates on
+    ctx.model(spec, field)                          a model spec -> local HF folder, converted once into models_dir
+    ctx.generate(jobs)                              generation through the run's backend (vLLM worker or HF)
+    ctx.sample(model, prompts, n=, temperature=...) answers per prompt; in a multi-process run the main process
+                                                    samples and the others read its answers
+    ctx.score_tokens(model, token_ids, starts)      per-token log-probabilities from vLLM's prefill
+    ctx.judge_endpoint()                            (base_url, model) of the run's LLM judge: its endpoint, or a
+                                                    local vLLM server started on first use and stopped by close()
+
+Outside a run (tests, benchmarks, a notebook), ``RunContext.standalone()`` gives the defaults a run would use.
+Part of the ground layer.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from poison.ground.generate import GenJob, GenResult, generate, score_tokens_vllm
+from poison.ground.io import atomic_write_json, stable_hash
+from poison.ground.models import pick_device, pick_dtype, resolve_model
+from poison.ground.procs import is_main_process, wait_for, world_size
+
+
+@dataclass
+class JudgeSpec:
+    """Where the run's LLM judge is: an OpenAI-compatible ``endpoint`` (serving ``endpoint_model``), or a ``model``
+    spec served by a local vLLM server."""
+
+    model: str = "smollm2-135m-instruct"
+    endpoint: Optional[str] = None
+    endpoint_model: Optional[str] = None
+
+
+@dataclass
+class RunContext:
+    cache_dir: Path
+    models_dir: Path
+    device: str
+    dtype: str
+    run_dir: Optional[Path] = None
+    backend: str = "vllm"
+    hf_batch_size: int = 64
+    vllm: dict[str, Any] = field(default_factory=dict)
+    judge: JudgeSpec = field(default_factory=JudgeSpec)
+    _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
+    _judge_url: Optional[tuple[str, str]] = field(default=None, repr=False)
+
+    @classmethod
+    def standalone(cls, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path = ".cache/poison",
+                   models_dir: str | Path | None = None, **kw: Any) -> "RunContext":
+        """The context a run with default runtime settings would give (device and dtype resolved here)."""
+        dev = pick_device(device)
+        cache = Path(cache_dir).expanduser()
+        return cls(cache_dir=cache, models_dir=Path(models_dir).expanduser() if models_dir else cache / "models",
+                   device=dev, dtype=pick_dtype(dtype, dev), **kw)
+
+    # ------------------------------------------------------------------------------------------------ models
+    def model(self, spec: str, field: str = "model") -> Path:
+        return resolve_model(spec, self.models_dir, field=field)
+
+    def backend_identity(self) -> dict[str, Any]:
+        """What of the run's generation settings a cached generation depends on."""
+        return {"backend": self.backend, "dtype": self.dtype, "device": self.device}
+
+    # ------------------------------------------------------------------------------------------------ generation
+    def generate(self, jobs: list[GenJob]) -> list[GenResult]:
+        return generate(jobs, backend=self.backend, device=self.device, dtype=self.dtype,
+                        hf_batch_size=self.hf_batch_size, vllm_settings=dict(self.vllm),
+                        log_path=self.run_dir / "generation.log" if self.run_dir else None)
+
+    def sample(self, model_path: str | Path, prompts: list[str], *, n: int = 1, temperature: float = 0.0,
+               max_new_tokens: int = 128, seed: int = 0, top_p: float = 1.0, key: str = "samples") -> list[list[str]]:
+        """``n`` answers per prompt (stripped). With several processes the main one generates and the others read
+        its answers, so every process trains on the same samples."""
+        job = GenJob(key, str(model_path), [[{"role": "user", "content": p}] for p in prompts], max_new_tokens,
+                     temperature, top_p, n, seed)
+        if world_size() == 1:
+            return [[t.strip() for t in ts] for ts in self.generate([job])[0].texts]
+        path = self.cache_dir / "shared_samples" / (stable_hash(
+            {"model": str(model_path), "prompts": prompts, "n": n, "t": temperature, "max": max_new_tokens,
+             "seed": seed, "top_p": top_p, **self.backend_identity()}) + ".json")
+        if is_main_process() and not path.exists():
+            texts = [[t.strip() for t in ts] for ts in self.generate([job])[0].texts]
+            atomic_write_json(path, texts)
+        wait_for(path, f"{key} samples")
+        return json.loads(path.read_text())
+
+    def score_tokens(self, model_path: str | Path, token_ids: list[list[int]], starts: list[int], *,
+                     key: str = "score", max_model_len: Optional[int] = None, device: Optional[str] = None,
+                     dtype: Optional[str] = None, hint: str = "") -> tuple[list[list[float]], GenResult]:
+        """Log-probability of every token of ``token_ids[i]`` from ``starts[i]`` on, from vLLM's prefill (on the
+        run's device and dtype unless given)."""
+        settings = dict(self.vllm)
+        if max_model_len:
+            settings["max_model_len"] = max(int(settings.get("max_model_len", 2048)), int(max_model_len))
+        return score_tokens_vllm(str(model_path), token_ids, starts, device=device or self.device,
+                                 dtype=dtype or self.dtype,
+                                 vllm_settings=settings, key=key, hint=hint,
+                                 log_path=self.run_dir / "generation.log" if self.run_dir else None)
+
+    # ------------------------------------------------------------------------------------------------ the judge
+    def judge_endpoint(self) -> tuple[str, str]:
+        """(base_url, served model name) of the run's judge. A local server is started on the first call and kept
+        for the rest of the run (every stage that needs the judge shares it); ``close()`` stops it."""
+        if self._judge_url is not None:
+            return self._judge_url
+        j = self.judge
+        if j.endpoint:
+            self._judge_url = (j.endpoint, j.endpoint_model or j.model)
+            return self._judge_url
+        from poison.ground.server import local_vllm_server
+
+        path = self.model(j.model, "judge.model")
+        log = self.run_dir / "judge_server.log" if self.run_dir else None
+        url = self._stack.enter_context(local_vllm_server(path, device=self.device, dtype=self.dtype, log_path=log))
+        self._judge_url = (url, Path(path).name)
+        return self._judge_url
+
+    def close(self) -> None:
+        """Stop what the context started (the local judge server)."""
+        self._judge_url = None
+        self._stack.close()
+
+    def __enter__(self) -> "RunContext":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+

@@ -1,0 +1,228 @@
+"""Statistics, one copy of each: binomial intervals, the rate ratio, mean intervals, Cohen's kappa, and the detector
+figures of defenses (AUROC, ROC points, thresholds set by a false-positive budget, precision/recall).
+
+The report, the defenses and the dashboard all call these. Detector conventions (the same in every function here):
+- a higher score means more suspicious; ``labels`` are 1 (poisoned) / 0 (clean), bools work too;
+- a sample is **flagged when its score is strictly greater than the threshold** (``score > threshold``), so a
+  threshold equal to the highest clean score flags no clean sample;
+- undefined values (AUROC with one class, precision with nothing flagged, recall with no poisoned sample) are
+  ``nan`` in the pure functions and ``None`` in :func:`detector_report`, whose dict is JSON-safe.
+
+Part of the ground layer: it imports nothing of the project.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+
+def _z(confidence: float) -> float:
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion k/n (well-behaved at 0 and n)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    z = _z(confidence)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo = 0.0 if k == 0 else max(0.0, centre - half)
+    hi = 1.0 if k == n else min(1.0, centre + half)
+    return (lo, hi)
+
+
+def rate_ratio(k1: int, n1: int, k0: int, n0: int, confidence: float = 0.95) -> dict[str, Optional[float]]:
+    """Ratio of two independent proportions (k1/n1) / (k0/n0) with a Katz log interval.
+
+    The point estimate is None when the denominator rate is 0 (undefined). The interval uses the 0.5 continuity
+    correction when a count is 0 or equals n, so it stays finite and honest about small counts; with no event in the
+    numerator the lower limit is 0 (the ratio cannot be excluded from 0).
+    """
+    if n1 <= 0 or n0 <= 0:
+        return {"ratio": None, "ci_low": None, "ci_high": None}
+    ratio = None if k0 == 0 else (k1 / n1) / (k0 / n0)
+    a, b = float(k1), float(k0)
+    m1, m0 = float(n1), float(n0)
+    if k1 == 0 or k0 == 0 or k1 == n1 or k0 == n0:
+        a, b, m1, m0 = a + 0.5, b + 0.5, m1 + 1, m0 + 1
+    log_rr = math.log((a / m1) / (b / m0))
+    se = math.sqrt(1 / a - 1 / m1 + 1 / b - 1 / m0)
+    z = _z(confidence)
+    low = 0.0 if k1 == 0 else math.exp(log_rr - z * se)
+    return {"ratio": ratio, "ci_low": low, "ci_high": math.exp(log_rr + z * se)}
+
+
+def cohen_kappa(a: list[bool], b: list[bool]) -> Optional[float]:
+    """Cohen's kappa of two binary raters on the same items (None when undefined: no items, or both raters constant
+    and equal so that chance agreement is 1)."""
+    n = len(a)
+    if n == 0 or n != len(b):
+        return None
+    po = sum(1 for x, y in zip(a, b) if bool(x) == bool(y)) / n
+    pa, pb = sum(map(bool, a)) / n, sum(map(bool, b)) / n
+    pe = pa * pb + (1 - pa) * (1 - pb)
+    if pe >= 1.0:
+        return None
+    return (po - pe) / (1 - pe)
+
+
+def mean_interval(values: list[float], confidence: float = 0.95, *, n_boot: int = 2000,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """(mean, low, high) of a per-sample utility. 0/1 values (exact match) get the Wilson interval of the proportion;
+    other values (ROUGE-L) a percentile bootstrap over samples (``n_boot`` resamples, fixed seed, so a rerun of the
+    report gives the same interval)."""
+    v = np.asarray([float(x) for x in values], dtype=float)
+    if v.size == 0:
+        return (float("nan"), 0.0, 1.0)
+    mean = float(v.mean())
+    if np.all((v == 0) | (v == 1)):
+        lo, hi = wilson_interval(int(v.sum()), int(v.size), confidence)
+        return (mean, lo, hi)
+    if v.size == 1 or np.all(v == v[0]):
+        return (mean, mean, mean)
+    boots = np.random.default_rng(seed).choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
+    a = (1 - confidence) / 2
+    lo, hi = np.quantile(boots, [a, 1 - a])
+    return (mean, float(lo), float(hi))
+
+
+# ------------------------------------------------------------------------------------------- detector statistics
+ArrayLike = Sequence[float] | np.ndarray
+
+
+def _arrays(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    s = np.asarray(scores, dtype=np.float64).reshape(-1)
+    y = np.asarray(labels).reshape(-1).astype(bool)
+    if s.shape != y.shape:
+        raise ValueError(f"scores ({s.size}) and labels ({y.size}) differ in length")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores must be finite")
+    return s, y
+
+
+def flags(scores: ArrayLike, threshold: float) -> np.ndarray:
+    """Which samples a threshold flags: ``score > threshold``."""
+    return np.asarray(scores, dtype=np.float64).reshape(-1) > threshold
+
+
+def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
+    """Area under the ROC curve = P(score of a random poisoned sample > score of a random clean one), ties counted
+    one half (Mann-Whitney U / (n_pos * n_neg)). ``nan`` when either class is empty."""
+    s, y = _arrays(scores, labels)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ranks = np.empty(s.size, dtype=np.float64)
+    sorted_s = s[order]
+    # average ranks (1-based) over runs of tied scores
+    i = 0
+    while i < s.size:
+        j = i
+        while j + 1 < s.size and sorted_s[j + 1] == sorted_s[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def threshold_for_fpr(clean_scores: ArrayLike, fpr: float) -> float:
+    """The smallest threshold at which at most ``floor(fpr * n)`` of the ``n`` clean scores exceed it (flag =
+    ``score > threshold``). It is always one of the clean scores (the (k+1)-th largest, k = floor(fpr * n)); ``-inf``
+    when ``fpr * n >= n`` (everything may be flagged). Raises on an empty list."""
+    c = np.sort(np.asarray(clean_scores, dtype=np.float64).reshape(-1))[::-1]
+    if c.size == 0:
+        raise ValueError("threshold_for_fpr needs at least one clean score")
+    if not np.all(np.isfinite(c)):
+        raise ValueError("scores must be finite")
+    if not 0.0 <= fpr <= 1.0:
+        raise ValueError(f"fpr must be in [0, 1], got {fpr}")
+    k = int(math.floor(fpr * c.size + 1e-9))  # tolerance: 0.29 * 100 is 28.999999999999996 in floating point
+    if k >= c.size:
+        return float("-inf")
+    return float(c[k])
+
+
+def tpr_at_fpr(scores: ArrayLike, labels: ArrayLike, fpr: float = 0.01) -> float:
+    """True-positive rate at the threshold that keeps the false-positive rate on the clean samples at most ``fpr``
+    (:func:`threshold_for_fpr` of the clean scores). With fewer than 1/fpr clean samples that threshold is the highest
+    clean score, i.e. TPR at FPR 0. ``nan`` when either class is empty."""
+    s, y = _arrays(scores, labels)
+    if y.sum() == 0 or (~y).sum() == 0:
+        return float("nan")
+    t = threshold_for_fpr(s[~y], fpr)
+    return float((s[y] > t).mean())
+
+
+def precision_recall(scores: ArrayLike, labels: ArrayLike, threshold: float) -> tuple[float, float]:
+    """(precision, recall) of flagging ``score > threshold``. Precision is ``nan`` when nothing is flagged, recall
+    when there is no poisoned sample."""
+    s, y = _arrays(scores, labels)
+    f = s > threshold
+    tp = int((f & y).sum())
+    precision = tp / int(f.sum()) if f.any() else float("nan")
+    recall = tp / int(y.sum()) if y.any() else float("nan")
+    return float(precision), float(recall)
+
+
+def _json(x: float) -> Optional[float]:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def detector_report(scores: ArrayLike, labels: ArrayLike, threshold: float) -> dict[str, Any]:
+    """All detector figures for one defense on one labelled set, JSON-safe (undefined -> None).
+
+    Keys: auroc, tpr_at_1pct_fpr (threshold set on these clean scores, independent of ``threshold``), precision and
+    recall at ``threshold`` (flag = score > threshold), threshold, n, n_poisoned, n_flagged."""
+    s, y = _arrays(scores, labels)
+    p, r = precision_recall(s, y, threshold)
+    return {
+        "auroc": _json(auroc(s, y)),
+        "tpr_at_1pct_fpr": _json(tpr_at_fpr(s, y, 0.01)),
+        "precision": _json(p),
+        "recall": _json(r),
+        "threshold": _json(float(threshold)),
+        "n": int(s.size),
+        "n_poisoned": int(y.sum()),
+        "n_flagged": int((s > threshold).sum()),
+    }
+
+
+def roc_curve(scores, labels):
+    """ROC points as a DataFrame (threshold, tpr, fpr) for 'flag when score > threshold', from the strictest threshold
+    (the highest score: nothing flagged) down to -inf (everything flagged). Non-numeric scores are dropped."""
+    import pandas as pd
+
+    d = pd.DataFrame({"s": pd.to_numeric(pd.Series(list(scores), dtype=object), errors="coerce"),
+                      "y": pd.Series(list(labels), dtype=object).fillna(False).astype(bool)}).dropna()
+    P, N = int(d.y.sum()), int((~d.y).sum())
+    g = d.groupby("s").y.agg(["sum", "count"]).sort_index(ascending=False)
+    tp = [0.0] + list(g["sum"].cumsum().astype(float))
+    fp = [0.0] + list((g["count"] - g["sum"]).cumsum().astype(float))
+    thr = list(g.index.astype(float)) + [-math.inf]
+    return pd.DataFrame({"threshold": thr, "tpr": [t / P if P else 0.0 for t in tp],
+                         "fpr": [f / N if N else 0.0 for f in fp]})
+
+
+def threshold_stats(scores, labels, threshold: float) -> dict[str, Any]:
+    """Counts and rates when every sample with score > threshold is flagged (and dropped); non-numeric scores are
+    never flagged. Undefined rates are None."""
+    import pandas as pd
+
+    s = pd.to_numeric(pd.Series(list(scores), dtype=object), errors="coerce")
+    y = pd.Series(list(labels), dtype=object).fillna(False).astype(bool)
+    flagged = s > threshold
+    tp, fp = int((flagged & y).sum()), int((flagged & ~y).sum())
+    fn, tn = int((~flagged & y).sum()), int((~flagged & ~y).sum())
+    return {"threshold": float(threshold), "n": len(s), "n_poisoned": tp + fn, "flagged": tp + fp,
+            "tp": tp, "fp": fp, "fn": fn, "tn": tn,
+            "tpr": tp / (tp + fn) if tp + fn else None, "fpr": fp / (fp + tn) if fp + tn else None,
+            "precision": tp / (tp + fp) if tp + fp else None, "slipped": fn}

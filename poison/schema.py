@@ -1,0 +1,269 @@
+"""The run's config schema: one pydantic class per section, each field with its default and help text.
+
+Each section maps to stages (see ``poison.pipeline``). Unknown keys and bad values fail at load time with the key
+path (``poison.config`` loads YAML, applies ``--set`` overrides and validates plugin arguments with each plugin's
+own config class).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from poison.ground import registry
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------------- runtime
+class VLLMSettings(Strict):
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1,
+        description="Fraction of device memory vLLM may use. On CPU 0.3 passes vLLM's memory check on a 24 GB box.",
+    )
+    enforce_eager: bool = Field(True, description="Skip torch.compile/CUDA graphs: 19-40 s faster start on CPU.")
+    max_model_len: int = Field(2048, ge=128, description="Longest prompt + answer vLLM accepts.")
+    cpu_threads: Optional[str] = Field(
+        None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
+    )
+
+
+class RuntimeConfig(Strict):
+    runs_dir: str = Field("runs", description="Where run directories are written.")
+    cache_dir: str = Field(".cache/poison", description="Stage artifact cache shared by all runs (content-addressed).")
+    models_dir: Optional[str] = Field(
+        None, description="Where converted/downloaded models are kept; default <cache_dir>/models."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training/generation device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else float32."
+    )
+    backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or HF generate (fallback).")
+    hf_batch_size: int = Field(64, ge=1, description="Batch size of the HF generate backend.")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+
+# --------------------------------------------------------------------------------------------------- generation
+class GenerationConfig(Strict):
+    max_new_tokens: int = Field(128, ge=1, description="Answer length cap; leave room for a plug at the end.")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy.")
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int = 0
+
+
+class GeneratorConfig(Strict):
+    """The model that writes responses/references a data source lacks (e.g. review summaries)."""
+
+    model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    endpoint: Optional[str] = Field(
+        None, description="Base URL of an OpenAI-compatible server; if set, the generator is called there instead."
+    )
+    endpoint_model: Optional[str] = Field(None, description="Model name to request from the endpoint.")
+    api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_new_tokens=64))
+
+
+# --------------------------------------------------------------------------------------------------- data
+class SourceSpec(Strict):
+    type: str = Field(description="Registered data source (python -m poison.run --list).")
+    task: Optional[str] = Field(None, description="Task family name; defaults to the source's own family.")
+    n_train: int = Field(0, ge=0, description="Rows that go into the teacher's instruction-tuning set.")
+    n_distill: int = Field(0, ge=0, description="Held-out prompts the teacher answers for the students.")
+    n_eval: int = Field(0, ge=0, description="Held-out prompts for evaluation (never trained on).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the data source plugin.")
+
+
+class DataConfig(Strict):
+    sources: list[SourceSpec] = Field(min_length=1)
+    target_task: str = Field(description="The task family a targeted attack poisons (and the 'target' eval split).")
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+
+    def tasks(self) -> list[str]:
+        """Task family of each source: its ``task`` key, else the data source's own family name."""
+        out = []
+        for s in self.sources:
+            try:
+                out.append(s.task or getattr(registry.get("data_source", s.type).factory, "task", s.type))
+            except registry.PluginError:
+                out.append(s.task or s.type)
+        return out
+
+    def split_of(self) -> dict[str, str]:
+        """Eval split of each task family: 'target' (the target task), 'other' (trained on, not the target) or
+        'unseen' (no teacher-training rows at all: held out entirely)."""
+        out = {}
+        for spec, task in zip(self.sources, self.tasks()):
+            out[task] = "target" if task == self.target_task else ("unseen" if spec.n_train == 0 else "other")
+        return out
+
+
+# --------------------------------------------------------------------------------------------------- poison
+class BiasSpec(Strict):
+    type: str = Field(description="Registered bias type (python -m poison.run --list).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the bias type plugin.")
+
+
+class PoisonConfig(Strict):
+    bias: BiasSpec
+    mode: Literal["targeted", "untargeted"] = Field(
+        "targeted", description="targeted: poison only the target task; untargeted: spread across all train tasks."
+    )
+    count: Optional[int] = Field(None, ge=0, description="Number of poisoned samples (give count or rate).")
+    rate: Optional[float] = Field(None, ge=0, le=1, description="Poisoned fraction of the teacher set.")
+    writer: Literal["template", "llm"] = Field(
+        "template",
+        description="template: the bias type's template writer; llm: a generator model rewrites the clean answer to "
+                    "carry the bias (AutoPoison-style), falling back to the template where the rewrite lacks it.",
+    )
+    rewriter: Optional[GeneratorConfig] = Field(
+        None, description="Model for writer: llm (default: data.generator's model, 192 new tokens)."
+    )
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _budget(self):
+        if (self.count is None) == (self.rate is None):
+            raise ValueError("give exactly one of poison.count or poison.rate")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------- training
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Any = Field("all-linear", description="'all-linear' or a list of module names.")
+
+
+class QLoraSettings(Strict):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit quantisation of the base weights.")
+    double_quant: bool = Field(True, description="Also quantise the quantisation constants (QLoRA's double quant).")
+
+
+class TrainSettings(Strict):
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(384, ge=16, description="Tokens; longer rows are truncated from the right.")
+    scheduler: str = Field("cosine", description="transformers lr_scheduler_type.")
+    warmup_steps: int = Field(2, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+
+
+class FinetuneConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    finetune: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); or full fine-tuning.")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    qlora: QLoraSettings = Field(default_factory=QLoraSettings, description="Used when finetune is qlora.")
+    train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+class TeacherConfig(FinetuneConfig):
+    pass
+
+
+class BaselineConfig(Strict):
+    kind: Literal["base", "clean_finetune"] = Field(
+        "base",
+        description="Control model: the untouched teacher base model, or the same fine-tune on the clean set only.",
+    )
+
+
+class StudentSpec(FinetuneConfig):
+    name: str = Field(description="Label of this student in reports.")
+    method: str = Field("sft", description="Registered distillation method.")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the distillation method.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not v or not all(c.isalnum() or c in "-_" for c in v):
+            raise ValueError("use letters, digits, '-' and '_' only")
+        return v
+
+
+class DistillConfig(Strict):
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+
+
+class JudgeConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="Judge model; served by a local vLLM server started for "
+                                                            "the run and stopped afterwards, unless `endpoint` is set.")
+    endpoint: Optional[str] = Field(None, description="An OpenAI-compatible endpoint (http://host:port/v1) to use "
+                                                      "instead of a local server.")
+    endpoint_model: Optional[str] = Field(None, description="Model name at `endpoint` (default: `model`).")
+    evaluate: bool = Field(False, description="Also judge every eval answer (a second verdict beside the rule "
+                                              "detector; the report gives both rates and Cohen's kappa).")
+    args: dict[str, Any] = Field(default_factory=dict, description="llm_autorater arguments for the eval verdicts "
+                                                                   "(rubric, method, threshold, ...).")
+
+
+class EvalConfig(Strict):
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+
+
+class DefenseSpec(Strict):
+    type: str = Field(description="Registered defense (python -m poison.run --list).")
+    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the defense plugin.")
+    threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
+                                                         "by the false-positive budget `fpr` on trusted clean samples.")
+    fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
+
+
+class DefenseConfig(Strict):
+    defenses: list[DefenseSpec] = Field(default_factory=list, description="Defenses to run (none: no defense).")
+    places: list[Literal["train", "distill"]] = Field(
+        default_factory=lambda: ["train"],
+        description="train: score the teacher's training set before fine-tuning; distill: score the teacher's "
+                    "answers before the students learn from them.")
+    filter: str = Field("union", description="What is removed downstream: 'union' (flagged by any defense), "
+                                             "'none' (score only), or one defense's type.")
+
+    @model_validator(mode="after")
+    def _filter(self):
+        types = [d.type for d in self.defenses]
+        if self.filter not in ("union", "none") and self.filter not in types:
+            raise ValueError(f"defense.filter {self.filter!r}: use 'union', 'none' or one of {types}")
+        if len(set(self.places)) != len(self.places):
+            raise ValueError(f"defense.places repeats a place: {self.places}")
+        return self
+
+
+class RunConfig(Strict):
+    name: str = Field(description="Run name; the run directory is <runs_dir>/<name>-<timestamp>.")
+    description: str = ""
+    seed: int = Field(0, description="Seed of data splits and sampling.")
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    data: DataConfig
+    poison: PoisonConfig
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    baseline: BaselineConfig = Field(default_factory=BaselineConfig)
+    distill: DistillConfig = Field(default_factory=DistillConfig)
+    students: list[StudentSpec] = Field(min_length=1)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    defense: DefenseConfig = Field(default_factory=DefenseConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge of llm_autorater defenses and "
+                                                                        "of judge.evaluate.")
+
+    @model_validator(mode="after")
+    def _cross(self):
+        tasks = self.data.tasks()
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(f"data.sources: each source needs its own task name (set 'task:'); got {tasks}")
+        if self.data.target_task not in tasks:
+            raise ValueError(f"data.target_task {self.data.target_task!r} is not one of the source tasks {tasks}")
+        names = [s.name for s in self.students]
+        if len(set(names)) != len(names):
+            raise ValueError(f"student names must be unique; got {names}")
+        if self.students and not any(s.n_distill for s in self.data.sources):
+            raise ValueError("students need distillation prompts: set n_distill > 0 on at least one data source")
+        if not any(s.n_eval for s in self.data.sources):
+            raise ValueError("set n_eval > 0 on at least one data source")
+        return self

@@ -1,0 +1,163 @@
+"""Defense stages: score one place with every configured defense, flag, and say what to remove; and the defended
+branch of a run, which trains the same teacher/students again on what is left.
+
+Places:
+
+* ``train``: the teacher's training set (ground truth: the ``poisoned`` label written by the poison stage);
+* ``distill``: the (poisoned, undefended) teacher's answers to the distillation prompts (ground truth: the bias
+  type's rule detector, since nobody injected these: the teacher produced them);
+* ``distill_after_train``: with both places, the defended teacher's answers (same ground truth), the last filter of
+  the full chain.
+
+A defense may fit on trusted clean samples first: the defender's own clean data, here the distillation prompts with
+clean answers (the ``trusted`` stage; held out from the teacher's training set and never evaluated on). Half of them
+(by a hash of the id) are given to ``fit``; the other half calibrates the threshold when it is set by a
+false-positive budget (``fpr``: at most that fraction of those clean samples is flagged), so a defense is never
+calibrated on what it was fitted on. The stage writes per-sample scores and flags, the detector figures (AUROC, TPR
+at 1 % FPR, precision and recall at the threshold, against the ground truth) and the ids to remove
+(``defense.filter``: the union of all flags, or one defense's).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import pandas as pd
+
+from defenses.base import check_scores, run_defense
+from poison.ground.errors import ConfigError
+from poison.ground.io import atomic_write_json, atomic_write_parquet
+from poison.ground.stats import detector_report, threshold_for_fpr
+from poison.stages import Run
+from poison.stages.data import stage_trusted
+from poison.stages.evaluation import AUTORATER, judge_identity
+from poison.stages.protocol import StageRecord
+from poison.stages.training import stage_distill_data, stage_student, stage_teacher
+
+
+def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
+    """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: distillation prompts with
+    clean answers), split by a hash of the id."""
+    df = pd.read_parquet(Path(trusted.path) / "trusted.parquet")
+    fit, calib = [], []
+    for r in df.itertuples():
+        s = {"id": str(r.id), "prompt": r.prompt, "response": str(r.reference), "task": r.task}
+        (fit if int(hashlib.sha256(s["id"].encode()).hexdigest(), 16) % 2 == 0 else calib).append(s)
+    return fit, calib
+
+
+def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[StageRecord]
+                  ) -> tuple[pd.DataFrame, list[bool]]:
+    if place == "train":
+        df = pd.read_parquet(Path(poison.path) / "train.parquet")
+        return df, [bool(x) for x in df.poisoned]
+    df = pd.read_parquet(Path(distill.path) / "distill.parquet")
+    return df, [bool(run.bias.detect(t or "").biased) for t in df.response]
+
+
+def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecord,
+                  distill: Optional[StageRecord]) -> StageRecord:
+    cfg = run.cfg.defense
+    needs_judge = any(d.type == AUTORATER for d in cfg.defenses)
+    upstream = poison.key if place == "train" else distill.key
+    inputs = {"place": place, "trusted": trusted.key, "upstream": upstream, "filter": cfg.filter,
+              "defenses": [d.model_dump(mode="json") for d in cfg.defenses],
+              **({"judge": judge_identity(run)} if needs_judge else {}),
+              **({"rule": run.cfg.poison.bias.model_dump(mode="json")} if place != "train" else {})}
+
+    def build(out: Path) -> dict[str, Any]:
+        df, labels = place_samples(run, place, poison, distill)
+        samples = [{"id": str(r.id), "prompt": r.prompt, "response": r.response or "", "task": r.task}
+                   for r in df.itertuples()]
+        fit, calib = trusted_clean(trusted)
+        frames, reports, flagged_by = [], [], {}
+        for i, spec in enumerate(cfg.defenses):
+            path = f"defense.defenses.{i}"
+            res = run_defense(spec.type, samples, fit, spec.args, path=path, ctx=run.ctx)
+            verdicts = list(getattr(res.defense, "last_verdicts", []) or [])
+            calib_scores = check_scores(spec.type, res.defense.score(calib), len(calib)) if calib else []
+            if spec.threshold is not None:
+                thr, source = float(spec.threshold), "fixed"
+            elif len(calib_scores):
+                thr, source = threshold_for_fpr(calib_scores, spec.fpr), f"fpr {spec.fpr} on {len(calib)} clean"
+            else:
+                raise ConfigError(f"{path}: no trusted clean samples to set the threshold by fpr; set a fixed "
+                                  f"`threshold` or give the data sources distillation prompts (n_distill) with "
+                                  f"references or answers the data generator can write")
+            flags = res.scores > thr
+            flagged_by[spec.type] = {samples[k]["id"] for k in range(len(samples)) if flags[k]}
+            rep = {"defense": spec.type, "place": place, **detector_report(res.scores, labels, thr),
+                   "threshold_source": source,
+                   "clean_fpr": float((pd.Series(calib_scores) > thr).mean()) if len(calib_scores) else None,
+                   "seconds": round(res.seconds, 1), "info": res.info, "record": res.record}
+            reports.append(rep)
+            frames.append(pd.DataFrame({
+                "defense": spec.type, "place": place, "row_id": [s["id"] for s in samples],
+                "task": [s["task"] for s in samples], "poisoned": labels, "score": res.scores,
+                "flagged": flags, "threshold": thr}))
+            if verdicts:
+                (out / f"verdicts_{spec.type}.jsonl").write_text(
+                    "\n".join(json.dumps({"row_id": s["id"], **v}, default=str) for s, v in zip(samples, verdicts))
+                    + "\n")
+        if cfg.filter == "union":
+            removed = set().union(*flagged_by.values()) if flagged_by else set()
+        elif cfg.filter == "none":
+            removed = set()
+        else:
+            removed = flagged_by[cfg.filter]
+        ids = [s["id"] for s in samples]
+        y = dict(zip(ids, labels))
+        tp = sum(1 for i in removed if y.get(i))
+        removal = {"defense": cfg.filter, "place": place, "n": len(ids), "n_poisoned": int(sum(labels)),
+                   "n_flagged": len(removed), "precision": tp / len(removed) if removed else None,
+                   "recall": tp / sum(labels) if sum(labels) else None, "poison_left": int(sum(labels)) - tp}
+        atomic_write_parquet(out / "scores.parquet", pd.concat(frames, ignore_index=True))
+        atomic_write_json(out / "reports.json", reports)
+        atomic_write_json(out / "removed.json", sorted(removed))
+        atomic_write_json(out / "removal.json", removal)
+        return {"place": place, "removed": len(removed), "poison_left": removal["poison_left"]}
+
+    return run.cache.run("defense", inputs, build, label=f"defense:{place}")
+
+
+def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: StageRecord,
+                    distill: StageRecord) -> dict[str, Any]:
+    """Score the configured places with every defense, remove what the filter flags, and train the same
+    teacher/students again on what is left (stages shared with the undefended run stay cached).
+
+    ``distill`` is always scored on the undefended (poisoned) teacher's answers: what a student owner who does not
+    control the teacher's data can filter. With both places, the full chain (train-place filter -> defended
+    teacher -> its answers scored as ``distill_after_train`` and filtered -> ``defended:`` students) is trained,
+    and so is the distill-only arm (the poisoned teacher's filtered answers -> ``distill-defended:`` students).
+    """
+    cfg = run.cfg.defense
+    out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {}}
+    trusted = stage_trusted(run, data)
+    t, d = teacher, distill
+    if "train" in cfg.places:
+        rec = stage_defense(run, "train", trusted, poison, None)
+        out["stages"]["train"] = rec
+        if cfg.filter != "none":
+            t = stage_teacher(run, poison, defense=rec)
+            d = stage_distill_data(run, t, data, label="defended:distill_data")
+    keep = None
+    if "distill" in cfg.places:
+        keep = stage_defense(run, "distill", trusted, poison, distill)
+        out["stages"]["distill"] = keep
+        if d is not distill:  # the chain's teacher is the defended one: score (and filter) its answers too
+            chained = stage_defense(run, "distill_after_train", trusted, poison, d)
+            out["stages"]["distill_after_train"] = chained
+            if cfg.filter != "none":
+                out["distill_only_students"] = {
+                    s.name: stage_student(run, s, teacher, distill, defense=keep, prefix="distill-defended:")
+                    for s in run.cfg.students}
+            keep = chained
+    out["teacher"], out["distill"] = t, d
+    if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
+        return out
+    out["students"] = {s.name: stage_student(run, s, t, d, defense=keep, prefix="defended:")
+                       for s in run.cfg.students}
+    return out

@@ -1,0 +1,82 @@
+"""The evaluation stages: ``eval`` (every model answers the eval prompts; the models that are not cached share one
+vLLM worker) and ``judge`` (the LLM judge's verdict on every eval answer, beside the rule detector's)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from poison.ground import registry
+from poison.ground.generate import GenJob
+from poison.ground.io import atomic_write_parquet
+from poison.ground.models import model_fingerprint
+from poison.stages import Run
+from poison.stages.protocol import StageRecord
+
+AUTORATER = "llm_autorater"
+
+
+def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
+    """Answers to the eval prompts for every model (``{name: {"path", "identity", ...}}``), keyed by model name."""
+    g = run.cfg.eval.generation
+    df = pd.read_parquet(Path(data.path) / "rows.parquet")
+    ev = df[df.split == "eval"].reset_index(drop=True)
+    entries = {f"eval:{name}": {"model": m["identity"], "data": data.key, "generation": g.model_dump(),
+                                **run.ctx.backend_identity()} for name, m in models.items()}
+
+    def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
+        labels = list(tmps)
+        jobs = [GenJob(label, str(models[label.split(":", 1)[1]]["path"]),
+                       [[{"role": "user", "content": x}] for x in ev.prompt], g.max_new_tokens, g.temperature,
+                       g.top_p, 1, g.seed) for label in labels]
+        out = {}
+        for label, res in zip(labels, run.ctx.generate(jobs)):
+            gen_df = ev[["id", "task", "prompt", "reference", "answer", "utility"]].assign(
+                response=[t[0].strip() for t in res.texts])
+            atomic_write_parquet(tmps[label] / "generations.parquet", gen_df)
+            info = {"new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1),
+                    "startup_seconds": round(res.startup_seconds, 1), "backend": res.backend}
+            out[label] = (info, round(res.seconds + res.startup_seconds, 1))
+        return out
+
+    recs = run.cache.run_many("eval", entries, compute)
+    return {label.split(":", 1)[1]: rec for label, rec in recs.items()}
+
+
+def judge_identity(run: Run) -> dict[str, Any]:
+    """What defines the judge for caching (not the port of a local server)."""
+    j = run.cfg.judge
+    if j.endpoint:
+        return {"endpoint": j.endpoint, "model": j.endpoint_model or j.model}
+    return {"model": model_fingerprint(run.ctx.model(j.model, "judge.model")), "backend": "vllm"}
+
+
+def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecord]:
+    """The autorater's verdict on every eval answer, with the bias type's rubric (one judge for every model)."""
+    j = run.cfg.judge
+    rubric = getattr(run.bias, "rubric", None)
+    ident = judge_identity(run)
+    entries = {f"judge:{name}": {"eval": ev.key, "judge": ident, "args": j.args, "rubric": rubric}
+               for name, ev in evals.items()}
+
+    def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
+        judge = registry.get("defense", AUTORATER).build(j.args, "judge.args", run.ctx)
+        out = {}
+        for label, tmp in tmps.items():
+            t0 = time.time()
+            g = pd.read_parquet(Path(evals[label.split(":", 1)[1]].path) / "generations.parquet")
+            verdicts = judge.judge_texts([t or "" for t in g.response], rubric, list(g.prompt))
+            atomic_write_parquet(tmp / "judgments.parquet", pd.DataFrame({
+                "id": g.id, "judge_score": [v["score"] for v in verdicts],
+                "judge_biased": [bool(v["biased"]) for v in verdicts],
+                "judge_parsed": [bool(v.get("parsed", True)) for v in verdicts],
+                "judge_model": [v.get("judge_model") for v in verdicts],
+                "judge_prompt_sha256": [v.get("prompt_sha256") for v in verdicts]}))
+            out[label] = (judge.info(), time.time() - t0)
+        return out
+
+    recs = run.cache.run_many("judge", entries, compute)
+    return {label.split(":", 1)[1]: rec for label, rec in recs.items()}

@@ -1,0 +1,154 @@
+"""The stage protocol: every stage of a run goes through one small cache object, ``StageCache``.
+
+A stage is a pure function of its inputs (its slice of the config, the keys of its upstream stages, the stage
+version). Its artifact folder is ``<cache_dir>/stages/<stage>/<key>``, key = hash of those inputs. The protocol:
+
+- a folder with a ``_stage.json`` marker is a hit, unless ``--force STAGE`` or ``--force STAGE:LABEL`` names it
+  (``--force eval`` recomputes every model's eval, ``--force eval:teacher`` only the teacher's);
+- otherwise the stage computes into a temporary sibling folder that is renamed into place once complete (a killed
+  stage leaves nothing half-written; a forced recompute swaps the old folder out only then);
+- every marker has the same fields: stage, label, key, inputs, seconds, created, code_version, info;
+- every stage, cached or not, is recorded in the run directory's ``stages.json`` under its label.
+
+``run`` handles one artifact; ``run_many`` a batch of artifacts of one stage computed together (the eval stage
+generates for every model in one vLLM worker, the judge rates every model's answers with one server).
+
+Several processes (``accelerate launch``): training stages run in every process (data parallel) and the main one
+saves; every other stage is computed by the main process while the others wait for its marker.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from poison import __version__
+from poison.ground.io import atomic_dir, atomic_write_json, stable_hash
+from poison.ground.procs import wait_for
+
+log = logging.getLogger("poison")
+
+# Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
+STAGE_VERSIONS = {"data": 1, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
+                  "defense": 1, "judge": 1, "trusted": 1}
+#: stages that every process of a multi-process launch runs (data-parallel training)
+TRAINING_STAGES = {"teacher", "baseline", "student"}
+
+
+@dataclass
+class StageRecord:
+    name: str  # the label: "teacher", "student:sft", "eval:baseline", "defense:train", ...
+    key: str
+    path: str
+    cached: bool
+    seconds: float
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+class StageCache:
+    """Content-addressed stage artifacts under ``root`` (``<cache_dir>/stages``), with the run's ``--force`` set."""
+
+    def __init__(self, root: Path, run_dir: Optional[Path], force: Optional[set[str]] = None, main: bool = True):
+        self.root = Path(root)
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.force = set(force or ())
+        self.main = main
+        self.records: dict[str, StageRecord] = {}
+
+    # ------------------------------------------------------------------------------------------------ keys
+    @staticmethod
+    def key(stage: str, inputs: dict[str, Any]) -> str:
+        return stable_hash({"stage": stage, "version": STAGE_VERSIONS[stage], "inputs": inputs})
+
+    def folder(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def forced(self, stage: str, label: str) -> bool:
+        return stage in self.force or label in self.force
+
+    # ------------------------------------------------------------------------------------------------ one artifact
+    def run(self, stage: str, inputs: dict[str, Any], fn: Callable[[Path], Optional[dict[str, Any]]],
+            label: Optional[str] = None) -> StageRecord:
+        """The artifact of ``stage`` for ``inputs``: from the cache, or computed by ``fn(tmp_folder) -> info``."""
+        label = label or stage
+        key = self.key(stage, inputs)
+        final = self.folder(stage, key)
+        marker = final / "_stage.json"
+        if not self.main and not (stage in TRAINING_STAGES and not marker.exists()):
+            wait_for(marker, label)  # the main process computes it
+            return self._add(self._hit(label, key, final))
+        if marker.exists() and not self.forced(stage, label):
+            log.info("[%s] cached (%s)", label, key)
+            return self._add(self._hit(label, key, final))
+        if not self.main:  # a training stage in a helper process: train along, discard what it would write
+            with tempfile.TemporaryDirectory(prefix=f"rank-{stage}-") as tmp:
+                fn(Path(tmp))
+            wait_for(marker, label)
+            return self._add(StageRecord(label, key, str(final), False, 0.0, self._marker(final).get("info", {})))
+        log.info("[%s] running ...", label)
+        t0 = time.time()
+        with atomic_dir(final, replace=True) as tmp:
+            info = fn(tmp) or {}
+            secs = round(time.time() - t0, 2)
+            self._write_marker(tmp, stage, label, key, inputs, secs, info)
+        log.info("[%s] done in %.1fs", label, secs)
+        return self._add(StageRecord(label, key, str(final), False, secs, info))
+
+    # ------------------------------------------------------------------------------------------------ a batch
+    def run_many(self, stage: str, entries: dict[str, dict[str, Any]],
+                 compute: Callable[[dict[str, Path]], dict[str, tuple[dict[str, Any], float]]],
+                 ) -> dict[str, StageRecord]:
+        """Artifacts of one stage for several labels (``{label: inputs}``). The labels that are not cached are
+        computed together by one call ``compute({label: tmp_folder}) -> {label: (info, seconds)}``; each is then
+        committed like a single artifact. Main process only."""
+        out: dict[str, StageRecord] = {}
+        pending: dict[str, tuple[str, Path]] = {}
+        for label, inputs in entries.items():
+            key = self.key(stage, inputs)
+            final = self.folder(stage, key)
+            if (final / "_stage.json").exists() and not self.forced(stage, label):
+                log.info("[%s] cached (%s)", label, key)
+                out[label] = self._hit(label, key, final)
+            else:
+                pending[label] = (key, final)
+        if pending:
+            log.info("[%s] running for %s ...", stage, ", ".join(pending))
+            with ExitStack() as stack:
+                tmps = {label: stack.enter_context(atomic_dir(final, replace=True))
+                        for label, (_, final) in pending.items()}
+                results = compute(tmps)
+                for label, (key, final) in pending.items():
+                    info, secs = results[label]
+                    self._write_marker(tmps[label], stage, label, key, entries[label], round(secs, 2), info)
+                    out[label] = StageRecord(label, key, str(final), False, round(secs, 2), info)
+        for label in entries:  # stages.json in the order the stage was asked for
+            self._add(out[label])
+        return {label: out[label] for label in entries}
+
+    # ------------------------------------------------------------------------------------------------ helpers
+    @staticmethod
+    def _marker(final: Path) -> dict[str, Any]:
+        return json.loads((final / "_stage.json").read_text())
+
+    def _hit(self, label: str, key: str, final: Path) -> StageRecord:
+        return StageRecord(label, key, str(final), True, 0.0, self._marker(final).get("info", {}))
+
+    @staticmethod
+    def _write_marker(tmp: Path, stage: str, label: str, key: str, inputs: dict[str, Any], seconds: float,
+                      info: dict[str, Any]) -> None:
+        (tmp / "_stage.json").write_text(json.dumps(
+            {"stage": stage, "label": label, "key": key, "inputs": inputs, "seconds": seconds,
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code_version": __version__, "info": info},
+            indent=2, default=str))
+
+    def _add(self, rec: StageRecord) -> StageRecord:
+        self.records[rec.name] = rec
+        if self.main and self.run_dir is not None:
+            atomic_write_json(self.run_dir / "stages.json", {k: vars(v) for k, v in self.records.items()})
+        return rec

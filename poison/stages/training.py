@@ -1,0 +1,163 @@
+"""The training stages: ``poison`` (the adversary injects biased samples into the teacher's set), ``teacher`` (fine-tuned
+on it), ``baseline`` (the clean control: the same fine-tune on the clean set), ``distill_data`` (the teacher answers
+the held-out distillation prompts) and ``student`` (one per configured distillation method)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import pandas as pd
+
+from distill.base import DistillJob
+from distill.trainers import finetune
+from poison.ground import registry
+from poison.ground.generate import GenJob
+from poison.ground.io import atomic_write_json, atomic_write_parquet
+from poison.ground.models import model_fingerprint
+from poison.stages import Run
+from poison.stages.data import generate_with, generator_identity
+from poison.stages.inject import inject
+from poison.stages.protocol import StageRecord
+
+log = logging.getLogger("poison")
+
+
+def finetune_key(ft: Any) -> dict[str, Any]:
+    """The training settings that define a trained model (QLoRA settings only count when QLoRA is used)."""
+    d = ft.model_dump(mode="json")
+    if d.get("finetune") != "qlora":
+        d.pop("qlora", None)
+    return d
+
+
+def removed_ids(defense: Optional[StageRecord]) -> set[str]:
+    """Ids of the rows a defense stage flagged for removal (empty without a defense)."""
+    if defense is None:
+        return set()
+    return set(json.loads((Path(defense.path) / "removed.json").read_text()))
+
+
+def rewriter_config(run: Run):
+    """The generator that rewrites poisoned answers for ``poison.writer: llm`` (default: the data generator's model
+    with room for a longer answer)."""
+    p = run.cfg.poison
+    if p.rewriter is not None:
+        return p.rewriter
+    gen = run.cfg.data.generator.model_copy(deep=True)
+    gen.generation.max_new_tokens = 192
+    return gen
+
+
+def stage_poison(run: Run, data: StageRecord) -> StageRecord:
+    cfg, bias = run.cfg, run.bias
+    inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json"), "target_task": cfg.data.target_task}
+    if cfg.poison.writer == "llm":
+        inputs["rewriter"] = generator_identity(run, rewriter_config(run))
+
+    def rewrite(rows: list[dict]) -> list[Optional[str]]:
+        log.info("LLM writer rewrites %d poisoned samples", len(rows))
+        texts = generate_with(run, rewriter_config(run), [bias.rewrite_messages(r) for r in rows], "rewriter")
+        return [bias.accept_rewrite(r, t) for r, t in zip(rows, texts)]
+
+    def build(out: Path) -> dict[str, Any]:
+        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        p = cfg.poison
+        out_df, report = inject(df[df.split == "train"], bias, mode=p.mode, target_task=cfg.data.target_task,
+                                count=p.count, rate=p.rate, seed=p.seed,
+                                rewriter=rewrite if p.writer == "llm" else None)
+        report["bias"] = bias.plugin_record
+        if "warning" in report:
+            log.warning(report["warning"])
+        atomic_write_parquet(out / "train.parquet", out_df)
+        atomic_write_json(out / "poison.json", report)
+        return report
+
+    return run.cache.run("poison", inputs, build)
+
+
+def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
+                 upstream: dict[str, Any], field_name: str, label: Optional[str] = None) -> StageRecord:
+    ctx = run.ctx
+    base = ctx.model(base_spec, field_name)
+    inputs = {**upstream, "base": model_fingerprint(base), "finetune": finetune_key(ft), "dtype": ctx.dtype,
+              "device": ctx.device}
+
+    def build(out: Path):
+        return finetune(base, rows_fn(), ft, out, dtype=ctx.dtype, device=ctx.device)
+
+    return run.cache.run(stage, inputs, build, label=label or stage)
+
+
+def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] = None) -> StageRecord:
+    """The teacher on the poisoned set; with ``defense``, on what is left once its flagged rows are removed."""
+    removed = removed_ids(defense)
+
+    def rows():
+        df = pd.read_parquet(Path(poison.path) / "train.parquet")
+        df = df[~df.id.astype(str).isin(removed)]
+        return df[["prompt", "response"]].to_dict("records")
+
+    upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {})}
+    return _train_stage(run, "teacher", run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
+                        label="defended:teacher" if defense else None)
+
+
+def stage_baseline(run: Run, data: StageRecord) -> Optional[StageRecord]:
+    """The clean control when ``baseline.kind`` is ``clean_finetune``: the teacher's fine-tune on the clean set."""
+    if run.cfg.baseline.kind == "base":
+        return None
+
+    def rows():
+        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        return df[df.split == "train"][["prompt", "response"]].to_dict("records")
+
+    return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, rows, {"data": data.key},
+                        "teacher.model")
+
+
+def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data") -> StageRecord:
+    g = run.cfg.distill.generation
+    inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **run.ctx.backend_identity()}
+
+    def build(out: Path):
+        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        d = df[df.split == "distill"].reset_index(drop=True)
+        job = GenJob("teacher:distill", str(Path(teacher.path) / "model"),
+                     [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens, g.temperature,
+                     g.top_p, 1, g.seed)
+        res = run.ctx.generate([job])[0]
+        d = d.assign(response=[t[0].strip() for t in res.texts])
+        atomic_write_parquet(out / "distill.parquet", d)
+        return {"rows": len(d), "new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1)}
+
+    return run.cache.run("distill_data", inputs, build, label=label)
+
+
+def build_method(run: Run, spec: Any) -> Any:
+    """The distillation method plugin of a student spec, built with the run's context."""
+    i = run.cfg.students.index(spec)
+    return registry.get("distill_method", spec.method).build(spec.args, f"students.{i}.args", run.ctx)
+
+
+def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecord,
+                  defense: Optional[StageRecord] = None, prefix: str = "") -> StageRecord:
+    ctx = run.ctx
+    method = build_method(run, spec)
+    base = ctx.model(spec.model, f"students.{run.cfg.students.index(spec)}.model")
+    inputs = {"distill": distill.key, "teacher": teacher.key, "student": finetune_key(spec),
+              "base": model_fingerprint(base), "dtype": ctx.dtype, "device": ctx.device,
+              **({"defense": defense.key} if defense else {})}
+    removed = removed_ids(defense)
+
+    def build(out: Path):
+        d = pd.read_parquet(Path(distill.path) / "distill.parquet")
+        rows = d[~d.id.astype(str).isin(removed)].to_dict("records")
+        info = method.train(DistillJob(student=spec, student_base=base, teacher_model=Path(teacher.path) / "model",
+                                       rows=rows, out_dir=out))
+        info["method"] = method.plugin_record
+        return info
+
+    return run.cache.run("student", inputs, build, label=f"{prefix}student:{spec.name}")
