@@ -1,1 +1,2 @@
-"""Streamlit dashboard over run directories (reads run directories only)."""
+"""Streamlit dashboard over run directories: it reads run directories only (through ``poison.ground.rundir``) and
+imports nothing of the orchestrator or the plugins."""

@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 
 from dashboard import data
+from dashboard import index as run_index
+from poison.ground import rundir, stats
 from tests.conftest import REPO
 
 from streamlit.testing.v1 import AppTest
@@ -35,7 +37,7 @@ METHOD = "method_sweep-sweep-20261126-061000"
 # --------------------------------------------------------------------------------------------- data loading
 @pytest.fixture(scope="module")
 def index():
-    return data.load_index(FIX)
+    return run_index.load_index(FIX)
 
 
 def test_index_finds_runs_sweeps_and_states(index):
@@ -58,46 +60,46 @@ def test_index_finds_runs_sweeps_and_states(index):
 
 
 def test_single_run_or_single_sweep_folder():
-    one = data.load_index(FIX / R32)["runs"]
+    one = run_index.load_index(FIX / R32)["runs"]
     assert list(one.run) == ["."] and one.status.iloc[0] == "complete"
-    sw = data.load_index(FIX / BUDGET)
+    sw = run_index.load_index(FIX / BUDGET)
     assert len(sw["runs"]) == 3 and list(sw["sweeps"].sweep) == ["."]
-    assert data.load_index(FIX / "does-not-exist")["runs"].empty
+    assert run_index.load_index(FIX / "does-not-exist")["runs"].empty
 
 
 def test_half_written_files(tmp_path):
     d = tmp_path / "x-20260101-000000"
     d.mkdir()
     (d / "status.json").write_text('{"status": "complete"}')
-    st = data.run_state(d)
+    st = rundir.run_state(d)
     assert st["status"] == "broken" and "metrics.json is missing" in st["problems"][0]
     (d / "metrics.json").write_text("")
-    assert data.run_state(d)["status"] == "broken"
+    assert rundir.run_state(d)["status"] == "broken"
     (d / "metrics.json").write_text("[1, 2]")
-    assert "not a JSON object" in " ".join(data.run_state(d)["problems"])
+    assert "not a JSON object" in " ".join(rundir.run_state(d)["problems"])
     (d / "metrics.json").write_text('{"run": {"name": "x"}}')
-    st = data.run_state(d)
+    st = rundir.run_state(d)
     assert st["status"] == "complete" and "metrics.json: no poison, models, bias_rates" in st["problems"]
-    row, rates = data.summarize_run({"rel": d.name, "path": str(d)})
+    row, rates = run_index.summarize_run({"rel": d.name, "path": str(d)})
     assert row["name"] == "x" and rates == []
     (d / "config.yaml").write_text("name: [unclosed")
     (d / "metrics.json").unlink()
     (d / "status.json").write_text('{"status": "running"}')
-    st = data.run_state(d)
+    st = rundir.run_state(d)
     assert st["status"] == "running" and any("not valid YAML" in p for p in st["problems"])
-    df, problem = data.read_parquet(FIX / BROKEN / "samples.parquet")
+    df, problem = rundir.read_parquet(FIX / BROKEN / "samples.parquet")
     assert df is None and problem.startswith("samples.parquet: unreadable")
 
 
 def test_rates_and_wilson_match_the_pipeline(index):
-    from evals.metrics import wilson_interval
+    from poison.ground.stats import wilson_interval
 
     m = json.loads((FIX / R32 / "metrics.json").read_text())
     r = data.rates_frame(m)
     assert list(dict.fromkeys(r.model)) == ["baseline", "teacher", "student:sft"]
     assert r[(r.model == "student:sft")].method.iloc[0] == "sft"
     for k, n in ((0, 40), (31, 40), (35, 40), (40, 40), (3, 7)):
-        assert data.wilson(k, n) == pytest.approx(wilson_interval(k, n))
+        assert stats.wilson_interval(k, n) == pytest.approx(wilson_interval(k, n))
     # alias spellings (k/lo/hi) are accepted
     alias = data.rates_frame({"bias_rates": [{"model": "teacher", "split": "target", "n": 10, "k": 2, "lo": 0.1,
                                               "hi": 0.5}]})
@@ -118,17 +120,17 @@ def test_sweep_points_and_pooling(index):
                              ["poison_injected", "role", "split"])
     p = pooled[(pooled.poison_injected == 16) & (pooled.role == "teacher") & (pooled.split == "target")].iloc[0]
     assert (p.biased, p.n, p.runs) == (4, 80, 2)  # the real count=16 run + the sweep point built from it
-    assert (p.ci_low, p.ci_high) == pytest.approx(data.wilson(4, 80))
-    assert data._point_from_label("03-count=16_seed=1") == {"count": 16, "seed": 1}
+    assert (p.ci_low, p.ci_high) == pytest.approx(stats.wilson_interval(4, 80))
+    assert run_index._point_from_label("03-count=16_seed=1") == {"count": 16, "seed": 1}
 
 
 def test_spans_highlight_and_injected_text():
-    assert data.parse_spans("[[80, 94]]") == [(80, 94)]
-    assert data.parse_spans("not json") == [] and data.parse_spans(None) == [] and data.parse_spans("[[5, 2]]") == []
+    assert rundir.parse_spans("[[80, 94]]") == [(80, 94)]
+    assert rundir.parse_spans("not json") == [] and rundir.parse_spans(None) == [] and rundir.parse_spans("[[5, 2]]") == []
     h = data.highlight_html("a <b> VitaBoost & co", [(6, 15), (8, 12)])
     assert h == 'a &lt;b&gt; <mark class="inj">VitaBoost</mark> &amp; co'
     assert data.highlight_html("abc", [(-3, 99)]) == '<mark class="inj">abc</mark>'
-    s, _ = data.load_samples(FIX / R32)
+    s, _ = rundir.load_samples(FIX / R32)
     row = s[s.biased].iloc[0]
     a, b = row.spans[0]
     assert "VitaBoost" in row.response[a:b] or "vitaboost" in row.response[a:b].lower()
@@ -141,35 +143,35 @@ def test_spans_highlight_and_injected_text():
 
 
 def test_defense_metrics_agree_with_recorded(index):
-    scores, problem = data.load_defense_scores(FIX / DEFENDED)
+    scores, problem = rundir.load_defense_scores(FIX / DEFENDED)
     assert problem is None and set(scores.defense) == {"perplexity", "keyword_scan"}
     recorded = data.defenses_frame(json.loads((FIX / DEFENDED / "metrics.json").read_text()))
     for r in recorded.to_dict("records"):
         sub = scores[(scores.defense == r["defense"]) & (scores.place == r["place"])]
-        assert data.auroc(sub.score, sub.poisoned) == pytest.approx(r["auroc"])  # vs an independent Mann-Whitney
-        st = data.threshold_stats(sub.score, sub.poisoned, r["threshold"])
+        assert data.auroc_or_none(sub.score, sub.poisoned) == pytest.approx(r["auroc"])  # vs an independent Mann-Whitney
+        st = stats.threshold_stats(sub.score, sub.poisoned, r["threshold"])
         assert st["flagged"] == r["n_flagged"] and st["tpr"] == pytest.approx(r["recall"])
         assert st["slipped"] == r["n_poisoned"] - st["tp"]
     # the same conventions as defenses.metrics (flag = score > threshold)
-    from defenses import metrics as dm
+    from poison.ground import stats as dm
 
     sub = scores[(scores.defense == "perplexity") & (scores.place == "train")]
     for t in list(sub.score.sort_values())[::7]:
-        st = data.threshold_stats(sub.score, sub.poisoned, t)
+        st = stats.threshold_stats(sub.score, sub.poisoned, t)
         p, r = dm.precision_recall(sub.score.to_numpy(), sub.poisoned.to_numpy(), t)
         assert (st["precision"] or float("nan")) == pytest.approx(p, nan_ok=True) and st["tpr"] == pytest.approx(r)
-    assert data.auroc(sub.score, sub.poisoned) == pytest.approx(dm.auroc(sub.score, sub.poisoned))
-    roc = data.roc_curve([0.9, 0.8, 0.8, 0.1], [True, False, True, False])
+    assert data.auroc_or_none(sub.score, sub.poisoned) == pytest.approx(dm.auroc(sub.score, sub.poisoned))
+    roc = stats.roc_curve([0.9, 0.8, 0.8, 0.1], [True, False, True, False])
     assert list(roc.fpr) == [0, 0, 0.5, 1] and list(roc.tpr) == [0, 0.5, 1, 1]
     assert list(roc.threshold) == [0.9, 0.8, 0.1, float("-inf")]  # flag = score > threshold
-    assert data.auroc([0.9, 0.8, 0.8, 0.1], [True, False, True, False]) == pytest.approx(0.875)
-    assert data.auroc([1, 2], [True, True]) is None
-    assert data.load_defense_scores(FIX / R16) == (None, None)
+    assert data.auroc_or_none([0.9, 0.8, 0.8, 0.1], [True, False, True, False]) == pytest.approx(0.875)
+    assert data.auroc_or_none([1, 2], [True, True]) is None
+    assert rundir.load_defense_scores(FIX / R16) == (None, None)
 
 
 def test_compare_helpers():
-    ca, _ = data.read_yaml(FIX / R32 / "config.yaml")
-    cb, _ = data.read_yaml(FIX / R16 / "config.yaml")
+    ca, _ = rundir.read_yaml(FIX / R32 / "config.yaml")
+    cb, _ = rundir.read_yaml(FIX / R16 / "config.yaml")
     diff = data.config_diff(ca, cb)
     assert list(diff.key) == ["poison.count"] and list(diff.a) == ["32"] and list(diff.b) == ["16"]
     ma = json.loads((FIX / R32 / "metrics.json").read_text())
@@ -183,10 +185,11 @@ def test_compare_helpers():
 
 
 def test_dashboard_reads_only_safe_formats():
-    """No pickle-family imports, no eval/exec, yaml only through the safe loader (checked on the AST)."""
+    """No pickle-family imports, no eval/exec, yaml only through the safe loader (checked on the AST), in the
+    dashboard and in the run-directory reader it uses."""
     import ast
 
-    for f in (REPO / "dashboard").glob("*.py"):
+    for f in [*(REPO / "dashboard").rglob("*.py"), REPO / "poison" / "ground" / "rundir.py"]:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = {a.name for a in node.names} | {getattr(node, "module", None) or ""}
@@ -201,7 +204,7 @@ def test_dashboard_reads_only_safe_formats():
                 if name == "load" and isinstance(fn.value, ast.Name) and fn.value.id == "yaml":
                     kw = {k.arg: k.value for k in node.keywords}
                     assert isinstance(kw.get("Loader"), ast.Name) and kw["Loader"].id == "_SafeLoader", f.name
-    assert data._SafeLoader in (getattr(__import__("yaml"), "CSafeLoader", None), __import__("yaml").SafeLoader)
+    assert rundir._SafeLoader in (getattr(__import__("yaml"), "CSafeLoader", None), __import__("yaml").SafeLoader)
 
 
 def test_python_m_dashboard_command():
@@ -447,7 +450,7 @@ def _write_malformed_runs(root: Path) -> list[str]:
 
 def test_malformed_runs_degrade_without_errors(monkeypatch, tmp_path):
     runs = _write_malformed_runs(tmp_path)
-    idx = data.load_index(tmp_path)["runs"].set_index("run")
+    idx = run_index.load_index(tmp_path)["runs"].set_index("run")
     assert "metrics.json: run is not an object" in idx.loc["a-20260101-000001", "problems"]
     assert "not a JSON object" in idx.loc["a-20260101-000004", "problems"]
     assert idx.loc["b-sweep-20260101-000000/00-x=1", "status"] == "running"
@@ -459,7 +462,7 @@ def test_malformed_runs_degrade_without_errors(monkeypatch, tmp_path):
             at = open_app(monkeypatch, view, run, runs_dir=tmp_path)
             assert not at.error, (view, run, [e.value for e in at.error])
     assert not (tmp_path / "pwned").exists()
-    cfg, problem = data.read_yaml(tmp_path / "a-20260101-000003" / "config.yaml")
+    cfg, problem = rundir.read_yaml(tmp_path / "a-20260101-000003" / "config.yaml")
     assert cfg is None and "not valid YAML" in problem
 
 

@@ -1,0 +1,29 @@
+"""The dashboard's views, one module each. Each takes the loaded index (and a selected run) and draws with Streamlit.
+
+    overview      every run of the folder            propagation   one run's rates, amplification, utility
+    sweeps        bias rate against a sweep key      samples       answers, poisoned rows, the distillation set
+    defenses      detector figures and thresholds    compare       two runs' config and metric differences
+"""
+
+from __future__ import annotations
+
+from dashboard.views.common import default_run, load_index, run_label
+from dashboard.views.compare import view_compare
+from dashboard.views.defenses import view_defenses
+from dashboard.views.overview import view_overview
+from dashboard.views.propagation import view_propagation
+from dashboard.views.samples import view_samples
+from dashboard.views.sweeps import view_sweeps
+
+VIEWS = {
+    "overview": "Runs overview",
+    "propagation": "Propagation",
+    "sweeps": "Sweeps",
+    "samples": "Sample browser",
+    "defenses": "Defenses",
+    "compare": "Compare two runs",
+}
+RUN_VIEWS = ("propagation", "samples", "defenses")
+
+__all__ = ["VIEWS", "RUN_VIEWS", "default_run", "load_index", "run_label", "view_compare", "view_defenses",
+           "view_overview", "view_propagation", "view_samples", "view_sweeps"]

@@ -1,0 +1,129 @@
+"""What every view shares: cached loaders keyed on the files' (mtime, size) stamps, so a rerun re-reads only what
+changed (a finished or newly started run shows up on the next interaction), and small display helpers."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import index
+from poison.ground import rundir
+
+PAGE = 10
+
+
+# ------------------------------------------------------------------------------------------------- loaders
+@st.cache_data(show_spinner="Reading the runs folder", max_entries=8)
+def cached_index(runs_dir: str, sig: tuple) -> dict[str, Any]:
+    return index.load_index(runs_dir)
+
+
+def load_index(runs_dir: str) -> dict[str, Any]:
+    return cached_index(str(runs_dir), rundir.signature(runs_dir))
+
+
+def _stamps(path: str, *names: str) -> tuple:
+    return tuple(rundir.file_stamp(Path(path) / n) for n in names)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_state(path: str, stamp: tuple) -> dict[str, Any]:
+    return rundir.run_state(Path(path))
+
+
+def run_state(path: str) -> dict[str, Any]:
+    return _cached_state(path, _stamps(path, "status.json", "metrics.json", "config.yaml"))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _cached_config(path: str, stamp: tuple) -> tuple[Any, str | None]:
+    return rundir.read_yaml(Path(path) / "config.yaml")
+
+
+def run_config(path: str) -> tuple[Any, str | None]:
+    return _cached_config(path, _stamps(path, "config.yaml"))
+
+
+@st.cache_data(show_spinner="Loading samples", max_entries=16)
+def _cached_samples(path: str, stamp: tuple):
+    return rundir.load_samples(path)
+
+
+def samples(path: str):
+    return _cached_samples(path, _stamps(path, "samples.parquet"))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_parquet(path: str, name: str, stamp: tuple):
+    return rundir.read_parquet(Path(path) / name)
+
+
+def parquet(path: str, name: str):
+    return _cached_parquet(path, name, _stamps(path, name))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_defenses(path: str, stamp: tuple):
+    return rundir.load_defense_scores(path)
+
+
+def defense_scores(path: str):
+    return _cached_defenses(path, _stamps(path, "defense_scores.parquet"))
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def run_label(runs: pd.DataFrame):
+    status = dict(zip(runs.run, runs.status))
+
+    def fmt(rel: str) -> str:
+        s = status.get(rel, "")
+        return rel if s == "complete" else f"{rel}  [{s}]"
+    return fmt
+
+
+def default_run(runs: pd.DataFrame) -> str | None:
+    if runs.empty:
+        return None
+    done = runs[runs.status == "complete"]
+    return (done if not done.empty else runs).run.iloc[0]
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _fmt_ci(r) -> str:
+    return f"{_pct(r['rate'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+
+
+def _run_header(row: pd.Series, metrics: dict | None):
+    run = (metrics or {}).get("run") or {}
+    p = (metrics or {}).get("poison") or {}
+    def s(v) -> str:
+        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+
+    bits = [f"**{s(row['name'])}**", f"bias `{s(row['bias_type'])}`" if s(row["bias_type"]) else "",
+            f"mode `{s(row['mode'])}`" if s(row["mode"]) else "",
+            f"target task `{s(row['target_task'])}`" if s(row["target_task"]) else "",
+            f"status **{row['status']}**", s(row["date"])]
+    st.markdown(" · ".join(b for b in bits if b))
+    if run.get("bias"):
+        st.caption(f"Bias: {run['bias']}")
+    if p:
+        inj, ntr = p.get("injected"), p.get("n_train")
+        extra = ""
+        if p.get("target_task_rows"):
+            extra = f"; {p.get('target_task_rate', 0):.0%} of the {p['target_task_rows']} target-task rows"
+        st.caption(f"Poison: {inj} of {ntr} teacher samples ({(p.get('rate') or 0):.1%}{extra})"
+                   + (f" — warning: {p['warning']}" if p.get("warning") else ""))
+
+
+def _show_problems(row: pd.Series):
+    if row["problems"] or row["status"] != "complete":
+        st.warning(f"Run `{row['run']}` is {row['status']}" + (f": {row['problems']}" if row["problems"] else "."))
+
+
