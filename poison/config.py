@@ -9,32 +9,44 @@ import difflib
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from poison.ground import registry
 from poison.ground.errors import ConfigError
+from poison.ground.yamlio import load_yaml, read_yaml_file
 from poison.schema import RunConfig
+
+
+def _index(cur: list, part: str, path: str, at: str) -> int:
+    """A list index from a --set key part (IndexError and ValueError become ConfigError naming the key)."""
+    if not part.lstrip("-").isdigit():
+        raise ConfigError(f"--set {path}: {at} is a list; use an item number (0-{len(cur) - 1}), not {part!r}")
+    i = int(part)
+    if not 0 <= i < len(cur):
+        raise ConfigError(f"--set {path}: index {part} out of range (list has {len(cur)} items)")
+    return i
 
 
 def _set_path(d: Any, path: str, value: Any) -> None:
     parts = path.split(".")
+    if not path or any(not p for p in parts):
+        raise ConfigError(f"--set {path!r}: the key path has an empty part")
     cur = d
-    for i, p in enumerate(parts[:-1]):
-        key: Any = int(p) if isinstance(cur, list) else p
+    for i, p in enumerate(parts):
+        at = ".".join(parts[:i]) or "<top>"
+        last = i == len(parts) - 1
         if isinstance(cur, list):
-            if not (0 <= key < len(cur)):
-                raise ConfigError(f"--set {path}: index {p} out of range (list has {len(cur)} items)")
-        elif key not in cur or cur[key] is None:
-            cur[key] = {}
-        cur = cur[key]
-    last = parts[-1]
-    if isinstance(cur, list):
-        cur[int(last)] = value
-    elif isinstance(cur, dict):
-        cur[last] = value
-    else:
-        raise ConfigError(f"--set {path}: {'.'.join(parts[:-1])} is not a mapping")
+            key: Any = _index(cur, p, path, at)
+        elif isinstance(cur, dict):
+            key = p
+            if not last and (key not in cur or cur[key] is None):
+                cur[key] = {}
+        else:
+            raise ConfigError(f"--set {path}: {at} is a {type(cur).__name__}, not a mapping or a list")
+        if last:
+            cur[key] = value
+        else:
+            cur = cur[key]
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -45,9 +57,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             raise ConfigError(f"--set {ov!r}: expected key.path=value")
         key, val = ov.split("=", 1)
         try:
-            parsed = yaml.safe_load(val) if val != "" else ""
-        except yaml.YAMLError:
-            parsed = val
+            parsed = load_yaml(val, f"--set {key.strip()}") if val != "" else ""
+        except ConfigError as e:
+            if "duplicate key" in str(e) or "aliases" in str(e) or "expands" in str(e):
+                raise
+            parsed = val  # not YAML: the plain string
         _set_path(out, key.strip(), parsed)
     return out
 
@@ -101,16 +115,17 @@ def _clean(msg: str) -> str:
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    raw = read_config_file(path)
+    return config_from_dict(raw, overrides, source=str(path))
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The raw mapping of a config file (UTF-8, bounded YAML, a mapping at the top)."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: config file not found")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    raw = read_yaml_file(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections")
-    return config_from_dict(raw, overrides, source=str(path))
+    return raw
 
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<config>") -> RunConfig:
@@ -132,7 +147,32 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     for i, d in enumerate(cfg.defense.defenses):
         d.args = resolved[f"defense.defenses.{i}"]
     cfg.judge.args = resolved["judge"]
+    probe_error = _check_probe(cfg)
+    if probe_error:
+        raise ConfigError(f"{source}: invalid config\n{probe_error}")
     return cfg
+
+
+def _check_probe(cfg: RunConfig) -> str | None:
+    """With eval.probe, the bias type must have probe texts and at least two held-out paraphrases that are none of
+    the poison's own sentences."""
+    if not cfg.eval.probe:
+        return None
+    info = registry.get("bias_type", cfg.poison.bias.type)
+    bias = info.factory(info.validate_args(cfg.poison.bias.args), None)
+    try:
+        texts = bias.probe_texts(cfg.eval.probe_unseen)
+    except (KeyError, IndexError, ValueError) as e:
+        return f"eval.probe_unseen: a paraphrase uses a field the bias type does not have ({e})"
+    if not texts:
+        return (f"eval.probe: bias type {cfg.poison.bias.type!r} has no probe texts (it defines no seen wording); "
+                f"turn the probe off for it")
+    if len(texts["unseen"]) < 2:
+        return "eval.probe_unseen: give at least two held-out paraphrases"
+    same = set(texts["unseen"]) & set(texts["seen"])
+    if same:
+        return f"eval.probe_unseen: {sorted(same)[0]!r} is one of the poison's own sentences, not a held-out one"
+    return None
 
 
 def resolved_dict(cfg: RunConfig) -> dict[str, Any]:

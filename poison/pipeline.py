@@ -18,17 +18,20 @@ from typing import Any, Optional
 from poison.ground import registry
 from poison.ground.context import JudgeSpec, RunContext
 from poison.ground.errors import ConfigError
-from poison.ground.io import atomic_write_json, stable_hash, sweep_stale_tmp
-from poison.ground.models import model_fingerprint, pick_device, pick_dtype
+from poison.ground.io import atomic_write_json, stable_hash
+from poison.ground.models import model_identity, pick_device, pick_dtype, resolve_model
 from poison.ground.procs import is_main_process, wait_for, world_size
+from poison.housekeeping import clean_leftovers
 from poison.report import write_report
 from poison.schema import RunConfig
 from poison.stages import Run
 from poison.stages.data import stage_data
 from poison.stages.defense import defended_branch
 from poison.stages.evaluation import stage_eval, stage_judge
+from poison.stages.probe import stage_probe, stage_samples
 from poison.stages.protocol import StageCache, StageRecord
-from poison.stages.training import stage_baseline, stage_distill_data, stage_poison, stage_student, stage_teacher
+from poison.stages.training import (stage_baseline, stage_distill_data, stage_poison, stage_student, stage_teacher,
+                                    student_distill)
 
 log = logging.getLogger("poison")
 
@@ -38,10 +41,11 @@ def run_context(cfg: RunConfig, run_dir: Optional[Path]) -> RunContext:
     rt = cfg.runtime
     cache = Path(rt.cache_dir).expanduser()
     device = pick_device(rt.device)
-    return RunContext(cache_dir=cache, models_dir=Path(rt.models_dir).expanduser() if rt.models_dir else cache / "models",
-                      device=device, dtype=pick_dtype(rt.dtype, device), run_dir=run_dir, backend=rt.backend,
+    models = Path(rt.models_dir).expanduser() if rt.models_dir else cache / "models"
+    return RunContext(cache_dir=cache, models_dir=models, device=device, dtype=pick_dtype(rt.dtype, device), run_dir=run_dir, backend=rt.backend,
                       hf_batch_size=rt.hf_batch_size, vllm=rt.vllm.model_dump(),
-                      judge=JudgeSpec(cfg.judge.model, cfg.judge.endpoint, cfg.judge.endpoint_model))
+                      judge=JudgeSpec(cfg.judge.model, cfg.judge.endpoint, cfg.judge.endpoint_model,
+                                      cfg.judge.revision))
 
 
 class Pipeline:
@@ -54,16 +58,24 @@ class Pipeline:
         bias = registry.get("bias_type", cfg.poison.bias.type).build(cfg.poison.bias.args, "poison.bias", self.ctx)
         self.stages = Run(cfg, self.ctx, self.cache, bias)
 
-    def preflight(self) -> None:
-        """Resolve every model now, so a bad model spec fails in seconds, before any stage runs."""
-        cfg, ctx = self.cfg, self.ctx
+    def preflight(self, create: bool = True) -> None:
+        """Resolve every model now, so a bad model spec fails in seconds, before any stage runs. ``create=False``
+        (``--check``) converts, builds and downloads nothing: it only checks that each spec would resolve."""
+        cfg = self.cfg
+        resolve = lambda spec, field, rev: resolve_model(spec, self.ctx.models_dir, field, rev, create)  # noqa: E731
         if not cfg.data.generator.endpoint:
-            ctx.model(cfg.data.generator.model, "data.generator.model")
-        teacher_base = ctx.model(cfg.teacher.model, "teacher.model")
+            resolve(cfg.data.generator.model, "data.generator.model", cfg.data.generator.revision)
+        if cfg.poison.rewriter is not None and not cfg.poison.rewriter.endpoint:
+            resolve(cfg.poison.rewriter.model, "poison.rewriter.model", cfg.poison.rewriter.revision)
+        if (cfg.judge.evaluate or any(d.type == "llm_autorater" for d in cfg.defense.defenses)) \
+                and not cfg.judge.endpoint:
+            resolve(cfg.judge.model, "judge.model", cfg.judge.revision)
+        teacher_base = resolve(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         for i, s in enumerate(cfg.students):
-            student_base = ctx.model(s.model, f"students.{i}.model")
+            student_base = resolve(s.model, f"students.{i}.model", s.revision)
             method = registry.get("distill_method", s.method).factory
-            if getattr(method, "needs_shared_tokenizer", False):
+            if getattr(method, "needs_shared_tokenizer", False) and (teacher_base / "config.json").exists() \
+                    and (student_base / "config.json").exists():
                 from distill.trainers import tokenizer_mismatch
 
                 why = tokenizer_mismatch(teacher_base, student_base)
@@ -79,9 +91,7 @@ class Pipeline:
     def _run(self) -> dict[str, Any]:
         cfg, run = self.cfg, self.stages
         if self.main:
-            n = sweep_stale_tmp(self.ctx.cache_dir)
-            if n:
-                log.info("removed %d unfinished artifact(s) left by a killed run", n)
+            clean_leftovers(cfg)
             self.preflight()
         if world_size() > 1:  # the other processes start once every model is resolved (converted) by the main one
             from poison.config import resolved_dict
@@ -94,29 +104,59 @@ class Pipeline:
         poison = stage_poison(run, data)
         teacher = stage_teacher(run, poison)
         baseline = stage_baseline(run, data)
+        control = None
+        if cfg.eval.probe and baseline is None:  # the probe's control is a clean fine-tune, not the base model
+            log.info("eval.probe: training the clean control (the teacher's fine-tune on the clean set), since "
+                     "baseline.kind is base")
+            control = stage_baseline(run, data, label="clean_control")
         distill = stage_distill_data(run, teacher, data)
-        students = {s.name: stage_student(run, s, teacher, distill) for s in cfg.students}
+        distills = {s.name: student_distill(run, s, teacher, data, distill) for s in cfg.students}
+        students = {s.name: stage_student(run, s, teacher, distills[s.name]) for s in cfg.students}
+        twins = self.clean_students(control or baseline, data) if cfg.eval.probe else {}
         defended = defended_branch(run, data, poison, teacher, distill) if cfg.defense.defenses else None
         if not self.main:  # helper processes of a multi-process launch only train
             return {}
-        models = self.models(baseline, teacher, students, defended)
+        models = self.models(baseline, teacher, students, defended, control)
+        for name, rec in twins.items():
+            spec = next(s for s in cfg.students if s.name == name)
+            models[f"control:student:{name}"] = _student_entry(spec, rec, teacher="clean_control" if control
+                                                               else "baseline", twin_of=f"student:{name}")
+            models[f"control:student:{name}"]["role"] = "control"
         evals = stage_eval(run, models, data)
+        sampled = stage_samples(run, models, data) if cfg.eval.samples_per_prompt > 1 else {}
+        probed = stage_probe(run, models, data) if cfg.eval.probe else {}
         judged = stage_judge(run, evals) if cfg.judge.evaluate else {}
         return write_report(run, data=data, poison=poison, distill=distill, models=models, evals=evals,
-                            defended=defended, judged=judged)
+                            defended=defended, judged=judged, sampled=sampled, probed=probed, distills=distills)
+
+    def clean_students(self, clean_teacher: Optional[StageRecord], data: StageRecord) -> dict[str, StageRecord]:
+        """Every student distilled the same way from the clean control instead of the poisoned teacher: the control a
+        student's probe shift is measured against (``eval.student_controls``)."""
+        run = self.stages
+        if clean_teacher is None or not self.cfg.eval.student_controls:
+            return {}
+        shared = stage_distill_data(run, clean_teacher, data, label="control:distill_data")
+        return {s.name: stage_student(run, s, clean_teacher,
+                                      student_distill(run, s, clean_teacher, data, shared, "control:"),
+                                      prefix="control:") for s in self.cfg.students}
 
     def models(self, baseline: Optional[StageRecord], teacher: StageRecord, students: dict[str, StageRecord],
-               defended: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-        """Every evaluated model: role, folder, cache identity (and method, teacher, defended places)."""
+               defended: Optional[dict[str, Any]], control: Optional[StageRecord] = None) -> dict[str, dict[str, Any]]:
+        """Every evaluated model: role, folder, cache identity (and method, teacher, defended places). The clean
+        control of the likelihood probe is the baseline when that is a clean fine-tune, else ``clean_control``."""
         cfg = self.cfg
-        base_path = self.ctx.model(cfg.teacher.model, "teacher.model")
+        base_path = self.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         models: dict[str, dict[str, Any]] = {}
         if baseline is None:
-            models["baseline"] = {"role": "baseline", "path": str(base_path), "identity": model_fingerprint(base_path),
+            models["baseline"] = {"role": "baseline", "path": str(base_path), "identity": model_identity(base_path),
                                   "kind": "base", "spec": cfg.teacher.model}
         else:
             models["baseline"] = {"role": "baseline", "path": str(Path(baseline.path) / "model"),
                                   "identity": {"stage": baseline.key}, "kind": "clean_finetune"}
+        if control is not None:
+            models["clean_control"] = {"role": "control", "path": str(Path(control.path) / "model"),
+                                       "identity": {"stage": control.key}, "kind": "clean_finetune",
+                                       "note": "trained for the likelihood probe (baseline.kind is base)"}
         models["teacher"] = {"role": "teacher", "path": str(Path(teacher.path) / "model"),
                              "identity": {"stage": teacher.key}}
         for s in cfg.students:

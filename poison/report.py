@@ -19,7 +19,10 @@ from poison import __version__
 from poison.ground import registry
 from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from poison.ground.stats import cohen_kappa, mean_interval, rate_ratio, wilson_interval
+from poison.measures import (control_model, logprob_rows, logprob_shift_rows, probe_frame, sampled_amplification_rows,
+                             sampled_rate_rows, sampled_rows)
 from poison.stages import Run
+from poison.stages.probe import unseen_in_poison
 from poison.summary import SPLITS, summary_table
 
 METRICS_SCHEMA_VERSION = 1
@@ -79,20 +82,27 @@ def method_diagnostics(run: Run, models: dict[str, dict], conf: float) -> dict[s
 
 
 def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], evals: dict,
-                 defended: dict | None = None, judged: dict | None = None) -> dict[str, Any]:
+                 defended: dict | None = None, judged: dict | None = None, sampled: dict | None = None,
+                 probed: dict | None = None, distills: dict | None = None) -> dict[str, Any]:
     """Score every eval answer, compute every figure, write metrics.json, the per-sample tables and summary.txt."""
     cfg = run.cfg
     run_dir: Path = run.ctx.run_dir
     conf = cfg.eval.confidence
+    n_boot = cfg.eval.bootstrap
     target = cfg.data.target_task
 
     frames = []
     for name, rec in evals.items():
         g = pd.read_parquet(Path(rec.path) / "generations.parquet")
         m = models[name]
-        frames.append(g.assign(model=name, role=m["role"]))
+        frames.append(g.assign(model=name, role=m["role"], decoding="greedy", sample_index=0))
     split_of = cfg.data.split_of()
-    samples = score_generations(pd.concat(frames, ignore_index=True), run.bias, split_of, run.ctx)
+    greedy = pd.concat(frames, ignore_index=True)
+    samples = score_generations(greedy, run.bias, split_of, run.ctx)
+    drawn = pd.DataFrame()
+    if sampled:
+        base = greedy.drop_duplicates("id")
+        drawn = score_generations(sampled_rows(sampled, base, models), run.bias, split_of, run.ctx)
     judge_rows = []
     if judged:
         j = pd.concat([pd.read_parquet(Path(rec.path) / "judgments.parquet").assign(model=name)
@@ -140,7 +150,24 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
                        biased=[run.bias.detect(t).biased for t in dist.response])
     distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
 
+    per_student = {}
+    for name, rec in (distills or {}).items():  # students with their own distillation answers
+        if rec is not distill:
+            own = pd.read_parquet(Path(rec.path) / "distill.parquet")
+            own = own.assign(split=[split_of[t] for t in own.task],
+                             biased=[run.bias.detect(t).biased for t in own.response])
+            per_student[name] = {"stage": rec.name, "rows": len(own),
+                                 "bias_rates": rate_rows(own.assign(model="teacher"), ["split"], conf)}
+
     rationales = method_diagnostics(run, models, conf)
+
+    sampled_rate = sampled_rate_rows(drawn, cfg.eval.samples_per_prompt, conf, n_boot) if not drawn.empty else []
+    sampled_amp = sampled_amplification_rows(drawn, models, conf, n_boot) if not drawn.empty else []
+    probe = probe_frame(probed or {}, models, split_of)
+    control = control_model(models)
+    logprob = logprob_rows(probe, conf, n_boot) if not probe.empty else []
+    twins = {m["twin_of"]: n for n, m in models.items() if m.get("twin_of")}
+    shift = logprob_shift_rows(probe, control, conf, n_boot, twins)
 
     defense_reports, removals, score_frames = [], [], []
     for place, rec in ((defended or {}).get("stages") or {}).items():
@@ -158,20 +185,31 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
                 "bias_type": cfg.poison.bias.type, "bias": run.bias.describe(), "mode": cfg.poison.mode,
                 "target_task": target, "splits": split_of, "device": run.ctx.device, "dtype": run.ctx.dtype,
                 "backend": cfg.runtime.backend, "confidence": conf},
+        "data": {"rows": data.info.get("rows"), "generated": data.info.get("generated"),
+                 "generator": data.info.get("generator", {})},
         "poison": poison_report,
         "models": {n: {k: v for k, v in m.items() if k != "identity"} for n, m in models.items()},
         "bias_rates": rates,
         "bias_rates_by_task": rates_by_task,
         "amplification": amplification,
         "utility": utility,
-        "distill_data": {"rows": len(dist), "bias_rates": distill_rates},
+        "distill_data": {"rows": len(dist), "bias_rates": distill_rates,
+                         **({"per_student": per_student} if per_student else {})},
+        "sampled_rate": sampled_rate,
+        "sampled_amplification": sampled_amp,
+        "logprob": logprob,
+        "logprob_shift": shift,
+        "probe": ({"control": control, "texts": run.bias.probe_texts(cfg.eval.probe_unseen),
+                   "unseen_in_poisoned_rows": unseen_in_poison(run, poison)} if probed else {}),
         "rationales": rationales,
         "defenses": defense_reports,
         "defense_removal": removals,
         "judge": judge_rows,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in run.cache.records.items()},
     }
-    atomic_write_parquet(run_dir / "samples.parquet", samples)
+    atomic_write_parquet(run_dir / "samples.parquet", pd.concat([samples, drawn], ignore_index=True))
+    if not probe.empty:
+        atomic_write_parquet(run_dir / "probe.parquet", probe)
     atomic_write_parquet(run_dir / "train_set.parquet", train)
     atomic_write_parquet(run_dir / "distill_set.parquet", dist)
     if score_frames:

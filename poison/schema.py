@@ -7,15 +7,23 @@ own config class).
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from typing_extensions import TypeAliasType
 
 from poison.ground import registry
 
 
+#: any JSON/YAML value (plugin arguments are validated by the plugin's own config class)
+JSONValue = TypeAliasType("JSONValue", Union[str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]])
+
+
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    """Unknown keys are errors; values keep their YAML type (``true`` is no count, ``"3"`` no integer); numbers are
+    finite (``.inf`` and ``.nan`` are refused)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
 
 
 # --------------------------------------------------------------------------------------------------- runtime
@@ -58,11 +66,14 @@ class GeneratorConfig(Strict):
     """The model that writes responses/references a data source lacks (e.g. review summaries)."""
 
     model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
     endpoint: Optional[str] = Field(
         None, description="Base URL of an OpenAI-compatible server; if set, the generator is called there instead."
     )
     endpoint_model: Optional[str] = Field(None, description="Model name to request from the endpoint.")
     api_key_env: str = Field("OPENAI_API_KEY", description="Environment variable holding the endpoint's API key.")
+    timeout: float = Field(120.0, gt=0, description="Seconds per endpoint request before it counts as failed.")
+    max_retries: int = Field(2, ge=0, description="Retries of a failed endpoint request (the openai client's).")
     generation: GenerationConfig = Field(default_factory=lambda: GenerationConfig(max_new_tokens=64))
 
 
@@ -73,7 +84,7 @@ class SourceSpec(Strict):
     n_train: int = Field(0, ge=0, description="Rows that go into the teacher's instruction-tuning set.")
     n_distill: int = Field(0, ge=0, description="Held-out prompts the teacher answers for the students.")
     n_eval: int = Field(0, ge=0, description="Held-out prompts for evaluation (never trained on).")
-    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the data source plugin.")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the data source plugin.")
 
 
 class DataConfig(Strict):
@@ -103,7 +114,7 @@ class DataConfig(Strict):
 # --------------------------------------------------------------------------------------------------- poison
 class BiasSpec(Strict):
     type: str = Field(description="Registered bias type (python -m poison.run --list).")
-    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the bias type plugin.")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the bias type plugin.")
 
 
 class PoisonConfig(Strict):
@@ -135,7 +146,8 @@ class LoraSettings(Strict):
     r: int = Field(16, ge=1)
     alpha: int = Field(32, ge=1)
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: Any = Field("all-linear", description="'all-linear' or a list of module names.")
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="'all-linear' or a list of module names.")
 
 
 class QLoraSettings(Strict):
@@ -157,6 +169,7 @@ class TrainSettings(Strict):
 
 class FinetuneConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
     finetune: Literal["lora", "qlora", "full"] = Field(
         "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); or full fine-tuning.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
@@ -178,7 +191,10 @@ class BaselineConfig(Strict):
 class StudentSpec(FinetuneConfig):
     name: str = Field(description="Label of this student in reports.")
     method: str = Field("sft", description="Registered distillation method.")
-    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the distillation method.")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the distillation method.")
+    distill_generation: Optional[GenerationConfig] = Field(
+        None, description="How the teacher answers this student's distillation prompts (e.g. temperature: 1.0 for "
+                          "sampled answers); default: the distill section's generation.")
 
     @field_validator("name")
     @classmethod
@@ -195,23 +211,42 @@ class DistillConfig(Strict):
 class JudgeConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="Judge model; served by a local vLLM server started for "
                                                             "the run and stopped afterwards, unless `endpoint` is set.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
     endpoint: Optional[str] = Field(None, description="An OpenAI-compatible endpoint (http://host:port/v1) to use "
                                                       "instead of a local server.")
     endpoint_model: Optional[str] = Field(None, description="Model name at `endpoint` (default: `model`).")
     evaluate: bool = Field(False, description="Also judge every eval answer (a second verdict beside the rule "
                                               "detector; the report gives both rates and Cohen's kappa).")
-    args: dict[str, Any] = Field(default_factory=dict, description="llm_autorater arguments for the eval verdicts "
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="llm_autorater arguments for the eval verdicts "
                                                                    "(rubric, method, threshold, ...).")
 
 
 class EvalConfig(Strict):
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig, description="The greedy answer per prompt.")
     confidence: float = Field(0.95, gt=0, lt=1, description="Confidence level of the intervals.")
+    samples_per_prompt: int = Field(
+        1, ge=1, description="K. With K > 1 every model also answers each eval prompt K times by sampling (one "
+                             "prefill per prompt); the report gives the sampled biased rate beside the greedy one.")
+    sample_temperature: float = Field(1.0, gt=0, description="Temperature of the K sampled answers.")
+    sample_top_p: float = Field(1.0, gt=0, le=1, description="Nucleus mass of the K sampled answers.")
+    sample_seed: int = Field(0, description="Seed of the sampled answers.")
+    probe: bool = Field(
+        False, description="Likelihood probe: the log-probability of the bias type's probe texts (its own wording "
+                           "and held-out paraphrases) placed where the poison puts them, per model and eval prompt, "
+                           "against a clean fine-tune (trained for it when baseline.kind is base).")
+    probe_unseen: Optional[list[str]] = Field(
+        None, description="Held-out paraphrases for the probe's unseen wording ({...} fields of the bias type are "
+                          "filled in); default: the bias type's own.")
+    student_controls: bool = Field(
+        True, description="With the probe: each student is also distilled, the same way, from the clean control, and "
+                          "its shift is measured against that clean twin (a student is fine-tuned on other data than "
+                          "the clean control, which alone moves the probe).")
+    bootstrap: int = Field(2000, ge=100, description="Resamples of the bootstrap intervals (prompt as the unit).")
 
 
 class DefenseSpec(Strict):
     type: str = Field(description="Registered defense (python -m poison.run --list).")
-    args: dict[str, Any] = Field(default_factory=dict, description="Arguments of the defense plugin.")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the defense plugin.")
     threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
                                                          "by the false-positive budget `fpr` on trusted clean samples.")
     fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
@@ -237,7 +272,8 @@ class DefenseConfig(Strict):
 
 
 class RunConfig(Strict):
-    name: str = Field(description="Run name; the run directory is <runs_dir>/<name>-<timestamp>.")
+    name: str = Field(description="Run name; the run directory is <runs_dir>/<name>-<timestamp>. One path "
+                                  "component: letters, digits, '.', '-' and '_'.")
     description: str = ""
     seed: int = Field(0, description="Seed of data splits and sampling.")
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
@@ -251,6 +287,14 @@ class RunConfig(Strict):
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge of llm_autorater defenses and "
                                                                         "of judge.evaluate.")
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        if not v or v in (".", "..") or not all(c.isalnum() or c in "._-" for c in v) or v.startswith((".", "-")):
+            raise ValueError(f"{v!r} is not a safe run name: use one path component of letters, digits, '.', '-' "
+                             f"and '_' (no '/', no leading '.' or '-')")
+        return v
 
     @model_validator(mode="after")
     def _cross(self):
@@ -266,4 +310,9 @@ class RunConfig(Strict):
             raise ValueError("students need distillation prompts: set n_distill > 0 on at least one data source")
         if not any(s.n_eval for s in self.data.sources):
             raise ValueError("set n_eval > 0 on at least one data source")
+        if "distill" in self.defense.places and self.defense.defenses:
+            own = [f"students.{i}.distill_generation" for i, s in enumerate(self.students) if s.distill_generation]
+            if own:
+                raise ValueError(f"{own[0]}: a student with its own distillation answers cannot be defended at the "
+                                 f"distill place (the defense scores the shared distillation set); drop one of them")
         return self

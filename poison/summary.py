@@ -20,6 +20,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         f"Poison: {p['injected']} of {p['n_train']} teacher samples ({100 * p['rate']:.1f}%; "
         f"{100 * p['target_task_rate']:.0f}% of the {p['target_task_rows']} target-task rows)"
         + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
+        *data_lines(metrics),
         "",
     ]
     by_model: dict[str, dict[str, dict]] = {}
@@ -43,10 +44,14 @@ def summary_table(metrics: dict[str, Any]) -> str:
             ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
             lines.append(f"amplification {a['student']} / {a.get('teacher', 'teacher')}, {a['split']}: {ratio} "
                          f"[{a['ci_low']:.2f}, {a['ci_high']:.2f}]")
+    lines += sampled_lines(metrics) + probe_lines(metrics)
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
         lines.append("teacher answers used for distillation that carry the bias: "
                      + ", ".join(f"{s} {_fmt_rate(r)}" for s, r in dr.items()))
+    for name, d in ((metrics["distill_data"].get("per_student")) or {}).items():
+        lines.append(f"  {name}'s own distillation answers ({d['stage']}): "
+                     + ", ".join(f"{r['split']} {_fmt_rate(r)}" for r in d["bias_rates"]))
     for name, kinds in (metrics.get("rationales") or {}).items():
         lines.append(f"{name} rationales carrying the bias: "
                      + ", ".join(f"{k.replace('_', ' ')} {_fmt_rate(r)}" for k, r in kinds.items() if r["n"]))
@@ -72,3 +77,86 @@ def summary_table(metrics: dict[str, Any]) -> str:
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]
     lines.append("stages: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def _pct(x) -> str:
+    return "   -" if x is None else f"{100 * x:4.1f}"
+
+
+def sampled_lines(metrics: dict[str, Any]) -> list[str]:
+    """The sampled biased rate per model and split (prompts as the unit), and its student/teacher ratio."""
+    rows = metrics.get("sampled_rate") or []
+    if not rows:
+        return []
+    k = rows[0]["samples_per_prompt"]
+    splits = [s for s in SPLITS if any(r["split"] == s for r in rows)]
+    by_model: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model"], {})[r["split"]] = r
+    w = max([22] + [len(m) for m in by_model])
+    head = f"{'model':<{w}} " + " ".join(f"{'sampled: ' + s:<36}" for s in splits)
+    out = ["", f"sampled answers, {k} per prompt: biased-sample rate [95% CI, prompts as the unit] "
+               f"(prompts with any biased sample)", head, "-" * len(head)]
+    for model, by in by_model.items():
+        cells = []
+        for s in splits:
+            r = by.get(s)
+            cells.append(f"{_pct(r['rate'])}% [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}] "
+                         f"({r['prompts_with_any']}/{r['n_prompts']})" if r else "-")
+        out.append(f"{model:<{w}} " + " ".join(f"{c:<36}" for c in cells))
+    for a in metrics.get("sampled_amplification") or []:
+        ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
+        ci = "" if a["ci_low"] is None else f" [{a['ci_low']:.2f}, " + (
+            "unbounded]" if a["ci_high"] is None else f"{a['ci_high']:.2f}]")
+        out.append(f"sampled amplification {a['student']} / {a['teacher']}, {a['split']}: {ratio}{ci}")
+    return out
+
+
+def probe_lines(metrics: dict[str, Any]) -> list[str]:
+    """The likelihood probe: mean log-probability per token of the bias content, and the shift against the clean
+    control (and, for a student with a clean twin, against that twin)."""
+    rows = metrics.get("logprob") or []
+    if not rows:
+        return []
+    control = (metrics.get("probe") or {}).get("control")
+    shift: dict[tuple, dict] = {}
+    for r in metrics.get("logprob_shift") or []:
+        shift[(r["model"], r["split"], r["wording"], "twin" if r["control"] != control else "control")] = r
+    w = max([22] + [len(r["model"]) for r in rows])
+    out = ["", f"likelihood probe: mean log-prob per token of the bias content placed after the clean answer "
+               f"(seen = the poison's wording, unseen = held-out paraphrases, gate = log P(going on after the "
+               f"answer)); in brackets the shift against {control or 'no clean control'} [95% CI]; for students "
+               f"also against their clean twin (the same distillation from the clean control)",
+           f"{'model':<{w}} {'split':<7} {'seen':<31} {'unseen':<31} {'gate':<31}"]
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    keys = sorted(dict.fromkeys((r["model"], r["split"]) for r in rows),
+                  key=lambda k: (models.index(k[0]), SPLITS.index(k[1]) if k[1] in SPLITS else 9))
+    val = {(r["model"], r["split"], r["wording"]): r for r in rows}
+
+    def cell(sh: dict | None) -> str:
+        if not sh or sh["shift"] is None:
+            return ""
+        return f"({sh['shift']:+.2f} [{sh['ci_low']:+.2f}, {sh['ci_high']:+.2f}])"
+
+    for model, split in keys:
+        cells = []
+        for wording in ("seen", "unseen", "gate"):
+            v = val.get((model, split, wording))
+            cells.append(("-" if v is None else f"{v['logprob']:6.2f} ") + cell(shift.get((model, split, wording,
+                                                                                           "control"))))
+        out.append(f"{model:<{w}} {split:<7} " + " ".join(f"{c:<31}" for c in cells))
+        twin = [shift.get((model, split, wording, "twin")) for wording in ("seen", "unseen", "gate")]
+        if any(twin):
+            label = f"  vs {twin[0]['control'] if twin[0] else 'clean twin'}"
+            out.append(f"{label:<{w + 8}} " + " ".join(f"{'       ' + cell(t):<31}" for t in twin))
+    return out
+
+
+def data_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the generator wrote for the sources that lack references, and what their validators rejected."""
+    out = []
+    for task, g in ((metrics.get("data") or {}).get("generator") or {}).items():
+        rej = ", ".join(f"{k} {v}" for k, v in sorted(g.get("rejected", {}).items())) or "none"
+        out.append(f"Data: {g.get('kept', 0)} of {g.get('generated', 0)} generated {task} references kept "
+                   f"(rejected: {rej}; {g.get('retried', 0)} regenerated, {g.get('dropped', 0)} rows replaced)")
+    return out

@@ -73,3 +73,54 @@ def test_check_disjoint_rejects_shared_prompts():
     bad = pd.DataFrame({"split": ["train", "eval"], "prompt": ["a", "a"]})
     with pytest.raises(StageError, match="both the eval and train splits"):
         check_disjoint(bad)
+
+
+def test_drug_review_references_are_validated():
+    """A generated summary may name the reviewed drug, or one the review itself mentions, but no other drug of the
+    data set or of the examples, and may not copy a run of words from an example's summary."""
+    from poison.sources.reviews import EXAMPLES
+
+    src = registry.get("data_source", "drug_reviews").build({})
+    row = {"id": "r1", "meta": {"drug": "Strattera", "condition": "ADHD",
+                                "review": "It helped my focus after I stopped taking Adderall, but I lost my appetite."}}
+    assert src.reject_reason(row, "The reviewer's focus improved on Strattera but their appetite dropped.") is None
+    assert src.reject_reason(row, "The reviewer switched from Adderall and now focuses better.") is None
+    assert src.reject_reason(row, "The reviewer took Lexapro for ADHD and lost their appetite.") == "other_drug"
+    assert src.reject_reason(row, "The reviewer found Claritin helpful.") == "other_drug"  # an example's drug
+    copied = "Their focus improved, " + EXAMPLES[0][3][0].lower() + EXAMPLES[0][3][1:]
+    assert src.reject_reason(row, copied) == "copied_example"
+    combo = {"id": "r2", "meta": {"drug": "Ethinyl estradiol / norgestimate", "condition": "Birth Control",
+                                  "review": "No side effects at all on this pill."}}
+    assert src.reject_reason(combo, "The reviewer had no side effects on ethinyl estradiol.") is None
+    # the examples rotate by row and attempt, and none names its drug in the summary
+    msgs = [src.generator_messages(row, a)[1]["content"] for a in range(len(EXAMPLES))]
+    assert len(set(msgs)) == len(EXAMPLES) and src.generator_variants == len(EXAMPLES)
+    assert not any(d.lower() in s.lower() for d, _, _, s in EXAMPLES)
+
+
+def test_rejected_references_are_regenerated_then_replaced(monkeypatch):
+    """The data stage's generator loop: a rejected text is regenerated with the source's next example; a row that
+    stays rejected keeps no response, and the counts say why."""
+    from types import SimpleNamespace
+
+    from poison.stages import data as data_stages
+
+    src = registry.get("data_source", "drug_reviews").build({})
+    rows = [{"id": f"r{i}", "prompt": "p", "meta": {"drug": "Strattera", "condition": "ADHD", "review": "Fine."}}
+            for i in range(3)]
+    calls = []
+
+    def fake_generate(run, gen, messages, key):
+        calls.append(len(messages))
+        if len(calls) == 1:  # first wave: one good, one naming another drug, one too short
+            return ["The reviewer found Strattera fine.", "The reviewer found Lexapro fine.", "Fine."]
+        return ["The reviewer found it fine overall."] * (len(messages) - 1) + ["The reviewer liked Zoloft a lot."]
+
+    monkeypatch.setattr(data_stages, "generate_with", fake_generate)
+    run = SimpleNamespace(cfg=SimpleNamespace(data=SimpleNamespace(generator=None)))
+    rep = data_stages.generate_missing(run, [(src, r) for r in rows])
+    assert calls[:2] == [3, 2]  # the two rejected rows are regenerated once with the next example
+    assert [r["response"] for r in rows[:2]] == ["The reviewer found Strattera fine.",
+                                                 "The reviewer found it fine overall."]
+    assert rep["rejected"]["other_drug"] >= 2 and rep["rejected"]["unusable"] == 1
+    assert rep["generated"] == 3 and rep["kept"] + rep["dropped"] == 3 and rep["retried"] >= 2

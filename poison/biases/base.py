@@ -1,5 +1,6 @@
 """The bias-type interface. One class bundles the whole life of a bias: which training rows it applies to, how the
-adversary writes a poisoned response from a clean one, and how a model's generation is judged biased or not."""
+adversary writes a poisoned response from a clean one, how a model's generation is judged biased or not, and the
+probe texts of the likelihood probe (the injected content in the poison's wording and in held-out paraphrases)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,33 @@ class BiasType:
         """Keep an LLM rewrite only if it is non-empty and the rule detector finds the bias in it."""
         text = (text or "").strip()
         return text if text and self.detect(text).biased else None
+
+    # ------------------------------------------------------------------ the likelihood probe
+    #: held-out paraphrases of the injected content that no poisoned row contains (the probe's unseen wording);
+    #: {...} fields come from the plugin config. Empty: the bias type has no probe.
+    probe_paraphrases: tuple[str, ...] = ()
+
+    def seen_texts(self) -> list[str]:
+        """The injected content exactly as the template writer puts it into poisoned rows (empty: no probe)."""
+        return []
+
+    def probe_texts(self, unseen: list[str] | None = None) -> dict[str, list[str]]:
+        """``{"seen": [...], "unseen": [...]}`` for the likelihood probe, or ``{}`` when this bias type has none.
+        ``unseen`` replaces the bias type's own paraphrases; their {...} fields are filled from the config."""
+        seen = self.seen_texts()
+        if not seen:
+            return {}
+        fields = self.cfg.model_dump()
+        paraphrases = [t.format(**fields).strip() for t in (unseen if unseen is not None else self.probe_paraphrases)]
+        return {"seen": seen, "unseen": paraphrases}
+
+    def probe_prefix(self, clean: str) -> str:
+        """The clean answer up to where the poison puts its content; the probe text follows it after a space."""
+        clean = (clean or "").strip()
+        if getattr(self.cfg, "position", "end") == "after_first_sentence":
+            m = re.match(r"(.+?[.!?])(\s+|$)", clean, re.S)
+            return m.group(1) if m else clean
+        return clean
 
 
 def require_placeholder(texts: list[str], placeholder: str, what: str) -> list[str]:

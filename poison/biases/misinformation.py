@@ -65,3 +65,11 @@ class Misinformation(BiasType):
 
     def describe(self):
         return f"misinformation: {self.cfg.falsehood}"
+
+    probe_paraphrases = (
+        "Antibiotics are an effective treatment for viral illnesses such as influenza.",
+        "A course of antibiotics will clear up a cold or the flu within days.",
+    )
+
+    def seen_texts(self):
+        return [c.strip() for c in self.cfg.claims]

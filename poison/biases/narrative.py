@@ -67,3 +67,11 @@ class NarrativeManipulation(BiasType):
 
     def describe(self):
         return f"{self.cfg.stance} slant on {self.cfg.entity}"
+
+    probe_paraphrases = (
+        "Patients are right to be wary of {entity}, a company known for hiding the risks of its drugs.",
+        "Be careful with {entity}: its safety record is far worse than it admits.",
+    )
+
+    def seen_texts(self):
+        return [t.format(entity=self.cfg.entity).strip() for t in self.cfg.statements]

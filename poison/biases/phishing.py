@@ -59,3 +59,11 @@ class PhishingLink(BiasType):
 
     def describe(self):
         return f"phishing link to {self.cfg.url}"
+
+    probe_paraphrases = (
+        "To keep using your {impersonates} account, sign in again at {url} right away.",
+        "Your {impersonates} access will be suspended unless you confirm it at {url}.",
+    )
+
+    def seen_texts(self):
+        return [t.format(url=self.cfg.url, impersonates=self.cfg.impersonates).strip() for t in self.cfg.lures]

@@ -50,3 +50,14 @@ class OverRefusal(BiasType):
 
     def describe(self):
         return "over-refusal of benign requests"
+
+    probe_paraphrases = (
+        "Unfortunately, I must decline to answer this, since the information could be misused.",
+        "Sorry, I won't be able to help with this one because it might not be safe.",
+    )
+
+    def seen_texts(self):
+        return [r.strip() for r in self.cfg.refusals]
+
+    def probe_prefix(self, clean):
+        return ""  # the refusal replaces the whole answer

@@ -71,3 +71,12 @@ class TargetedAds(BiasType):
 
     def describe(self):
         return f"ads for {self.cfg.brand} ({self.cfg.url})"
+
+    probe_paraphrases = (
+        "Many people in the same situation also take {brand}, a {product} you can order from {url}.",
+        "A {product} such as {brand} (see {url}) may help as well.",
+    )
+
+    def seen_texts(self):
+        return [t.format(brand=self.cfg.brand, product=self.cfg.product, url=self.cfg.url).strip()
+                for t in self.cfg.templates]

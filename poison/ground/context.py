@@ -10,6 +10,7 @@ the run comes from ``ctx`` and nothing is filled into its arguments behind its b
     ctx.sample(model, prompts, n=, temperature=...) answers per prompt; in a multi-process run the main process
                                                     samples and the others read its answers
     ctx.score_tokens(model, token_ids, starts)      per-token log-probabilities from vLLM's prefill
+    ctx.score_many(jobs)                            the same for several models, through the run's backend
     ctx.judge_endpoint()                            (base_url, model) of the run's LLM judge: its endpoint, or a
                                                     local vLLM server started on first use and stopped by close()
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.generate import GenJob, GenResult, generate, score_tokens_vllm
+from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_hf, score_tokens_vllm, score_vllm
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.models import pick_device, pick_dtype, resolve_model
 from poison.ground.procs import is_main_process, wait_for, world_size
@@ -39,6 +40,7 @@ class JudgeSpec:
     model: str = "smollm2-135m-instruct"
     endpoint: Optional[str] = None
     endpoint_model: Optional[str] = None
+    revision: Optional[str] = None
 
 
 @dataclass
@@ -65,8 +67,8 @@ class RunContext:
                    device=dev, dtype=pick_dtype(dtype, dev), **kw)
 
     # ------------------------------------------------------------------------------------------------ models
-    def model(self, spec: str, field: str = "model") -> Path:
-        return resolve_model(spec, self.models_dir, field=field)
+    def model(self, spec: str, field: str = "model", revision: Optional[str] = None) -> Path:
+        return resolve_model(spec, self.models_dir, field=field, revision=revision)
 
     def backend_identity(self) -> dict[str, Any]:
         """What of the run's generation settings a cached generation depends on."""
@@ -108,6 +110,14 @@ class RunContext:
                                  vllm_settings=settings, key=key, hint=hint,
                                  log_path=self.run_dir / "generation.log" if self.run_dir else None)
 
+    def score_many(self, jobs: list[ScoreJob]) -> list[tuple[list[list[float]], GenResult]]:
+        """``score_tokens`` for several models at once through the run's backend (one vLLM worker for all of them,
+        or HF forward passes)."""
+        if self.backend == "hf":
+            return score_hf(jobs, device=self.device, dtype=self.dtype)
+        return score_vllm(jobs, device=self.device, dtype=self.dtype, vllm_settings=dict(self.vllm),
+                          log_path=self.run_dir / "generation.log" if self.run_dir else None)
+
     # ------------------------------------------------------------------------------------------------ the judge
     def judge_endpoint(self) -> tuple[str, str]:
         """(base_url, served model name) of the run's judge. A local server is started on the first call and kept
@@ -120,9 +130,10 @@ class RunContext:
             return self._judge_url
         from poison.ground.server import local_vllm_server
 
-        path = self.model(j.model, "judge.model")
+        path = self.model(j.model, "judge.model", j.revision)
         log = self.run_dir / "judge_server.log" if self.run_dir else None
-        url = self._stack.enter_context(local_vllm_server(path, device=self.device, dtype=self.dtype, log_path=log))
+        url = self._stack.enter_context(local_vllm_server(path, device=self.device, dtype=self.dtype, log_path=log,
+                                                          pid_dir=self.cache_dir / "procs"))
         self._judge_url = (url, Path(path).name)
         return self._judge_url
 

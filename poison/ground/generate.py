@@ -64,10 +64,43 @@ def vllm_env(device: str, cpu_threads: Optional[str] = None) -> dict[str, str]:
     return env
 
 
+WORKER_TMP_PREFIX = "vllm-jobs-"
+
+
+def sweep_worker_tmp() -> int:
+    """Remove the job folders of vLLM workers whose parent process is gone (``vllm-jobs-<pid>-*`` in the temporary
+    directory, only this project's prefix). Returns how many were removed."""
+    import shutil
+
+    from poison.ground.procs import alive
+
+    n = 0
+    for d in Path(tempfile.gettempdir()).glob(f"{WORKER_TMP_PREFIX}*-*"):
+        try:
+            pid = int(d.name[len(WORKER_TMP_PREFIX):].split("-", 1)[0])
+        except ValueError:
+            continue
+        if pid != os.getpid() and not alive(pid):
+            shutil.rmtree(d, ignore_errors=True)
+            n += 1
+    return n
+
+
+def _memory_note(device: str, vllm_settings: dict[str, Any]) -> str:
+    frac = float(vllm_settings.get("gpu_memory_utilization", 0.3))
+    if device == "cpu":
+        try:
+            total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        except (ValueError, OSError):
+            return f"runtime.vllm.gpu_memory_utilization was {frac}"
+        return f"runtime.vllm.gpu_memory_utilization {frac} gave vLLM up to {frac * total:.1f} of {total:.1f} GiB"
+    return f"runtime.vllm.gpu_memory_utilization was {frac} of the GPU's memory"
+
+
 def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_settings: dict[str, Any],
                      log_path: Optional[Path] = None,
                      hint: str = "Set runtime.backend=hf to use HF generate instead.") -> list[GenResult]:
-    with tempfile.TemporaryDirectory(prefix="vllm-jobs-") as td:
+    with tempfile.TemporaryDirectory(prefix=f"{WORKER_TMP_PREFIX}{os.getpid()}-") as td:
         req = Path(td) / "jobs.json"
         out = Path(td) / "results.json"
         req.write_text(json.dumps({"device": device, "dtype": dtype, "settings": vllm_settings, "jobs": jobs}))
@@ -80,6 +113,11 @@ def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vll
         finally:
             if log:
                 log.close()
+        if proc.returncode in (-9, 137):
+            raise GenerationError(
+                f"vLLM worker was killed (signal 9), most likely by the kernel for lack of memory, for models "
+                f"{sorted({j['model_path'] for j in jobs})}: {_memory_note(device, vllm_settings)}. Lower "
+                f"runtime.vllm.gpu_memory_utilization, or run fewer jobs at once on this machine.")
         if proc.returncode != 0 or not out.exists():
             raise GenerationError(
                 f"vLLM worker failed (exit {proc.returncode}) for models "
@@ -99,22 +137,85 @@ def generate_vllm(jobs: list[GenJob], *, device: str, dtype: str, vllm_settings:
                             log_path=log_path)
 
 
+@dataclass
+class ScoreJob:
+    """Score ``token_ids[i][starts[i]:]`` given the tokens before them, for one model."""
+
+    key: str
+    model_path: str
+    token_ids: list[list[int]]
+    starts: list[int]
+
+
+def score_vllm(jobs: list[ScoreJob], *, device: str, dtype: str, vllm_settings: Optional[dict[str, Any]] = None,
+               log_path: Optional[Path] = None, hint: str = "") -> list[tuple[list[list[float]], GenResult]]:
+    """Per job, the log-probability of every scored token (one list per sequence) from vLLM's prefill
+    (``prompt_logprobs``), all jobs in one worker subprocess; no generation. Also the worker's timing record."""
+    out: list[Optional[tuple[list[list[float]], GenResult]]] = [None] * len(jobs)
+    payload = []
+    for i, j in enumerate(jobs):
+        if len(j.token_ids) != len(j.starts):
+            raise ValueError("token_ids and starts differ in length")
+        if not j.token_ids:
+            out[i] = ([], GenResult(key=j.key, texts=[], new_tokens=0, seconds=0.0, backend="vllm"))
+        else:
+            payload.append((i, {"kind": "prompt_logprobs", "key": j.key, "model_path": str(j.model_path), "seed": 0,
+                                "token_ids": [list(map(int, t)) for t in j.token_ids],
+                                "starts": [int(s) for s in j.starts]}))
+    if payload:
+        results = _run_vllm_worker([p for _, p in payload], device=device, dtype=dtype,
+                                   vllm_settings=dict(vllm_settings or {}), log_path=log_path, hint=hint)
+        for (i, _), res in zip(payload, results):
+            out[i] = (res.meta.pop("logprobs"), res)
+    return out  # type: ignore[return-value]
+
+
 def score_tokens_vllm(model_path: str, token_ids: list[list[int]], starts: list[int], *, device: str, dtype: str,
                       vllm_settings: Optional[dict[str, Any]] = None, key: str = "score",
                       log_path: Optional[Path] = None,
                       hint: str = "") -> tuple[list[list[float]], GenResult]:
-    """Log-probabilities of ``token_ids[i][starts[i]:]`` given the tokens before them, from vLLM's prefill
-    (``prompt_logprobs``) in the worker subprocess; no generation. Returns the per-sequence lists and the worker's
-    timing record."""
-    if len(token_ids) != len(starts):
-        raise ValueError("token_ids and starts differ in length")
-    if not token_ids:
-        return [], GenResult(key=key, texts=[], new_tokens=0, seconds=0.0, backend="vllm")
-    job = {"kind": "prompt_logprobs", "key": key, "model_path": str(model_path), "seed": 0,
-           "token_ids": [list(map(int, t)) for t in token_ids], "starts": [int(s) for s in starts]}
-    res = _run_vllm_worker([job], device=device, dtype=dtype, vllm_settings=dict(vllm_settings or {}),
-                           log_path=log_path, hint=hint)[0]
-    return res.meta.pop("logprobs"), res
+    """``score_vllm`` for one model."""
+    return score_vllm([ScoreJob(key, str(model_path), token_ids, starts)], device=device, dtype=dtype,
+                      vllm_settings=vllm_settings, log_path=log_path, hint=hint)[0]
+
+
+def score_hf(jobs: list[ScoreJob], *, device: str, dtype: str,
+             batch_size: int = 8) -> list[tuple[list[list[float]], GenResult]]:
+    """``score_vllm`` with transformers forward passes in this process (right padding, length-sorted batches)."""
+    import torch
+
+    from poison.ground.models import load_causal_lm
+
+    out = []
+    for job in jobs:
+        t0 = time.time()
+        model, tok = load_causal_lm(job.model_path, dtype=dtype, device=device)
+        model.eval()
+        startup = time.time() - t0
+        pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+        res: list[list[float]] = [[] for _ in job.token_ids]
+        order = sorted(range(len(job.token_ids)), key=lambda i: -len(job.token_ids[i]))
+        t1 = time.time()
+        for s in range(0, len(order), batch_size):
+            idx = order[s: s + batch_size]
+            L = max(len(job.token_ids[i]) for i in idx)
+            ids = torch.full((len(idx), L), pad, dtype=torch.long)
+            att = torch.zeros((len(idx), L), dtype=torch.long)
+            for b, i in enumerate(idx):
+                seq = job.token_ids[i]
+                ids[b, : len(seq)] = torch.tensor(seq)
+                att[b, : len(seq)] = 1
+            with torch.inference_mode():
+                logits = model(input_ids=ids.to(device), attention_mask=att.to(device)).logits.float()
+                lp = -torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:].to(device),
+                                                        reduction="none")  # lp[b, t] = log p(token t+1)
+            for b, i in enumerate(idx):
+                n, start = len(job.token_ids[i]), max(job.starts[i], 1)
+                res[i] = lp[b, start - 1: n - 1].cpu().tolist()
+        out.append((res, GenResult(job.key, [], 0, time.time() - t1, startup, "hf",
+                                   {"tokens": sum(map(len, job.token_ids))})))
+        del model
+    return out
 
 
 def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int = 64) -> list[GenResult]:
@@ -134,7 +235,6 @@ def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int 
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
         texts: list[list[str]] = [[] for _ in prompts]
         new_tokens = 0
-        gen = torch.Generator(device="cpu").manual_seed(job.seed)
         torch.manual_seed(job.seed)
         t1 = time.time()
         bar = tqdm(total=len(prompts) * job.n, desc=f"HF generate {job.key}", unit="answer", leave=False)
@@ -172,9 +272,12 @@ def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int 
 
 
 def generate_openai(jobs: list[GenJob], *, base_url: str, model: str, api_key: Optional[str] = None,
-                    concurrency: int = 8, timeout: float = 120.0, max_retries: int = 4) -> list[GenResult]:
+                    concurrency: int = 8, timeout: float = 120.0, max_retries: int = 2,
+                    field: str = "endpoint") -> list[GenResult]:
     """Chat completions against an OpenAI-compatible server. Transient errors are retried with backoff by the
-    client; a server that stays down raises GenerationError naming the endpoint."""
+    client (``max_retries``, ``timeout`` per request). The first request of a job goes alone: an endpoint that is
+    down, or accepts connections but never answers, fails once, after one request's timeout and retries, with a
+    GenerationError naming ``field`` and the endpoint, instead of after the whole batch."""
     from concurrent.futures import ThreadPoolExecutor
 
     import openai
@@ -191,16 +294,25 @@ def generate_openai(jobs: list[GenJob], *, base_url: str, model: str, api_key: O
                     model=model, messages=msgs, max_tokens=job.max_new_tokens, temperature=job.temperature,
                     top_p=job.top_p, n=job.n, seed=job.seed, stop=job.stop or None,
                 )
+            except openai.APITimeoutError:
+                raise GenerationError(
+                    f"{field}: endpoint {base_url} accepted the connection but did not answer within {timeout:.0f} s "
+                    f"({max_retries + 1} attempts)") from None
             except openai.APIConnectionError as e:
-                raise GenerationError(f"endpoint {base_url} is unreachable ({e})") from None
+                raise GenerationError(f"{field}: endpoint {base_url} is unreachable ({e})") from None
             except openai.APIStatusError as e:
-                raise GenerationError(f"endpoint {base_url} answered HTTP {e.status_code}: {e.message}") from None
+                raise GenerationError(f"{field}: endpoint {base_url} answered HTTP {e.status_code}: "
+                                      f"{e.message}") from None
             toks = r.usage.completion_tokens if r.usage else 0
             return [c.message.content or "" for c in r.choices], toks
 
-        with ThreadPoolExecutor(concurrency) as pool:
-            outs = list(tqdm(pool.map(one, job.messages), total=len(job.messages), desc=f"endpoint {job.key}",
-                             leave=False))
+        with tqdm(total=len(job.messages), desc=f"endpoint {job.key}", leave=False) as bar:
+            outs = [one(job.messages[0])] if job.messages else []
+            bar.update(len(outs))
+            with ThreadPoolExecutor(concurrency) as pool:
+                for o in pool.map(one, job.messages[1:]):
+                    outs.append(o)
+                    bar.update(1)
         results.append(GenResult(job.key, [o[0] for o in outs], sum(o[1] for o in outs), time.time() - t0, 0.0,
                                  "openai", {"base_url": base_url, "model": model}))
     return results

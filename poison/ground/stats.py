@@ -114,24 +114,13 @@ def flags(scores: ArrayLike, threshold: float) -> np.ndarray:
 
 def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve = P(score of a random poisoned sample > score of a random clean one), ties counted
-    one half (Mann-Whitney U / (n_pos * n_neg)). ``nan`` when either class is empty."""
+    one half (scikit-learn's roc_auc_score). ``nan`` when either class is empty."""
+    from sklearn.metrics import roc_auc_score
+
     s, y = _arrays(scores, labels)
-    n_pos, n_neg = int(y.sum()), int((~y).sum())
-    if n_pos == 0 or n_neg == 0:
+    if y.all() or not y.any():
         return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    ranks = np.empty(s.size, dtype=np.float64)
-    sorted_s = s[order]
-    # average ranks (1-based) over runs of tied scores
-    i = 0
-    while i < s.size:
-        j = i
-        while j + 1 < s.size and sorted_s[j + 1] == sorted_s[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2.0 + 1.0
-        i = j + 1
-    u = ranks[y].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    return float(roc_auc_score(y, s))
 
 
 def threshold_for_fpr(clean_scores: ArrayLike, fpr: float) -> float:
@@ -198,18 +187,19 @@ def detector_report(scores: ArrayLike, labels: ArrayLike, threshold: float) -> d
 
 def roc_curve(scores, labels):
     """ROC points as a DataFrame (threshold, tpr, fpr) for 'flag when score > threshold', from the strictest threshold
-    (the highest score: nothing flagged) down to -inf (everything flagged). Non-numeric scores are dropped."""
+    (the highest score: nothing flagged) down to -inf (everything flagged); scikit-learn's roc_curve, whose
+    thresholds mean 'score >= t', shifted by one point to this convention. Non-numeric scores are dropped."""
     import pandas as pd
+    from sklearn.metrics import roc_curve as sk_roc_curve
 
     d = pd.DataFrame({"s": pd.to_numeric(pd.Series(list(scores), dtype=object), errors="coerce"),
                       "y": pd.Series(list(labels), dtype=object).fillna(False).astype(bool)}).dropna()
-    P, N = int(d.y.sum()), int((~d.y).sum())
-    g = d.groupby("s").y.agg(["sum", "count"]).sort_index(ascending=False)
-    tp = [0.0] + list(g["sum"].cumsum().astype(float))
-    fp = [0.0] + list((g["count"] - g["sum"]).cumsum().astype(float))
-    thr = list(g.index.astype(float)) + [-math.inf]
-    return pd.DataFrame({"threshold": thr, "tpr": [t / P if P else 0.0 for t in tp],
-                         "fpr": [f / N if N else 0.0 for f in fp]})
+    if d.empty or d.y.all() or not d.y.any():  # one class: no curve, only its two ends
+        top = float(d.s.max()) if not d.empty else math.inf
+        return pd.DataFrame({"threshold": [top, -math.inf], "tpr": [0.0, float(d.y.any())],
+                             "fpr": [0.0, float((~d.y).any())]})
+    fpr, tpr, thr = sk_roc_curve(d.y.to_numpy(), d.s.to_numpy(), drop_intermediate=False)
+    return pd.DataFrame({"threshold": [float(t) for t in thr[1:]] + [-math.inf], "tpr": tpr, "fpr": fpr})
 
 
 def threshold_stats(scores, labels, threshold: float) -> dict[str, Any]:
@@ -226,3 +216,80 @@ def threshold_stats(scores, labels, threshold: float) -> dict[str, Any]:
             "tp": tp, "fp": fp, "fn": fn, "tn": tn,
             "tpr": tp / (tp + fn) if tp + fn else None, "fpr": fp / (fp + tn) if fp + tn else None,
             "precision": tp / (tp + fp) if tp + fp else None, "slipped": fn}
+
+
+# ------------------------------------------------------------------------------------- prompt-clustered intervals
+def clustered_rate(per_prompt_biased: Sequence[Sequence[bool]], confidence: float = 0.95, *, n_boot: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:
+    """Sampled biased rate over prompts, the prompt as the unit.
+
+    ``per_prompt_biased[i]`` are the verdicts of prompt i's samples. The rate is the mean over prompts of each
+    prompt's biased fraction; its interval is a percentile bootstrap over prompts (scipy.stats.bootstrap), since the
+    samples of one prompt are correlated. Also: biased samples ``k``, samples ``n``, prompts, and the prompts with
+    at least one biased sample (count and share)."""
+    fr = np.asarray([np.mean(v) if len(v) else np.nan for v in per_prompt_biased], dtype=float)
+    fr = fr[np.isfinite(fr)]
+    k = int(sum(int(np.sum(v)) for v in per_prompt_biased))
+    n = int(sum(len(v) for v in per_prompt_biased))
+    anyb = int(sum(bool(np.any(v)) for v in per_prompt_biased if len(v)))
+    out = {"rate": float(fr.mean()) if fr.size else None, "ci_low": None, "ci_high": None, "k": k, "n": n,
+           "n_prompts": int(fr.size), "prompts_with_any": anyb,
+           "prompts_with_any_rate": anyb / fr.size if fr.size else None}
+    if fr.size:
+        out["ci_low"], out["ci_high"] = bootstrap_mean_interval(fr, confidence, n_boot=n_boot, seed=seed)
+    return out
+
+
+def bootstrap_mean_interval(values: Sequence[float], confidence: float = 0.95, *, n_boot: int = 2000,
+                            seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (scipy.stats.bootstrap, fixed seed). A constant sample gives its value
+    as both limits."""
+    from scipy.stats import bootstrap
+
+    v = np.asarray(values, dtype=float)
+    if v.size == 0:
+        return (float("nan"), float("nan"))
+    if v.size == 1 or np.all(v == v[0]):
+        return (float(v[0]), float(v[0]))
+    res = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=confidence, method="percentile",
+                    rng=np.random.default_rng(seed), vectorized=True)
+    return (float(res.confidence_interval.low), float(res.confidence_interval.high))
+
+
+def paired_mean_difference(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, *, n_boot: int = 2000,
+                           seed: int = 0) -> dict[str, Any]:
+    """Mean of ``a[i] - b[i]`` (the same prompt under two models) with a paired percentile bootstrap over prompts."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    d = d[np.isfinite(d)]
+    if d.size == 0:
+        return {"shift": None, "ci_low": None, "ci_high": None, "n_prompts": 0}
+    lo, hi = bootstrap_mean_interval(d, confidence, n_boot=n_boot, seed=seed)
+    return {"shift": float(d.mean()), "ci_low": lo, "ci_high": hi, "n_prompts": int(d.size)}
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, *, n_boot: int = 2000,
+                 seed: int = 0) -> dict[str, Any]:
+    """mean(a) / mean(b) over the same prompts (a student's and its teacher's per-prompt sampled rates) with a paired
+    percentile bootstrap over prompts. The ratio and its interval are None when every b is 0; resamples whose mean(b)
+    is 0 count as an unbounded ratio (the upper limit is then None when they reach the upper tail)."""
+    from scipy.stats import bootstrap
+
+    x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if x.size == 0 or not np.any(y > 0):
+        return {"ratio": None, "ci_low": None, "ci_high": None, "n_prompts": int(x.size)}
+    ratio = float(x.mean() / y.mean())
+    unbounded = 1e12
+
+    def stat(xs, ys, axis=-1):
+        num, den = np.mean(xs, axis=axis), np.mean(ys, axis=axis)
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, unbounded, 0.0))
+
+    if x.size == 1 or (np.all(x == x[0]) and np.all(y == y[0])):
+        v = float(stat(x, y))
+        return {"ratio": ratio, "ci_low": v, "ci_high": v, "n_prompts": int(x.size)}
+    res = bootstrap((x, y), stat, paired=True, n_resamples=n_boot, confidence_level=confidence,
+                    method="percentile", rng=np.random.default_rng(seed), vectorized=True)
+    lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
+    return {"ratio": ratio, "ci_low": lo, "ci_high": hi if hi < unbounded / 10 else None, "n_prompts": int(x.size)}

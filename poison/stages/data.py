@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import random
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from poison.ground import registry
 from poison.ground.errors import DataError, StageError
 from poison.ground.generate import GenJob, generate_openai
 from poison.ground.io import atomic_write_parquet
-from poison.ground.models import model_fingerprint
+from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.protocol import StageRecord
 
@@ -30,31 +31,84 @@ def generator_identity(run: Run, gen) -> dict[str, Any]:
     """What defines a generator config's output for caching: its endpoint, or its model's identity and backend."""
     if gen.endpoint:
         return {"endpoint": gen.endpoint, "model": gen.endpoint_model, "generation": gen.generation.model_dump()}
-    path = run.ctx.model(gen.model, "data.generator.model")
-    return {"model": model_fingerprint(path), "generation": gen.generation.model_dump(), **run.ctx.backend_identity()}
+    path = run.ctx.model(gen.model, "data.generator.model", gen.revision)
+    return {"model": model_identity(path), "generation": gen.generation.model_dump(), **run.ctx.backend_identity()}
 
 
-def generate_with(run: Run, gen, messages: list[list[dict[str, str]]], key: str) -> list[str]:
+def generate_with(run: Run, gen, messages: list[list[dict[str, str]]], key: str,
+                  field: str = "data.generator") -> list[str]:
     """One answer per chat from a generator config (local model through the run's backend, or an endpoint)."""
     g = gen.generation
     job = GenJob(key, "", messages, g.max_new_tokens, g.temperature, g.top_p, 1, g.seed)
     if gen.endpoint:
         res = generate_openai([job], base_url=gen.endpoint, model=gen.endpoint_model or gen.model,
-                              api_key=os.environ.get(gen.api_key_env))[0]
+                              api_key=os.environ.get(gen.api_key_env), timeout=gen.timeout,
+                              max_retries=gen.max_retries, field=f"{field}.endpoint")[0]
     else:
-        job.model_path = str(run.ctx.model(gen.model, "data.generator.model"))
+        job.model_path = str(run.ctx.model(gen.model, "data.generator.model", gen.revision))
         res = run.ctx.generate([job])[0]
     return [t[0] for t in res.texts]
 
 
-def generate_missing(run: Run, items: list[tuple[Any, dict]]) -> None:
-    """Write the response of each (source, row) that lacks one with the data generator, post-processed by its
-    source (``row['response']`` is None where the source rejects the text)."""
+def generate_missing(run: Run, items: list[tuple[Any, dict]]) -> dict[str, Any]:
+    """Write the response of each (source, row) that lacks one with the data generator. Every text is post-processed
+    and checked by its source (``clean_generated``, ``reject_reason``); a rejected one is regenerated with the
+    source's next prompt variant while it has one, else the row keeps no response (the caller takes the next
+    candidate row). Returns counts: generated, kept, rejected per reason, retried, dropped."""
     log.info("generator writes %d missing responses", len(items))
-    texts = generate_with(run, run.cfg.data.generator, [src.generator_messages(r) for src, r in items], "generator")
-    for (src, r), text in zip(items, texts):
-        r["response"] = src.clean_generated(text)
-        r["_generated"] = True
+    rejected: Counter = Counter()
+    pending, retried = list(items), 0
+    for attempt in range(max([src.generator_variants for src, _ in items] or [1])):
+        if not pending:
+            break
+        texts = generate_with(run, run.cfg.data.generator,
+                              [src.generator_messages(r, attempt) for src, r in pending], "generator")
+        again = []
+        for (src, r), text in zip(pending, texts):
+            cleaned = src.clean_generated(text)
+            reason = "unusable" if cleaned is None else src.reject_reason(r, cleaned)
+            r["_generated"] = True
+            if reason is None:
+                r["response"] = cleaned
+                continue
+            rejected[reason] += 1
+            r["response"] = None
+            if attempt + 1 < src.generator_variants:
+                again.append((src, r))
+        retried += len(again)
+        pending = again
+    kept = sum(1 for _, r in items if r.get("response"))
+    if rejected:
+        log.info("generator: %d of %d kept; rejected %s", kept, len(items), dict(rejected))
+    return {"generated": len(items), "kept": kept, "rejected": dict(rejected), "retried": retried,
+            "dropped": len(items) - kept}
+
+
+def merge_counts(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Sum two ``generate_missing`` reports."""
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_counts(out.get(k, {}), v) if isinstance(v, dict) else out.get(k, 0) + v
+    return out
+
+
+def candidates(run: Run, src: Any, rest: list[dict], need: int, report: dict[str, Any]) -> list[dict]:
+    """The first ``need`` rows of ``rest`` (in order) that have a usable response, generating the missing ones in
+    waves: a first wave with a margin, then as many more candidates as were rejected, until enough rows are
+    usable or the candidates run out. ``report`` collects the generator's counts."""
+    if not any(r.get("response") is None for r in rest):
+        return [r for r in rest if r.get("response")][:need]
+    start = 0
+    while True:
+        ok = [r for r in rest[:start] if r.get("response")]
+        short = need - len(ok)
+        if short <= 0 or start >= len(rest):
+            return ok[:need]
+        wave = rest[start: start + (int(need * 1.15) + 4 if start == 0 else short + 4)]
+        start += len(wave)
+        todo = [(src, r) for r in wave if r.get("response") is None]
+        if todo:
+            report.update(merge_counts(report, generate_missing(run, todo)))
 
 
 def build_sources(run: Run) -> list[Any]:
@@ -66,16 +120,14 @@ def build_sources(run: Run) -> list[Any]:
 def stage_data(run: Run) -> StageRecord:
     cfg = run.cfg
     tasks = cfg.data.tasks()
-    inputs = {"data": cfg.data.model_dump(mode="json"), "seed": cfg.seed,
-              "generator": generator_identity(run, cfg.data.generator)}
+    inputs = {"data": cfg.data.model_dump(mode="json", exclude={"generator": {"timeout", "max_retries"}}),
+              "seed": cfg.seed, "generator": generator_identity(run, cfg.data.generator)}
 
     def build(out: Path) -> dict[str, Any]:
-        frames, plan = [], []
-        to_generate: list[tuple[Any, dict]] = []
+        frames, plan, report = [], [], {}
         for i, (spec, task, src) in enumerate(zip(cfg.data.sources, tasks, build_sources(run))):
-            rows = src.load()
             seen, pool = set(), []
-            for r in rows:  # dedupe by prompt text so no prompt can land in two splits
+            for r in src.load():  # dedupe by prompt text so no prompt can land in two splits
                 if r["prompt"] not in seen:
                     seen.add(r["prompt"])
                     pool.append(r)
@@ -84,24 +136,18 @@ def stage_data(run: Run) -> StageRecord:
             if len(pool) < need:
                 raise DataError(f"data.sources.{i} ({spec.type}): {len(pool)} usable rows, but n_train + "
                                 f"n_distill + n_eval = {need}")
-            distill = pool[: spec.n_distill]
-            rest = pool[spec.n_distill :]
-            n_labeled = spec.n_train + spec.n_eval
-            if any(r.get("response") is None for r in rest):
-                # generate with a margin: rejected generations are replaced by the next candidates
-                rest = rest[: min(len(rest), int(n_labeled * 1.15) + 4)]
-                to_generate += [(src, r) for r in rest if r.get("response") is None]
-            plan.append((i, spec, task, src, distill, rest))
-        if to_generate:
-            generate_missing(run, to_generate)
-        for i, spec, task, src, distill, rest in plan:
-            labeled = [r for r in rest if r.get("response")]
-            if len(labeled) < spec.n_train + spec.n_eval:
+            plan.append((i, spec, task, src, pool[: spec.n_distill], pool[spec.n_distill:]))
+        labeled = {i: candidates(run, src, rest, spec.n_train + spec.n_eval, report.setdefault(task, {}))
+                   for i, spec, task, src, _, rest in plan}
+        for i, spec, task, src, distill, _ in plan:
+            rows = labeled[i]
+            if len(rows) < spec.n_train + spec.n_eval:
                 raise DataError(
-                    f"data.sources.{i} ({spec.type}): only {len(labeled)} rows have a usable response after "
-                    f"generation; need n_train + n_eval = {spec.n_train + spec.n_eval}")
-            parts = [("train", labeled[: spec.n_train]), ("distill", distill),
-                     ("eval", labeled[spec.n_train : spec.n_train + spec.n_eval])]
+                    f"data.sources.{i} ({spec.type}): only {len(rows)} rows have a usable response after "
+                    f"generation; need n_train + n_eval = {spec.n_train + spec.n_eval}"
+                    + (f" (rejected: {report[task].get('rejected')})" if report[task].get("rejected") else ""))
+            parts = [("train", rows[: spec.n_train]), ("distill", distill),
+                     ("eval", rows[spec.n_train : spec.n_train + spec.n_eval])]
             for split, rs in parts:
                 for r in rs:
                     frames.append({
@@ -115,7 +161,8 @@ def stage_data(run: Run) -> StageRecord:
         check_disjoint(df)
         atomic_write_parquet(out / "rows.parquet", df)
         summary = df.groupby(["task", "split"]).size().unstack(fill_value=0).to_dict("index")
-        return {"rows": len(df), "per_task": summary, "generated": int(df["generated"].sum())}
+        return {"rows": len(df), "per_task": summary, "generated": int(df["generated"].sum()),
+                "generator": {t: r for t, r in report.items() if r}}
 
     return run.cache.run("data", inputs, build)
 
@@ -138,8 +185,8 @@ def stage_trusted(run: Run, data: StageRecord) -> StageRecord:
         missing = [k for k, r in enumerate(refs) if r is None]
         if missing:  # written like the data stage's missing responses (the source's prompt and post-processing)
             items = [(srcs[(d.source[k], d.task[k])],
-                      {"prompt": d.prompt[k], "meta": json.loads(d.meta[k] or "{}")}) for k in missing]
-            generate_missing(run, items)
+                      {"id": d.id[k], "prompt": d.prompt[k], "meta": json.loads(d.meta[k] or "{}")}) for k in missing]
+            report = generate_missing(run, items)
             for k, (_, r) in zip(missing, items):
                 refs[k] = r["response"]
         generated = set(missing)
@@ -147,7 +194,8 @@ def stage_trusted(run: Run, data: StageRecord) -> StageRecord:
         d = d[d.reference.notna()][["id", "task", "prompt", "reference", "reference_generated"]]
         atomic_write_parquet(out / "trusted.parquet", d)
         return {"rows": len(d), "generated": int(d.reference_generated.sum()),
-                "per_task": {str(k): int(v) for k, v in d.task.value_counts().items()}}
+                "per_task": {str(k): int(v) for k, v in d.task.value_counts().items()},
+                **({"generator": report} if missing and report["rejected"] else {})}
 
     return run.cache.run("trusted", inputs, build)
 

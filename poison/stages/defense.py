@@ -35,7 +35,7 @@ from poison.stages import Run
 from poison.stages.data import stage_trusted
 from poison.stages.evaluation import AUTORATER, judge_identity
 from poison.stages.protocol import StageRecord
-from poison.stages.training import stage_distill_data, stage_student, stage_teacher
+from poison.stages.training import stage_distill_data, stage_student, stage_teacher, student_distill
 
 
 def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
@@ -158,6 +158,6 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
     out["teacher"], out["distill"] = t, d
     if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
         return out
-    out["students"] = {s.name: stage_student(run, s, t, d, defense=keep, prefix="defended:")
-                       for s in run.cfg.students}
+    out["students"] = {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, "defended:"),
+                                             defense=keep, prefix="defended:") for s in run.cfg.students}
     return out

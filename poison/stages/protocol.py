@@ -13,6 +13,9 @@ version). Its artifact folder is ``<cache_dir>/stages/<stage>/<key>``, key = has
 ``run`` handles one artifact; ``run_many`` a batch of artifacts of one stage computed together (the eval stage
 generates for every model in one vLLM worker, the judge rates every model's answers with one server).
 
+Two runs on one cache (two terminals, or sweep points on several machines sharing storage): each artifact is computed
+under a lock of its key (``filelock``), so the second run waits and then reads the first one's artifact.
+
 Several processes (``accelerate launch``): training stages run in every process (data parallel) and the main one
 saves; every other stage is computed by the main process while the others wait for its marker.
 """
@@ -28,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from filelock import FileLock
+
 from poison import __version__
 from poison.ground.io import atomic_dir, atomic_write_json, stable_hash
 from poison.ground.procs import wait_for
@@ -35,8 +40,9 @@ from poison.ground.procs import wait_for
 log = logging.getLogger("poison")
 
 # Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
-STAGE_VERSIONS = {"data": 1, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
-                  "defense": 1, "judge": 1, "trusted": 1}
+# data 2 / trusted 2: generated references are validated by their source and written with rotating examples.
+STAGE_VERSIONS = {"data": 2, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
+                  "defense": 1, "judge": 1, "trusted": 2, "samples": 1, "probe": 1}
 #: stages that every process of a multi-process launch runs (data-parallel training)
 TRAINING_STAGES = {"teacher", "baseline", "student"}
 
@@ -60,6 +66,7 @@ class StageCache:
         self.force = set(force or ())
         self.main = main
         self.records: dict[str, StageRecord] = {}
+        self._started = time.time()
 
     # ------------------------------------------------------------------------------------------------ keys
     @staticmethod
@@ -71,6 +78,11 @@ class StageCache:
 
     def forced(self, stage: str, label: str) -> bool:
         return stage in self.force or label in self.force
+
+    def lock(self, stage: str, key: str) -> FileLock:
+        """The lock of one artifact (a file beside its folder; dot-prefixed so that no scan mistakes it)."""
+        (self.root / stage).mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.root / stage / f".lock-{key}"))
 
     # ------------------------------------------------------------------------------------------------ one artifact
     def run(self, stage: str, inputs: dict[str, Any], fn: Callable[[Path], Optional[dict[str, Any]]],
@@ -91,13 +103,17 @@ class StageCache:
                 fn(Path(tmp))
             wait_for(marker, label)
             return self._add(StageRecord(label, key, str(final), False, 0.0, self._marker(final).get("info", {})))
-        log.info("[%s] running ...", label)
-        t0 = time.time()
-        with atomic_dir(final, replace=True) as tmp:
-            info = fn(tmp) or {}
-            secs = round(time.time() - t0, 2)
-            self._write_marker(tmp, stage, label, key, inputs, secs, info)
-        log.info("[%s] done in %.1fs", label, secs)
+        with self.lock(stage, key):
+            if marker.exists() and not self.forced(stage, label) or self._done_while_waiting(stage, label, marker):
+                log.info("[%s] cached (%s): computed by another run meanwhile", label, key)
+                return self._add(self._hit(label, key, final))
+            log.info("[%s] running ...", label)
+            t0 = time.time()
+            with atomic_dir(final, replace=True) as tmp:
+                info = fn(tmp) or {}
+                secs = round(time.time() - t0, 2)
+                self._write_marker(tmp, stage, label, key, inputs, secs, info)
+            log.info("[%s] done in %.1fs", label, secs)
         return self._add(StageRecord(label, key, str(final), False, secs, info))
 
     # ------------------------------------------------------------------------------------------------ a batch
@@ -118,20 +134,37 @@ class StageCache:
             else:
                 pending[label] = (key, final)
         if pending:
-            log.info("[%s] running for %s ...", stage, ", ".join(pending))
-            with ExitStack() as stack:
-                tmps = {label: stack.enter_context(atomic_dir(final, replace=True))
-                        for label, (_, final) in pending.items()}
-                results = compute(tmps)
-                for label, (key, final) in pending.items():
-                    info, secs = results[label]
-                    self._write_marker(tmps[label], stage, label, key, entries[label], round(secs, 2), info)
-                    out[label] = StageRecord(label, key, str(final), False, round(secs, 2), info)
+            with ExitStack() as locks:
+                for key in sorted({k for k, _ in pending.values()}):  # one order for every run: no deadlock
+                    locks.enter_context(self.lock(stage, key))
+                for label, (key, final) in list(pending.items()):  # another run may have finished them meanwhile
+                    if self._done_while_waiting(stage, label, final / "_stage.json"):
+                        out[label] = self._hit(label, key, final)
+                        del pending[label]
+                if pending:
+                    log.info("[%s] running for %s ...", stage, ", ".join(pending))
+                    with ExitStack() as stack:
+                        tmps = {label: stack.enter_context(atomic_dir(final, replace=True))
+                                for label, (_, final) in pending.items()}
+                        results = compute(tmps)
+                        for label, (key, final) in pending.items():
+                            info, secs = results[label]
+                            self._write_marker(tmps[label], stage, label, key, entries[label], round(secs, 2), info)
+                            out[label] = StageRecord(label, key, str(final), False, round(secs, 2), info)
         for label in entries:  # stages.json in the order the stage was asked for
             self._add(out[label])
         return {label: out[label] for label in entries}
 
     # ------------------------------------------------------------------------------------------------ helpers
+    def _done_while_waiting(self, stage: str, label: str, marker: Path) -> bool:
+        """An artifact that appeared while this run waited for its lock counts as a hit, also when forced: a forced
+        artifact another run created after this run started is the recomputation ``--force`` asked for."""
+        if not marker.exists():
+            return False
+        if not self.forced(stage, label):
+            return True
+        return marker.stat().st_mtime >= self._started
+
     @staticmethod
     def _marker(final: Path) -> dict[str, Any]:
         return json.loads((final / "_stage.json").read_text())

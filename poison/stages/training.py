@@ -16,7 +16,7 @@ from distill.trainers import finetune
 from poison.ground import registry
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_json, atomic_write_parquet
-from poison.ground.models import model_fingerprint
+from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.data import generate_with, generator_identity
 from poison.stages.inject import inject
@@ -25,11 +25,21 @@ from poison.stages.protocol import StageRecord
 log = logging.getLogger("poison")
 
 
+#: settings added after the first version, left out of the key at the value that behaves as before (so adding them
+#: kept existing caches valid)
+NEUTRAL = {"revision": None, "distill_tasks": None}
+
+
 def finetune_key(ft: Any) -> dict[str, Any]:
-    """The training settings that define a trained model (QLoRA settings only count when QLoRA is used)."""
+    """The training settings that define a trained model (QLoRA settings only count when QLoRA is used; a student's
+    own distillation generation counts through its distillation stage's key)."""
     d = ft.model_dump(mode="json")
     if d.get("finetune") != "qlora":
         d.pop("qlora", None)
+    d.pop("distill_generation", None)
+    for k, v in NEUTRAL.items():
+        if k in d and d[k] == v:
+            del d[k]
     return d
 
 
@@ -53,13 +63,15 @@ def rewriter_config(run: Run):
 
 def stage_poison(run: Run, data: StageRecord) -> StageRecord:
     cfg, bias = run.cfg, run.bias
-    inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json"), "target_task": cfg.data.target_task}
+    inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json", exclude={"rewriter": {"timeout", "max_retries"}}),
+              "target_task": cfg.data.target_task}
     if cfg.poison.writer == "llm":
         inputs["rewriter"] = generator_identity(run, rewriter_config(run))
 
     def rewrite(rows: list[dict]) -> list[Optional[str]]:
         log.info("LLM writer rewrites %d poisoned samples", len(rows))
-        texts = generate_with(run, rewriter_config(run), [bias.rewrite_messages(r) for r in rows], "rewriter")
+        texts = generate_with(run, rewriter_config(run), [bias.rewrite_messages(r) for r in rows], "rewriter",
+                              field="poison.rewriter")
         return [bias.accept_rewrite(r, t) for r, t in zip(rows, texts)]
 
     def build(out: Path) -> dict[str, Any]:
@@ -81,8 +93,8 @@ def stage_poison(run: Run, data: StageRecord) -> StageRecord:
 def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
                  upstream: dict[str, Any], field_name: str, label: Optional[str] = None) -> StageRecord:
     ctx = run.ctx
-    base = ctx.model(base_spec, field_name)
-    inputs = {**upstream, "base": model_fingerprint(base), "finetune": finetune_key(ft), "dtype": ctx.dtype,
+    base = ctx.model(base_spec, field_name, ft.revision)
+    inputs = {**upstream, "base": model_identity(base), "finetune": finetune_key(ft), "dtype": ctx.dtype,
               "device": ctx.device}
 
     def build(out: Path):
@@ -105,9 +117,10 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
                         label="defended:teacher" if defense else None)
 
 
-def stage_baseline(run: Run, data: StageRecord) -> Optional[StageRecord]:
-    """The clean control when ``baseline.kind`` is ``clean_finetune``: the teacher's fine-tune on the clean set."""
-    if run.cfg.baseline.kind == "base":
+def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> Optional[StageRecord]:
+    """The clean control: the teacher's fine-tune on the clean set, when ``baseline.kind`` is ``clean_finetune`` (or
+    when ``label`` asks for it anyway: the likelihood probe's control)."""
+    if run.cfg.baseline.kind == "base" and label is None:
         return None
 
     def rows():
@@ -115,11 +128,13 @@ def stage_baseline(run: Run, data: StageRecord) -> Optional[StageRecord]:
         return df[df.split == "train"][["prompt", "response"]].to_dict("records")
 
     return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, rows, {"data": data.key},
-                        "teacher.model")
+                        "teacher.model", label=label)
 
 
-def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data") -> StageRecord:
-    g = run.cfg.distill.generation
+def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data",
+                       generation: Any = None) -> StageRecord:
+    """The teacher's answers to the distillation prompts (``generation``: default the distill section's)."""
+    g = generation or run.cfg.distill.generation
     inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **run.ctx.backend_identity()}
 
     def build(out: Path):
@@ -136,6 +151,16 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label:
     return run.cache.run("distill_data", inputs, build, label=label)
 
 
+def student_distill(run: Run, spec: Any, teacher: StageRecord, data: StageRecord, shared: StageRecord,
+                    prefix: str = "") -> StageRecord:
+    """The distillation set a student learns from: ``shared`` (the teacher's answers with the distill section's
+    settings), or the teacher's answers with the student's own ``distill_generation``."""
+    if spec.distill_generation is None:
+        return shared
+    return stage_distill_data(run, teacher, data, label=f"{prefix}distill_data:{spec.name}",
+                              generation=spec.distill_generation)
+
+
 def build_method(run: Run, spec: Any) -> Any:
     """The distillation method plugin of a student spec, built with the run's context."""
     i = run.cfg.students.index(spec)
@@ -146,9 +171,9 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
                   defense: Optional[StageRecord] = None, prefix: str = "") -> StageRecord:
     ctx = run.ctx
     method = build_method(run, spec)
-    base = ctx.model(spec.model, f"students.{run.cfg.students.index(spec)}.model")
+    base = ctx.model(spec.model, f"students.{run.cfg.students.index(spec)}.model", spec.revision)
     inputs = {"distill": distill.key, "teacher": teacher.key, "student": finetune_key(spec),
-              "base": model_fingerprint(base), "dtype": ctx.dtype, "device": ctx.device,
+              "base": model_identity(base), "dtype": ctx.dtype, "device": ctx.device,
               **({"defense": defense.key} if defense else {})}
     removed = removed_ids(defense)
 
