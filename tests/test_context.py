@@ -36,4 +36,4 @@ def test_defense_device_auto_follows_runtime_device(tmp_path, models_dir, monkey
     assert {r["defense"]: r["info"]["device"] for r in reports} == {"perplexity": "cpu", "bias_classifier": "cpu"}
     ppl = next(r for r in reports if r["defense"] == "perplexity")
     assert Path(ppl["info"]["model"]).parent == Path(models_dir)  # the run's models folder, not a default one
-    assert list((tmp_path / "cache" / "defenses" / "bias_classifier").glob("*.pt"))  # the run's cache
+    assert list((tmp_path / "cache" / "defenses" / "bias_classifier").glob("*.json"))  # the run's cache

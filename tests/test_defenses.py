@@ -222,7 +222,7 @@ def test_bias_classifier_trains_on_fit_samples_and_caches_its_head(tmp_path):
     info = run.info["train"]
     assert info["from_fit"] == 60 and info["clean_texts"] == 60 and info["injected_units"] >= 60
     assert info["cached"] is False and info["heldout_response_auroc"] > 0.8
-    assert list((tmp_path / "defenses" / "bias_classifier").glob("*.pt"))
+    assert list((tmp_path / "defenses" / "bias_classifier").glob("*.json"))  # plain numbers, never a pickle
     again = run_defense("bias_classifier", SAMPLES, clean=clean, args=args, ctx=ctx)
     assert again.info["train"]["cached"] is True
     np.testing.assert_allclose(again.scores, run.scores, rtol=1e-5)

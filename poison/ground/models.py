@@ -76,13 +76,34 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
 TINY_PREFIX = "tiny-random-llama"
 
 
-def _file_digest(path: Path) -> str:
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+IDENTITY_FILE = "model_identity.json"  # written into the folders this module creates: what the weights came from
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's content (memoised by path, size and mtime for this process)."""
     st = path.stat()
-    return hashlib.sha256(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
+    memo = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if memo not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 22), b""):
+                h.update(chunk)
+        _DIGESTS[memo] = h.hexdigest()
+    return _DIGESTS[memo]
 
 
-def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None, stop_tokens: tuple[str, ...] = ()) -> Path:
-    """De-quantise a GGUF checkpoint into a safetensors folder (atomically)."""
+def _file_digest(path: Path) -> str:
+    return file_sha256(path)[:12]
+
+
+def _write_identity(folder: Path, identity: dict[str, Any]) -> None:
+    (folder / IDENTITY_FILE).write_text(json.dumps(identity, sort_keys=True))
+
+
+def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None, stop_tokens: tuple[str, ...] = (),
+                 identity: Optional[dict[str, Any]] = None) -> Path:
+    """De-quantise a GGUF checkpoint into a safetensors folder (atomically), with its identity file."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     with atomic_dir(out) as tmp:
@@ -103,6 +124,7 @@ def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None, sto
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
         (tmp / "source.json").write_text(json.dumps({"gguf": str(gguf)}))
+        _write_identity(tmp, identity or {"kind": "gguf", "sha256": file_sha256(gguf)})
     return out
 
 
@@ -124,6 +146,7 @@ def build_tiny_random(spec: str, out: Path, tokenizer_from: Path) -> Path:
         torch.manual_seed(0)
         LlamaForCausalLM(cfg).save_pretrained(tmp)
         tok.save_pretrained(tmp)
+        _write_identity(tmp, {"kind": "tiny", "spec": spec, "tokenizer": model_identity(tokenizer_from)})
     return out
 
 
@@ -145,8 +168,13 @@ def resolve_encoder(spec: str, field: str = "encoder") -> str:
     return spec
 
 
-def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Path:
-    """Turn a model spec into a local HF-format folder, converting/downloading once into ``models_dir``."""
+def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revision: Optional[str] = None,
+                  create: bool = True) -> Path:
+    """Turn a model spec into a local HF-format folder, converting/downloading once into ``models_dir``.
+
+    ``revision`` pins a hub model's commit, tag or branch. With ``create=False`` (``--check``) nothing is converted,
+    built or downloaded: the spec is only checked (a built-in's package is there, a folder or GGUF file exists, a hub
+    id is in the local cache or known to the hub) and the folder it would resolve to is returned."""
     cache = Path(models_dir)
     if not spec or not isinstance(spec, str):
         raise ModelError(f"{field}: empty model spec")
@@ -157,13 +185,14 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Pa
         except ModelError as e:
             raise ModelError(f"{field}: {spec}: {e}") from None
         out = cache / f"{spec}-{_file_digest(gguf)}"
-        if not (out / "config.json").exists():
-            convert_gguf(gguf, out, b.chat_template, b.stop_tokens)
+        if create and not (out / "config.json").exists():
+            convert_gguf(gguf, out, b.chat_template, b.stop_tokens,
+                         identity={"kind": "builtin", "name": spec, "sha256": file_sha256(gguf)})
         return out
     if spec.startswith(TINY_PREFIX):
-        tok_src = resolve_model("smollm2-135m-instruct", models_dir, field)
+        tok_src = resolve_model("smollm2-135m-instruct", models_dir, field, create=create)
         out = cache / re.sub(r"[^A-Za-z0-9_.-]", "_", spec)
-        if not (out / "config.json").exists():
+        if create and not (out / "config.json").exists():
             build_tiny_random(spec, out, tok_src)
         return out
     p = Path(spec).expanduser()
@@ -171,7 +200,7 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Pa
         if not p.is_file():
             raise ModelError(f"{field}: GGUF file {p} not found")
         out = cache / f"{p.stem}-{_file_digest(p)}"
-        if not (out / "config.json").exists():
+        if create and not (out / "config.json").exists():
             convert_gguf(p, out)
         return out
     if p.exists():
@@ -182,9 +211,16 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Pa
         raise ModelError(f"{field}: local model folder {spec} does not exist")
     # A hub id: works for users who can reach the hub (or have it in their HF cache).
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import HfApi, snapshot_download
 
-        return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]))
+        patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"]
+        if not create:
+            try:
+                return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns, local_files_only=True))
+            except Exception:
+                HfApi().model_info(spec, revision=revision, timeout=10)  # known to the hub: the run would download it
+                return cache / "hub" / spec
+        return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns))
     except Exception as e:
         known = ", ".join(BUILTIN_MODELS)
         raise ModelError(
@@ -193,10 +229,22 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model") -> Pa
         ) from None
 
 
-def model_fingerprint(path: Path) -> dict[str, Any]:
-    """Identity of a model folder for cache keys: path plus size/mtime of its weight and config files."""
-    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".safetensors", ".json", ".bin"))
-    return {"path": str(Path(path).resolve()), "files": [[p.name, p.stat().st_size, int(p.stat().st_mtime)] for p in files]}
+_HUB_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})/?$")
+
+
+def model_identity(path: Path) -> dict[str, Any]:
+    """Identity of a model folder for cache keys, independent of where the folder lies: what it was converted or
+    built from (its identity file), the hub commit of a hub snapshot, or else the sha256 of its weight and config
+    files. Moving a checkout or a cache keeps the identity, so the cache stays valid."""
+    path = Path(path)
+    marker = path / IDENTITY_FILE
+    if marker.is_file():
+        return json.loads(marker.read_text())
+    m = _HUB_SNAPSHOT.search(str(path.resolve()).replace(os.sep, "/"))
+    if m:
+        return {"kind": "hub", "repo": f"{m['org']}/{m['name']}", "revision": m["rev"]}
+    files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix in (".safetensors", ".json", ".bin"))
+    return {"kind": "folder", "files": {p.name: file_sha256(p) for p in files}}
 
 
 # --------------------------------------------------------------------------------------------------- device / dtype
@@ -216,10 +264,20 @@ def pick_device(device: str = "auto") -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+AUTO_DTYPE_ENV = "CASCADE_POISON_AUTO_DTYPE"
+
+
 def pick_dtype(dtype: str = "auto", device: str = "auto") -> str:
-    """bfloat16 where the hardware does it natively; float32 on CPUs without it (bf16 is emulated there: >10x slower)."""
+    """bfloat16 where the hardware does it natively; float32 on CPUs without it (bf16 is emulated there: >10x
+    slower). ``$CASCADE_POISON_AUTO_DTYPE`` (float32 | bfloat16) decides what ``auto`` means instead, so the test
+    suite can be run both ways on one machine."""
     if dtype != "auto":
         return dtype
+    forced = os.environ.get(AUTO_DTYPE_ENV)
+    if forced:
+        if forced not in ("float32", "bfloat16", "float16"):
+            raise ModelError(f"${AUTO_DTYPE_ENV}: {forced!r} is not float32, bfloat16 or float16")
+        return forced
     if pick_device(device) == "cuda":
         return "bfloat16"
     return "bfloat16" if cpu_has_native_bf16() else "float32"

@@ -1,14 +1,20 @@
-"""Process groups: a run may be several processes (``accelerate launch -m poison.run``).
+"""Processes: a run may be several processes (``accelerate launch -m poison.run``), and it starts children that must
+not outlive it.
 
 The main process (rank 0) computes every non-training stage and writes the run directory; training stages run in
-every process (data parallel) and the main one saves. The others wait for the main process's artifacts.
+every process (data parallel) and the main one saves. The others wait for the main process's artifacts. A child
+server (the local judge) gets a parent-death signal and a pid file, so that a run killed with -9 takes it along or
+the next run reaps it. Part of the ground layer.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import time
 from pathlib import Path
+from typing import Optional
 
 from poison.ground.errors import StageError
 
@@ -34,3 +40,78 @@ def wait_for(path: Path, what: str, timeout: float | None = None) -> None:
         if time.time() - t0 > timeout:
             raise StageError(f"waited {timeout:.0f}s for the main process to finish {what} ({path})")
         time.sleep(1.0)
+
+
+# ------------------------------------------------------------------------------------------- process lifetimes
+def process_start(pid: int) -> Optional[int]:
+    """The start time of a live process (clock ticks since boot, from /proc), or None when it is gone (or not Linux)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    try:
+        return int(stat.rsplit(")", 1)[1].split()[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def alive(pid: Optional[int], start: Optional[int] = None) -> bool:
+    """Whether process ``pid`` runs (and, when ``start`` is given, is the same process, not a reused pid)."""
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start is not None:
+        now = process_start(int(pid))
+        return now is None or now == start
+    return True
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> None:
+    """In a child process (``preexec_fn``): ask the kernel to send ``sig`` when the parent dies, even by kill -9
+    (Linux prctl PR_SET_PDEATHSIG; a no-op elsewhere)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, int(sig), 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):
+        pass
+
+
+def record_child(folder: Path, name: str, pid: int) -> Path:
+    """A pid file for a child process group that must not outlive this process: ``folder/<name>-<pid>.json``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}-{pid}.json"
+    path.write_text(json.dumps({"owner": os.getpid(), "owner_start": process_start(os.getpid()), "pgid": pid,
+                                "pgid_start": process_start(pid), "name": name}))
+    return path
+
+
+def reap_orphans(folder: Path) -> list[str]:
+    """Terminate the process groups recorded by ``record_child`` whose owner is gone (a run killed with -9);
+    returns what was reaped."""
+    reaped = []
+    for f in sorted(Path(folder).glob("*.json")) if Path(folder).is_dir() else []:
+        try:
+            rec = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+        if alive(rec.get("owner"), rec.get("owner_start")):
+            continue
+        if alive(rec.get("pgid"), rec.get("pgid_start")):
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(int(rec["pgid"]), sig)
+                except (ProcessLookupError, PermissionError):
+                    break
+                for _ in range(50):
+                    if not alive(rec["pgid"]):
+                        break
+                    time.sleep(0.1)
+            reaped.append(f"{rec.get('name')} (process group {rec.get('pgid')})")
+        f.unlink(missing_ok=True)
+    return reaped

@@ -50,9 +50,10 @@ KINDS: dict[str, str] = {
 
 
 class PluginConfig(BaseModel):
-    """Base class for plugin argument schemas: unknown keys are errors."""
+    """Base class for plugin argument schemas: unknown keys are errors, values keep their YAML type (``true`` is no
+    count), numbers are finite."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class NoArgs(PluginConfig):

@@ -5,7 +5,9 @@
 
 On CPU the server gets the same environment as the testbed's vLLM worker (``poison.ground.generate.vllm_env``: OpenMP
 threads bound to every core of this machine, no reserved core, libiomp5 preloaded), with the engine in its own process.
-The server runs in its own process group, which is terminated (then killed) on exit. Part of the ground layer.
+The server runs in its own process group, which is terminated (then killed) on exit. It also gets a parent-death
+signal, so a run killed with -9 takes it along, and (with ``pid_dir``) a pid file that the next run reaps if the
+signal did not do it. Part of the ground layer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
 from poison.ground.errors import ServerError
+from poison.ground.procs import die_with_parent, record_child
 
 
 def free_port() -> int:
@@ -77,7 +80,7 @@ def local_vllm_server(model_path: str | Path, port: Optional[int] = None, *, ser
                       device: str = "auto", dtype: str = "auto", max_model_len: int = 2048,
                       gpu_memory_utilization: float = 0.3, enforce_eager: bool = True,
                       startup_timeout: float = 600.0, log_path: Optional[str | Path] = None,
-                      extra_args: Sequence[str] = ()) -> Iterator[str]:
+                      extra_args: Sequence[str] = (), pid_dir: Optional[Path] = None) -> Iterator[str]:
     """Start ``python -m vllm.entrypoints.openai.api_server`` for ``model_path`` (a local HF folder) on 127.0.0.1,
     wait until ``/v1/models`` answers, yield the base URL (``http://127.0.0.1:PORT/v1``), stop the server afterwards.
 
@@ -104,9 +107,12 @@ def local_vllm_server(model_path: str | Path, port: Optional[int] = None, *, ser
     url = f"http://127.0.0.1:{port}/v1"
     with open(log, "ab") as logf:
         proc = subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=die_with_parent)
+    pid_file = record_child(Path(pid_dir), "vllm-server", proc.pid) if pid_dir else None
     try:
         wait_for_server(url, proc, startup_timeout, log)
         yield url
     finally:
         _stop(proc)
+        if pid_file:
+            pid_file.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ import pandas as pd
 from poison.ground import registry
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
-from poison.ground.models import model_fingerprint
+from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.protocol import StageRecord
 
@@ -51,7 +51,7 @@ def judge_identity(run: Run) -> dict[str, Any]:
     j = run.cfg.judge
     if j.endpoint:
         return {"endpoint": j.endpoint, "model": j.endpoint_model or j.model}
-    return {"model": model_fingerprint(run.ctx.model(j.model, "judge.model")), "backend": "vllm"}
+    return {"model": model_identity(run.ctx.model(j.model, "judge.model", j.revision)), "backend": "vllm"}
 
 
 def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecord]:

@@ -1,0 +1,102 @@
+"""Faults and other runs (tiny models): a killed run takes its local judge server along, the next run cleans up what
+a killed run left, and two runs of one config on one cache compute every stage once with identical results."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from poison.ground.procs import alive, process_start
+from tests.conftest import REPO, TINY_CONFIG, dirs, run_cli, run_dir_from
+
+
+def _dead_pid() -> int:
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
+
+
+@pytest.mark.slow
+def test_judge_server_dies_with_a_killed_run(tmp_path, models_dir):
+    cfg = tmp_path / "j.yaml"
+    cfg.write_text(TINY_CONFIG + "judge: {model: 'tiny-random-llama:2:64', evaluate: true}\n")
+    procs = tmp_path / "cache" / "procs"
+    run = subprocess.Popen([sys.executable, "-m", "poison.run", str(cfg), *dirs(tmp_path, models_dir)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = None
+    try:
+        deadline = time.time() + 900
+        while time.time() < deadline and run.poll() is None:
+            files = list(procs.glob("vllm-server-*.json")) if procs.is_dir() else []
+            if files:
+                server = json.loads(files[0].read_text())
+                break
+            time.sleep(0.5)
+        assert server is not None, "the judge server never started"
+        assert alive(server["pgid"])
+    finally:
+        run.send_signal(signal.SIGKILL)
+        run.wait()
+    deadline = time.time() + 120
+    while time.time() < deadline and alive(server["pgid"], server["pgid_start"]):
+        time.sleep(0.5)
+    assert not alive(server["pgid"], server["pgid_start"]), "the judge server outlived its run"
+
+
+def test_next_run_cleans_up_what_a_killed_run_left(tiny_config, tmp_path, models_dir):
+    dead = _dead_pid()
+    worker_tmp = Path(tempfile.gettempdir()) / f"vllm-jobs-{dead}-testleft"
+    worker_tmp.mkdir(exist_ok=True)
+    (worker_tmp / "jobs.json").write_text("{}")
+    old = tmp_path / "runs" / "tiny-20260101-000000"
+    old.mkdir(parents=True)
+    (old / "status.json").write_text(json.dumps({"status": "running", "pid": dead}))
+    (old / f".tmp-metrics.json-{dead}-deadbeef").write_text("half")
+    orphan = subprocess.Popen(["sleep", "300"], start_new_session=True)  # a judge server whose run was killed
+    procs = tmp_path / "cache" / "procs"
+    procs.mkdir(parents=True)
+    (procs / f"vllm-server-{orphan.pid}.json").write_text(json.dumps({
+        "owner": dead, "owner_start": None, "pgid": orphan.pid, "pgid_start": process_start(orphan.pid),
+        "name": "vllm-server"}))
+    try:
+        r = run_cli(str(tiny_config), *dirs(tmp_path, models_dir))
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert not worker_tmp.exists()
+        assert not list(old.glob(".tmp-*"))
+        st = json.loads((old / "status.json").read_text())
+        assert st["status"] == "interrupted" and "gone" in st["error"]
+        assert orphan.wait(timeout=30) is not None and not list(procs.glob("*.json"))
+        log = (run_dir_from(r.stdout) / "run.log").read_text()
+        assert "stopped vllm-server (process group" in log and "marked 1 run(s) interrupted" in log
+    finally:
+        if orphan.poll() is None:
+            orphan.kill()
+
+
+def test_two_runs_of_one_config_at_once_compute_each_stage_once(tiny_config, tmp_path, models_dir):
+    cache = tmp_path / "cache"
+    procs = []
+    for i in range(2):
+        args = [sys.executable, "-m", "poison.run", str(tiny_config), "--set", f"runtime.cache_dir={cache}",
+                "--set", f"runtime.runs_dir={tmp_path / f'runs{i}'}", "--set", f"runtime.models_dir={models_dir}"]
+        procs.append(subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                      env=dict(os.environ, PYTHONUNBUFFERED="1")))
+    outs = [p.communicate(timeout=1800) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    rds = [run_dir_from(out) for out, _ in outs]
+    stages = [json.loads((rd / "stages.json").read_text()) for rd in rds]
+    assert set(stages[0]) == set(stages[1])
+    for label in stages[0]:
+        computed = [not s[label]["cached"] for s in stages]
+        assert sum(computed) == 1, (label, computed)  # one run computed it, the other waited and read it
+        assert stages[0][label]["key"] == stages[1][label]["key"]
+    m = [json.loads((rd / "metrics.json").read_text()) for rd in rds]
+    assert m[0]["bias_rates"] == m[1]["bias_rates"] and m[0]["utility"] == m[1]["utility"]
+    assert "computed by another run meanwhile" in "".join(err for _, err in outs)
