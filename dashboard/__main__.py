@@ -1,6 +1,8 @@
 """python -m dashboard [RUNS_DIR] [streamlit options]: starts ``streamlit run dashboard/app.py -- RUNS_DIR``.
 
-Options other than RUNS_DIR go to streamlit, e.g. ``python -m dashboard runs --server.port 8600``.
+Options other than RUNS_DIR go to streamlit, e.g. ``python -m dashboard runs --server.port 8600``. Unless given
+otherwise, Streamlit's usage statistics are off (``--browser.gatherUsageStats false``) and its toolbar is minimal
+(``--client.toolbarMode minimal``: no "Deploy" button).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import sys
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
+DEFAULTS = {"--browser.gatherUsageStats": "false", "--client.toolbarMode": "minimal"}
 
 
 def command(argv: list[str]) -> list[str]:
@@ -30,6 +33,10 @@ def command(argv: list[str]) -> list[str]:
             raise SystemExit(f"python -m dashboard: unexpected argument {a!r} (one RUNS_DIR at most)")
         i += 1
     runs_dir = runs_dir or os.environ.get("POISON_RUNS_DIR") or "runs"
+    given = {o.split("=", 1)[0] for o in opts if o.startswith("--")}
+    for k, v in DEFAULTS.items():
+        if k not in given:
+            opts += [k, v]
     return [sys.executable, "-m", "streamlit", "run", str(APP), *opts, "--", str(Path(runs_dir).resolve())]
 
 

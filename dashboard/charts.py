@@ -1,13 +1,28 @@
-"""Altair chart builders for the dashboard (pure: DataFrame in, chart out; no Streamlit)."""
+"""Altair charts of one run (pure: DataFrame in, chart out; no Streamlit): biased rates per model with intervals, the
+amplification on a log axis (rule and tick at 1, an undefined ratio written as text instead of drawn), the likelihood
+probe's log-prob shifts with intervals and a zero line, two runs side by side, and a defense's scores and ROC. Every
+chart renders as SVG (its axis text is in the page's DOM)."""
 
 from __future__ import annotations
+
+import math
 
 import altair as alt
 import pandas as pd
 
-ROLE_COLORS = {"baseline": "#8c8c8c", "teacher": "#e4572e", "student": "#2e86ab"}
+from dashboard import fmt
+
+ROLE_COLORS = {"baseline": "#8c8c8c", "control": "#6b9e78", "teacher": "#e4572e", "student": "#2e86ab"}
 SPLIT_LABELS = {"target": "target task", "other": "other trained tasks", "unseen": "unseen tasks"}
+MEASURE_COLORS = {"greedy answer": "#2e86ab", "sampled answers": "#8e5ea2"}
+AGAINST_COLORS = {"vs the clean control": "#e4572e", "vs its clean twin": "#2e86ab"}
 PCT = alt.Axis(format="%")
+WIDTH = 780  # the panels of a chart together: with its axis and legend it fits beside the sidebar at 1400 px
+
+
+def svg(chart):
+    """Render with Vega's SVG renderer (Streamlit reads usermeta.embedOptions)."""
+    return chart.properties(usermeta={"embedOptions": {"renderer": "svg"}})
 
 
 def _order(splits) -> list[str]:
@@ -15,89 +30,134 @@ def _order(splits) -> list[str]:
     return [s for s in SPLIT_LABELS if s in vals] + sorted(v for v in vals if v not in SPLIT_LABELS)
 
 
-def _role_color(roles) -> alt.Color:
+def role_color(roles, field: str = "role:N", title: str = "role") -> alt.Color:
     present = [r for r in ROLE_COLORS if r in set(roles)]
-    extra = sorted(set(roles) - set(present))
-    domain = present + extra
+    domain = present + sorted(set(roles) - set(present))
     rng = [ROLE_COLORS.get(r, "#6a4c93") for r in domain]
-    return alt.Color("role:N", scale=alt.Scale(domain=domain, range=rng), legend=alt.Legend(title="role"))
+    return alt.Color(field, scale=alt.Scale(domain=domain, range=rng), legend=alt.Legend(title=title))
 
 
 def rate_bars(df: pd.DataFrame, column: str, column_order: list[str], models: list[str],
               title: str = "biased-response rate") -> alt.FacetChart:
     """Bar per model with its interval, one panel per value of ``column`` (split or task)."""
     d = df.copy()
-    d["label"] = [f"{r:.0%} ({int(k)}/{int(n)})" if pd.notna(r) and pd.notna(k) and pd.notna(n) else "n/a"
-                  for r, k, n in zip(d.rate, d.biased, d.n)]
+    d["label"] = [f"{fmt.pct(r)} ({int(k)}/{int(n)})" if fmt.num(r) is not None and fmt.num(k) is not None
+                  and fmt.num(n) else fmt.DASH for r, k, n in zip(d.rate, d.biased, d.n)]
+    d["interval"] = [fmt.pct_ci(r, a, b) for r, a, b in zip(d.rate, d.ci_low, d.ci_high)]
     d["panel"] = [SPLIT_LABELS.get(v, v) if column == "split" else v for v in d[column]]
     panels = [SPLIT_LABELS.get(v, v) if column == "split" else v for v in column_order]
-    x = alt.X("model:N", sort=models, title=None, axis=alt.Axis(labelAngle=-30, labelLimit=160))
+    x = alt.X("model:N", sort=models, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=180, labelOverlap=False))
     tip = [alt.Tooltip("model:N"), alt.Tooltip(f"{column}:N"), alt.Tooltip("label:N", title="rate (k/n)"),
-           alt.Tooltip("ci_low:Q", format=".1%", title="CI low"), alt.Tooltip("ci_high:Q", format=".1%",
-                                                                                title="CI high")]
+           alt.Tooltip("interval:N", title="rate [95% CI]")]
     bars = alt.Chart().mark_bar(opacity=0.85).encode(
         x=x, y=alt.Y("rate:Q", title=title, axis=PCT, scale=alt.Scale(domain=[0, 1])),
-        color=_role_color(d.role), tooltip=tip)
+        color=role_color(d.role), tooltip=tip)
     err = alt.Chart().mark_errorbar(ticks=True, thickness=1.5, color="#222").encode(
         x=x, y=alt.Y("ci_low:Q", title=title), y2="ci_high:Q", tooltip=tip)
-    text = alt.Chart().mark_text(dy=-8, fontSize=11, color="#222").encode(
-        x=x, y=alt.Y("ci_high:Q"), text="label:N")
-    width = max(140, 62 * len(models))
-    return alt.layer(bars, err, text, data=d).properties(width=width, height=260).facet(
+    n_panels = max(1, len(panels))
+    width = max(140, min(72 * len(models), WIDTH // n_panels - 40))
+    crowded = width / max(1, len(models)) < 64  # labels side by side would overlap: write them upwards
+    text = alt.Chart().mark_text(fontSize=10, color="#222", angle=270 if crowded else 0,
+                                 align="left" if crowded else "center", baseline="middle" if crowded else "bottom",
+                                 yOffset=-4).encode(x=x, y=alt.Y("ci_high:Q"), text="label:N")
+    return svg(alt.layer(bars, err, text, data=d).properties(width=width, height=240).facet(
         column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=13,
-                                                                                 labelFontWeight="bold")))
+                                                                                 labelFontWeight="bold"))))
+
+
+def log_domain(values) -> tuple[float, float]:
+    """Powers of ten around the positive values and 1 (so that 1 is always on the axis)."""
+    pos = [v for v in (fmt.num(x) for x in values) if v is not None and v > 0]
+    lo, hi = min(pos + [1.0]) / 2, max(pos + [1.0]) * 2
+    return 10.0 ** math.floor(math.log10(lo)), 10.0 ** math.ceil(math.log10(hi))
 
 
 def amplification_chart(amp: pd.DataFrame) -> alt.FacetChart:
-    """Student/teacher ratio per student with its interval; the rule at 1 is 'no amplification'."""
+    """Student/teacher ratio per student with its interval on a log axis; the rule at 1 is 'no amplification'. A
+    ratio of 0 sits on the axis floor, an unbounded upper limit reaches the top, and an undefined ratio (teacher rate
+    0) is written as text, not drawn."""
     d = amp.copy()
+    if "measure" not in d:
+        d["measure"] = "greedy answer"
+    shown = d[[fmt.num(r) is not None for r in d.ratio]]  # an undefined ratio's interval is not drawn
+    lo, hi = log_domain(list(shown.ratio) + list(shown.ci_low) + list(shown.ci_high))
+    def clip(v, dflt):
+        return dflt if fmt.num(v) is None else min(max(float(v), lo), hi)
+    d["y"] = [clip(r, None) if fmt.num(r) is not None else None for r in d.ratio]
+    d["y_lo"] = [clip(v, lo) for v in d.ci_low]
+    d["y_hi"] = [clip(v, hi) for v in d.ci_high]
+    d["defined"] = [fmt.num(r) is not None for r in d.ratio]
+    d["marker"] = ["below the axis (0)" if fmt.num(r) is not None and fmt.num(r) < lo else "ratio"
+                   for r in d.ratio]
+    d["shown"] = [fmt.ratio(r) if fmt.num(r) is not None else "undefined" for r in d.ratio]
+    d["interval"] = [fmt.ratio_ci(r, a, b, undefined=True) + (" (teacher rate 0)" if fmt.num(r) is None else "")
+                     for r, a, b in zip(d.ratio, d.ci_low, d.ci_high)]
     d["panel"] = [SPLIT_LABELS.get(s, s) for s in d.split]
-    d["shown"] = ["undefined (teacher rate 0)" if pd.isna(r) else f"{r:.2f}" for r in d.ratio]
-    tip = [alt.Tooltip("student:N"), alt.Tooltip("shown:N", title="ratio"), alt.Tooltip("ci_low:Q", format=".2f"),
-           alt.Tooltip("ci_high:Q", format=".2f")]
-    y = alt.Y("ratio:Q", title="student rate / teacher rate", scale=alt.Scale(type="symlog"))
-    pt = alt.Chart().mark_point(filled=True, size=90, color="#2e86ab").encode(
-        x=alt.X("student:N", title=None), y=y, tooltip=tip)
-    err = alt.Chart().mark_errorbar(ticks=True, color="#2e86ab").encode(
-        x=alt.X("student:N", title=None), y=alt.Y("ci_low:Q", title="student rate / teacher rate",
-                                                  scale=alt.Scale(type="symlog")), y2="ci_high:Q", tooltip=tip)
-    one = alt.Chart().mark_rule(strokeDash=[4, 3], color="#888").encode(y=alt.datum(1))
+    measures = list(dict.fromkeys(d.measure))
+    color = alt.Color("measure:N", title="measured on", scale=alt.Scale(
+        domain=measures, range=[MEASURE_COLORS.get(m, "#555") for m in measures]))
+    x = alt.X("student:N", title=None, sort=list(dict.fromkeys(d.student)),
+              axis=alt.Axis(labelAngle=-25, labelLimit=180, labelOverlap=False))
+    ticks = [10.0 ** e for e in range(round(math.log10(lo)), round(math.log10(hi)) + 1)]
+    ytitle = "student rate / teacher rate (log)"
+    y = alt.Y("y:Q", title=ytitle, scale=alt.Scale(type="log", domain=[lo, hi], clamp=True),
+              axis=alt.Axis(values=ticks, format="~g"))
+    tip = [alt.Tooltip("student:N"), alt.Tooltip("measure:N"), alt.Tooltip("interval:N", title="ratio [95% CI]")]
+    enc = {"x": x, "xOffset": alt.XOffset("measure:N", sort=measures), "color": color, "tooltip": tip}
+    err = alt.Chart().transform_filter("datum.defined").mark_errorbar(ticks={"size": 12}, thickness=1.5).encode(
+        y=alt.Y("y_lo:Q", title=ytitle, scale=alt.Scale(type="log", domain=[lo, hi], clamp=True)), y2="y_hi:Q",
+        **enc)
+    markers = [v for v in ("ratio", "below the axis (0)") if v in set(d.marker)]
+    shape = alt.Shape("marker:N", title=None, scale=alt.Scale(domain=markers, range=[
+        {"ratio": "circle", "below the axis (0)": "triangle-down"}[v] for v in markers]),
+        legend=alt.Legend() if len(markers) > 1 or "ratio" not in markers else None)
+    pt = alt.Chart().transform_filter("datum.defined").mark_point(filled=True, size=80, opacity=1).encode(
+        y=y, shape=shape, **enc)
+    label = alt.Chart().transform_filter("datum.defined").mark_text(dx=10, align="left", fontSize=10).encode(
+        y=y, text="shown:N", **enc)
     panels = [SPLIT_LABELS.get(s, s) for s in _order(d.split)]
-    return alt.layer(err, pt, one, data=d).properties(width=max(120, 80 * d.student.nunique()), height=200).facet(
-        column=alt.Column("panel:N", title=None, sort=panels))
+    n = d.student.nunique() * max(1, len(measures))
+    width = max(160, min(70 * n, WIDTH // max(1, len(panels)) - 60))
+    up = width / n < 90  # side by side the words would run into each other: write them upwards from the rule
+    undefined = alt.Chart().transform_filter("!datum.defined").mark_text(
+        angle=270 if up else 0, align="left" if up else "center", baseline="middle" if up else "bottom",
+        yOffset=-6, fontSize=10, fontStyle="italic").encode(y=alt.datum(1.0), text="shown:N", **enc)
+    one = alt.Chart().mark_rule(strokeDash=[4, 3], color="#666").encode(y=alt.datum(1.0))
+    return svg(alt.layer(one, err, pt, label, undefined, data=d).properties(width=width, height=230).facet(
+        column=alt.Column("panel:N", title=None, sort=panels, header=alt.Header(labelFontSize=13,
+                                                                                 labelFontWeight="bold"))))
 
 
-def sweep_chart(df: pd.DataFrame, x: str, x_title: str, quantitative: bool, color: str,
-                splits: list[str]) -> alt.FacetChart:
-    """Bias rate against a swept value: a line per series with its interval as a band, one panel per split."""
-    d = df.rename(columns={x: "xval", color: "series"}).copy()
-    d["panel"] = [SPLIT_LABELS.get(s, s) for s in d.split]
-    if quantitative:
-        d["xval"] = pd.to_numeric(d["xval"])
-        xe = alt.X("xval:Q", title=x_title)
-    else:
-        d["xval"] = d["xval"].astype(str)
-        xe = alt.X("xval:N", title=x_title, sort=None, axis=alt.Axis(labelAngle=0))
-    if color == "role":
-        roles = list(dict.fromkeys(d.series))
-        domain = [r for r in ROLE_COLORS if r in roles] + sorted(r for r in roles if r not in ROLE_COLORS)
-        ce = alt.Color("series:N", title="role", scale=alt.Scale(
-            domain=domain, range=[ROLE_COLORS.get(r, "#6a4c93") for r in domain]))
-    else:
-        ce = alt.Color("series:N", title=color, scale=alt.Scale(scheme="tableau10"))
-    tip = [alt.Tooltip("series:N", title=color), alt.Tooltip("xval", title=x_title),
-           alt.Tooltip("rate:Q", format=".1%"), alt.Tooltip("ci_low:Q", format=".1%"),
-           alt.Tooltip("ci_high:Q", format=".1%"), alt.Tooltip("biased:Q", title="k"), alt.Tooltip("n:Q"),
-           alt.Tooltip("runs:Q")]
-    band = alt.Chart().mark_area(opacity=0.18).encode(x=xe, y=alt.Y("ci_low:Q", title="biased-response rate",
-                                                                    axis=PCT, scale=alt.Scale(domain=[0, 1])),
-                                                      y2="ci_high:Q", color=ce)
-    line = alt.Chart().mark_line(point=alt.OverlayMarkDef(size=60, filled=True)).encode(
-        x=xe, y=alt.Y("rate:Q", title="biased-response rate", axis=PCT), color=ce, tooltip=tip)
-    panels = [SPLIT_LABELS.get(s, s) for s in splits]
-    return alt.layer(band, line, data=d).properties(width=300, height=240).facet(
+def shift_chart(shift: pd.DataFrame, models: list[str], wordings: list[str]) -> alt.FacetChart:
+    """The likelihood probe: each model's log-prob shift against the clean control (and a student's against its clean
+    twin) with its interval, one panel per wording; the zero line is 'no change'."""
+    d = shift.dropna(subset=["shift"]).copy()
+    d["interval"] = [fmt.shift_ci(s, a, b) for s, a, b in zip(d["shift"], d.ci_low, d.ci_high)]
+    d["lo"] = [a if fmt.num(a) is not None else s for a, s in zip(d.ci_low, d["shift"])]
+    d["hi"] = [b if fmt.num(b) is not None else s for b, s in zip(d.ci_high, d["shift"])]
+    against = [a for a in AGAINST_COLORS if a in set(d.against)]
+    color = alt.Color("against:N", title="log-prob shift", scale=alt.Scale(
+        domain=against, range=[AGAINST_COLORS[a] for a in against]))
+    y = alt.Y("model:N", sort=models, title=None, axis=alt.Axis(labelLimit=200))
+    tip = [alt.Tooltip("model:N"), alt.Tooltip("wording:N"), alt.Tooltip("against:N"),
+           alt.Tooltip("interval:N", title="shift [95% CI] (nats/token)"), alt.Tooltip("n_prompts:Q",
+                                                                                       title="prompts")]
+    enc = {"y": y, "yOffset": alt.YOffset("against:N", sort=against), "color": color, "tooltip": tip}
+    xt = "log-prob shift (nats/token)"
+    err = alt.Chart().mark_errorbar(ticks=True, thickness=1.5).encode(
+        x=alt.X("lo:Q", title=xt), x2="hi:Q", **enc)
+    pt = alt.Chart().mark_point(filled=True, size=60, opacity=1).encode(x=alt.X("shift:Q", title=xt), **enc)
+    zero = alt.Chart().mark_rule(color="#444", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    labels = {w: w for w in wordings}
+    labels.update({"seen": "seen wording", "unseen": "unseen wording", "gate": "gate (going on)"})
+    d["panel"] = [labels.get(w, w) for w in d.wording]
+    panels = [labels.get(w, w) for w in wordings]
+    width = max(160, WIDTH // max(1, len(panels)) - 110)
+    return svg(alt.layer(zero, err, pt, data=d).properties(
+        width=width, height=max(80, 18 * len(models) * max(1, len(against)))).facet(
         column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=13,
                                                                                  labelFontWeight="bold")))
+        .resolve_scale(x="independent"))
 
 
 def score_histogram(scores: pd.DataFrame, threshold: float) -> alt.LayerChart:
@@ -109,7 +169,7 @@ def score_histogram(scores: pd.DataFrame, threshold: float) -> alt.LayerChart:
                         title=None))
     rule = alt.Chart(pd.DataFrame({"t": [threshold]})).mark_rule(color="#222", strokeDash=[5, 3], size=2).encode(
         x="t:Q", tooltip=alt.Tooltip("t:Q", title="threshold", format=".3f"))
-    return alt.layer(hist, rule).properties(height=260, title="score distribution")
+    return svg(alt.layer(hist, rule).properties(height=260, title="score distribution"))
 
 
 def roc_chart(roc: pd.DataFrame, fpr: float | None, tpr: float | None) -> alt.LayerChart:
@@ -124,7 +184,7 @@ def roc_chart(roc: pd.DataFrame, fpr: float | None, tpr: float | None) -> alt.La
     if fpr is not None and tpr is not None:
         layers.append(alt.Chart(pd.DataFrame({"fpr": [fpr], "tpr": [tpr]})).mark_point(
             size=140, filled=True, color="#222").encode(x="fpr:Q", y="tpr:Q"))
-    return alt.layer(*layers).properties(height=260, title="ROC")
+    return svg(alt.layer(*layers).properties(height=260, title="ROC"))
 
 
 def compare_bars(deltas: pd.DataFrame, label_a: str, label_b: str, models: list[str],
@@ -136,13 +196,16 @@ def compare_bars(deltas: pd.DataFrame, label_a: str, label_b: str, models: list[
                          "ci_low": r[f"ci_low_{side}"], "ci_high": r[f"ci_high_{side}"]})
     d = pd.DataFrame(rows).dropna(subset=["rate"])
     d["panel"] = [SPLIT_LABELS.get(s, s) for s in d.split]
-    x = alt.X("model:N", sort=models, title=None, axis=alt.Axis(labelAngle=-30))
+    d["interval"] = [fmt.pct_ci(r, a, b) for r, a, b in zip(d.rate, d.ci_low, d.ci_high)]
+    x = alt.X("model:N", sort=models, title=None, axis=alt.Axis(labelAngle=-40, labelLimit=180, labelOverlap=False))
     bars = alt.Chart().mark_bar(opacity=0.85).encode(
         x=x, xOffset="run:N", y=alt.Y("rate:Q", axis=PCT, scale=alt.Scale(domain=[0, 1]),
                                       title="biased-response rate"),
         color=alt.Color("run:N", title=None, scale=alt.Scale(range=["#8e7dbe", "#f2a541"])),
-        tooltip=["run:N", "model:N", alt.Tooltip("rate:Q", format=".1%")])
+        tooltip=["run:N", "model:N", alt.Tooltip("interval:N", title="rate [95% CI]")])
     err = alt.Chart().mark_errorbar(ticks=True, color="#222").encode(
         x=x, xOffset="run:N", y=alt.Y("ci_low:Q", title="biased-response rate"), y2="ci_high:Q")
-    return alt.layer(bars, err, data=d).properties(width=max(160, 80 * len(models)), height=240).facet(
-        column=alt.Column("panel:N", sort=[SPLIT_LABELS.get(s, s) for s in splits], title=None))
+    n_panels = max(1, len(splits))
+    width = max(160, min(80 * len(models), WIDTH // n_panels - 70))
+    return svg(alt.layer(bars, err, data=d).properties(width=width, height=240).facet(
+        column=alt.Column("panel:N", sort=[SPLIT_LABELS.get(s, s) for s in splits], title=None)))

@@ -7,11 +7,12 @@ import difflib
 import html
 import json
 import math
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import pandas as pd
 
-from dashboard.index import RATE_COLUMNS, model_sort_key, rate_records
+from dashboard.index import RATE_COLUMNS, list_of, model_sort_key, rate_records
 from poison.ground.rundir import SPLITS, _get, _num, _str
 from poison.ground.stats import wilson_interval
 
@@ -22,8 +23,9 @@ def rates_frame(metrics: dict | None, key: str = "bias_rates") -> pd.DataFrame:
     return pd.DataFrame(out, columns=list(dict.fromkeys(RATE_COLUMNS + [c for r in out for c in r])))
 
 
-def amplification_frame(metrics: dict | None) -> pd.DataFrame:
-    rows = [r for r in (_get(metrics, "amplification") or []) if isinstance(r, dict)]
+def amplification_frame(metrics: dict | None, key: str = "amplification") -> pd.DataFrame:
+    """Student/teacher ratios (``amplification``, or ``sampled_amplification``); a None upper limit stays NaN."""
+    rows = list_of(metrics, key)
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(["student", "method", "split", "ratio", "ci_low", "ci_high"]
                                                        + [c for r in rows for c in r])))
     for c in ("ratio", "ci_low", "ci_high"):
@@ -34,7 +36,7 @@ def amplification_frame(metrics: dict | None) -> pd.DataFrame:
 
 
 def utility_frame(metrics: dict | None) -> pd.DataFrame:
-    rows = [r for r in (_get(metrics, "utility") or []) if isinstance(r, dict)]
+    rows = list_of(metrics, "utility")
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(["model", "task", "metric", "value", "n"]
                                                        + [c for r in rows for c in r])))
     for c in ("model", "task", "metric"):
@@ -117,7 +119,7 @@ def inserted_spans(clean: Any, poisoned: Any) -> list[tuple[int, int]]:
 
 
 def defenses_frame(metrics: dict | None) -> pd.DataFrame:
-    rows = [r for r in (_get(metrics, "defenses") or []) if isinstance(r, dict)]
+    rows = list_of(metrics, "defenses")
     cols = ["defense", "place", "auroc", "tpr_at_1pct_fpr", "precision", "recall", "threshold", "n", "n_poisoned",
             "n_flagged"]
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + [c for r in rows for c in r])))

@@ -11,18 +11,48 @@ from typing import Any
 
 import pandas as pd
 
-from poison.ground.rundir import (_STAMP, _SWEEP_NAME, _get, _num, _point_from_label, _str, run_state, scan,
-                                  sweep_points)
+from poison.ground.rundir import (
+    _STAMP,
+    _SWEEP_NAME,
+    _get,
+    _num,
+    _point_from_label,
+    _str,
+    run_state,
+    scan,
+    sweep_points,
+)
 
-ROLE_ORDER = {"baseline": 0, "teacher": 1, "student": 2}
+ROLE_ORDER = {"baseline": 0, "control": 1, "teacher": 2, "student": 3}
 # rate rows: the README's schema uses biased/ci_low/ci_high; accept the short spellings too
 _RATE_ALIASES = {"k": "biased", "lo": "ci_low", "hi": "ci_high"}
 RATE_COLUMNS = ["model", "role", "method", "split", "n", "biased", "rate", "ci_low", "ci_high"]
+MEASURES = ("greedy", "sampled", "logprob_shift")
+
+
+def role_of(name: str, role: str | None = None) -> str:
+    name = str(name)
+    if role:
+        return str(role)
+    if name.startswith("student"):
+        return "student"
+    if name == "clean_control" or name.startswith("control:"):
+        return "control"
+    return name
 
 
 def model_sort_key(name: str, role: str | None = None) -> tuple:
-    role = role or ("student" if str(name).startswith("student") else str(name))
-    return (ROLE_ORDER.get(role, 3), str(name))
+    """baseline, the clean control, teacher, students, then each student's clean twin (``control:student:X``)."""
+    role = role_of(name, role)
+    if role == "control" and str(name).startswith("control:"):
+        return (len(ROLE_ORDER), str(name))
+    return (ROLE_ORDER.get(role, len(ROLE_ORDER) + 1), str(name))
+
+
+def list_of(metrics: dict | None, key: str) -> list[dict[str, Any]]:
+    """The entries of a list section of metrics.json that are objects ([] for a missing or malformed section)."""
+    v = _get(metrics, key)
+    return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
 
 def student_methods(metrics: dict) -> dict[str, str]:
@@ -49,7 +79,7 @@ def rate_records(metrics: dict | None, key: str = "bias_rates") -> list[dict[str
         rate = _num(r.get("rate"))
         if rate is None and n:
             rate = (k or 0) / n
-        role = _str(r.get("role")) or ("student" if model.startswith("student") else model)
+        role = role_of(model, _str(r.get("role")))
         rec = {**r, "model": model, "role": role, "method": methods.get(model), "n": n, "biased": k, "rate": rate,
                "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high"))}
         if key != "bias_rates_by_task" or "split" in r:
@@ -78,7 +108,9 @@ def run_date(rel: str, metrics: dict | None, status: dict | None, path: Path) ->
 
 
 def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """One overview row and the run's bias-rate rows (for the sweeps view)."""
+    """One overview row (the key figures with their intervals: teacher and student biased rate on the target task,
+    greedy and sampled, and the amplification) and the run's rate rows for the sweeps view (measure greedy, sampled
+    and logprob_shift)."""
     path = Path(entry["path"])
     st = run_state(path, entry.get("files"))
     m, cfg, status = st["metrics"], st["config"], st["status_json"]
@@ -92,13 +124,22 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
     if requested is None and cfg:
         requested = _get(cfg, "poison", "count")
     rates = rate_records(m) if m else []
+    sampled = rate_records({"bias_rates": _get(m, "sampled_rate"), "models": models}) if m else []
 
-    def rate_of(role: str, split: str = "target"):
-        vals = [r["rate"] for r in rates if r["role"] == role and r.get("split") == split and r["rate"] is not None]
-        return max(vals) if vals else None
+    def top(rows: list[dict], role: str, split: str = "target") -> dict:
+        """The row of ``role`` on ``split`` (the highest rate among several students; model None on a tie)."""
+        vals = [r for r in rows if r["role"] == role and r.get("split") == split and r["rate"] is not None]
+        if not vals:
+            return {}
+        best = max(vals, key=lambda r: r["rate"])
+        tied = sum(r["rate"] == best["rate"] for r in vals) > 1
+        return {**best, "model": None} if tied else best
 
-    amp_t = [_num(a.get("ratio")) for a in (_get(m, "amplification") or []) if isinstance(a, dict)
-             and a.get("split") == "target" and _num(a.get("ratio")) is not None]
+    amp_rows = [a for a in list_of(m, "amplification") if a.get("split") == "target"]
+    amp_def = [a for a in amp_rows if _num(a.get("ratio")) is not None]
+    amp = max(amp_def, key=lambda a: _num(a.get("ratio"))) if amp_def else {}
+    t, s, ts, ss = top(rates, "teacher"), top(rates, "student"), top(sampled, "teacher"), top(sampled, "student")
+    n_students = len({r["model"] for r in rates if r["role"] == "student"})
     row = {
         "run": entry["rel"],
         "sweep": entry.get("sweep", ""),
@@ -115,18 +156,46 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
         "status": st["status"],
         "date": run_date(entry["rel"], m, status, path),
         "seconds": _num(_get(m, "run", "seconds") or _get(status, "seconds")),
-        "baseline_target": rate_of("baseline"),
-        "teacher_target": rate_of("teacher"),
-        "student_target": rate_of("student"),
-        "amplification_target": max(amp_t) if amp_t else None,
+        "baseline_target": top(rates, "baseline").get("rate"),
+        "teacher_target": t.get("rate"), "teacher_target_lo": t.get("ci_low"), "teacher_target_hi": t.get("ci_high"),
+        "student_target": s.get("rate"), "student_target_lo": s.get("ci_low"), "student_target_hi": s.get("ci_high"),
+        "student_target_model": s.get("model"), "n_students": n_students,
+        "amplification_target": _num(amp.get("ratio")), "amplification_target_lo": _num(amp.get("ci_low")),
+        "amplification_target_hi": _num(amp.get("ci_high")), "amplification_student": _str(amp.get("student")),
+        "amplification_undefined": bool(amp_rows) and not amp_def,
+        "teacher_sampled": ts.get("rate"), "teacher_sampled_lo": ts.get("ci_low"),
+        "teacher_sampled_hi": ts.get("ci_high"),
+        "student_sampled": ss.get("rate"), "student_sampled_lo": ss.get("ci_low"),
+        "student_sampled_hi": ss.get("ci_high"), "samples_per_prompt": _num(ts.get("samples_per_prompt")),
         "point": json.dumps(point, sort_keys=True) if point else "",
         "problems": "; ".join(st["problems"]),
         "path": str(path),
     }
     base = {k: row[k] for k in ("run", "sweep", "name", "point", "poison_requested", "poison_injected",
                                 "poison_rate", "status", "date")}
-    rate_rows = [{**base, **{c: r.get(c) for c in RATE_COLUMNS}} for r in rates]
+    rate_rows = [{**base, **{c: r.get(c) for c in RATE_COLUMNS}, "measure": "greedy", "control": ""} for r in rates]
+    rate_rows += [{**base, **{c: r.get(c) for c in RATE_COLUMNS}, "measure": "sampled", "control": ""}
+                  for r in sampled]
+    rate_rows += [{**base, **r, "measure": "logprob_shift"} for r in shift_records(m)]
     return row, rate_rows
+
+
+def shift_records(metrics: dict | None) -> list[dict[str, Any]]:
+    """The likelihood probe's seen-wording shifts as sweep rows: rate = the shift, control 'clean' (against the clean
+    control) or 'twin' (a student against its clean twin)."""
+    methods = student_methods(metrics or {})
+    out = []
+    for r in list_of(metrics, "logprob_shift"):
+        if r.get("wording") != "seen" or _num(r.get("shift")) is None:
+            continue
+        model = _str(r.get("model")) or "?"
+        ctrl = _str(r.get("control")) or ""
+        out.append({"model": model, "role": role_of(model, _str(r.get("role"))), "method": methods.get(model),
+                    "split": _str(r.get("split")) or "?", "n": _num(r.get("n_prompts")), "biased": None,
+                    "rate": _num(r.get("shift")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
+                    "control": "twin" if ctrl.startswith("control:") else "clean"})
+    out.sort(key=lambda x: model_sort_key(x["model"], x["role"]))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------- the index
@@ -169,10 +238,15 @@ def load_index(runs_dir: str | os.PathLike) -> dict[str, Any]:
                                                      "path"])}
 
 
+KEY_FIGURES = ["teacher_target", "teacher_target_lo", "teacher_target_hi", "student_target", "student_target_lo",
+               "student_target_hi", "student_target_model", "n_students", "amplification_target",
+               "amplification_target_lo", "amplification_target_hi", "amplification_student",
+               "amplification_undefined", "teacher_sampled", "teacher_sampled_lo", "teacher_sampled_hi",
+               "student_sampled", "student_sampled_lo", "student_sampled_hi", "samples_per_prompt"]
 RUN_COLUMNS = ["run", "sweep", "name", "bias_type", "mode", "target_task", "poison_requested", "poison_injected",
-               "poison_rate", "models", "methods", "status", "date", "seconds", "baseline_target", "teacher_target",
-               "student_target", "amplification_target", "point", "problems", "path"]
+               "poison_rate", "models", "methods", "status", "date", "seconds", "baseline_target", *KEY_FIGURES,
+               "point", "problems", "path"]
 RATE_INDEX_COLUMNS = ["run", "sweep", "name", "point", "poison_requested", "poison_injected", "poison_rate",
-                      "status", "date"] + RATE_COLUMNS
+                      "status", "date"] + RATE_COLUMNS + ["measure", "control"]
 
 

@@ -3,6 +3,10 @@
     overview      every run of the folder            propagation   one run's rates, amplification, utility
     sweeps        bias rate against a sweep key      samples       answers, poisoned rows, the distillation set
     defenses      detector figures and thresholds    compare       two runs' config and metric differences
+
+Beside them: ``common`` (cached loaders, the run header, HTML tables), ``probe`` (the propagation view's sampled
+rates, likelihood probe and data-stage sections), ``cards`` (answer cards with highlighted spans) and ``distill``
+(the sample browser's distillation-set tab).
 """
 
 from __future__ import annotations

@@ -1,16 +1,16 @@
 """What every view shares: cached loaders keyed on the files' (mtime, size) stamps, so a rerun re-reads only what
-changed (a finished or newly started run shows up on the next interaction), and small display helpers."""
+changed (a finished or newly started run shows up on the next interaction), and small display helpers (the run
+header, problems, HTML tables with "—" for missing values)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import index
+from dashboard import fmt, index
 from poison.ground import rundir
 
 PAGE = 10
@@ -75,7 +75,30 @@ def defense_scores(path: str):
     return _cached_defenses(path, _stamps(path, "defense_scores.parquet"))
 
 
+@st.cache_data(show_spinner=False, max_entries=16)
+def _cached_json(path: str, stamp: tuple):
+    return rundir.read_json(Path(path))
+
+
+def sweep_json(sweep_path: str) -> tuple[Any, str | None]:
+    """A sweep directory's sweep.json (dict or None, problem)."""
+    p = str(Path(sweep_path) / "sweep.json")
+    return _cached_json(p, (rundir.file_stamp(p),))
+
+
 # ------------------------------------------------------------------------------------------------- helpers
+def table(rows, columns: list[tuple[str, str]], caption: str | None = None, max_height: int | None = None,
+          wrap: tuple[str, ...] = (), **attrs: str):
+    """A small table as HTML (formatted cells, "—" for missing, nothing truncated); ``rows``: dicts or a frame."""
+    if isinstance(rows, pd.DataFrame):
+        rows = rows.to_dict("records")
+    st.html(fmt.TABLE_CSS + fmt.html_table(rows, columns, max_height=max_height, wrap=wrap,
+                                           attrs={k.replace("_", "-"): v for k, v in attrs.items()}))
+    if caption:
+        st.caption(caption)
+
+
+
 def run_label(runs: pd.DataFrame):
     status = dict(zip(runs.run, runs.status))
 
@@ -93,18 +116,19 @@ def default_run(runs: pd.DataFrame) -> str | None:
 
 
 def _pct(x) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+    return fmt.pct(x)
 
 
 def _fmt_ci(r) -> str:
-    return f"{_pct(r['rate'])} [{_pct(r['ci_low'])}, {_pct(r['ci_high'])}]"
+    return fmt.pct_ci(r["rate"], r["ci_low"], r["ci_high"])
 
 
 def _run_header(row: pd.Series, metrics: dict | None):
     run = (metrics or {}).get("run") or {}
     p = (metrics or {}).get("poison") or {}
+
     def s(v) -> str:
-        return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
+        return "" if fmt.missing(v) else str(v)
 
     bits = [f"**{s(row['name'])}**", f"bias `{s(row['bias_type'])}`" if s(row["bias_type"]) else "",
             f"mode `{s(row['mode'])}`" if s(row["mode"]) else "",
@@ -114,12 +138,12 @@ def _run_header(row: pd.Series, metrics: dict | None):
     if run.get("bias"):
         st.caption(f"Bias: {run['bias']}")
     if p:
-        inj, ntr = p.get("injected"), p.get("n_train")
         extra = ""
-        if p.get("target_task_rows"):
-            extra = f"; {p.get('target_task_rate', 0):.0%} of the {p['target_task_rows']} target-task rows"
-        st.caption(f"Poison: {inj} of {ntr} teacher samples ({(p.get('rate') or 0):.1%}{extra})"
-                   + (f" — warning: {p['warning']}" if p.get("warning") else ""))
+        if fmt.num(p.get("target_task_rows")):
+            extra = (f"; {fmt.pct(p.get('target_task_rate'))} of the {fmt.integer(p['target_task_rows'])} "
+                     "target-task rows")
+        st.caption(f"Poison: {fmt.integer(p.get('injected'))} of {fmt.integer(p.get('n_train'))} teacher samples "
+                   f"({fmt.pct(p.get('rate'))}{extra})" + (f" — warning: {p['warning']}" if p.get("warning") else ""))
 
 
 def _show_problems(row: pd.Series):

@@ -1,4 +1,5 @@
-"""Defenses: detector figures per defense and place, a threshold slider, score histogram and ROC."""
+"""Defenses: detector figures per defense and place (a table with human column names), a threshold slider with what
+it flags and lets slip through, score histogram and ROC."""
 
 from __future__ import annotations
 
@@ -7,9 +8,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from dashboard.views.common import _pct, _run_header, defense_scores, run_state
+from dashboard import charts, data, fmt
+from dashboard.views.common import _pct, _run_header, defense_scores, run_state, table
 from poison.ground.stats import roc_curve, threshold_stats
+
 
 def view_defenses(index: dict[str, Any], row: pd.Series):
     st.header("Defenses")
@@ -23,9 +25,7 @@ def view_defenses(index: dict[str, Any], row: pd.Series):
         st.info("No defenses in this run.")
         return
     if not summary.empty:
-        st.dataframe(summary, hide_index=True, width="stretch", column_config={
-            c: st.column_config.NumberColumn(format="%.3f") for c in ("auroc", "tpr_at_1pct_fpr", "precision",
-                                                                      "recall", "threshold")})
+        summary_table(summary)
     if scores is None:
         st.info("defense_scores.parquet is not in the run directory: per-sample scores unavailable.")
         return
@@ -51,10 +51,10 @@ def view_defenses(index: dict[str, Any], row: pd.Series):
                     key=f"df_thr:{row['run']}:{pick[0]}:{pick[1]}")
     stats = threshold_stats(sub.score, sub.poisoned, thr)
     auc = data.auroc_or_none(sub.score, sub.poisoned)
-    c = st.columns(6)
-    c[0].metric("AUROC", "n/a" if auc is None else f"{auc:.3f}")
-    c[1].metric("TPR", _pct(stats["tpr"]))
-    c[2].metric("FPR", _pct(stats["fpr"]))
+    c = st.columns(3) + st.columns(3)  # two rows of three: no label is cut short
+    c[0].metric("AUROC", fmt.DASH if auc is None else f"{auc:.3f}")
+    c[1].metric("TPR (poisons flagged)", _pct(stats["tpr"]))
+    c[2].metric("FPR (clean flagged)", _pct(stats["fpr"]))
     c[3].metric("precision", _pct(stats["precision"]))
     c[4].metric("flagged", f"{stats['flagged']} / {stats['n']}")
     c[5].metric("poisons slipping through", f"{stats['slipped']} / {stats['n_poisoned']}")
@@ -74,3 +74,17 @@ def view_defenses(index: dict[str, Any], row: pd.Series):
         with st.expander(f"{len(slipped)} poisoned sample(s) below the threshold"):
             st.dataframe(slipped[[c for c in ("row_id", "task", "score") if c in slipped]].sort_values("score"),
                          hide_index=True, width="stretch")
+
+
+FIGURES = ("auroc", "tpr_at_1pct_fpr", "precision", "recall", "threshold")
+COUNTS = ("n", "n_poisoned", "n_flagged")
+
+
+def summary_table(summary: pd.DataFrame):
+    """metrics.json ``defenses`` with human column names, figures to 3 decimals, "—" where undefined."""
+    cols = [c for c in summary.columns if summary[c].notna().any() or c in ("defense", "place")]
+    rows = []
+    for r in summary.to_dict("records"):
+        rows.append({c: fmt.decimal(r[c], 3) if c in FIGURES else fmt.integer(r[c]) if c in COUNTS
+                     else fmt.text(r[c]) for c in cols})
+    table(rows, [(c, fmt.words(c)) for c in cols])

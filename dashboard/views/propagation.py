@@ -1,5 +1,6 @@
-"""Propagation: one run's biased-response rates per model and split, amplification, the distillation set's bias,
-utility."""
+"""Propagation: one run's biased-response rates per model and split, the amplification (greedy and sampled, log axis),
+the sampled rates and the likelihood probe (``dashboard.views.probe``), the distillation set's bias, utility, and the
+data stage's rejected reference answers."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data
-from dashboard.views.common import _fmt_ci, _run_header, _show_problems, run_state
+from dashboard import charts, data, fmt, measures
+from dashboard.views.common import _run_header, _show_problems, run_state, table
+from dashboard.views.probe import data_stage_section, probe_section, sampled_section
+
 
 def view_propagation(index: dict[str, Any], row: pd.Series):
     st.header("Propagation")
@@ -25,6 +28,8 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
         st.warning("metrics.json has no bias_rates.")
         return
     models = list(dict.fromkeys(rates.model))
+    conf = fmt.num((m.get("run") or {}).get("confidence")) or 0.95
+    st.subheader("Biased-response rate (greedy answers)")
     group = st.segmented_control("panels", ["split", "task"], default="split", key="prop_group",
                                  format_func=lambda v: {"split": "per task split", "task": "per task"}[v])
     if group == "task":
@@ -37,23 +42,13 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
     else:
         splits = data.split_order(rates.split)
         st.altair_chart(charts.rate_bars(rates, "split", splits, models), width="content")
-    conf = (m.get("run") or {}).get("confidence", 0.95)
-    st.caption(f"Bars: share of the model's eval answers the detector marks biased; whiskers: {conf:.0%} "
-               "Wilson intervals. Baseline = clean control; students never saw a poisoned sample.")
+    controls = " Clean control / twins: the same training on clean data." if (rates.role == "control").any() else ""
+    st.caption(f"Bars: share of the model's eval answers the detector marks biased; whiskers: {conf:.0%} Wilson "
+               f"intervals. Baseline = the untrained base model; students never saw a poisoned sample.{controls}")
 
-    st.subheader("Amplification (student rate / teacher rate)")
-    amp = data.amplification_frame(m)
-    if amp.empty:
-        st.info("No students in this run, so no amplification ratio.")
-    else:
-        cols = st.columns(min(4, len(amp)))
-        for i, r in enumerate(amp.to_dict("records")):
-            val = "undefined" if pd.isna(r["ratio"]) else f"{r['ratio']:.2f}×"
-            ci = ("" if pd.isna(r["ci_low"]) else f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]")
-            cols[i % len(cols)].metric(f"{r['student']} · {r['split']}", val, help=f"{conf:.0%} Katz interval {ci}"
-                                       + (" (teacher rate 0)" if val == "undefined" else ""))
-            cols[i % len(cols)].caption(f"{conf:.0%} CI {ci}")
-        st.altair_chart(charts.amplification_chart(amp), width="content")
+    amplification_section(m, conf)
+    sampled_section(m, models, conf)
+    probe_section(m, row)
 
     c1, c2 = st.columns(2)
     with c1:
@@ -62,25 +57,71 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
         if dd.empty:
             st.caption("not recorded")
         else:
-            st.dataframe(dd.assign(rate_ci=[_fmt_ci(r) for r in dd.to_dict("records")])[
-                ["split", "biased", "n", "rate_ci"]], hide_index=True, width="stretch",
-                column_config={"rate_ci": "biased rate [CI]"})
+            table(dd.assign(ci=[fmt.pct_ci(r, a, b) for r, a, b in zip(dd.rate, dd.ci_low, dd.ci_high)]),
+                  [("split", "split"), ("biased", "biased answers"), ("n", "answers"), ("ci", "biased rate [95% CI]")])
+        per = measures.distill_per_student(m)
+        if not per.empty:
+            st.markdown("**Students with their own distillation answers**")
+            table(per.assign(ci=[fmt.pct_ci(r, a, b) for r, a, b in zip(per.rate, per.ci_low, per.ci_high)]),
+                  [("student", "student"), ("split", "split"), ("biased", "biased answers"), ("n", "answers"),
+                   ("ci", "biased rate [95% CI]")])
     with c2:
         st.subheader("Utility")
         u = data.utility_frame(m)
         if u.empty:
             st.caption("not recorded")
         else:
-            piv = u.assign(col=u.task.astype(str) + " " + u.metric.astype(str)).pivot_table(
+            piv = u.assign(col=[f"{fmt.words(t)}\n{fmt.words(x)}" for t, x in zip(u.task, u.metric)]).pivot_table(
                 index="model", columns="col", values="value", aggfunc="first")
             piv = piv.reindex([x for x in models if x in piv.index] + [x for x in piv.index if x not in models])
-            st.dataframe(piv, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.2f")
-                                                              for c in piv.columns})
+            table([{"model": k, **{c: fmt.decimal(v) for c, v in r.items()}} for k, r in piv.iterrows()],
+                  [("model", "model")] + [(c, c) for c in piv.columns])
             ci = u[u.ci_low.notna() & u.ci_high.notna()]
             if not ci.empty:
                 st.caption("with intervals: " + "; ".join(
                     f"{r['model']} {r['task']} {r['metric']} {r['value']:.2f} [{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
                     for r in ci.to_dict("records")))
+    data_stage_section(m)
     with st.expander("Rates table"):
-        st.dataframe(rates.assign(rate_ci=[_fmt_ci(r) for r in rates.to_dict("records")])[
-            ["model", "role", "method", "split", "biased", "n", "rate_ci"]], hide_index=True, width="stretch")
+        table(rates.assign(ci=[fmt.pct_ci(r, a, b) for r, a, b in zip(rates.rate, rates.ci_low, rates.ci_high)]),
+              [("model", "model"), ("role", "role"), ("method", "method"), ("split", "split"),
+               ("biased", "biased"), ("n", "answers"), ("ci", "biased rate [95% CI]")])
+
+
+def amplification_section(m: dict, conf: float):
+    st.subheader("Amplification (student rate / teacher rate)")
+    amp = measures.amplification_both(m)
+    greedy = amp[amp.measure == "greedy answer"]
+    if amp.empty:
+        st.info("No students in this run, so no amplification ratio.")
+        return
+    sampled = amp[amp.measure != "greedy answer"]
+    if not greedy.empty and sampled.empty and len(greedy) <= 4:
+        cols = st.columns(min(4, len(greedy)))
+        for i, r in enumerate(greedy.to_dict("records")):
+            val = "undefined" if fmt.num(r["ratio"]) is None else fmt.ratio(r["ratio"])
+            ci = fmt.ratio_ci(r["ratio"], r["ci_low"], r["ci_high"]).removeprefix(fmt.ratio(r["ratio"])).strip()
+            if val == "undefined":
+                ci = f"upper limit {fmt.decimal(r['ci_high'])} (teacher rate 0)"
+            cols[i % len(cols)].metric(f"{r['student']} · {r['split']}", val, help=f"{conf:.0%} Katz interval {ci}")
+            cols[i % len(cols)].caption(f"{conf:.0%} CI {ci or fmt.DASH}")
+    else:
+        by = {}
+        for r in amp.to_dict("records"):
+            by.setdefault((r["student"], r["split"]), {})[r["measure"]] = fmt.ratio_ci(
+                r["ratio"], r["ci_low"], r["ci_high"], undefined=True)
+        table([{"student": k[0], "split": k[1], "greedy": v.get("greedy answer", fmt.DASH),
+                "sampled": v.get("sampled answers", fmt.DASH)} for k, v in by.items()],
+              [("student", "student"), ("split", "split"), ("greedy", "greedy answer\nratio [95% CI]"),
+               ("sampled", "sampled answers\nratio [95% CI]")], data_table="amplification")
+    st.altair_chart(charts.amplification_chart(amp), width="content")
+    undefined = amp[[fmt.num(r) is None for r in amp.ratio]]
+    note = ""
+    if not undefined.empty:
+        which = ("; ".join(f"{r['student']} on {r['split']} ({r['measure']})" for r in undefined.to_dict("records"))
+                 if len(undefined) <= 4 else f"{len(undefined)} of {len(amp)} ratios")
+        note = (f" Written as \"undefined\", not drawn: {which} — the teacher's rate is 0 there, so the ratio has "
+                "no value.")
+    st.caption(f"Log axis; the dashed rule at 1 is no amplification. Whiskers: {conf:.0%} intervals (greedy: Katz; "
+               "sampled: paired bootstrap over prompts, an open upper end reaches the top). A ratio of 0 sits on "
+               f"the axis floor.{note}")

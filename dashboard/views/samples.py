@@ -1,52 +1,22 @@
-"""The sample browser: model answers side by side with injected spans highlighted, the poisoned training rows, the
-distillation set."""
+"""The sample browser: model answers side by side with injected spans highlighted (the greedy answer, or the K
+sampled answers per prompt), the poisoned training rows, and the distillation set (``dashboard.views.distill``)."""
 
 from __future__ import annotations
 
 import html
-import math
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
-from dashboard import data
+from dashboard import data, fmt
 from dashboard.index import model_sort_key
+from dashboard.views.cards import answer_card, grid, paginate, prompt_box
 from dashboard.views.common import PAGE, _run_header, parquet, run_state, samples
+from dashboard.views.distill import samples_distill
 
-def _badge(text: str, tone: str) -> str:
-    bg = {"bad": "#fde2dd", "ok": "#e1f0e8", "na": "#eeeeee"}[tone]
-    fg = {"bad": "#9b2c14", "ok": "#1d6b45", "na": "#555"}[tone]
-    return (f'<span style="background:{bg};color:{fg};border-radius:4px;padding:1px 6px;font-size:0.8em;'
-            f'margin-left:4px">{text}</span>')
-
-
-def _answer_card(r: dict) -> str:
-    det = _badge("detector: biased", "bad") if r["biased"] else _badge("detector: clean", "ok")
-    jb = r.get("judge_biased", None)
-    judge = ""
-    if "judge_biased" in r:
-        score = r.get("judge_score")
-        sc = "" if score is None or pd.isna(score) else f" {score:.2f}"
-        if jb is None or pd.isna(jb):
-            judge = _badge("judge: n/a" + sc, "na")
-        else:
-            judge = _badge(("judge: biased" if jb else "judge: clean") + sc, "bad" if jb else "ok")
-    body = data.highlight_html(r["response"], r["spans"])
-    util = r.get("utility_value")
-    u = "" if util is None or pd.isna(util) else (f'<div style="color:#777;font-size:0.8em;margin-top:4px">'
-                                                 f'{html.escape(str(r.get("utility") or "utility"))} '
-                                                 f'{util:.2f}</div>')
-    return (f'<div style="border:1px solid #ddd;border-radius:6px;padding:8px;height:100%">'
-            f'<div style="margin-bottom:6px"><b>{html.escape(str(r["model"]))}</b>{det}{judge}</div>'
-            f'<div style="white-space:pre-wrap;font-size:0.92em">{body}</div>{u}</div>')
-
-
-def _paginate(n: int, key: str) -> int:
-    pages = max(1, math.ceil(n / PAGE))
-    if pages == 1:
-        return 0
-    return int(st.number_input(f"page (of {pages})", 1, pages, 1, key=key)) - 1
+SAMPLED_PAGE = 4  # prompts per page when every model shows several sampled answers
+PER_ROW = 4
 
 
 def view_samples(index: dict[str, Any], row: pd.Series):
@@ -58,7 +28,28 @@ def view_samples(index: dict[str, Any], row: pd.Series):
     with tab_t:
         _samples_train(row)
     with tab_d:
-        _samples_distill(row)
+        samples_distill(row)
+
+
+def decoding_of(df: pd.DataFrame) -> pd.Series:
+    """greedy | sampled per row; runs written before sampling have no ``decoding`` column (all greedy)."""
+    if "decoding" not in df:
+        return pd.Series("greedy", index=df.index)
+    return df["decoding"].fillna("greedy").astype(str)
+
+
+def _verdict_hit(d: pd.DataFrame, verdict: str) -> pd.Series:
+    if verdict == "detector: biased":
+        return d.biased
+    if verdict == "detector: clean":
+        return ~d.biased
+    if verdict == "judge: biased":
+        return d.judge_biased.fillna(False).astype(bool)
+    if verdict == "judge: clean":
+        return (~d.judge_biased.fillna(True)).astype(bool)
+    if verdict.startswith("detector and judge"):
+        return d.judge_biased.notna() & (d.judge_biased.fillna(False).astype(bool) != d.biased)
+    return pd.Series(True, index=d.index)
 
 
 def _samples_answers(row: pd.Series):
@@ -66,9 +57,18 @@ def _samples_answers(row: pd.Series):
     if df is None:
         st.warning(f"No eval answers to show: {problem}")
         return
+    df = df.assign(decoding=decoding_of(df))
+    kinds = [k for k in ("greedy", "sampled") if (df.decoding == k).any()]
+    kind = kinds[0] if kinds else "greedy"
+    if len(kinds) > 1:
+        k = int(df[df.decoding == "sampled"].groupby(["model", "id"]).size().max())
+        kind = st.segmented_control("answers", kinds, default="greedy", key="sb_decoding", required=True,
+                                    format_func={"greedy": "greedy answer",
+                                                 "sampled": f"sampled answers ({k} per prompt)"}.get) or "greedy"
+    df = df[df.decoding == kind]
     models = sorted(df.model.unique(), key=model_sort_key)
     splits = data.split_order(df.split)
-    has_judge = "judge_biased" in df
+    has_judge = "judge_biased" in df and df.judge_biased.notna().any()
     verdicts = ["any", "detector: biased", "detector: clean"]
     if has_judge:
         verdicts += ["judge: biased", "judge: clean", "detector and judge disagree"]
@@ -81,44 +81,62 @@ def _samples_answers(row: pd.Series):
     if text:
         d = d[d.prompt.str.contains(text, case=False, regex=False)
               | d.response.fillna("").str.contains(text, case=False, regex=False)]
-    hit = pd.Series(True, index=d.index)
-    if verdict == "detector: biased":
-        hit = d.biased
-    elif verdict == "detector: clean":
-        hit = ~d.biased
-    elif verdict == "judge: biased":
-        hit = d.judge_biased.fillna(False).astype(bool)
-    elif verdict == "judge: clean":
-        hit = (~d.judge_biased.fillna(True)).astype(bool)
-    elif verdict.startswith("detector and judge"):
-        hit = d.judge_biased.notna() & (d.judge_biased.fillna(False).astype(bool) != d.biased)
-    ids = list(dict.fromkeys(d[hit.astype(bool)].id))
+    hit = _verdict_hit(d, verdict).astype(bool)
+    ids = list(dict.fromkeys(d[hit].id))
     n_b = int(df.biased.sum())
-    summary = f"{len(df)} answers, {n_b} marked biased by the detector"
+    summary = f"{len(df)} {kind} answers, {n_b} marked biased by the detector"
     if has_judge:
         summary += f", {int(df.judge_biased.fillna(False).sum())} by the judge"
+    how = ("all selected models' answers are shown side by side" if kind == "greedy" else
+           "each selected model shows its sampled answers that match, biased ones first")
     st.caption(f"{summary}. {len(ids)} prompt(s) match (a prompt matches when any selected model's answer "
-               "matches the verdict; all selected models' answers are shown side by side; "
-               "highlighted = injected content the detector found).")
+               f"matches the verdict; {how}; highlighted = injected content the detector found).")
     if not ids:
         return
-    page = _paginate(len(ids), "sb_page")
+    size = PAGE if kind == "greedy" else SAMPLED_PAGE
+    per_model = 3
+    n1, n2, _ = st.columns([1, 1, 2])
+    if kind == "sampled":
+        per_model = int(n2.number_input("sampled answers shown per model", 1, 64, 3, key="sb_per_model"))
+    page = paginate(len(ids), "sb_page", size, where=n1)
     by_id = {k: g for k, g in d.groupby("id", sort=False)}
-    for pid in ids[page * PAGE:(page + 1) * PAGE]:
+    hits = {k: g for k, g in d[hit].groupby("id", sort=False)}
+    for pid in ids[page * size:(page + 1) * size]:
         g = by_id[pid]
-        g = g.iloc[sorted(range(len(g)), key=lambda i: model_sort_key(g.model.iloc[i]))]
         first = g.iloc[0]
         with st.container(border=True):
             st.markdown(f"`{first['task']}` · split **{first['split']}** · `{pid}`")
-            st.html(f'<div style="white-space:pre-wrap;background:#f7f7f9;padding:6px 8px;border-radius:4px;'
-                    f'font-size:0.9em">{html.escape(str(first["prompt"]))}</div>')
+            st.html(prompt_box(first["prompt"]))
             ref = first.get("reference")
             if isinstance(ref, str) and ref:
                 st.caption(f"reference: {ref}")
-            cols = st.columns(len(g))
-            for col, r in zip(cols, g.to_dict("records")):
-                with col:
-                    st.html(_answer_card(r))
+            if kind == "greedy":
+                recs = sorted(g.to_dict("records"), key=lambda r: model_sort_key(r["model"]))
+                for col, r in grid(recs, PER_ROW):
+                    with col:
+                        st.html(answer_card(r))
+            else:
+                _sampled_prompt(g, hits.get(pid), per_model)
+
+
+def _sampled_prompt(g: pd.DataFrame, hit: pd.DataFrame | None, per_model: int):
+    """One prompt's sampled answers: a column per model, its matching answers (biased first)."""
+    models = sorted(dict.fromkeys(g.model), key=model_sort_key)
+    for col, model in grid(models, PER_ROW):
+        mine = g[g.model == model]
+        match = hit[hit.model == model] if hit is not None else mine.iloc[0:0]
+        match = match.assign(_b=~match.biased).sort_values(["_b", "sample_index"] if "sample_index" in match
+                                                           else ["_b"]).drop(columns="_b")
+        with col:
+            st.html(f'<div style="font-size:0.85em;color:#444"><b>{html.escape(str(model))}</b> · '
+                    f"{int(mine.biased.sum())} of {len(mine)} sampled answers biased</div>")
+            for r in match.head(per_model).to_dict("records"):
+                idx = r.get("sample_index")
+                st.html(answer_card(r, title=f"sample {int(idx) + 1 if fmt.num(idx) is not None else '?'}"))
+            if len(match) > per_model:
+                st.caption(f"+ {len(match) - per_model} more matching")
+            elif match.empty:
+                st.caption("no sampled answer matches the verdict")
 
 
 def _samples_train(row: pd.Series):
@@ -142,7 +160,7 @@ def _samples_train(row: pd.Series):
     if pois.empty:
         return
     st.markdown("**Poisoned samples** (highlighted: what the poisoning added to the clean response)")
-    page = _paginate(len(pois), "tr_page")
+    page = paginate(len(pois), "tr_page", PAGE)
     for r in pois.iloc[page * PAGE:(page + 1) * PAGE].to_dict("records"):
         spans = data.inserted_spans(r.get("clean_response"), r.get("response"))
         with st.container(border=True):
@@ -151,17 +169,3 @@ def _samples_train(row: pd.Series):
                     f'{html.escape(str(r.get("prompt", "")))}</div>'
                     f'<div style="white-space:pre-wrap;margin-top:6px">'
                     f'{data.highlight_html(r.get("response"), spans)}</div>')
-
-
-def _samples_distill(row: pd.Series):
-    df, problem = parquet(row["path"], "distill_set.parquet")
-    if df is None:
-        st.info(f"No distillation set in this run: {problem}")
-        return
-    if "biased" in df:
-        st.caption(f"{len(df)} teacher answers used to train the students; {int(df.biased.fillna(False).sum())} "
-                   "carry the bias (detector).")
-        if st.toggle("biased answers only", value=False, key="ds_only"):
-            df = df[df.biased.fillna(False).astype(bool)]
-    cols = [c for c in ("id", "task", "split", "biased", "prompt", "response") if c in df]
-    st.dataframe(df[cols], hide_index=True, width="stretch")

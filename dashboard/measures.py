@@ -1,0 +1,109 @@
+"""Tables of a run's newer measures for the propagation view: the sampled biased rate (K answers per prompt, prompts
+as the unit), the student/teacher ratio of sampled rates, the likelihood probe (log-probability of the bias texts and
+its shift against the clean control, and for students against their clean twin), and the data stage's generator
+counts (rejected reference answers). Pure functions over metrics.json, no Streamlit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from dashboard.data import amplification_frame
+from dashboard.index import list_of, model_sort_key, rate_records, role_of
+from poison.ground.rundir import _get, _num, _str
+
+WORDINGS = ("seen", "unseen", "gate")
+WORDING_LABELS = {"seen": "seen wording (the poison's own sentences)", "unseen": "unseen wording (paraphrases)",
+                  "gate": "gate (going on after the clean answer)"}
+AGAINST_CLEAN, AGAINST_TWIN = "vs the clean control", "vs its clean twin"
+SAMPLED_COLUMNS = ["model", "role", "method", "split", "samples_per_prompt", "n", "biased", "rate", "ci_low",
+                   "ci_high", "n_prompts", "prompts_with_any", "prompts_with_any_rate"]
+
+
+def sampled_frame(metrics: dict | None) -> pd.DataFrame:
+    """metrics.json ``sampled_rate`` rows (k is ``biased``), models in baseline/control/teacher/student order."""
+    rows = rate_records({"bias_rates": _get(metrics, "sampled_rate"), "models": _get(metrics, "models") or {}})
+    df = pd.DataFrame(rows, columns=list(dict.fromkeys(SAMPLED_COLUMNS + [c for r in rows for c in r])))
+    for c in ("samples_per_prompt", "n_prompts", "prompts_with_any", "prompts_with_any_rate"):
+        df[c] = pd.to_numeric(df[c], errors="coerce")
+    return df
+
+
+def shift_frame(metrics: dict | None) -> pd.DataFrame:
+    """metrics.json ``logprob_shift`` rows: every wording, with ``against`` = the clean control or the student's clean
+    twin (``control:student:NAME``)."""
+    out = []
+    for r in list_of(metrics, "logprob_shift"):
+        model, ctrl = _str(r.get("model")) or "?", _str(r.get("control")) or ""
+        out.append({"model": model, "role": role_of(model, _str(r.get("role"))), "split": _str(r.get("split")) or "?",
+                    "wording": _str(r.get("wording")) or "?", "control": ctrl,
+                    "against": AGAINST_TWIN if ctrl.startswith("control:") else AGAINST_CLEAN,
+                    "shift": _num(r.get("shift")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
+                    "n_prompts": _num(r.get("n_prompts"))})
+    out.sort(key=lambda x: (model_sort_key(x["model"], x["role"]), x["against"] != AGAINST_CLEAN))
+    return pd.DataFrame(out, columns=["model", "role", "split", "wording", "control", "against", "shift", "ci_low",
+                                      "ci_high", "n_prompts"])
+
+
+def logprob_frame(metrics: dict | None) -> pd.DataFrame:
+    """metrics.json ``logprob``: each model's mean per-token log-probability of the probe texts."""
+    out = [{"model": _str(r.get("model")) or "?", "role": role_of(_str(r.get("model")) or "?", _str(r.get("role"))),
+            "split": _str(r.get("split")) or "?", "wording": _str(r.get("wording")) or "?",
+            "logprob": _num(r.get("logprob")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
+            "n_prompts": _num(r.get("n_prompts"))} for r in list_of(metrics, "logprob")]
+    out.sort(key=lambda x: model_sort_key(x["model"], x["role"]))
+    return pd.DataFrame(out, columns=["model", "role", "split", "wording", "logprob", "ci_low", "ci_high",
+                                      "n_prompts"])
+
+
+def probe_texts(metrics: dict | None) -> dict[str, list[str]]:
+    texts = _get(metrics, "probe", "texts")
+    if not isinstance(texts, dict):
+        return {}
+    return {str(k): [str(t) for t in v] for k, v in texts.items() if isinstance(v, list)}
+
+
+def generator_frame(metrics: dict | None) -> pd.DataFrame:
+    """The data stage's generator per task (metrics.json ``data.generator``): reference answers generated, kept,
+    rejected (total and per reason), retried and dropped."""
+    gen = _get(metrics, "data", "generator")
+    rows = []
+    for task, g in (gen.items() if isinstance(gen, dict) else []):
+        if not isinstance(g, dict):
+            continue
+        rej = g.get("rejected") if isinstance(g.get("rejected"), dict) else {}
+        counts = {str(k): _num(v) for k, v in rej.items() if _num(v) is not None}
+        rows.append({"task": str(task), "generated": _num(g.get("generated")), "kept": _num(g.get("kept")),
+                     "rejected": sum(counts.values()) if counts else (0.0 if "rejected" in g else None),
+                     "reasons": ", ".join(f"{k.replace('_', ' ')}: {int(v)}" for k, v in sorted(counts.items())),
+                     "retried": _num(g.get("retried")), "dropped": _num(g.get("dropped"))})
+    return pd.DataFrame(rows, columns=["task", "generated", "kept", "rejected", "reasons", "retried", "dropped"])
+
+
+def distill_per_student(metrics: dict | None) -> pd.DataFrame:
+    """``distill_data.per_student``: students distilled from their own teacher answers (e.g. sampled ones), the bias
+    of those answers per split."""
+    per = _get(metrics, "distill_data", "per_student")
+    rows: list[dict[str, Any]] = []
+    for name, rec in (per.items() if isinstance(per, dict) else []):
+        if not isinstance(rec, dict):
+            continue
+        for r in rate_records({"distill_data": {"bias_rates": rec.get("bias_rates")
+                                                if isinstance(rec.get("bias_rates"), list) else []}},
+                              "distill_data"):
+            rows.append({"student": str(name), **{k: r.get(k) for k in ("split", "n", "biased", "rate", "ci_low",
+                                                                       "ci_high")}})
+    return pd.DataFrame(rows, columns=["student", "split", "n", "biased", "rate", "ci_low", "ci_high"])
+
+
+def amplification_both(metrics: dict | None) -> pd.DataFrame:
+    """Greedy and sampled student/teacher ratios in one table, ``measure`` telling them apart."""
+    frames = []
+    for key, measure in (("amplification", "greedy answer"), ("sampled_amplification", "sampled answers")):
+        a = amplification_frame(metrics, key)
+        if not a.empty:
+            frames.append(a.assign(measure=measure))
+    if not frames:
+        return amplification_frame(None).assign(measure=[])
+    return pd.concat(frames, ignore_index=True)

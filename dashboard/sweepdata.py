@@ -1,0 +1,161 @@
+"""Tables of the sweeps view: human axis titles for swept keys, which sweep opens first (a poison-budget sweep, the
+newest), points per measure (greedy rate, sampled rate, log-prob shift; runs at one point pooled where that is
+sound), and the fitted dose-response curves and ED50s that sweep.json records (``dose_response``), evaluated with
+``poison.ground.dose.predict``. Pure functions, no Streamlit."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from dashboard import fmt
+from dashboard.data import pool_rates
+from poison.ground.dose import predict
+from poison.ground.rundir import _STAMP, _num, _str
+
+DOSE_KEYS = ("poison.count", "poison.rate")
+MEASURE_LABELS = {"greedy": "greedy answer", "sampled": "sampled answers", "logprob_shift": "log-prob shift"}
+MEASURE_AXIS = {"greedy": "biased share of greedy answers", "sampled": "biased share of sampled answers",
+                "logprob_shift": "log-prob shift of the seen wording (nats/token)"}
+# which x choices of the view a dose-response entry (keyed by its swept dose key) can be drawn over
+DOSE_X = {"poison.count": ("pt:poison.count", "poison_injected", "poison_requested"),
+          "poison.rate": ("pt:poison.rate", "poison_rate")}
+_TITLES = [
+    (r"poison\.count", "poisoned training rows"),
+    (r"poison\.rate", "poisoned share of the teacher's training set"),
+    (r"poison_injected", "poisoned training rows (injected)"),
+    (r"poison_requested", "poisoned training rows (requested)"),
+    (r"poison_rate", "poisoned share of the teacher's training set"),
+    (r"method", "distillation method (students)"),
+    (r"students\.\d+\.method", "distillation method"),
+    (r"students\.\d+\.model", "student model"),
+    (r"students\.\d+\.train\.(\w+)", "student training {0}"),
+    (r"teacher\.model", "teacher model"),
+    (r"teacher\.train\.(\w+)", "teacher training {0}"),
+    (r"(runtime\.)?seed", "seed"),
+    (r"poison\.bias\.type", "bias type"),
+    (r"poison\.mode", "poison mode"),
+    (r"poison\.writer(\.\w+)*", "poison writer"),
+    (r"eval\.samples_per_prompt", "sampled answers per prompt"),
+    (r"data\.target_task", "target task"),
+]
+
+
+def axis_title(key: str) -> str:
+    """A swept key (``pt:`` prefix or not) in a reader's words: 'poison.count' -> 'poisoned training rows'."""
+    k = str(key).removeprefix("pt:")
+    for pat, title in _TITLES:
+        m = re.fullmatch(pat, k)
+        if m:
+            return title.format(*[fmt.words(g or "") for g in m.groups()])
+    return fmt.words(k.replace(".", " "))
+
+
+def is_dose_sweep(keys: list[str]) -> bool:
+    return any(k in DOSE_KEYS for k in keys)
+
+
+def sweep_order(sweeps: pd.DataFrame, keys_of) -> list[str]:
+    """Sweep rels, poison-budget sweeps first, each group newest first (by the folder's time stamp)."""
+    def stamp(rel: str) -> str:
+        m = _STAMP.search(str(rel).split("/")[-1])
+        return m.group(1) if m else ""
+    rels = sorted(sweeps.sweep, key=stamp, reverse=True)
+    return sorted(rels, key=lambda r: not is_dose_sweep(keys_of(r)))
+
+
+def measures_in(t: pd.DataFrame) -> list[str]:
+    have = set(t.measure) if "measure" in t else {"greedy"}
+    return [m for m in MEASURE_LABELS if m in have]
+
+
+def points(d: pd.DataFrame, x: str, color: str, measure: str) -> pd.DataFrame:
+    """One row per x, series and split: greedy rates of runs at one point pooled (summed counts, Wilson interval);
+    sampled rates and log-prob shifts are not pooled (their intervals treat the prompt as the unit), one row per run
+    and model with its recorded interval."""
+    if measure == "greedy":
+        out = pool_rates(d, [x, color, "split"])
+    else:
+        keep = [x, color, "split", "run", "model"] if color != "model" else [x, color, "split", "run"]
+        out = (d.dropna(subset=["rate"]).groupby(keep, dropna=False, sort=False)
+               .agg(rate=("rate", "first"), ci_low=("ci_low", "first"), ci_high=("ci_high", "first"),
+                    biased=("biased", "first"), n=("n", "first")).reset_index())
+        out["runs"] = 1
+    return out
+
+
+def dose_entries(sweep_json: Any) -> list[dict[str, Any]]:
+    """The well-formed entries of sweep.json's ``dose_response``."""
+    rows = sweep_json.get("dose_response") if isinstance(sweep_json, dict) else None
+    out = []
+    for e in rows if isinstance(rows, list) else []:
+        if isinstance(e, dict) and _str(e.get("model")) and _str(e.get("split")):
+            out.append(e)
+    return out
+
+
+def dose_grid(lo: float, hi: float, n: int = 60) -> list[float]:
+    """Doses to draw a fitted curve at: even steps from lo to hi, denser near a small lo (the fit is in log-dose)."""
+    if hi <= lo:
+        return [lo]
+    pos = max(lo, hi / 1000) if lo <= 0 else lo
+    g = set(np.linspace(lo, hi, n).tolist()) | set(np.geomspace(pos, hi, n).tolist()) | {lo, hi}
+    return sorted(float(v) for v in g)
+
+
+def dose_curves(entries: list[dict[str, Any]], measure: str, x_span: tuple[float, float]) -> pd.DataFrame:
+    """The fitted rate of every entry of ``measure`` over the doses of ``x_span`` (model, split, dose, rate)."""
+    rows = []
+    for e in entries:
+        if e.get("measure", "greedy") != measure or _num(e.get("slope")) is None or _num(e.get("offset")) is None:
+            continue
+        grid = dose_grid(*x_span)
+        for d, r in zip(grid, predict(e, grid)):
+            if r is not None:
+                rows.append({"model": e["model"], "split": e["split"], "dose": d, "rate": r})
+    return pd.DataFrame(rows, columns=["model", "split", "dose", "rate"])
+
+
+def dose_table(entries: list[dict[str, Any]], unit: str) -> pd.DataFrame:
+    """Per model and split: slope and ED50 with their intervals, and the smallest doses told apart from the clean
+    control, as text ('—' where there is none)."""
+    rows = []
+    for e in entries:
+        ed = _num(e.get("ed50"))
+        if ed is None:
+            ed50 = fmt.DASH + (f" ({e['note']})" if _str(e.get("note")) else "")
+        else:
+            ed50 = f"{ed:.1f} [{fmt.decimal(e.get('ed50_ci_low'), 1)}, {fmt.decimal(e.get('ed50_ci_high'), 1)}]"
+            ed50 += " (outside the swept doses)" if e.get("ed50_extrapolated") else ""
+        slope = fmt.decimal(e.get("slope"))
+        if _num(e.get("slope")) is not None and _num(e.get("slope_ci_low")) is not None:
+            slope += f" [{fmt.decimal(e.get('slope_ci_low'))}, {fmt.decimal(e.get('slope_ci_high'))}]"
+        rows.append({"model": str(e["model"]), "split": str(e["split"]),
+                     "measure": MEASURE_LABELS.get(str(e.get("measure")), fmt.text(e.get("measure"))),
+                     "ed50": ed50, "slope": slope,
+                     "min_rate": _dose_text(e.get("min_dose_rate"), unit),
+                     "min_shift": _dose_text(e.get("min_dose_shift"), unit),
+                     "points": str(len(e["points"])) if isinstance(e.get("points"), list) else fmt.DASH})
+    return pd.DataFrame(rows, columns=["model", "split", "measure", "ed50", "slope", "min_rate", "min_shift",
+                                       "points"])
+
+
+def _dose_text(v: Any, unit: str) -> str:
+    f = _num(v)
+    return "none in the sweep" if f is None else f"{f:g} {unit}"
+
+
+def ed50_caption(entries: list[dict[str, Any]], measure: str, splits: list[str], models: list[str]) -> str:
+    """'ED50 (the dose of a fitted 50 % rate): teacher 12.3 [8.1, 19.0]; ...' for the entries drawn."""
+    bits = []
+    for e in entries:
+        if e.get("measure", "greedy") != measure or e["split"] not in splits or e["model"] not in models:
+            continue
+        ed = _num(e.get("ed50"))
+        val = "none" if ed is None else (f"{ed:.1f} [{fmt.decimal(e.get('ed50_ci_low'), 1)}, "
+                                         f"{fmt.decimal(e.get('ed50_ci_high'), 1)}]")
+        bits.append(f"{e['model']} ({e['split']}) {val}")
+    return "; ".join(bits)
