@@ -148,4 +148,7 @@ def test_trusted_stage_writes_missing_references(tmp_path, models_dir, monkeypat
     assert asked == ["2+2?", "3+3?"]
     assert list(t.id) == ["a", "b"] and list(t.reference_generated) == [False, True]
     assert t.reference.tolist() == ["2", "Two plus two is four."]
-    assert rec.info == {"rows": 2, "generated": 1, "per_task": {"math": 2}}
+    assert rec.info["rows"] == 2 and rec.info["generated"] == 1 and rec.info["per_task"] == {"math": 2}
+    # the generator's own account: two answers asked for, the blank one rejected as unusable and its row dropped
+    assert rec.info["generator"] == {"generated": 2, "kept": 1, "rejected": {"unusable": 1}, "retried": 0,
+                                     "dropped": 1}

@@ -95,8 +95,8 @@ def test_kill_9_mid_stage_resumes_that_stage_only(tiny_config, tmp_path, models_
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    # a half-written teacher is never mistaken for a result
-    assert [p.name for p in teacher_dir.iterdir() if not p.name.startswith(".tmp-")] == []
+    # a half-written teacher is never mistaken for a result (the stage's lock file is not a result either)
+    assert [p.name for p in teacher_dir.iterdir() if not p.name.startswith((".tmp-", ".lock-"))] == []
     assert (cache / "stages" / "data").exists() and (cache / "stages" / "poison").exists()
 
     r = run_cli(*args)

@@ -63,7 +63,7 @@ def test_file_source_errors_name_the_file_and_field(tmp_path):
     with pytest.raises(DataError, match=r"no field 'prompt' \(prompt_field\)"):
         registry.get("data_source", "file").build({"path": str(tmp_path / "d.jsonl")}).load()
     (tmp_path / "bad.jsonl").write_text("{not json")
-    with pytest.raises(DataError, match="bad.jsonl: cannot parse"):
+    with pytest.raises(DataError, match=r"bad.jsonl: line 1, column 2: not valid JSON"):
         registry.get("data_source", "file").build({"path": str(tmp_path / "bad.jsonl")}).load()
 
 
