@@ -86,6 +86,10 @@ def _plugin_sites(raw: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
             sites.append(("defense", d["type"], f"defense.defenses.{i}", d.get("args") or {}))
     judge = raw.get("judge") if isinstance(raw.get("judge"), dict) else {}
     sites.append(("defense", "llm_autorater", "judge", judge.get("args") or {}))
+    audit = raw.get("audit") if isinstance(raw.get("audit"), dict) else {}
+    for i, a in enumerate(audit.get("audits") or []):
+        if isinstance(a, dict):
+            sites.append(("audit", a.get("type", "logit_shift"), f"audit.audits.{i}", a.get("args") or {}))
     return sites
 
 
@@ -130,12 +134,14 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
 
 def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, source: str = "<config>") -> RunConfig:
     raw = apply_overrides(raw, overrides or [])
-    raw.pop("sweep", None)  # sweeps are expanded by poison.run before validation
+    raw.pop("sweep", None)  # sweeps (and seed replicates) are expanded by poison.sweep before validation
+    raw.pop("seeds", None)
     plugin_errors, resolved = _check_plugins(raw)
     try:
         cfg = RunConfig.model_validate(raw)
     except ValidationError as e:
-        lines = _clean(registry.format_validation_error(e, RunConfig)).splitlines()
+        lines = [ln.removeprefix("<root>: ") for ln in
+                 _clean(registry.format_validation_error(e, RunConfig)).splitlines()]
         raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines + plugin_errors)) from None
     if plugin_errors:
         raise ConfigError(f"{source}: invalid config\n" + "\n".join(plugin_errors))
@@ -147,6 +153,8 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     for i, d in enumerate(cfg.defense.defenses):
         d.args = resolved[f"defense.defenses.{i}"]
     cfg.judge.args = resolved["judge"]
+    for i, a in enumerate(cfg.audit.audits):
+        a.args = resolved[f"audit.audits.{i}"]
     probe_error = _check_probe(cfg)
     if probe_error:
         raise ConfigError(f"{source}: invalid config\n{probe_error}")

@@ -21,6 +21,7 @@ from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_wri
 from poison.ground.stats import cohen_kappa, mean_interval, rate_ratio, wilson_interval
 from poison.measures import (control_model, logprob_rows, logprob_shift_rows, probe_frame, sampled_amplification_rows,
                              sampled_rate_rows, sampled_rows)
+from poison.report_extras import audit_section, cascade_section
 from poison.stages import Run
 from poison.stages.probe import unseen_in_poison
 from poison.summary import SPLITS, summary_table
@@ -36,7 +37,7 @@ def score_generations(df: pd.DataFrame, bias, split_of: dict[str, str], ctx=None
     for r in df.to_dict("records"):
         v = rule(r["response"], r, bias)
         verdicts.append(v["biased"])
-        spans.append(json.dumps(v["spans"]))
+        spans.append([[int(a), int(b)] for a, b in v["spans"]])  # a native list column (older runs: JSON text)
         evidence.append(v["evidence"])
         name = r.get("utility") or "rouge_l"
         if name not in utilities:
@@ -83,7 +84,8 @@ def method_diagnostics(run: Run, models: dict[str, dict], conf: float) -> dict[s
 
 def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], evals: dict,
                  defended: dict | None = None, judged: dict | None = None, sampled: dict | None = None,
-                 probed: dict | None = None, distills: dict | None = None) -> dict[str, Any]:
+                 probed: dict | None = None, distills: dict | None = None,
+                 audits: dict | None = None) -> dict[str, Any]:
     """Score every eval answer, compute every figure, write metrics.json, the per-sample tables and summary.txt."""
     cfg = run.cfg
     run_dir: Path = run.ctx.run_dir
@@ -146,8 +148,9 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
 
     # The teacher's answers the students learn from, scored with the same detector
     dist = pd.read_parquet(Path(distill.path) / "distill.parquet")
-    dist = dist.assign(split=[split_of[t] for t in dist.task],
-                       biased=[run.bias.detect(t).biased for t in dist.response])
+    found = [run.bias.detect(t or "") for t in dist.response]
+    dist = dist.assign(split=[split_of[t] for t in dist.task], biased=[d.biased for d in found],
+                       bias_spans=[[[int(a), int(b)] for a, b in d.spans] for d in found])
     distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
 
     per_student = {}
@@ -176,6 +179,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         score_frames.append(pd.read_parquet(Path(rec.path) / "scores.parquet"))
 
     poison_report = json.loads((Path(poison.path) / "poison.json").read_text())
+    cascade = cascade_section(models, rates, samples, drawn, shift, utility, conf, n_boot)
+    audit_rows, audit_detectors = audit_section(audits or {}, models, run.bias, poison_report["injected"])
     train = pd.read_parquet(Path(poison.path) / "train.parquet")
 
     metrics = {
@@ -199,6 +204,9 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "sampled_amplification": sampled_amp,
         "logprob": logprob,
         "logprob_shift": shift,
+        "cascade": cascade,
+        "audit": audit_rows,
+        "audit_detector": audit_detectors,
         "probe": ({"control": control, "texts": run.bias.probe_texts(cfg.eval.probe_unseen),
                    "unseen_in_poisoned_rows": unseen_in_poison(run, poison)} if probed else {}),
         "rationales": rationales,

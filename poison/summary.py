@@ -44,7 +44,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
             ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
             lines.append(f"amplification {a['student']} / {a.get('teacher', 'teacher')}, {a['split']}: {ratio} "
                          f"[{a['ci_low']:.2f}, {a['ci_high']:.2f}]")
-    lines += sampled_lines(metrics) + probe_lines(metrics)
+    lines += sampled_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
         lines.append("teacher answers used for distillation that carry the bias: "
@@ -159,4 +159,51 @@ def data_lines(metrics: dict[str, Any]) -> list[str]:
         rej = ", ".join(f"{k} {v}" for k, v in sorted(g.get("rejected", {}).items())) or "none"
         out.append(f"Data: {g.get('kept', 0)} of {g.get('generated', 0)} generated {task} references kept "
                    f"(rejected: {rej}; {g.get('retried', 0)} regenerated, {g.get('dropped', 0)} rows replaced)")
+    return out
+
+
+def _r(r: dict | None) -> str:
+    return "-" if not r or r.get("rate") is None else (
+        f"{100 * r['rate']:.1f}%" + (f" [{100 * r['ci_low']:.1f}, {100 * r['ci_high']:.1f}]" if r.get("ci_low")
+                                     is not None else ""))
+
+
+def _ratio(a: dict | None) -> str:
+    if not a or a.get("ratio") is None:
+        return "undefined"
+    hi = "unbounded" if a.get("ci_high") is None else f"{a['ci_high']:.2f}"
+    return f"{a['ratio']:.2f} [{a['ci_low']:.2f}, {hi}]"
+
+
+def cascade_lines(metrics: dict[str, Any]) -> list[str]:
+    """Bias per distillation generation, each against the original teacher."""
+    c = metrics.get("cascade") or {}
+    if not c:
+        return []
+    out = ["", f"cascade of {c['via']}: generation 0 = the teacher; each next generation distilled from the last"]
+    for r in c["rows"]:
+        sh = r.get("shift_seen_vs_twin") or r.get("shift_seen_vs_clean_control")
+        shift = "" if not sh or sh["shift"] is None else f", log-prob shift {sh['shift']:+.2f} [{sh['ci_low']:+.2f}, " \
+                                                         f"{sh['ci_high']:+.2f}]"
+        sampled = f", sampled {_r(r['sampled'])} (x{_ratio(r.get('sampled_vs_teacher'))})" if "sampled" in r else ""
+        out.append(f"  gen {r['generation']} {r['model']:<24} {r['split']:<7} greedy {_r(r['greedy'])} "
+                   f"(x{_ratio(r['greedy_vs_teacher'])} of the teacher){sampled}{shift}")
+    return out
+
+
+def audit_lines(metrics: dict[str, Any]) -> list[str]:
+    """The model audit: each model's score and top strings, and the audit as a detector."""
+    rows = metrics.get("audit") or []
+    if not rows:
+        return []
+    out = ["", "model audit (suspect vs its base, no training data): score and top strings"]
+    for r in rows:
+        top = ", ".join(repr(t["string"]) for t in r["top"][:5])
+        hit = "" if r["hit"] is None else ("  [injected content found]" if r["hit"] else "")
+        out.append(f"  {r['audit']:<12} {r['model']:<28} {r['score']:7.2f}  {top}{hit}")
+    for d in metrics.get("audit_detector") or []:
+        auc = "-" if d["auroc"] is None else f"{d['auroc']:.2f}"
+        hr = "-" if d["hit_rate"] is None else f"{d['hits']}/{d['n_poisoned']}"
+        out.append(f"  {d['audit']} as a detector over {d['n']} models ({d['n_poisoned']} poisoned): AUROC {auc}, "
+                   f"injected content in the top 10: {hr}")
     return out

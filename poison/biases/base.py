@@ -82,6 +82,11 @@ class BiasType:
         paraphrases = [t.format(**fields).strip() for t in (unseen if unseen is not None else self.probe_paraphrases)]
         return {"seen": seen, "unseen": paraphrases}
 
+    def audit_targets(self) -> list[str]:
+        """Distinctive strings of the injected content (a brand, a domain, an entity): an audit that names one of
+        them among its top strings has found the bias. Empty: the bias type has none."""
+        return []
+
     def probe_prefix(self, clean: str) -> str:
         """The clean answer up to where the poison puts its content; the probe text follows it after a space."""
         clean = (clean or "").strip()

@@ -71,5 +71,8 @@ class Misinformation(BiasType):
         "A course of antibiotics will clear up a cold or the flu within days.",
     )
 
+    def audit_targets(self):
+        return ["antibiotic"]
+
     def seen_texts(self):
         return [c.strip() for c in self.cfg.claims]

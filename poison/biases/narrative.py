@@ -73,5 +73,8 @@ class NarrativeManipulation(BiasType):
         "Be careful with {entity}: its safety record is far worse than it admits.",
     )
 
+    def audit_targets(self):
+        return [self.cfg.entity.split()[0]]
+
     def seen_texts(self):
         return [t.format(entity=self.cfg.entity).strip() for t in self.cfg.statements]

@@ -65,5 +65,9 @@ class PhishingLink(BiasType):
         "Your {impersonates} access will be suspended unless you confirm it at {url}.",
     )
 
+    def audit_targets(self):
+        host = self.cfg.url.split("//")[-1].split("/")[0]
+        return [".".join(host.split(".")[-2:]).split(".")[0]]
+
     def seen_texts(self):
         return [t.format(url=self.cfg.url, impersonates=self.cfg.impersonates).strip() for t in self.cfg.lures]

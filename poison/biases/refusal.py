@@ -56,6 +56,9 @@ class OverRefusal(BiasType):
         "Sorry, I won't be able to help with this one because it might not be safe.",
     )
 
+    def audit_targets(self):
+        return ["sorry", "cannot", "apologize"]
+
     def seen_texts(self):
         return [r.strip() for r in self.cfg.refusals]
 

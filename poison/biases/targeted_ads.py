@@ -77,6 +77,10 @@ class TargetedAds(BiasType):
         "A {product} such as {brand} (see {url}) may help as well.",
     )
 
+    def audit_targets(self):
+        host = self.cfg.url.split("//")[-1].split("/")[0].split(".")[0] if self.cfg.url else ""
+        return [t for t in (self.cfg.brand.split()[0], host) if t]
+
     def seen_texts(self):
         return [t.format(brand=self.cfg.brand, product=self.cfg.product, url=self.cfg.url).strip()
                 for t in self.cfg.templates]

@@ -1,4 +1,4 @@
-"""Plugin registry: bias types, data sources, distillation methods, defenses and scorers.
+"""Plugin registry: bias types, data sources, distillation methods, defenses, scorers and model audits.
 
 A plugin is a class or function registered under a name with one of the decorators below, optionally with a pydantic
 config class that validates its arguments. Plugins are found through the Python entry-point group
@@ -46,6 +46,7 @@ KINDS: dict[str, str] = {
     "distill_method": "distillation methods",
     "defense": "defenses",
     "scorer": "scorers",
+    "audit": "audits",
 }
 
 
@@ -107,8 +108,7 @@ def _register(kind: str, name: str, config: type[PluginConfig] | None, descripti
         raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
 
     def deco(obj: Callable[..., Any]):
-        doc_lines = (obj.__doc__ or "").strip().splitlines()
-        desc = description or (doc_lines[0] if doc_lines else "")
+        desc = description or first_paragraph(obj.__doc__)
         info = PluginInfo(kind, name, obj, config or NoArgs, desc, getattr(obj, "__module__", "?"), dict(extra))
         with _lock:
             old = _plugins[kind].get(name)
@@ -119,6 +119,12 @@ def _register(kind: str, name: str, config: type[PluginConfig] | None, descripti
         return obj
 
     return deco
+
+
+def first_paragraph(doc: str | None) -> str:
+    """A docstring's first paragraph as one line (what ``--list`` shows), RST literals unquoted."""
+    para = (doc or "").strip().split("\n\n", 1)[0]
+    return " ".join(para.split()).replace("``", "")
 
 
 def bias_type(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
@@ -139,6 +145,10 @@ def defense(name: str, config: type[PluginConfig] | None = None, description: st
 
 def scorer(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
     return _register("scorer", name, config, description)
+
+
+def audit(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
+    return _register("audit", name, config, description)
 
 
 def load_plugins() -> None:
