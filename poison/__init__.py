@@ -1,6 +1,14 @@
 """Cascading-poison testbed: inject biased samples into a teacher's instruction data, distil students, measure.
 
-Run ``python -m poison.run CONFIG``; see README.md.
+Run ``python -m poison.run CONFIG`` (or ``cascade-poison CONFIG``); see README.md. ``poison.load_run(run_dir)``
+reads a run directory back as pandas frames (``poison.ground.analysis.LoadedRun``).
 """
 
 __version__ = "0.2.0"
+
+
+def load_run(path):
+    """A run directory read back for analysis (metrics, samples, training and distillation sets, defense scores)."""
+    from poison.ground.analysis import load_run as _load_run
+
+    return _load_run(path)

@@ -10,7 +10,10 @@
     generate    generation backends: the vLLM worker, HF generate, OpenAI-compatible endpoints
     server      a local OpenAI-compatible vLLM server (judge models)
     context     RunContext: what a run hands to its stages and plugins (dirs, device, dtype, generate/score)
-    rundir      reading a run directory back (the dashboard and ``poison.load_run`` use it)
+    rundir      reading a run directory back safely (the dashboard uses it)
+    analysis    ``poison.load_run``: a run directory as pandas frames, for analysis with code
+    yamlio      bounded YAML for user-written configs
+    dose        dose-response fits (binomial GLM on log-dose, ED50)
 
 Plugins (data sources, bias types, distillation methods, defenses, scorers) import only this layer; the
 orchestrator (config, stages, report, sweeps, CLI) imports everything. ``tests/test_architecture.py`` runs the

@@ -382,5 +382,3 @@ def load_defense_scores(run_path: str | os.PathLike) -> tuple[pd.DataFrame | Non
     df["score"] = pd.to_numeric(df["score"], errors="coerce")
     df["poisoned"] = df["poisoned"].fillna(False).astype(bool)
     return df, None
-
-
