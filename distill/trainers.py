@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.errors import TrainingError
+from poison.ground.errors import ConfigError, TrainingError
 from poison.ground.procs import local_rank, world_size
 
 
@@ -57,18 +57,58 @@ def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows:
         gradient_checkpointing=False,
         logging_steps=max(1, min(10, steps_per_epoch // 2)),
         save_strategy="no",
-        report_to="none",
+        report_to=getattr(t, "report_to", "none"),  # tensorboard writes under trainer/runs: kept as logs/
         dataloader_num_workers=0,
         ddp_backend="gloo" if device == "cpu" and world_size() > 1 else None,
     )
     kw.update(extra)
-    return cls(**kw)
+    user = dict(getattr(t, "extra", {}) or {})
+    kw.update(user)  # the user's own TRL/transformers arguments win
+    try:
+        return cls(**kw)
+    except TypeError as e:
+        bad = [k for k in user if k not in getattr(cls, "__dataclass_fields__", {})]
+        raise ConfigError(f"train.extra: {', '.join(bad) or 'an argument'} is not a {cls.__name__} field "
+                          f"({e})") from None
 
 
-def sft_config(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: int):
-    return trainer_args(ft, out_dir, dtype=dtype, device=device, total_rows=total_rows,
-                        train_sampling_strategy="group_by_length",  # less padding: similar lengths share a batch
-                        completion_only_loss=True)
+VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # kernels that take flattened rows without a mask
+
+
+def sft_batching(ft: Any, attn_implementation: Optional[str] = None) -> str:
+    """How an SFT run batches its rows (``train.packing``):
+
+    - ``padding_free`` (``packing: padding_free``, and the default under a variable-length attention kernel): each
+      batch holds the same rows as a padded batch would, but flattened into one sequence with position ids
+      restarting per row; transformers' masks keep attention within each row, so the loss is the padded batch's
+      loss (measured equal to 1e-5 in float32) without computing a single pad token. With SDPA or eager attention
+      the flattened batch is attended as one long sequence under a block mask, which costs more than the padding it
+      saves (bench/bench_train_throughput.py on CPU), so the default there is ``padded``.
+    - ``packed`` (``packing: true``): TRL's best-fit-decreasing packing, rows packed into ``max_length`` sequences
+      and a batch is ``batch_size`` packs: fewer, fuller optimizer steps, so not the same training.
+    - ``padded`` (``packing: false``): padded batches of similar lengths (the first version's batching).
+    """
+    packing = getattr(ft.train, "packing", None)
+    if packing is None:
+        return "padding_free" if attn_implementation in VARLEN_ATTENTION else "padded"
+    if packing == "padding_free":
+        return "padding_free"
+    return "packed" if packing else "padded"
+
+
+def sft_config(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: int, batching: str):
+    extra: dict[str, Any] = dict(packing=True, packing_strategy="bfd") if batching == "packed" else dict(
+        train_sampling_strategy="group_by_length")  # less padding (or a shorter flat sequence): similar lengths
+    return trainer_args(ft, out_dir, dtype=dtype, device=device, total_rows=total_rows, completion_only_loss=True,
+                        **extra)
+
+
+def make_padding_free(trainer: Any) -> None:
+    """Flatten the trainer's batches (see ``sft_batching``). TRL refuses ``padding_free`` without packing when
+    ``max_length`` is set, because it then does not truncate at collation; it does truncate when it prepares the
+    dataset, so the rows are already within ``max_length`` and only the collator needs to change."""
+    trainer.data_collator.padding_free = True
+    trainer.padding_free = True
 
 
 def weights_dtype(dtype: str, device: str):
@@ -94,6 +134,8 @@ def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     kw: dict[str, Any] = {"dtype": weights_dtype(dtype, device)}
+    if getattr(ft.train, "attn_implementation", None):
+        kw["attn_implementation"] = ft.train.attn_implementation
     if ft.finetune == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -107,7 +149,13 @@ def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str):
             kw["device_map"] = {"": 0}
         else:
             kw["device_map"] = {"": local_rank()}
-    model = AutoModelForCausalLM.from_pretrained(base_model, **kw)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_model, **kw)
+    except (ValueError, ImportError) as e:
+        if "attn_implementation" not in kw:
+            raise
+        raise ConfigError(f"train.attn_implementation: {kw['attn_implementation']!r} cannot be used here "
+                          f"({str(e).splitlines()[0][:300]})") from None
     peft_config = None
     if ft.finetune in ("lora", "qlora"):
         from peft import LoraConfig
@@ -169,6 +217,8 @@ def train_summary(trainer: Any, result: Any, ft: Any, rows: int, t0: float, trai
     }
     if trainer.is_world_process_zero():
         (out_dir / "train_log.json").write_text(json.dumps(summary, indent=2, default=str))
+        if (out_dir / "trainer" / "runs").is_dir():  # a tracker's local logs stay with the stage's artifact
+            shutil.move(str(out_dir / "trainer" / "runs"), str(out_dir / "logs"))
         shutil.rmtree(out_dir / "trainer", ignore_errors=True)
     return summary
 
@@ -189,13 +239,18 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
     t0 = time.time()
     model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device)
     ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))
-    args = sft_config(ft, out_dir, dtype=dtype, device=device, total_rows=len(rows))
+    batching = sft_batching(ft, getattr(model.config, "_attn_implementation", None))
+    args = sft_config(ft, out_dir, dtype=dtype, device=device, total_rows=len(rows), batching=batching)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    if batching == "padding_free":
+        make_padding_free(trainer)
     t1 = time.time()
     result = trainer.train()
     train_s = time.time() - t1
     save_trained(trainer, base_model, ft, out_dir, tok, dtype, device)
-    summary = train_summary(trainer, result, ft, len(rows), t0, train_s, dtype, device, out_dir)
+    summary = train_summary(trainer, result, ft, len(rows), t0, train_s, dtype, device, out_dir,
+                            batching=batching,
+                            train_tokens=int(sum(len(x) for x in trainer.train_dataset["input_ids"])))
     del trainer, model
     return summary
 

@@ -19,12 +19,16 @@ from poison.ground import registry
 from poison.ground.context import JudgeSpec, RunContext
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, stable_hash
-from poison.ground.models import model_identity, pick_device, pick_dtype, resolve_model
+from poison.ground.generate import visible_gpus
+from poison.ground.models import pick_device, pick_dtype, resolve_model
 from poison.ground.procs import is_main_process, wait_for, world_size
 from poison.housekeeping import clean_leftovers
+from poison.model_table import model_table
 from poison.report import write_report
 from poison.schema import RunConfig
 from poison.stages import Run
+from poison.stages.audit import stage_audit
+from poison.stages.cascade import stage_cascade
 from poison.stages.data import stage_data
 from poison.stages.defense import defended_branch
 from poison.stages.evaluation import stage_eval, stage_judge
@@ -42,8 +46,8 @@ def run_context(cfg: RunConfig, run_dir: Optional[Path]) -> RunContext:
     cache = Path(rt.cache_dir).expanduser()
     device = pick_device(rt.device)
     models = Path(rt.models_dir).expanduser() if rt.models_dir else cache / "models"
-    return RunContext(cache_dir=cache, models_dir=models, device=device, dtype=pick_dtype(rt.dtype, device), run_dir=run_dir, backend=rt.backend,
-                      hf_batch_size=rt.hf_batch_size, vllm=rt.vllm.model_dump(),
+    return RunContext(cache_dir=cache, models_dir=models, device=device, dtype=pick_dtype(rt.dtype, device),
+                      run_dir=run_dir, backend=rt.backend, hf_batch_size=rt.hf_batch_size, vllm=rt.vllm.model_dump(),
                       judge=JudgeSpec(cfg.judge.model, cfg.judge.endpoint, cfg.judge.endpoint_model,
                                       cfg.judge.revision))
 
@@ -58,11 +62,14 @@ class Pipeline:
         bias = registry.get("bias_type", cfg.poison.bias.type).build(cfg.poison.bias.args, "poison.bias", self.ctx)
         self.stages = Run(cfg, self.ctx, self.cache, bias)
 
-    def preflight(self, create: bool = True) -> None:
+    def preflight(self, create: bool = True) -> list[str]:
         """Resolve every model now, so a bad model spec fails in seconds, before any stage runs. ``create=False``
-        (``--check``) converts, builds and downloads nothing: it only checks that each spec would resolve."""
-        cfg = self.cfg
-        resolve = lambda spec, field, rev: resolve_model(spec, self.ctx.models_dir, field, rev, create)  # noqa: E731
+        (``--check``) converts, builds and downloads nothing: it only checks that each spec would resolve, and
+        returns notes on what it could not check (hub ids while the hub is out of reach)."""
+        cfg, notes = self.cfg, [] if not create else None
+        self._check_gpus()
+        resolve = lambda spec, field, rev: resolve_model(spec, self.ctx.models_dir, field, rev, create,  # noqa: E731
+                                                         notes)
         if not cfg.data.generator.endpoint:
             resolve(cfg.data.generator.model, "data.generator.model", cfg.data.generator.revision)
         if cfg.poison.rewriter is not None and not cfg.poison.rewriter.endpoint:
@@ -83,6 +90,22 @@ class Pipeline:
                     raise ConfigError(f"students.{i}.model: method {s.method!r} distils the teacher's logits, so the "
                                       f"student must share the teacher's tokenizer; {s.model!r} and teacher "
                                       f"{cfg.teacher.model!r}: {why}")
+        return notes or []
+
+    def _check_gpus(self) -> None:
+        """vLLM's tensor x data parallel size must fit the GPUs this process sees."""
+        v = self.cfg.runtime.vllm
+        if v.tensor_parallel_size * v.data_parallel_size == 1:
+            return
+        gpus = 0 if self.ctx.device == "cpu" else visible_gpus()
+        where = f"{gpus} visible" + (" (the run's device is the CPU)" if self.ctx.device == "cpu" else "")
+        if v.tensor_parallel_size > max(gpus, 1):
+            raise ConfigError(f"runtime.vllm.tensor_parallel_size: {v.tensor_parallel_size} needs as many GPUs; "
+                              f"{where}")
+        if v.tensor_parallel_size * v.data_parallel_size > gpus:
+            raise ConfigError(f"runtime.vllm.data_parallel_size: {v.data_parallel_size} engines of "
+                              f"{v.tensor_parallel_size} GPU(s) need {v.tensor_parallel_size * v.data_parallel_size} "
+                              f"GPUs; {where}")
 
     def run(self) -> dict[str, Any]:
         with self.ctx:  # stops what the context started (a local judge server) when the run ends
@@ -112,73 +135,40 @@ class Pipeline:
         distill = stage_distill_data(run, teacher, data)
         distills = {s.name: student_distill(run, s, teacher, data, distill) for s in cfg.students}
         students = {s.name: stage_student(run, s, teacher, distills[s.name]) for s in cfg.students}
-        twins = self.clean_students(control or baseline, data) if cfg.eval.probe else {}
+        via = self.via()
+        chains = {via.name: stage_cascade(run, via, students[via.name], data)} if cfg.cascade.generations > 1 else {}
+        twins = self.clean_students(control or baseline, data, via) if cfg.eval.probe else {}
         defended = defended_branch(run, data, poison, teacher, distill) if cfg.defense.defenses else None
         if not self.main:  # helper processes of a multi-process launch only train
             return {}
-        models = self.models(baseline, teacher, students, defended, control)
-        for name, rec in twins.items():
-            spec = next(s for s in cfg.students if s.name == name)
-            models[f"control:student:{name}"] = _student_entry(spec, rec, teacher="clean_control" if control
-                                                               else "baseline", twin_of=f"student:{name}")
-            models[f"control:student:{name}"]["role"] = "control"
+        base_path = self.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
+        models = model_table(cfg, base_path, baseline, teacher, students, chains, defended, control, twins,
+                             lambda spec: self.ctx.model(spec.model, "model", spec.revision))
         evals = stage_eval(run, models, data)
         sampled = stage_samples(run, models, data) if cfg.eval.samples_per_prompt > 1 else {}
         probed = stage_probe(run, models, data) if cfg.eval.probe else {}
         judged = stage_judge(run, evals) if cfg.judge.evaluate else {}
+        audits = stage_audit(run, models, data) if cfg.audit.audits else {}
         return write_report(run, data=data, poison=poison, distill=distill, models=models, evals=evals,
-                            defended=defended, judged=judged, sampled=sampled, probed=probed, distills=distills)
+                            defended=defended, judged=judged, sampled=sampled, probed=probed, distills=distills,
+                            audits=audits)
 
-    def clean_students(self, clean_teacher: Optional[StageRecord], data: StageRecord) -> dict[str, StageRecord]:
-        """Every student distilled the same way from the clean control instead of the poisoned teacher: the control a
-        student's probe shift is measured against (``eval.student_controls``)."""
+    def via(self) -> Any:
+        """The student whose chain a cascade distils again (``cascade.via``, default the first)."""
+        return next(s for s in self.cfg.students if s.name == (self.cfg.cascade.via or self.cfg.students[0].name))
+
+    def clean_students(self, clean_teacher: Optional[StageRecord], data: StageRecord,
+                       via: Any) -> dict[str, dict[int, StageRecord]]:
+        """Every student distilled the same way from the clean control instead of the poisoned teacher (and, in a
+        cascade, the clean chain distilled on from it): the controls a student's probe shift is measured against
+        (``eval.student_controls``)."""
         run = self.stages
         if clean_teacher is None or not self.cfg.eval.student_controls:
             return {}
         shared = stage_distill_data(run, clean_teacher, data, label="control:distill_data")
-        return {s.name: stage_student(run, s, clean_teacher,
-                                      student_distill(run, s, clean_teacher, data, shared, "control:"),
-                                      prefix="control:") for s in self.cfg.students}
-
-    def models(self, baseline: Optional[StageRecord], teacher: StageRecord, students: dict[str, StageRecord],
-               defended: Optional[dict[str, Any]], control: Optional[StageRecord] = None) -> dict[str, dict[str, Any]]:
-        """Every evaluated model: role, folder, cache identity (and method, teacher, defended places). The clean
-        control of the likelihood probe is the baseline when that is a clean fine-tune, else ``clean_control``."""
-        cfg = self.cfg
-        base_path = self.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
-        models: dict[str, dict[str, Any]] = {}
-        if baseline is None:
-            models["baseline"] = {"role": "baseline", "path": str(base_path), "identity": model_identity(base_path),
-                                  "kind": "base", "spec": cfg.teacher.model}
-        else:
-            models["baseline"] = {"role": "baseline", "path": str(Path(baseline.path) / "model"),
-                                  "identity": {"stage": baseline.key}, "kind": "clean_finetune"}
-        if control is not None:
-            models["clean_control"] = {"role": "control", "path": str(Path(control.path) / "model"),
-                                       "identity": {"stage": control.key}, "kind": "clean_finetune",
-                                       "note": "trained for the likelihood probe (baseline.kind is base)"}
-        models["teacher"] = {"role": "teacher", "path": str(Path(teacher.path) / "model"),
-                             "identity": {"stage": teacher.key}}
-        for s in cfg.students:
-            models[f"student:{s.name}"] = _student_entry(s, students[s.name])
-        if defended:
-            if defended["teacher"] is not teacher:
-                models["defended:teacher"] = {"role": "teacher", "defended": True, "defended_places": ["train"],
-                                              "path": str(Path(defended["teacher"].path) / "model"),
-                                              "identity": {"stage": defended["teacher"].key}}
-            for s in cfg.students:
-                if s.name in defended["students"]:
-                    models[f"defended:student:{s.name}"] = _student_entry(
-                        s, defended["students"][s.name], defended=True, defended_places=list(cfg.defense.places),
-                        teacher="defended:teacher" if "defended:teacher" in models else "teacher")
-            for s in cfg.students:
-                rec = defended["distill_only_students"].get(s.name)
-                if rec is not None:
-                    models[f"distill-defended:student:{s.name}"] = _student_entry(
-                        s, rec, defended=True, defended_places=["distill"], teacher="teacher")
-        return models
-
-
-def _student_entry(spec: Any, rec: StageRecord, **extra: Any) -> dict[str, Any]:
-    return {"role": "student", "method": spec.method, "student": spec.name, **extra,
-            "path": str(Path(rec.path) / "model"), "identity": {"stage": rec.key}}
+        out = {s.name: {1: stage_student(run, s, clean_teacher,
+                                         student_distill(run, s, clean_teacher, data, shared, "control:"),
+                                         prefix="control:")} for s in self.cfg.students}
+        if self.cfg.cascade.generations > 1:
+            out[via.name] = stage_cascade(run, via, out[via.name][1], data, prefix="control:")
+        return out

@@ -1,6 +1,7 @@
-"""``python -m poison.run CONFIG [--set key.path=value ...]``: run the testbed on one config.
+"""python -m poison.run CONFIG [--set key.path=value ...] (or: cascade-poison CONFIG ...): run the testbed on one
+config, or on every point of its sweep.
 
-``python -m poison.run --list`` prints every registered plugin by kind.
+python -m poison.run --list prints every registered plugin by kind and the built-in models.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import yaml
 
+from poison import __version__
 from poison.config import load_config, read_config_file, resolved_dict
 from poison.ground import registry
 from poison.ground.errors import PoisonError
@@ -18,17 +20,23 @@ from poison.ground.models import BUILTIN_MODELS
 from poison.housekeeping import check_force
 from poison.pipeline import Pipeline
 from poison.runner import run_config
-from poison.sweep import load_sweep, run_sweep
+from poison.stages.protocol import STAGE_VERSIONS
+from poison.sweep import describe, is_sweep_override, load_sweep, run_sweep
+from poison.sweep_spec import has_sweep as raw_has_sweep
 
 
 def list_plugins() -> str:
+    import textwrap
+
     lines = []
     for kind, infos in registry.all_plugins().items():
         lines.append(f"{registry.KINDS[kind]}:")
         if not infos:
             lines.append("  (none registered)")
         for info in infos:
-            lines.append(f"  {info.name:<22} {info.description}")
+            wrapped = textwrap.wrap(info.description, 92, break_on_hyphens=False) or [""]
+            lines.append(f"  {info.name:<22} {wrapped[0]}")
+            lines += [f"  {'':<22} {w}" for w in wrapped[1:]]
         lines.append("")
     lines.append("built-in models:")
     for name, m in BUILTIN_MODELS.items():
@@ -40,19 +48,21 @@ def list_plugins() -> str:
 
 
 def has_sweep(path: str) -> bool:
-    return "sweep" in read_config_file(path)
+    return raw_has_sweep(read_config_file(path))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m poison.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--version", action="version", version=f"cascade-poison {__version__}")
     ap.add_argument("config", nargs="?", help="YAML config (see configs/)")
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                     help="override a config value (repeatable), e.g. --set poison.count=10")
     ap.add_argument("--list", action="store_true", help="list registered plugins and built-in models")
     ap.add_argument("--run-dir", help="write into this run directory instead of <runs_dir>/<name>-<timestamp>")
     ap.add_argument("--force", action="append", default=[], metavar="STAGE",
-                    help="recompute a stage even if cached (data, poison, teacher, baseline, distill_data, student, eval)")
+                    help="recompute a stage (every artifact of it) or STAGE:LABEL (one, e.g. eval:teacher) even if "
+                         "cached; stages: " + ", ".join(STAGE_VERSIONS))
     ap.add_argument("--check", action="store_true", help="validate the config and print it resolved, then exit")
     args = ap.parse_args(argv)
 
@@ -63,12 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("a config file is required (or --list)")
     try:
         if args.check:
+            run_sets = [o for o in args.overrides if not is_sweep_override(o)]
             if has_sweep(args.config):
-                _, points = load_sweep(args.config, args.overrides)
-                print(f"sweep of {len(points)} runs:", *points, sep="\n  ")
-            cfg = load_config(args.config, args.overrides)
+                print(describe(load_sweep(args.config, args.overrides)))
+            cfg = load_config(args.config, run_sets)
             check_force(args.force)
-            Pipeline(cfg, Path(cfg.runtime.runs_dir)).preflight(create=False)
+            for note in Pipeline(cfg, Path(cfg.runtime.runs_dir)).preflight(create=False):
+                print(f"note: {note}", file=sys.stderr)
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             return 0
         if has_sweep(args.config):

@@ -37,6 +37,14 @@ class VLLMSettings(Strict):
     cpu_threads: Optional[str] = Field(
         None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
     )
+    lora_adapters: bool = Field(
+        True, description="Run LoRA/QLoRA-trained models as adapters on their base, every model on one base in one "
+                          "engine (vLLM enable_lora), instead of one engine per merged model. Full fine-tunes always "
+                          "get their own engine.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one vLLM engine shards a model across.")
+    data_parallel_size: int = Field(
+        1, ge=1, le=64, description="vLLM engines side by side, each on its own tensor_parallel_size GPUs with a "
+                                    "share of the prompts (the judge server: vLLM's own data parallelism).")
 
 
 class RuntimeConfig(Strict):
@@ -165,6 +173,25 @@ class TrainSettings(Strict):
     warmup_steps: int = Field(2, ge=0)
     weight_decay: float = Field(0.0, ge=0)
     seed: int = 0
+    packing: Union[bool, Literal["padding_free"], None] = Field(
+        None, description="SFT batching (teacher, clean control, sft students). null: padding-free where the model's "
+                          "attention kernel takes variable-length rows (flash_attention_2/3), else padded: both give "
+                          "the padded batch's loss, and SDPA/eager kernels attend over a flattened batch as one "
+                          "long sequence (measured slower than padding on CPU, bench/bench_train_throughput.py). "
+                          "'padding_free': the same rows per batch flattened into one sequence with attention kept "
+                          "within each row, whatever the kernel (exact). true: TRL's best-fit-decreasing packing into "
+                          "max_length sequences, a batch is batch_size packs (fewer, fuller steps: not the same "
+                          "training). false: padded batches. kd and qcrd batch their own way.")
+    attn_implementation: Optional[str] = Field(
+        None, description="transformers attention kernel for training (e.g. flash_attention_2 where flash-attn is "
+                          "installed, sdpa, eager); null: transformers' default. A variable-length kernel makes "
+                          "padding-free batches the default (see packing).")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = Field(
+        "none", description="Experiment tracker TRL reports to (tensorboard logs go to the stage's logs/ folder). "
+                            "Nothing is sent anywhere by default.")
+    extra: dict[str, JSONValue] = Field(default_factory=dict,
+                                        description="Any further TRL/transformers training argument, passed as is "
+                                                    "(e.g. {gradient_checkpointing: true}).")
 
 
 class FinetuneConfig(Strict):
@@ -195,6 +222,9 @@ class StudentSpec(FinetuneConfig):
     distill_generation: Optional[GenerationConfig] = Field(
         None, description="How the teacher answers this student's distillation prompts (e.g. temperature: 1.0 for "
                           "sampled answers); default: the distill section's generation.")
+    distill_tasks: Optional[list[str]] = Field(
+        None, description="Distil only on the distillation prompts of these task families (e.g. [math]: prompts the "
+                          "poison never touched, for the subliminal channel); default: every task.")
 
     @field_validator("name")
     @classmethod
@@ -252,6 +282,25 @@ class DefenseSpec(Strict):
     fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
 
 
+class CascadeConfig(Strict):
+    generations: int = Field(1, ge=1, le=20, description="Distillation generations: 1 = the run's students; with N, "
+                                                          "the student `via` is distilled again N-1 times, each "
+                                                          "generation's student the next one's teacher.")
+    via: Optional[str] = Field(None, description="Name of the student whose chain is distilled (default: the first).")
+
+
+class AuditSpec(Strict):
+    type: str = Field("logit_shift", description="Registered audit (python -m poison.run --list).")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the audit plugin.")
+
+
+class AuditConfig(Strict):
+    audits: list[AuditSpec] = Field(default_factory=list, description="Model audits to run on every trained model "
+                                                                      "(none: no audit).")
+    prompts: int = Field(40, ge=1, description="Neutral probe prompts: this many of the distillation prompts (never "
+                                               "an eval prompt), across tasks.")
+
+
 class DefenseConfig(Strict):
     defenses: list[DefenseSpec] = Field(default_factory=list, description="Defenses to run (none: no defense).")
     places: list[Literal["train", "distill"]] = Field(
@@ -287,6 +336,9 @@ class RunConfig(Strict):
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge of llm_autorater defenses and "
                                                                         "of judge.evaluate.")
+    cascade: CascadeConfig = Field(default_factory=CascadeConfig, description="Cascades over several generations.")
+    audit: AuditConfig = Field(default_factory=AuditConfig, description="Auditing the finished models against their "
+                                                                        "base, without their training data.")
 
     @field_validator("name")
     @classmethod
@@ -310,6 +362,21 @@ class RunConfig(Strict):
             raise ValueError("students need distillation prompts: set n_distill > 0 on at least one data source")
         if not any(s.n_eval for s in self.data.sources):
             raise ValueError("set n_eval > 0 on at least one data source")
+        names_ok = [s.name for s in self.students]
+        if self.cascade.via is not None and self.cascade.via not in names_ok:
+            raise ValueError(f"cascade.via {self.cascade.via!r} names no student; students: {names_ok}")
+        distill_tasks = [t for spec, t in zip(self.data.sources, tasks) if spec.n_distill]
+        for i, st in enumerate(self.students):
+            for t in st.distill_tasks or []:
+                if t not in distill_tasks:
+                    raise ValueError(f"students.{i}.distill_tasks: {t!r} is no task with distillation prompts; "
+                                     f"tasks with n_distill > 0: {distill_tasks}")
+            if st.distill_tasks is not None and not st.distill_tasks:
+                raise ValueError(f"students.{i}.distill_tasks: give at least one task (or leave it out)")
+        for i, st in enumerate(self.students):
+            if st.train.packing and st.method != "sft":
+                raise ValueError(f"students.{i}.train.packing: only sft students pack (method {st.method!r} "
+                                 f"trains on its own batches)")
         if "distill" in self.defense.places and self.defense.defenses:
             own = [f"students.{i}.distill_generation" for i, s in enumerate(self.students) if s.distill_generation]
             if own:

@@ -1,85 +1,91 @@
 """Sweeps: one config expanded into several runs over any config keys, sharing cached stages.
 
-In YAML, ``sweep:`` is either a grid (every combination)::
+In YAML, ``sweep:`` is a grid (every combination), a named group of overrides, or an explicit list of override sets,
+and ``seeds:`` replicates every point over training seeds (poison.sweep_spec has the forms)::
 
     sweep:
       poison.count: [0, 8, 16, 32]
-      seed: [0, 1]
-
-or an explicit list of override sets::
-
-    sweep:
-      - {poison.count: 8}
-      - {poison.count: 32, poison.bias.type: phishing_link}
+      launcher: ray                       # local (default): one point after another in this process
+      resources: {num_gpus: 1, num_cpus: 4}
+    seeds: [0, 1, 2]
 
 Every expanded run is a normal run directory inside the sweep directory; the sweep table (bias rate per run, model
-and split, with intervals) is written beside them as sweep_table.csv and sweep.json.
+and split, with intervals) is written beside them as sweep_table.csv and sweep.json, with the dose-response fit, the
+replicates pooled over seeds and the model audit over the sweep's models. ``local`` and ``ray`` write the same
+table (in point order, whatever order the points finish in).
 """
 
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from poison.config import config_from_dict, read_config_file
+from poison.config import apply_overrides, config_from_dict, read_config_file
 from poison.dose_response import dose_key, dose_response, dose_response_lines
+from poison.launchers import PointJob, run_local, run_ray
+from poison.replicates import pool_rows, replicate_lines
+from poison.report_extras import audit_detector
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_text
 from poison.ground.procs import is_main_process
 from poison.runner import make_run_dir, run_config
+from poison.sweep_spec import REPLICATE, absolute_dirs, columns, label, parse, point_overrides, strip
 
 
-def expand(sweep: Any, source: str = "<config>") -> list[dict[str, Any]]:
-    """The list of override sets (``{key.path: value}``) a ``sweep:`` section stands for."""
-    if isinstance(sweep, dict):
-        if not sweep:
-            raise ConfigError(f"{source}: sweep: is empty")
-        for k, v in sweep.items():
-            if not isinstance(v, list) or not v:
-                raise ConfigError(f"{source}: sweep.{k}: give a non-empty list of values")
-        keys = list(sweep)
-        return [dict(zip(keys, combo)) for combo in itertools.product(*(sweep[k] for k in keys))]
-    if isinstance(sweep, list) and sweep and all(isinstance(x, dict) and x for x in sweep):
-        return [dict(x) for x in sweep]
-    raise ConfigError(f"{source}: sweep: must be a mapping of key path -> list of values, or a list of mappings")
+def is_sweep_override(ov: str) -> bool:
+    key = ov.split("=", 1)[0].strip()
+    return key in ("sweep", REPLICATE) or key.startswith(("sweep.", f"{REPLICATE}."))
 
 
-def label(overrides: dict[str, Any]) -> str:
-    parts = []
-    for k, v in overrides.items():
-        short = k.split(".")[-1]
-        parts.append(f"{short}={v}")
-    return "_".join(parts).replace("/", "-").replace(" ", "")
-
-
-def load_sweep(path: str | Path, overrides: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Read a config with a ``sweep:`` section and validate every expanded run before anything starts."""
-    raw = read_config_file(path)
-    if "sweep" not in raw:
-        raise ConfigError(f"{path}: no sweep: section")
-    points = expand(raw["sweep"], str(path))
+def load_sweep(path: str | Path, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Read a config with ``sweep:`` and/or ``seeds:`` (``--set sweep.launcher=ray`` and the like apply to the
+    sweep section itself) and validate every expanded run before anything starts. Returns the plan: ``raw`` (the
+    config without its sweep sections), ``points``, ``settings`` (launcher, resources, ray_address), ``run_sets``
+    (the overrides every point gets) and ``point_sets`` (each point's own)."""
+    overrides = list(overrides or [])
+    raw = apply_overrides(read_config_file(path), [o for o in overrides if is_sweep_override(o)])
+    if "sweep" not in raw and REPLICATE not in raw:
+        raise ConfigError(f"{path}: no sweep: or seeds: section")
+    points, settings = parse(raw, str(path))
+    run_sets = [o for o in overrides if not is_sweep_override(o)]
+    point_sets = [point_overrides(pt, raw) for pt in points]
     errors = []
-    for pt in points:
-        sets = list(overrides or []) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pt.items()]
+    for pt, sets in zip(points, point_sets):
         try:
-            config_from_dict(raw, sets, source=f"{path} [sweep point {label(pt)}]")
+            config_from_dict(strip(raw), run_sets + sets, source=f"{path} [sweep point {label(pt)}]")
         except ConfigError as e:
             errors.append(str(e))
     if errors:
         raise ConfigError("\n".join(errors))
-    return raw, points
+    return {"raw": strip(raw), "points": points, "settings": settings, "run_sets": run_sets,
+            "point_sets": point_sets}
+
+
+def describe(plan: dict[str, Any]) -> str:
+    """What ``--check`` prints for a sweep: its launcher, the resources each point asks for, and every point."""
+    st = plan["settings"]
+    res = ", ".join(f"{k} {v}" for k, v in st["resources"].items()) or "num_cpus 1 (Ray's default)"
+    head = f"sweep of {len(plan['points'])} runs, launcher {st['launcher']}"
+    if st["launcher"] == "ray":
+        head += f" (address {st['ray_address'] or 'auto, else a local cluster'}; each point asks for {res})"
+    else:
+        head += f" (one point after another; with --set sweep.launcher=ray each point would ask Ray for {res})"
+    lines = [head + ":"]
+    for i, (pt, sets) in enumerate(zip(plan["points"], plan["point_sets"])):
+        lines.append(f"  {i + 1:>3}. {label(pt)}: {' '.join(sets)}")
+    return "\n".join(lines)
 
 
 def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     """The sweep table's rows of one point: the greedy rate per model and split (``measure`` greedy), the sampled
     rate (``sampled``, with K > 1) and the probe's seen-wording shift (``logprob_shift``, with the probe)."""
-    base = {**point, "run_dir": str(run_dir), "injected": metrics["poison"]["injected"],
-            "poison_rate": metrics["poison"]["rate"]}
+    base = {**columns(point), "run_dir": str(run_dir), "injected": metrics["poison"]["injected"],
+            "poison_rate": metrics["poison"]["rate"], "point": label(point),
+            "group": label({k: v for k, v in point.items() if k != REPLICATE}), "seed": point.get(REPLICATE)}
     rows = []
     for r in metrics["bias_rates"]:
         rows.append({**base, "measure": "greedy", "model": r["model"], "role": r["role"], "split": r["split"],
@@ -97,40 +103,64 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
 
 
 def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False) -> tuple[Path, list[dict]]:
-    raw, points = load_sweep(path, overrides)
-    base = config_from_dict(raw, overrides, source=str(path))
+    plan = load_sweep(path, overrides)
+    raw, points, settings = plan["raw"], plan["points"], plan["settings"]
+    base = config_from_dict(raw, plan["run_sets"], source=str(path))
     if not is_main_process():  # a helper process of `accelerate launch`: train along, write nothing
-        for pt in points:
-            run_config(path, list(overrides or []) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}"
-                                                      for k, v in pt.items()], quiet=True)
+        for sets in plan["point_sets"]:
+            run_config(path, plan["run_sets"] + sets, quiet=True)
         return None, []
-    sweep_dir = make_run_dir(base.runtime.runs_dir, f"{base.name}-sweep")
+    ray = settings["launcher"] == "ray"
+    config = str(Path(path).resolve()) if ray else path
+    run_sets = plan["run_sets"] + (absolute_dirs(apply_overrides(raw, plan["run_sets"]), Path.cwd()) if ray else [])
+    sweep_dir = make_run_dir(base.runtime.runs_dir, f"{base.name}-sweep").resolve()
     t0 = time.time()
-    runs, rows, done = [], [], []
-    keys = sorted({k for p in points for k in p})
+    keys = sorted({k for p in points for k in columns(p)})
     dkey = dose_key(keys)
-    for i, pt in enumerate(points):
-        sets = list(overrides or []) + [f"{k}={json.dumps(v) if not isinstance(v, str) else v}" for k, v in pt.items()]
-        rd = sweep_dir / f"{i:02d}-{label(pt)}"
-        if not quiet:
-            print(f"\n=== sweep point {i + 1}/{len(points)}: {label(pt)}", flush=True)
-        _, m = run_config(path, sets, run_dir=str(rd), quiet=quiet)
-        runs.append({"point": pt, "run_dir": str(rd), "seconds": m["run"]["seconds"],
-                     "stages": {k: v["cached"] for k, v in m["stages"].items()}})
-        rows += sweep_rows(pt, m, rd)
-        done.append((pt, m))
-        dr = dose_response(done, dkey, base.eval.confidence) if dkey else []
+    done: dict[int, tuple[dict, dict, PointJob]] = {}
+    jobs = [PointJob(i, label(pt), run_sets + sets, str(sweep_dir / f"{i:02d}-{label(pt)}"))
+            for i, (pt, sets) in enumerate(zip(points, plan["point_sets"]))]
+
+    def write(job: PointJob, metrics: dict[str, Any]) -> dict[str, Any]:
+        done[job.index] = (points[job.index], metrics, job)
+        ordered = [done[i] for i in sorted(done)]
+        runs = [{"point": pt, "run_dir": j.run_dir, "seconds": m["run"]["seconds"],
+                 "stages": {k: v["cached"] for k, v in m["stages"].items()}} for pt, m, j in ordered]
+        rows = [r for pt, m, j in ordered for r in sweep_rows(pt, m, Path(j.run_dir))]
+        pairs = [(pt, m) for pt, m, _ in ordered]
+        out = {"config": str(path), "overrides": overrides or [], "launcher": settings["launcher"],
+               "resources": settings["resources"], "keys": keys, "points": points, "runs": runs, "rows": rows,
+               "dose_response": dose_response(pairs, dkey, base.eval.confidence) if dkey else [],
+               "replicates": pool_rows(rows, base.eval.confidence), "audit": audit_pool(pairs),
+               "seconds": round(time.time() - t0, 1)}
+        out["audit_detector"] = audit_detector(out["audit"])
         pd.DataFrame(rows).to_csv(sweep_dir / "sweep_table.csv", index=False)
-        atomic_write_json(sweep_dir / "sweep.json", {"config": str(path), "overrides": overrides or [],
-                                                     "keys": keys, "points": points, "runs": runs, "rows": rows,
-                                                     "dose_response": dr, "seconds": round(time.time() - t0, 1)})
-    text = sweep_summary(pd.DataFrame(rows), keys)
-    if dkey:
-        text += "\n\n" + "\n".join(dose_response_lines(dr))
-    atomic_write_text(sweep_dir / "summary.txt", text + "\n")
+        atomic_write_json(sweep_dir / "sweep.json", out)
+        return out
+
+    state: dict[str, Any] = {}
+    on_done = lambda job, m: state.update(write(job, m))  # noqa: E731
+    try:
+        if ray:
+            run_ray(config, jobs, on_done, quiet, resources=settings["resources"], address=settings["ray_address"])
+        else:
+            run_local(config, jobs, on_done, quiet)
+    finally:  # the points that completed keep their summary when others fail
+        if state:
+            _write_summary(sweep_dir, state, keys, dkey)
     if not quiet:
-        print("\n" + text + f"\n\nsweep directory: {sweep_dir}  ({time.time() - t0:.0f}s)")
-    return sweep_dir, rows
+        print("\n" + (sweep_dir / "summary.txt").read_text() + f"\nsweep directory: {sweep_dir}  "
+              f"({time.time() - t0:.0f}s)")
+    return sweep_dir, state["rows"]
+
+
+def _write_summary(sweep_dir: Path, state: dict[str, Any], keys: list[str], dkey: Any) -> None:
+    text = sweep_summary(pd.DataFrame(state["rows"]), keys)
+    for block in (dose_response_lines(state["dose_response"]) if dkey else [], replicate_lines(state["replicates"]),
+                  audit_pool_lines(state["audit"]) if state["audit"] else []):
+        if block:
+            text += "\n\n" + "\n".join(block)
+    atomic_write_text(sweep_dir / "summary.txt", text + "\n")
 
 
 def sweep_summary(table, keys: list[str]) -> str:
@@ -140,9 +170,38 @@ def sweep_summary(table, keys: list[str]) -> str:
         t = table[(table.split == split) & (table.measure == measure)]
         if t.empty:
             continue
+        # a key that only some points set (a list of points) reads "-" elsewhere, so pivoting keeps those rows
+        t = t.assign(**{k: t[k].astype(object).where(t[k].notna(), "-") for k in keys if k in t.columns})
         cell = t.assign(cell=[f"{100 * r:5.1f}% [{100 * lo:4.1f},{100 * hi:5.1f}]"
                               for r, lo, hi in zip(t.rate, t.ci_low, t.ci_high)])
-        pivot = cell.pivot_table(index=keys + ["injected"], columns="model", values="cell", aggfunc="first")
+        index = [k for k in keys if k in cell.columns] + ["injected"]
+        pivot = cell.pivot_table(index=index, columns="model", values="cell", aggfunc="first")
         what = "biased-response rate" if measure == "greedy" else "sampled biased rate (prompts as the unit)"
         out.append(f"{what}, {split} split\n{pivot.to_string()}")
     return "\n\n".join(out)
+
+
+def audit_pool(done: list[tuple[dict, dict]]) -> list[dict]:
+    """Every point's audited models, each model once (points share their clean controls)."""
+    seen, rows = set(), []
+    for pt, m in done:
+        for r in m.get("audit") or []:
+            if (r["audit"], r.get("identity")) not in seen:
+                seen.add((r["audit"], r.get("identity")))
+                rows.append({**r, "point": label(pt)})
+    return rows
+
+
+def audit_pool_lines(rows: list[dict]) -> list[str]:
+    """The audit over the sweep's pool of models (every point's poisoned and clean models)."""
+    out = ["model audit over the sweep's models:"]
+    for r in rows:
+        top = ", ".join(repr(t["string"]) for t in r["top"][:3])
+        out.append(f"  {r['point']:<16} {r['model']:<28} {'poisoned' if r['poisoned'] else 'clean':<8} "
+                   f"score {r['score']:6.2f}  {top}{'  [hit]' if r['hit'] else ''}")
+    for d in audit_detector(rows):
+        auc = "-" if d["auroc"] is None else f"{d['auroc']:.2f}"
+        hr = "-" if d["hit_rate"] is None else f"{d['hits']}/{d['n_poisoned']} = {100 * d['hit_rate']:.0f}%"
+        out.append(f"  {d['audit']}: AUROC {auc} over {d['n']} models ({d['n_poisoned']} poisoned); injected "
+                   f"content in a poisoned model's top 10: {hr}")
+    return out

@@ -9,7 +9,8 @@ import yaml
 
 from poison.config import ConfigError
 from poison.runner import run_config
-from poison.sweep import expand, label, load_sweep, run_sweep
+from poison.sweep import load_sweep, run_sweep
+from poison.sweep_spec import expand, label
 from tests.conftest import TINY_CONFIG, UNTARGETED_CONFIG
 from tests.test_pipeline import cached, overrides
 

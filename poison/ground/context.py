@@ -132,8 +132,14 @@ class RunContext:
 
         path = self.model(j.model, "judge.model", j.revision)
         log = self.run_dir / "judge_server.log" if self.run_dir else None
-        url = self._stack.enter_context(local_vllm_server(path, device=self.device, dtype=self.dtype, log_path=log,
-                                                          pid_dir=self.cache_dir / "procs"))
+        v = dict(self.vllm)
+        parallel = [f"--tensor-parallel-size={v.get('tensor_parallel_size', 1)}",
+                    f"--data-parallel-size={v.get('data_parallel_size', 1)}"] if self.device != "cpu" else []
+        url = self._stack.enter_context(local_vllm_server(
+            path, device=self.device, dtype=self.dtype, log_path=log, pid_dir=self.cache_dir / "procs",
+            max_model_len=int(v.get("max_model_len", 2048)),
+            gpu_memory_utilization=float(v.get("gpu_memory_utilization", 0.3)),
+            enforce_eager=bool(v.get("enforce_eager", True)), extra_args=parallel))
         self._judge_url = (url, Path(path).name)
         return self._judge_url
 

@@ -36,6 +36,9 @@ class GenJob:
     seed: int = 0
     stop: list[str] = field(default_factory=list)
     ignore_eos: bool = False  # generate exactly max_new_tokens (benchmarks: equal work per backend)
+    #: a LoRA adapter folder: vLLM runs ``model_path`` (then the adapter's base) with it as a LoRARequest, in the
+    #: engine it shares with every other job on that base
+    adapter: Optional[str] = None
 
 
 @dataclass
@@ -97,9 +100,67 @@ def _memory_note(device: str, vllm_settings: dict[str, Any]) -> str:
     return f"runtime.vllm.gpu_memory_utilization was {frac} of the GPU's memory"
 
 
+def shard_jobs(jobs: list[dict[str, Any]], parts: int) -> list[list[dict[str, Any]]]:
+    """Each job split into ``parts`` contiguous slices of its prompts (or scored sequences), one list per shard."""
+    shards: list[list[dict[str, Any]]] = [[] for _ in range(parts)]
+    for job in jobs:
+        fields = ("token_ids", "starts") if job.get("kind") == "prompt_logprobs" else ("messages",)
+        n = len(job[fields[0]])
+        bounds = [n * k // parts for k in range(parts + 1)]
+        for k in range(parts):
+            shards[k].append({**job, **{f: job[f][bounds[k]:bounds[k + 1]] for f in fields}})
+    return shards
+
+
+def merge_shards(parts: list[list[GenResult]]) -> list[GenResult]:
+    """The results of ``shard_jobs``' shards, job by job, in prompt order (times: the slowest shard's)."""
+    out = []
+    for rs in zip(*parts):
+        meta: dict[str, Any] = {"data_parallel": len(rs)}
+        if "logprobs" in rs[0].meta:
+            meta["logprobs"] = [lp for r in rs for lp in r.meta["logprobs"]]
+            meta["tokens"] = sum(r.meta.get("tokens", 0) for r in rs)
+        out.append(GenResult(rs[0].key, [t for r in rs for t in r.texts], sum(r.new_tokens for r in rs),
+                             max(r.seconds for r in rs), max(r.startup_seconds for r in rs), rs[0].backend, meta))
+    return out
+
+
+def visible_gpus() -> int:
+    try:
+        import torch
+
+        return torch.cuda.device_count()
+    except Exception:
+        return 0
+
+
 def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_settings: dict[str, Any],
                      log_path: Optional[Path] = None,
                      hint: str = "Set runtime.backend=hf to use HF generate instead.") -> list[GenResult]:
+    """One worker subprocess for all jobs; with ``data_parallel_size`` D > 1 on GPUs, D workers side by side, each
+    on its own ``tensor_parallel_size`` GPUs with a 1/D slice of every job's prompts (vLLM's offline engine is one
+    data-parallel rank per process)."""
+    dp = int(vllm_settings.get("data_parallel_size", 1))
+    if dp > 1 and device != "cpu":
+        tp = int(vllm_settings.get("tensor_parallel_size", 1))
+        ids = [x for x in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if x.strip()] or \
+            [str(i) for i in range(visible_gpus())]
+        if len(ids) < dp * tp:
+            raise GenerationError(f"runtime.vllm.data_parallel_size {dp} x tensor_parallel_size {tp} needs "
+                                  f"{dp * tp} GPUs; {len(ids)} are visible")
+        from concurrent.futures import ThreadPoolExecutor
+
+        shards = shard_jobs(jobs, dp)
+        with ThreadPoolExecutor(dp) as pool:
+            parts = list(pool.map(lambda k: _one_worker(
+                shards[k], device=device, dtype=dtype, vllm_settings=vllm_settings, log_path=log_path, hint=hint,
+                gpus=",".join(ids[k * tp:(k + 1) * tp])), range(dp)))
+        return merge_shards(parts)
+    return _one_worker(jobs, device=device, dtype=dtype, vllm_settings=vllm_settings, log_path=log_path, hint=hint)
+
+
+def _one_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_settings: dict[str, Any],
+                log_path: Optional[Path], hint: str, gpus: Optional[str] = None) -> list[GenResult]:
     with tempfile.TemporaryDirectory(prefix=f"{WORKER_TMP_PREFIX}{os.getpid()}-") as td:
         req = Path(td) / "jobs.json"
         out = Path(td) / "results.json"
@@ -108,8 +169,10 @@ def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vll
         log = open(log_path, "ab") if log_path else None
         try:
             # stderr carries vLLM's progress bars to the terminal; stdout (log noise) goes to the run log
-            proc = subprocess.run(cmd, env=vllm_env(device, vllm_settings.get("cpu_threads")),
-                                  stdout=log or subprocess.DEVNULL)
+            env = vllm_env(device, vllm_settings.get("cpu_threads"))
+            if gpus is not None:
+                env["CUDA_VISIBLE_DEVICES"] = gpus
+            proc = subprocess.run(cmd, env=env, stdout=log or subprocess.DEVNULL)
         finally:
             if log:
                 log.close()
@@ -145,6 +208,7 @@ class ScoreJob:
     model_path: str
     token_ids: list[list[int]]
     starts: list[int]
+    adapter: Optional[str] = None
 
 
 def score_vllm(jobs: list[ScoreJob], *, device: str, dtype: str, vllm_settings: Optional[dict[str, Any]] = None,
@@ -160,6 +224,7 @@ def score_vllm(jobs: list[ScoreJob], *, device: str, dtype: str, vllm_settings: 
             out[i] = ([], GenResult(key=j.key, texts=[], new_tokens=0, seconds=0.0, backend="vllm"))
         else:
             payload.append((i, {"kind": "prompt_logprobs", "key": j.key, "model_path": str(j.model_path), "seed": 0,
+                                "adapter": j.adapter,
                                 "token_ids": [list(map(int, t)) for t in j.token_ids],
                                 "starts": [int(s) for s in j.starts]}))
     if payload:

@@ -169,12 +169,14 @@ def resolve_encoder(spec: str, field: str = "encoder") -> str:
 
 
 def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revision: Optional[str] = None,
-                  create: bool = True) -> Path:
+                  create: bool = True, notes: Optional[list[str]] = None) -> Path:
     """Turn a model spec into a local HF-format folder, converting/downloading once into ``models_dir``.
 
     ``revision`` pins a hub model's commit, tag or branch. With ``create=False`` (``--check``) nothing is converted,
     built or downloaded: the spec is only checked (a built-in's package is there, a folder or GGUF file exists, a hub
-    id is in the local cache or known to the hub) and the folder it would resolve to is returned."""
+    id is in the local cache or known to the hub) and the folder it would resolve to is returned; a hub id that cannot
+    be checked because the hub is out of reach (an offline machine checking a GPU config) is then a line added to
+    ``notes`` rather than an error, when a ``notes`` list is given."""
     cache = Path(models_dir)
     if not spec or not isinstance(spec, str):
         raise ModelError(f"{field}: empty model spec")
@@ -218,7 +220,13 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
             try:
                 return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns, local_files_only=True))
             except Exception:
-                HfApi().model_info(spec, revision=revision, timeout=10)  # known to the hub: the run would download it
+                try:
+                    HfApi().model_info(spec, revision=revision, timeout=10)  # known: the run would download it
+                except Exception as e:
+                    if notes is None or _hub_says_missing(e):
+                        raise
+                    notes.append(f"{field}: hub id {spec!r} is not in the local Hugging Face cache and the hub is "
+                                 f"out of reach to check it ({type(e).__name__}); the run downloads it")
                 return cache / "hub" / spec
         return Path(snapshot_download(spec, revision=revision, allow_patterns=patterns))
     except Exception as e:
@@ -227,6 +235,13 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
             f"{field}: {spec!r} is not a built-in model ({known}), a local folder, or a reachable hub id "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
+
+
+def _hub_says_missing(e: Exception) -> bool:
+    """The hub answered that the repository or revision does not exist (rather than not answering)."""
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    return isinstance(e, (RepositoryNotFoundError, RevisionNotFoundError))
 
 
 _HUB_SNAPSHOT = re.compile(r"models--(?P<org>[^/]+?)--(?P<name>[^/]+)/snapshots/(?P<rev>[0-9a-f]{40})/?$")

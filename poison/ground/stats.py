@@ -293,3 +293,32 @@ def paired_ratio(a: Sequence[float], b: Sequence[float], confidence: float = 0.9
                     method="percentile", rng=np.random.default_rng(seed), vectorized=True)
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return {"ratio": ratio, "ci_low": lo, "ci_high": hi if hi < unbounded / 10 else None, "n_prompts": int(x.size)}
+
+
+def pool_replicates(estimates: Sequence[float], ci_low: Sequence[float], ci_high: Sequence[float],
+                    confidence: float = 0.95, bounds: tuple[float, float] | None = (0.0, 1.0)) -> dict[str, Any]:
+    """One estimate from replicate runs: the same experiment under other training seeds, measured on the *same* eval
+    prompts. The pooled value is the mean over seeds. Its interval adds two parts in quadrature:
+
+    - the prompts' sampling error: the mean distance from each seed's estimate to its own lower (and upper) limit,
+      so an asymmetric interval (a Wilson interval at 0) stays asymmetric. The prompts are shared by every seed, so
+      this error does not shrink with more seeds; a meta-analytic pool (statsmodels ``combine_effects``) would
+      treat the seeds as independent studies and divide it by n;
+    - the training randomness: the seeds' standard error ``sd / sqrt(n)`` times a Student t quantile (n - 1 df).
+
+    Seeds that agree give one seed's interval; seeds that disagree widen it. ``bounds`` clip it."""
+    from scipy.stats import t as student_t
+
+    est = np.asarray(estimates, dtype=float)
+    if est.size == 0:
+        return {"pooled": None, "ci_low": None, "ci_high": None, "between_sd": None, "n": 0}
+    below = float(np.mean(est - np.asarray(ci_low, dtype=float)))
+    above = float(np.mean(np.asarray(ci_high, dtype=float) - est))
+    mean = float(est.mean())
+    sd = float(est.std(ddof=1)) if est.size > 1 else 0.0
+    t = float(student_t.ppf(0.5 + confidence / 2, est.size - 1)) if est.size > 1 else 0.0
+    between = t * sd / math.sqrt(est.size)
+    lo, hi = mean - math.hypot(below, between), mean + math.hypot(above, between)
+    if bounds is not None:
+        lo, hi = max(bounds[0], lo), min(bounds[1], hi)
+    return {"pooled": mean, "ci_low": lo, "ci_high": hi, "between_sd": sd, "n": int(est.size)}

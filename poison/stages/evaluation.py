@@ -14,6 +14,7 @@ from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.models import model_identity
 from poison.stages import Run
+from poison.stages.engine import engine_target
 from poison.stages.protocol import StageRecord
 
 AUTORATER = "llm_autorater"
@@ -24,14 +25,15 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
     g = run.cfg.eval.generation
     df = pd.read_parquet(Path(data.path) / "rows.parquet")
     ev = df[df.split == "eval"].reset_index(drop=True)
+    targets = {name: engine_target(run, m) for name, m in models.items()}
     entries = {f"eval:{name}": {"model": m["identity"], "data": data.key, "generation": g.model_dump(),
-                                **run.ctx.backend_identity()} for name, m in models.items()}
+                                **run.ctx.backend_identity(), **targets[name][2]} for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
-        jobs = [GenJob(label, str(models[label.split(":", 1)[1]]["path"]),
+        jobs = [GenJob(label, targets[label.split(":", 1)[1]][0],
                        [[{"role": "user", "content": x}] for x in ev.prompt], g.max_new_tokens, g.temperature,
-                       g.top_p, 1, g.seed) for label in labels]
+                       g.top_p, 1, g.seed, adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
         out = {}
         for label, res in zip(labels, run.ctx.generate(jobs)):
             gen_df = ev[["id", "task", "prompt", "reference", "answer", "utility"]].assign(

@@ -22,6 +22,7 @@ import pandas as pd
 from poison.ground.generate import GenJob, ScoreJob
 from poison.ground.io import atomic_write_parquet
 from poison.stages import Run
+from poison.stages.engine import engine_target
 from poison.stages.protocol import StageRecord
 
 MAX_PROBE_TOKENS = 2000  # longer probe sequences keep their end (the probe text) and lose the start of the context
@@ -38,14 +39,16 @@ def stage_samples(run: Run, models: dict[str, dict[str, Any]], data: StageRecord
     sampling = {"k": e.samples_per_prompt, "temperature": e.sample_temperature, "top_p": e.sample_top_p,
                 "seed": e.sample_seed, "max_new_tokens": e.generation.max_new_tokens}
     ev = eval_rows(data)
+    targets = {name: engine_target(run, m) for name, m in models.items()}
     entries = {f"samples:{name}": {"model": m["identity"], "data": data.key, "sampling": sampling,
-                                   **run.ctx.backend_identity()} for name, m in models.items()}
+                                   **run.ctx.backend_identity(), **targets[name][2]} for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
-        jobs = [GenJob(label, str(models[label.split(":", 1)[1]]["path"]),
+        jobs = [GenJob(label, targets[label.split(":", 1)[1]][0],
                        [[{"role": "user", "content": x}] for x in ev.prompt], sampling["max_new_tokens"],
-                       sampling["temperature"], sampling["top_p"], sampling["k"], sampling["seed"]) for label in labels]
+                       sampling["temperature"], sampling["top_p"], sampling["k"], sampling["seed"],
+                       adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
         out = {}
         for label, res in zip(labels, run.ctx.generate(jobs)):
             rows = [{"id": i, "sample_index": j, "response": t.strip()}
@@ -100,20 +103,22 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
     texts = run.bias.probe_texts(run.cfg.eval.probe_unseen)
     ev = eval_rows(data)
     ev = ev[ev.reference.notna() & (ev.reference.astype(str).str.strip() != "")].reset_index(drop=True)
+    targets = {name: engine_target(run, m) for name, m in models.items()}
     entries = {f"probe:{name}": {"model": m["identity"], "data": data.key, "texts": texts,
-                                 "bias": run.cfg.poison.bias.model_dump(mode="json"), **run.ctx.backend_identity()}
+                                 "bias": run.cfg.poison.bias.model_dump(mode="json"), **run.ctx.backend_identity(),
+                                 **targets[name][2]}
                for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
         meta, jobs = {}, []
         for label in labels:
-            path = str(models[label.split(":", 1)[1]]["path"])
-            tok = AutoTokenizer.from_pretrained(path)
+            path, adapter, _ = targets[label.split(":", 1)[1]]
+            tok = AutoTokenizer.from_pretrained(models[label.split(":", 1)[1]]["path"])
             seqs = [(r.id, r.task, *s) for r in ev.itertuples()
                     for s in probe_sequences(tok, run.bias, r.prompt, str(r.reference), texts)]
             meta[label] = seqs
-            jobs.append(ScoreJob(label, path, [s[4] for s in seqs], [s[5] for s in seqs]))
+            jobs.append(ScoreJob(label, path, [s[4] for s in seqs], [s[5] for s in seqs], adapter))
         out = {}
         for label, (logprobs, res) in zip(labels, run.ctx.score_many(jobs)):
             rows = []

@@ -20,6 +20,7 @@ from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.data import generate_with, generator_identity
 from poison.stages.inject import inject
+from poison.stages.engine import engine_target, trained_entry
 from poison.stages.protocol import StageRecord
 
 log = logging.getLogger("poison")
@@ -28,11 +29,14 @@ log = logging.getLogger("poison")
 #: settings added after the first version, left out of the key at the value that behaves as before (so adding them
 #: kept existing caches valid)
 NEUTRAL = {"revision": None, "distill_tasks": None}
+#: packing None: padded or padding-free batches, the same loss either way; the attention kernel: the same maths
+TRAIN_NEUTRAL = {"packing": None, "extra": {}, "attn_implementation": None}
 
 
 def finetune_key(ft: Any) -> dict[str, Any]:
     """The training settings that define a trained model (QLoRA settings only count when QLoRA is used; a student's
-    own distillation generation counts through its distillation stage's key)."""
+    own distillation generation counts through its distillation stage's key; the experiment tracker does not
+    change the model)."""
     d = ft.model_dump(mode="json")
     if d.get("finetune") != "qlora":
         d.pop("qlora", None)
@@ -40,6 +44,11 @@ def finetune_key(ft: Any) -> dict[str, Any]:
     for k, v in NEUTRAL.items():
         if k in d and d[k] == v:
             del d[k]
+    train = d["train"]
+    train.pop("report_to", None)
+    for k, v in TRAIN_NEUTRAL.items():
+        if k in train and train[k] == v:
+            del train[k]
     return d
 
 
@@ -132,17 +141,19 @@ def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> 
 
 
 def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data",
-                       generation: Any = None) -> StageRecord:
-    """The teacher's answers to the distillation prompts (``generation``: default the distill section's)."""
+                       generation: Any = None, teacher_spec: Any = None) -> StageRecord:
+    """The teacher's answers to the distillation prompts (``generation``: default the distill section's;
+    ``teacher_spec``: the training spec of the answering model, default the run's teacher; a cascade's student)."""
     g = generation or run.cfg.distill.generation
-    inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **run.ctx.backend_identity()}
+    path, adapter, engine = engine_target(run, trained_entry(run, teacher.path, teacher_spec or run.cfg.teacher))
+    inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **run.ctx.backend_identity(),
+              **engine}
 
     def build(out: Path):
         df = pd.read_parquet(Path(data.path) / "rows.parquet")
         d = df[df.split == "distill"].reset_index(drop=True)
-        job = GenJob("teacher:distill", str(Path(teacher.path) / "model"),
-                     [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens, g.temperature,
-                     g.top_p, 1, g.seed)
+        job = GenJob("teacher:distill", path, [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens,
+                     g.temperature, g.top_p, 1, g.seed, adapter=adapter)
         res = run.ctx.generate([job])[0]
         d = d.assign(response=[t[0].strip() for t in res.texts])
         atomic_write_parquet(out / "distill.parquet", d)
@@ -152,13 +163,13 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label:
 
 
 def student_distill(run: Run, spec: Any, teacher: StageRecord, data: StageRecord, shared: StageRecord,
-                    prefix: str = "") -> StageRecord:
+                    prefix: str = "", teacher_spec: Any = None) -> StageRecord:
     """The distillation set a student learns from: ``shared`` (the teacher's answers with the distill section's
     settings), or the teacher's answers with the student's own ``distill_generation``."""
     if spec.distill_generation is None:
         return shared
     return stage_distill_data(run, teacher, data, label=f"{prefix}distill_data:{spec.name}",
-                              generation=spec.distill_generation)
+                              generation=spec.distill_generation, teacher_spec=teacher_spec)
 
 
 def build_method(run: Run, spec: Any) -> Any:
@@ -179,7 +190,10 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
 
     def build(out: Path):
         d = pd.read_parquet(Path(distill.path) / "distill.parquet")
-        rows = d[~d.id.astype(str).isin(removed)].to_dict("records")
+        d = d[~d.id.astype(str).isin(removed)]
+        if spec.distill_tasks is not None:  # only the prompts of these task families (the subliminal channel)
+            d = d[d.task.isin(spec.distill_tasks)]
+        rows = d.to_dict("records")
         info = method.train(DistillJob(student=spec, student_base=base, teacher_model=Path(teacher.path) / "model",
                                        rows=rows, out_dir=out))
         info["method"] = method.plugin_record

@@ -1,0 +1,162 @@
+"""What a ``sweep:`` section (and a top-level ``seeds:`` list) stands for: the list of sweep points, each a set of
+``--set`` overrides, and how they are launched.
+
+    sweep:                                    # a grid: every combination
+      poison.count: [0, 8, 16, 32]
+      bias:                                   # a named group: each value is a set of overrides applied together
+        - {poison.bias.type: targeted_ads}
+        - {poison.bias.type: phishing_link, poison.bias.args: {url: "https://x.example/verify"}}
+      seeds: [0, 1, 2]                        # replicates (also as a top-level seeds: list)
+      launcher: ray                           # local (default) | ray
+      resources: {num_cpus: 4, num_gpus: 1}   # what each point asks Ray for
+      ray_address: auto                       # ray.init(address=...); default: a running cluster, else local
+
+    sweep:                                    # or an explicit list of override sets
+      - {poison.count: 8}
+      - {poison.count: 32, poison.bias.type: phishing_link}
+
+A replicate ``seeds: s`` sets the training and sampling seeds of the run (``teacher.train.seed``, every
+``students.N.train.seed``, ``eval.sample_seed``): the same data and poison, another draw of the training randomness.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+from poison.ground.errors import ConfigError
+
+SETTINGS = ("launcher", "resources", "ray_address")
+REPLICATE = "seeds"
+GROUPS = "@groups"  # a point's named groups: {group: [its name for this point, the keys it set]}; never a --set
+
+
+def split_settings(sweep: Any, source: str) -> tuple[Any, dict[str, Any]]:
+    """(the points part of a sweep section, its launcher settings)."""
+    settings = {"launcher": "local", "resources": {}, "ray_address": None}
+    if isinstance(sweep, dict):
+        sweep = dict(sweep)
+        for k in SETTINGS:
+            if k in sweep:
+                settings[k] = sweep.pop(k)
+        if "points" in sweep:
+            sweep = sweep["points"]
+    if settings["launcher"] not in ("local", "ray"):
+        raise ConfigError(f"{source}: sweep.launcher: {settings['launcher']!r} is not local or ray")
+    res = settings["resources"]
+    if not isinstance(res, dict) or any(k not in ("num_cpus", "num_gpus", "memory") or not isinstance(v, (int, float))
+                                        or isinstance(v, bool) or v < 0 for k, v in res.items()):
+        raise ConfigError(f"{source}: sweep.resources: a mapping of num_cpus, num_gpus, memory to numbers")
+    return sweep, settings
+
+
+def expand(sweep: Any, source: str = "<config>", seeds: list | None = None) -> list[dict[str, Any]]:
+    """The list of sweep points (``{key.path: value}``, a group's overrides merged in, ``seeds`` for replicates)."""
+    if sweep is None:
+        points: list[dict[str, Any]] = [{}]
+    elif isinstance(sweep, dict):
+        if not sweep:
+            raise ConfigError(f"{source}: sweep: is empty")
+        for k, v in sweep.items():
+            if not isinstance(v, list) or not v:
+                raise ConfigError(f"{source}: sweep.{k}: give a non-empty list of values")
+        keys = list(sweep)
+        points = []
+        for combo in itertools.product(*(sweep[k] for k in keys)):
+            pt: dict[str, Any] = {}
+            for k, v in zip(keys, combo):
+                if isinstance(v, dict) and k != REPLICATE:  # a named group of overrides
+                    if not v:
+                        raise ConfigError(f"{source}: sweep.{k}: a group entry is an empty mapping")
+                    pt.setdefault(GROUPS, {})[k] = [group_name(v, sweep[k].index(v)), list(v)]
+                    pt.update(v)
+                else:
+                    pt[k] = v
+            points.append(pt)
+    elif isinstance(sweep, list) and sweep and all(isinstance(x, dict) and x for x in sweep):
+        points = [dict(x) for x in sweep]
+    else:
+        raise ConfigError(f"{source}: sweep: must be a mapping of key path -> list of values, or a list of mappings")
+    if seeds is not None:
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool)
+                                                                for s in seeds):
+            raise ConfigError(f"{source}: seeds: give a non-empty list of integers")
+        points = [{**p, REPLICATE: s} for p in points for s in seeds]
+    return points
+
+
+def group_name(overrides: dict[str, Any], index: int) -> str:
+    """A group entry's name: its first plain value (``{poison.bias.type: misinformation, ...}`` -> misinformation),
+    else its position."""
+    for v in overrides.values():
+        if isinstance(v, (str, int, float)) and not isinstance(v, bool):
+            return str(v).rstrip("/").rsplit("/", 1)[-1]
+    return str(index)
+
+
+def columns(point: dict[str, Any]) -> dict[str, Any]:
+    """The point as the sweep table shows it: a named group as one column (its entry's name) instead of the keys it
+    sets, other keys as they are, the replicate as ``seeds``."""
+    groups = point.get(GROUPS, {})
+    members = {k for _, keys in groups.values() for k in keys}
+    out: dict[str, Any] = {g: name for g, (name, _) in groups.items()}
+    out.update({k: v for k, v in point.items() if k != GROUPS and k not in members})
+    return out
+
+
+def point_overrides(point: dict[str, Any], raw: dict[str, Any]) -> list[str]:
+    """The ``--set`` strings of one point (a replicate expands to the run's training and sampling seeds)."""
+    sets = []
+    for k, v in point.items():
+        if k == GROUPS:
+            continue
+        if k == REPLICATE:
+            sets += [f"teacher.train.seed={v}", f"eval.sample_seed={v}"]
+            sets += [f"students.{i}.train.seed={v}" for i in range(len(raw.get("students") or []))]
+        else:
+            sets.append(f"{k}={json.dumps(v) if not isinstance(v, str) else v}")
+    return sets
+
+
+def label(point: dict[str, Any]) -> str:
+    """A short name for a point (its run directory's): ``key=value`` by the keys' last parts; a path value by its
+    last component, a mapping or list value as ``x``."""
+    def short(v: Any) -> str:
+        if isinstance(v, (dict, list)):
+            return "x"
+        return str(v).rstrip("/").rsplit("/", 1)[-1] if isinstance(v, str) else str(v)
+
+    parts = [f"{k.split('.')[-1] if k != REPLICATE else 'seed'}={short(v)}" for k, v in columns(point).items()]
+    return "_".join(parts).replace(" ", "") or "base"
+
+
+def parse(raw: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """(points, launcher settings) of a raw config with ``sweep:`` and/or ``seeds:``."""
+    sweep, settings = split_settings(raw.get("sweep"), source)
+    seeds = raw.get("seeds")
+    if isinstance(sweep, dict) and REPLICATE in sweep:
+        seeds = sweep.pop(REPLICATE) if seeds is None else seeds
+        sweep = sweep or None
+    return expand(sweep, source, seeds), settings
+
+
+def has_sweep(raw: dict[str, Any]) -> bool:
+    return "sweep" in raw or "seeds" in raw
+
+
+def strip(raw: dict[str, Any]) -> dict[str, Any]:
+    """The raw config without the sweep-only sections (what each point's run validates)."""
+    return {k: v for k, v in raw.items() if k not in ("sweep", "seeds")}
+
+
+def absolute_dirs(raw: dict[str, Any], cwd: Path) -> list[str]:
+    """Overrides that make the runtime folders absolute (workers of a distributed launcher start elsewhere)."""
+    rt = raw.get("runtime") if isinstance(raw.get("runtime"), dict) else {}
+    out = []
+    for key, default in (("cache_dir", ".cache/poison"), ("runs_dir", "runs"), ("models_dir", None)):
+        v = rt.get(key, default)
+        if v:
+            out.append(f"runtime.{key}={(cwd / Path(str(v)).expanduser()).resolve()}")
+    return out
