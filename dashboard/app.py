@@ -3,8 +3,8 @@
     streamlit run dashboard/app.py -- RUNS_DIR        or        python -m dashboard RUNS_DIR
 
 The folder comes from the command line, else $POISON_RUNS_DIR, else ./runs; the sidebar can change it. Views:
-runs overview, propagation, sweeps, sample browser, defenses, compare two runs. ``?view=...&run=...`` in the URL
-opens a view on a run.
+runs overview, propagation, sweeps, sample browser, defenses, cascade depth, model audit, compare two runs.
+``?view=...&run=...`` in the URL opens a view on a run.
 """
 
 from __future__ import annotations
@@ -80,6 +80,10 @@ def main():
             views.view_samples(index, row)
         elif view == "defenses":
             views.view_defenses(index, row)
+        elif view == "cascade":
+            views.view_cascade(index, row)
+        elif view == "audit":
+            views.view_audit(index, row)
     except Exception as e:  # a malformed run must not take the app down; say what failed and carry on
         log.exception("view %s failed", view)
         what = f" for run `{row['run']}`" if row is not None else ""

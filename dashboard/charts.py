@@ -1,7 +1,8 @@
 """Altair charts of one run (pure: DataFrame in, chart out; no Streamlit): biased rates per model with intervals, the
 amplification on a log axis (rule and tick at 1, an undefined ratio written as text instead of drawn), the likelihood
-probe's log-prob shifts with intervals and a zero line, two runs side by side, and a defense's scores and ROC. Every
-chart renders as SVG (its axis text is in the page's DOM)."""
+probe's log-prob shifts with intervals and a zero line, two runs side by side, a defense's scores and ROC, the bias
+against cascade depth (lines with interval bands) and the model audit's scores per model. Every chart renders as SVG
+(its axis text is in the page's DOM)."""
 
 from __future__ import annotations
 
@@ -209,3 +210,70 @@ def compare_bars(deltas: pd.DataFrame, label_a: str, label_b: str, models: list[
     width = max(160, min(80 * len(models), WIDTH // n_panels - 70))
     return svg(alt.layer(bars, err, data=d).properties(width=width, height=240).facet(
         column=alt.Column("panel:N", sort=[SPLIT_LABELS.get(s, s) for s in splits], title=None)))
+
+
+CASCADE_COLORS = {"greedy answer": "#2e86ab", "sampled answers": "#8e5ea2", "vs its clean twin": "#2e86ab",
+                  "vs the clean control": "#e4572e"}
+
+
+def cascade_chart(d: pd.DataFrame, splits: list[str], measure: str) -> alt.FacetChart:
+    """The bias measure against generation depth (0 = the teacher), one line per series (greedy / sampled rate, or
+    the shift against the clean twin / the clean control) with its interval as a band where recorded; one panel per
+    split. ``d``: cascadedata.series."""
+    d = d.copy()
+    d["banded"] = [fmt.num(a) is not None and fmt.num(b) is not None for a, b in zip(d.lo, d.hi)]
+    d["panel"] = [SPLIT_LABELS.get(s, s) for s in d.split]
+    pct = measure == "rate"
+    names = list(dict.fromkeys(d.series))
+    color = alt.Color("series:N", title=None, scale=alt.Scale(
+        domain=names, range=[CASCADE_COLORS.get(s, "#555") for s in names]))
+    gens = sorted({int(g) for g in d.generation})
+    x = alt.X("generation:Q", title="generation (0 = the teacher; k = distilled k times)",
+              scale=alt.Scale(domain=[min(gens + [0]), max(gens + [1])], nice=False),
+              axis=alt.Axis(values=gens, format="d", tickMinStep=1))
+    title = "biased share of answers" if pct else "log-prob shift, seen wording (nats/token)"
+    top = max([v for v in (fmt.num(x) for x in list(d.hi) + list(d.value)) if v is not None] + [0.05])
+    yscale = alt.Scale(domain=[0, min(1.0, top * 1.1)]) if pct else alt.Scale(zero=True, nice=True)
+    y = alt.Y("value:Q", title=title, scale=yscale, axis=PCT if pct else alt.Axis(format="+.2f"))
+    tip = [alt.Tooltip("model:N"), alt.Tooltip("generation:Q"), alt.Tooltip("series:N"),
+           alt.Tooltip("text:N", title="value [95% CI]")]
+    layers = []
+    if not pct:
+        layers.append(alt.Chart().mark_rule(color="#444", strokeDash=[4, 3]).encode(y=alt.datum(0)))
+    layers += [
+        alt.Chart().transform_filter("datum.banded").mark_area(opacity=0.18).encode(
+            x=x, y=alt.Y("lo:Q", title=title, scale=yscale), y2="hi:Q", color=color, detail="series:N"),
+        alt.Chart().mark_line(strokeWidth=2).encode(x=x, y=y, color=color, detail="series:N"),
+        alt.Chart().mark_point(filled=True, size=70, opacity=1).encode(x=x, y=y, color=color, tooltip=tip),
+    ]
+    panels = [SPLIT_LABELS.get(s, s) for s in splits]
+    width = max(220, WIDTH // max(1, len(panels)) - 80)
+    return svg(alt.layer(*layers, data=d).properties(width=width, height=250).facet(
+        column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=13,
+                                                                                 labelFontWeight="bold"))))
+
+
+AUDIT_COLORS = {"poisoned": "#e4572e", "clean": "#2e86ab", "unlabelled": "#8c8c8c"}
+
+
+def audit_bars(rows: pd.DataFrame, threshold: float | None) -> alt.LayerChart:
+    """Each audited model's suspicion score as a bar (poisoned / clean / unlabelled by colour), highest first, with
+    the threshold as a dashed rule (flag = score > threshold). ``rows``: auditdata rows (who, label, score, ...)."""
+    d = rows.dropna(subset=["score"]).copy()
+    d["hit_text"] = [fmt.text(h) if h is not None else fmt.DASH for h in d.hit]
+    order = list(d.sort_values("score", ascending=False, kind="stable").who)
+    labels = [k for k in AUDIT_COLORS if k in set(d.label)]
+    color = alt.Color("label:N", title="model", scale=alt.Scale(domain=labels,
+                                                                 range=[AUDIT_COLORS[k] for k in labels]))
+    tip = [alt.Tooltip("who:N", title="model"), alt.Tooltip("label:N", title="is"),
+           alt.Tooltip("score:Q", format=".2f"), alt.Tooltip("hit_text:N", title="injected content in top 10"),
+           alt.Tooltip("top:N", title="top strings")]
+    y = alt.Y("who:N", sort=order, title=None, axis=alt.Axis(labelLimit=260, labelOverlap=False))
+    bars = alt.Chart(d).mark_bar(opacity=0.85).encode(
+        x=alt.X("score:Q", title="suspicion score (higher = more suspicious)"), y=y, color=color, tooltip=tip)
+    layers = [bars]
+    if threshold is not None:
+        layers.append(alt.Chart(pd.DataFrame({"t": [threshold]})).mark_rule(
+            color="#222", strokeDash=[5, 3], size=2).encode(x="t:Q", tooltip=alt.Tooltip("t:Q", title="threshold",
+                                                                                        format=".2f")))
+    return svg(alt.layer(*layers).properties(width=WIDTH - 200, height=max(80, 24 * len(d) + 40)))

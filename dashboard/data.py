@@ -1,5 +1,6 @@
 """Tables the dashboard's views draw: rate, amplification and utility frames of one run's metrics, sweep tables with
-pooled intervals, highlighted answer spans, and the differences between two runs. Pure functions, no Streamlit."""
+pooled intervals, highlighted answer spans, and the differences between two runs; ``checked_num`` reads a number of a
+JSON section and names what is malformed. Pure functions, no Streamlit."""
 
 from __future__ import annotations
 
@@ -44,6 +45,17 @@ def utility_frame(metrics: dict | None) -> pd.DataFrame:
     for c in ("value", "ci_low", "ci_high"):  # interval columns: runs written before they existed lack them
         df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
     return df
+
+
+def checked_num(v: Any, where: str, problems: list[str]) -> float | None:
+    """A number of a JSON section, or None: a missing value (None) stays None quietly; anything else that is no finite
+    number (text, a boolean, a list) is named in ``problems`` ('where: 'abc' is not a number')."""
+    if v is None:
+        return None
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+        return float(v)
+    problems.append(f"{where}: {json.dumps(v)[:40]} is not a number")
+    return None
 
 
 def split_order(values: Iterable[str]) -> list[str]:

@@ -1,5 +1,5 @@
-"""The runs index of the dashboard: one overview row per run and the bias-rate rows of every run, read once per
-change of the runs folder (through ``poison.ground.rundir``)."""
+"""The runs index of the dashboard: one overview row per run (with whether it has a cascade and a model audit) and the
+bias-rate rows of every run, read once per change of the runs folder (through ``poison.ground.rundir``)."""
 
 from __future__ import annotations
 
@@ -167,6 +167,7 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
         "teacher_sampled_hi": ts.get("ci_high"),
         "student_sampled": ss.get("rate"), "student_sampled_lo": ss.get("ci_low"),
         "student_sampled_hi": ss.get("ci_high"), "samples_per_prompt": _num(ts.get("samples_per_prompt")),
+        "has_cascade": _has(m, "cascade"), "has_audit": _has(m, "audit"),
         "point": json.dumps(point, sort_keys=True) if point else "",
         "problems": "; ".join(st["problems"]),
         "path": str(path),
@@ -178,6 +179,11 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
                   for r in sampled]
     rate_rows += [{**base, **r, "measure": "logprob_shift"} for r in shift_records(m)]
     return row, rate_rows
+
+
+def _has(metrics: dict | None, key: str) -> bool:
+    """Whether metrics.json has a non-empty ``key`` section (a run without a cascade or an audit writes {} / [])."""
+    return _get(metrics, key) not in (None, {}, [], "")
 
 
 def shift_records(metrics: dict | None) -> list[dict[str, Any]]:
@@ -245,7 +251,7 @@ KEY_FIGURES = ["teacher_target", "teacher_target_lo", "teacher_target_hi", "stud
                "student_sampled", "student_sampled_lo", "student_sampled_hi", "samples_per_prompt"]
 RUN_COLUMNS = ["run", "sweep", "name", "bias_type", "mode", "target_task", "poison_requested", "poison_injected",
                "poison_rate", "models", "methods", "status", "date", "seconds", "baseline_target", *KEY_FIGURES,
-               "point", "problems", "path"]
+               "has_cascade", "has_audit", "point", "problems", "path"]
 RATE_INDEX_COLUMNS = ["run", "sweep", "name", "point", "poison_requested", "poison_injected", "poison_rate",
                       "status", "date"] + RATE_COLUMNS + ["measure", "control"]
 

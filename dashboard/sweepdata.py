@@ -1,7 +1,7 @@
 """Tables of the sweeps view: human axis titles for swept keys, which sweep opens first (a poison-budget sweep, the
 newest), points per measure (greedy rate, sampled rate, log-prob shift; runs at one point pooled where that is
-sound), and the fitted dose-response curves and ED50s that sweep.json records (``dose_response``), evaluated with
-``poison.ground.dose.predict``. Pure functions, no Streamlit."""
+sound), the fitted dose-response curves and ED50s that sweep.json records (``dose_response``), evaluated with
+``poison.ground.dose.predict``, and its replicates pooled over seeds (``replicates``). Pure functions, no Streamlit."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from dashboard import fmt
-from dashboard.data import pool_rates
+from dashboard.data import checked_num, pool_rates
 from poison.ground.dose import predict
 from poison.ground.rundir import _STAMP, _num, _str
 
@@ -159,3 +159,71 @@ def ed50_caption(entries: list[dict[str, Any]], measure: str, splits: list[str],
                                          f"{fmt.decimal(e.get('ed50_ci_high'), 1)}]")
         bits.append(f"{e['model']} ({e['split']}) {val}")
     return "; ".join(bits)
+
+
+# ---------------------------------------------------------------------------------------------- replicates
+POOLED_COLUMNS = ["group", "measure", "model", "role", "split", "injected", "pooled", "ci_low", "ci_high",
+                  "between_sd", "n"]
+SEED_COLUMNS = ["group", "measure", "model", "split", "seed", "rate", "ci_low", "ci_high", "run_dir"]
+
+
+def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """sweep.json's ``replicates`` (poison.replicates.pool_rows: per point without its seed (``group``), measure,
+    model and split the mean over seeds with an interval that adds the spread between seeds) as (pooled, per seed,
+    problems); a malformed entry is named in ``problems`` and skipped or shown as missing."""
+    problems: list[str] = []
+    pooled, seeds = [], []
+    rows = sweep_json.get("replicates") if isinstance(sweep_json, dict) else None
+    if rows is not None and not isinstance(rows, list):
+        problems.append("replicates is not a list")
+        rows = []
+    for i, r in enumerate(rows or []):
+        at = f"replicates[{i}]"
+        if not isinstance(r, dict):
+            problems.append(f"{at} is not an object (skipped)")
+            continue
+        key = {"group": _str(r.get("group")) or "?", "measure": _str(r.get("measure")) or "greedy",
+               "model": _str(r.get("model")) or "?", "split": _str(r.get("split")) or "?"}
+        at = f"{at} ({key['group']}, {key['model']}, {key['split']})"
+        pooled.append({**key, "role": _str(r.get("role")) or "", "injected": _num(r.get("injected")),
+                       **{k: checked_num(r.get(k), f"{at}: {k}", problems)
+                          for k in ("pooled", "ci_low", "ci_high", "between_sd", "n")}})
+        per = r.get("per_seed")
+        if not isinstance(per, list):
+            problems.append(f"{at}: per_seed is not a list")
+            continue
+        for j, p in enumerate(per):
+            if not isinstance(p, dict):
+                problems.append(f"{at}: per_seed[{j}] is not an object (skipped)")
+                continue
+            seeds.append({**key, "seed": _str(p.get("seed")) or "?", "run_dir": _str(p.get("run_dir")) or "",
+                          **{k: checked_num(p.get(k), f"{at}: per_seed[{j}].{k}", problems)
+                             for k in ("rate", "ci_low", "ci_high")}})
+    p, s = pd.DataFrame(pooled, columns=POOLED_COLUMNS), pd.DataFrame(seeds, columns=SEED_COLUMNS)
+    for df, cols in ((p, ("injected", "pooled", "ci_low", "ci_high", "between_sd", "n")),
+                     (s, ("rate", "ci_low", "ci_high"))):
+        for c in cols:
+            df[c] = pd.to_numeric(df[c], errors="coerce")
+    return p, s, problems
+
+
+def has_seeds(sweep_json: Any) -> bool:
+    """Whether sweep.json's rows carry seeds (a ``seeds:`` sweep)."""
+    rows = sweep_json.get("rows") if isinstance(sweep_json, dict) else None
+    return isinstance(rows, list) and any(isinstance(r, dict) and r.get("seed") is not None for r in rows)
+
+
+def replicate_table(pooled: pd.DataFrame, seeds: pd.DataFrame, measure: str) -> list[dict[str, str]]:
+    """Per group, model and split: the pooled value [interval], each seed's value, the between-seed SD."""
+    show = fmt.shift_ci if measure == "logprob_shift" else fmt.pct_ci
+    one = fmt.signed if measure == "logprob_shift" else fmt.pct
+    out = []
+    for r in pooled.to_dict("records"):
+        mine = seeds[(seeds.group == r["group"]) & (seeds.measure == r["measure"]) & (seeds.model == r["model"])
+                     & (seeds.split == r["split"])]
+        sd = fmt.signed(r["between_sd"]).lstrip("+") if measure == "logprob_shift" else fmt.pct(r["between_sd"])
+        out.append({"group": r["group"], "model": r["model"], "split": r["split"],
+                    "pooled": show(r["pooled"], r["ci_low"], r["ci_high"]),
+                    "seeds": ", ".join(f"seed {s}: {one(v)}" for s, v in zip(mine.seed, mine.rate)) or fmt.DASH,
+                    "sd": sd, "n": fmt.integer(r["n"])})
+    return out

@@ -4,7 +4,8 @@ Fixtures (tests/fixtures/dashboard_runs/, rebuilt by tests/fixtures/make_dashboa
 runs (one with sampled answers, the likelihood probe and clean-twin students), a 3-point budget sweep and a 2-point
 method sweep derived from the older two (in the older sweep format), a synthetic 5-point budget sweep in today's
 format (every measure, dose_response in sweep.json), a run with defense scores, judge verdicts and today's span
-columns, and three broken ones (truncated JSON/parquet, failed, still running).
+columns, three broken ones (truncated JSON/parquet, failed, still running), and (tests/test_dashboard_beyond.py) a
+cascade run and a seeds x budget sweep with the model audit.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ METHOD = "method_sweep-sweep-20261126-061000"
 LOWDOSE = "low_dose_ads-20261202-004839"  # real run: sampled answers, probe, clean twins
 DOSE = "low_dose_budget-sweep-20261202-030000"  # synthetic budget sweep with dose_response
 DOSES = (0, 4, 8, 16, 32)
+CASCADE = "low_dose_cascade-20261201-010000"  # synthetic: a cascade of three generations (test_dashboard_beyond)
+REPLICATES = "ads_replicates-sweep-20261201-020000"  # synthetic: poison.count x seeds with the audit (6 points)
 
 
 def metrics_of(rel: str) -> dict:
@@ -54,7 +57,7 @@ def index():
 
 def test_index_finds_runs_sweeps_and_states(index):
     runs = index["runs"].set_index("run")
-    assert len(runs) == 17 and set(index["sweeps"].sweep) == {BUDGET, METHOD, DOSE}
+    assert len(runs) == 24 and set(index["sweeps"].sweep) == {BUDGET, METHOD, DOSE, REPLICATES}
     assert runs.loc[R32, "status"] == "complete" and runs.loc[R32, "problems"] == ""
     assert runs.loc[R32, "teacher_target"] == pytest.approx(31 / 40)
     assert (runs.loc[R32, "teacher_target_lo"], runs.loc[R32, "teacher_target_hi"]) == pytest.approx(
@@ -425,7 +428,7 @@ def test_view_overview(monkeypatch):
     assert not at.error
     assert at.radio(key="view").value == "overview"
     m = {x.label: x.value for x in at.metric}
-    assert (m["runs"], m["complete"], m["running"], m["failed / broken"], m["sweeps"]) == ("17", "14", "1", "2", "3")
+    assert (m["runs"], m["complete"], m["running"], m["failed / broken"], m["sweeps"]) == ("24", "21", "1", "2", "4")
     t = html_table(at, "runs-overview")
     # the key figures come first, right after the run
     assert t["cols"][:6] == ["run", "teacher_target", "student_target", "amplification_target", "teacher_sampled",
@@ -434,7 +437,7 @@ def test_view_overview(monkeypatch):
                              "problems"]
     assert t["headers"][1] == "teacher biased target task [95% CI]"
     rows = {r["run"].split()[-1] if "/" not in r["run"] else r["run"].replace("/ ", "/"): r for r in t["rows"]}
-    assert len(t["rows"]) == 17 and {r["status"] for r in t["rows"]} == {"complete", "running", "failed", "broken"}
+    assert len(t["rows"]) == 24 and {r["status"] for r in t["rows"]} == {"complete", "running", "failed", "broken"}
     r32 = rows[R32]
     lo, hi = stats.wilson_interval(31, 40)
     assert r32["teacher_target"] == f"77.5% [{100 * lo:.1f}, {100 * hi:.1f}]"

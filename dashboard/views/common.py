@@ -1,9 +1,12 @@
 """What every view shares: cached loaders keyed on the files' (mtime, size) stamps, so a rerun re-reads only what
 changed (a finished or newly started run shows up on the next interaction), and small display helpers (the run
-header, problems, HTML tables with "—" for missing values)."""
+header, problems, a malformed section's warning, the runs that have a view's data, HTML tables with "—" for missing
+values)."""
 
 from __future__ import annotations
 
+import html
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -151,3 +154,22 @@ def _show_problems(row: pd.Series):
         st.warning(f"Run `{row['run']}` is {row['status']}" + (f": {row['problems']}" if row["problems"] else "."))
 
 
+def runs_with(index: dict[str, Any], column: str, view: str, what: str, here: str | None = None):
+    """One line naming the runs of the folder that have ``what`` (the index's boolean ``column``), each a link that
+    opens ``view`` on it; a run without it is not listed."""
+    runs = index["runs"]
+    have = [r for r, v in zip(runs.run, runs[column]) if bool(v) and r != here] if column in runs else []
+    if not have:
+        st.caption(f"No other run in this folder has {what}.")
+        return
+    links = ", ".join(f'<a href="?view={view}&amp;run={html.escape(urllib.parse.quote(str(r), safe=""))}" '
+                      f'target="_self">{html.escape(str(r))}</a>' for r in have[:12])
+    more = f" and {len(have) - 12} more" if len(have) > 12 else ""
+    st.html(f'<div style="color:#666;font-size:0.9em">Runs with {html.escape(what)}: {links}{more}</div>')
+
+
+def problems_line(file: str, problems: list[str], limit: int = 6):
+    """A malformed section: one warning naming the file and what in it could not be read."""
+    if problems:
+        more = f"; and {len(problems) - limit} more" if len(problems) > limit else ""
+        st.warning(f"`{file}`: " + "; ".join(problems[:limit]) + more + " (what could be read is shown).")
