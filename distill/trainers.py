@@ -72,26 +72,20 @@ def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows:
                           f"({e})") from None
 
 
-VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")  # kernels that take flattened rows without a mask
-
-
-def sft_batching(ft: Any, attn_implementation: Optional[str] = None) -> str:
+def sft_batching(ft: Any) -> str:
     """How an SFT run batches its rows (``train.packing``):
 
-    - ``padding_free`` (``packing: padding_free``, and the default under a variable-length attention kernel): each
-      batch holds the same rows as a padded batch would, but flattened into one sequence with position ids
-      restarting per row; transformers' masks keep attention within each row, so the loss is the padded batch's
-      loss (measured equal to 1e-5 in float32) without computing a single pad token. With SDPA or eager attention
-      the flattened batch is attended as one long sequence under a block mask, which costs more than the padding it
-      saves (bench/bench_train_throughput.py on CPU), so the default there is ``padded``.
+    - ``padding_free`` (default, ``packing: null`` or ``padding_free``): each batch holds the same rows as a padded
+      batch would, but flattened into one sequence with position ids restarting per row; transformers' masks keep
+      attention within each row, so the loss is the padded batch's loss (measured equal to 1e-5 in float32)
+      without computing a single pad token (bench/bench_train_throughput.py: 1.10x the padded tokens/s on the
+      default teacher's rows, CPU, SDPA attention).
     - ``packed`` (``packing: true``): TRL's best-fit-decreasing packing, rows packed into ``max_length`` sequences
       and a batch is ``batch_size`` packs: fewer, fuller optimizer steps, so not the same training.
     - ``padded`` (``packing: false``): padded batches of similar lengths (the first version's batching).
     """
     packing = getattr(ft.train, "packing", None)
-    if packing is None:
-        return "padding_free" if attn_implementation in VARLEN_ATTENTION else "padded"
-    if packing == "padding_free":
+    if packing is None or packing == "padding_free":
         return "padding_free"
     return "packed" if packing else "padded"
 
@@ -239,7 +233,7 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
     t0 = time.time()
     model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device)
     ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))
-    batching = sft_batching(ft, getattr(model.config, "_attn_implementation", None))
+    batching = sft_batching(ft)
     args = sft_config(ft, out_dir, dtype=dtype, device=device, total_rows=len(rows), batching=batching)
     trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
     if batching == "padding_free":

@@ -32,7 +32,7 @@ def probe_prompts(ctx: RunContext, sources: list[str], n: int, seed: int) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m poison.audit", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m poison.audit", description=__doc__.replace("``", ""),
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("suspect", help="the model to audit")
     ap.add_argument("--base", required=True, help="its public base model")

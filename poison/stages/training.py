@@ -29,7 +29,7 @@ log = logging.getLogger("poison")
 #: settings added after the first version, left out of the key at the value that behaves as before (so adding them
 #: kept existing caches valid)
 NEUTRAL = {"revision": None, "distill_tasks": None}
-#: packing None: padded or padding-free batches, the same loss either way; the attention kernel: the same maths
+#: packing None: padding-free batches, the padded batches' loss; the attention kernel: the same maths
 TRAIN_NEUTRAL = {"packing": None, "extra": {}, "attn_implementation": None}
 
 
