@@ -37,10 +37,11 @@ class VLLMSettings(Strict):
     cpu_threads: Optional[str] = Field(
         None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
     )
-    lora_adapters: bool = Field(
-        True, description="Run LoRA/QLoRA-trained models as adapters on their base, every model on one base in one "
-                          "engine (vLLM enable_lora), instead of one engine per merged model. Full fine-tunes always "
-                          "get their own engine.")
+    lora_adapters: Optional[bool] = Field(
+        None, description="Run LoRA/QLoRA-trained models as adapters on their base, every model on one base in one "
+                          "engine (vLLM enable_lora), instead of one engine per merged model. null: adapters on CUDA, "
+                          "merged folders on CPU, where vLLM's LoRA path measured 2.3x slower "
+                          "(bench/bench_eval_engine.py). Full fine-tunes always get their own engine.")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one vLLM engine shards a model across.")
     data_parallel_size: int = Field(
         1, ge=1, le=64, description="vLLM engines side by side, each on its own tensor_parallel_size GPUs with a "

@@ -199,6 +199,16 @@ def test_tensorboard_event_file_with_the_loss_lands_in_the_stage_folder(tmp_path
     # the tracker does not change the trained model: the same teacher key as without it
     rd2, m2 = run_config(str(p), overrides(tmp_path, models_dir), quiet=True)
     assert m2["stages"]["teacher"]["cached"] and m2["stages"]["teacher"]["key"] == m["stages"]["teacher"]["key"]
+    # the same run with its LoRA models as adapters on one engine (the CPU default is one engine per merged model):
+    # the trained models' generations are recomputed under an engine identity of their own, the base's are not
+    rd3, m3 = run_config(str(p), overrides(tmp_path, models_dir, "runtime.vllm.lora_adapters=true"), quiet=True)
+    st = m3["stages"]
+    assert st["teacher"]["cached"] and st["eval:baseline"]["cached"] and not st["eval:teacher"]["cached"]
+    marker = json.loads((tmp_path / "cache" / "stages" / "eval" / st["eval:teacher"]["key"] / "_stage.json").read_text())
+    assert marker["inputs"]["engine"] == "lora_adapter" and "engine" not in json.dumps(
+        json.loads((tmp_path / "cache" / "stages" / "eval" / m2["stages"]["eval:teacher"]["key"] / "_stage.json"
+                    ).read_text())["inputs"])
+    assert {r["model"] for r in m3["bias_rates"]} == {r["model"] for r in m2["bias_rates"]}
 
 
 def test_one_engine_serves_every_adapter_with_the_merged_models_greedy_answers(tmp_path, models_dir):

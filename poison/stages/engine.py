@@ -1,9 +1,10 @@
 """Which vLLM engine runs a trained model: its LoRA adapter on the public base, or its merged folder.
 
 A LoRA (or QLoRA) training stage saves both ``adapter/`` and the merged ``model/`` (the adapter merged into the
-unquantised base). With ``runtime.vllm.lora_adapters`` (the default) vLLM runs the adapter as a ``LoRARequest`` on
-the base, so every model of a run trained from that base shares one engine (poison.ground.vllm_worker); a full
-fine-tune, the HF backend, or ``lora_adapters: false`` use the merged folder, one engine per model.
+unquantised base). With ``runtime.vllm.lora_adapters`` (the default on CUDA) vLLM runs the adapter as a
+``LoRARequest`` on the base, so every model of a run trained from that base shares one engine
+(poison.ground.vllm_worker); a full fine-tune, the HF backend, or ``lora_adapters: false`` (the default on CPU,
+where vLLM's LoRA path is slower) use the merged folder, one engine per model.
 
 In float32 both give the same greedy answers; in bfloat16 the merged folder's weights are rounded after merging, so
 a few answers differ (bench/bench_eval_engine.py measures how many). The generation stages therefore put the engine
@@ -27,9 +28,16 @@ def adapter_fields(rec_path: str | Path, spec: Any, resolve: Callable[[Any], Pat
     return {"adapter": str(adapter), "adapter_base": str(resolve(spec))}
 
 
+def use_adapters(run: Any) -> bool:
+    """``runtime.vllm.lora_adapters``, where null means: on CUDA yes; on CPU no (vLLM's CPU LoRA path is slower than
+    an engine per merged model: bench/bench_eval_engine.py)."""
+    choice = run.cfg.runtime.vllm.lora_adapters
+    return run.ctx.device == "cuda" if choice is None else choice
+
+
 def engine_target(run: Any, model: dict[str, Any]) -> tuple[str, Optional[str], dict[str, Any]]:
     """(model folder, adapter or None, what the choice adds to a generation's cache key) for a model-table entry."""
-    if model.get("adapter") and run.ctx.backend == "vllm" and run.cfg.runtime.vllm.lora_adapters:
+    if model.get("adapter") and run.ctx.backend == "vllm" and use_adapters(run):
         return model["adapter_base"], model["adapter"], dict(ADAPTER_IDENTITY)
     return str(model["path"]), None, {}
 
