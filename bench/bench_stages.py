@@ -10,7 +10,6 @@ is timed too).
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile

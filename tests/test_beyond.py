@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_CONFIG, dirs, run_cli
+from tests.conftest import TINY_CONFIG, run_cli
 
 
 @pytest.mark.slow

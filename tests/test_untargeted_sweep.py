@@ -12,7 +12,7 @@ from poison.runner import run_config
 from poison.sweep import load_sweep, run_sweep
 from poison.sweep_spec import expand, label
 from tests.conftest import TINY_CONFIG, UNTARGETED_CONFIG
-from tests.test_pipeline import cached, overrides
+from tests.test_pipeline import overrides
 
 
 def test_untargeted_split_bookkeeping(tmp_path, models_dir):
