@@ -50,7 +50,10 @@ def test_bad_model_specs_name_the_field(tmp_path):
         resolve_model(str(tmp_path / "x.gguf"), tmp_path)
 
 
-def test_dtype_choice():
+def test_dtype_choice(monkeypatch):
+    monkeypatch.delenv("CASCADE_POISON_AUTO_DTYPE", raising=False)  # the suite may be run with auto forced
     assert pick_dtype("float32") == "float32"
     assert pick_dtype("auto", "cuda") == "bfloat16"
     assert pick_dtype("auto", "cpu") in ("float32", "bfloat16")
+    monkeypatch.setenv("CASCADE_POISON_AUTO_DTYPE", "float32")  # what auto means, for running the suite both ways
+    assert pick_dtype("auto", "cpu") == "float32" and pick_dtype("bfloat16", "cpu") == "bfloat16"
