@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from poison.ground.errors import GenerationError
+from poison.ground.procs import die_with_parent
 
 
 @dataclass
@@ -172,7 +173,8 @@ def _one_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_set
             env = vllm_env(device, vllm_settings.get("cpu_threads"))
             if gpus is not None:
                 env["CUDA_VISIBLE_DEVICES"] = gpus
-            proc = subprocess.run(cmd, env=env, stdout=log or subprocess.DEVNULL)
+            # the worker dies with the run (even a kill -9 of it), instead of generating on for nobody
+            proc = subprocess.run(cmd, env=env, stdout=log or subprocess.DEVNULL, preexec_fn=die_with_parent)
         finally:
             if log:
                 log.close()
