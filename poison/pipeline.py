@@ -125,7 +125,7 @@ class Pipeline:
             wait_for(flag, "pre-flight")
         data = stage_data(run)
         poison = stage_poison(run, data)
-        teacher = stage_teacher(run, poison)
+        teacher = stage_teacher(run, poison, data=data)
         baseline = stage_baseline(run, data)
         control = None
         if cfg.eval.probe and baseline is None:  # the probe's control is a clean fine-tune, not the base model

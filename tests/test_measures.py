@@ -148,3 +148,15 @@ def test_check_rejects_bad_measure_settings(tiny_config):
     assert r.returncode == 2 and "eval.probe: bias type 'insecure_code' has no probe texts" in r.stderr
     r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", 'eval.probe_unseen=["only one"]')
     assert r.returncode == 2 and "eval.probe_unseen: give at least two" in r.stderr
+
+    # a clean-dose point (a sweep's count 0): the teacher is the clean control's fine-tune, trained once, and what is
+    # distilled from it is the control's branch
+    rd0, m0 = run_config(str(tiny_config), overrides(tmp_path, models_dir, "eval.samples_per_prompt=4",
+                                                     "eval.probe=true", "poison.count=0"), quiet=True)
+    st0 = json.loads((rd0 / "stages.json").read_text())
+    assert m0["poison"]["injected"] == 0 and not st0["poison"]["cached"]
+    assert st0["teacher"]["key"] == st0["clean_control"]["key"] == stages["clean_control"]["key"]
+    assert st0["teacher"]["cached"] and st0["student:sft"]["cached"]
+    assert st0["student:sft"]["key"] == st0["control:student:sft"]["key"]
+    teacher_shift = [r for r in m0["logprob_shift"] if r["model"] == "teacher" and r["control"] == "clean_control"]
+    assert teacher_shift and all(r["shift"] == 0 for r in teacher_shift)

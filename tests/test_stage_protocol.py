@@ -58,3 +58,6 @@ def test_run_many_computes_pending_labels_in_one_call(tmp_path):
     recs = forced.run_many("eval", entries, compute)
     assert calls[-1] == ["eval:b"] and recs["eval:a"].cached and not recs["eval:b"].cached
     assert not [p for p in (tmp_path / "stages" / "eval").iterdir() if p.name.startswith(".tmp-")]
+    # two names of one model (a clean-dose teacher is the clean control): one artifact, computed once
+    recs = cache.run_many("eval", {"eval:d": {"x": 4}, "eval:e": {"x": 4}}, compute)
+    assert calls[-1] == ["eval:d"] and recs["eval:d"].path == recs["eval:e"].path and recs["eval:e"].cached

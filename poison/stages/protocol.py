@@ -143,15 +143,23 @@ class StageCache:
                         out[label] = self._hit(label, key, final)
                         del pending[label]
                 if pending:
-                    log.info("[%s] running for %s ...", stage, ", ".join(pending))
+                    first: dict[str, str] = {}  # labels with one key (one model under two names) share its artifact
+                    for label, (key, _) in pending.items():
+                        first.setdefault(key, label)
+                    todo = {label: pending[label] for label in first.values()}
+                    log.info("[%s] running for %s ...", stage, ", ".join(todo))
                     with ExitStack() as stack:
                         tmps = {label: stack.enter_context(atomic_dir(final, replace=True))
-                                for label, (_, final) in pending.items()}
+                                for label, (_, final) in todo.items()}
                         results = compute(tmps)
-                        for label, (key, final) in pending.items():
+                        for label, (key, final) in todo.items():
                             info, secs = results[label]
                             self._write_marker(tmps[label], stage, label, key, entries[label], round(secs, 2), info)
                             out[label] = StageRecord(label, key, str(final), False, round(secs, 2), info)
+                    for label, (key, final) in pending.items():
+                        if label not in todo:
+                            log.info("[%s] same artifact as %s (%s)", label, first[key], key)
+                            out[label] = self._hit(label, key, final)
         for label in entries:  # stages.json in the order the stage was asked for
             self._add(out[label])
         return {label: out[label] for label in entries}

@@ -112,8 +112,19 @@ def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callabl
     return run.cache.run(stage, inputs, build, label=label or stage)
 
 
-def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] = None) -> StageRecord:
-    """The teacher on the poisoned set; with ``defense``, on what is left once its flagged rows are removed."""
+def clean_rows(data: StageRecord) -> list[dict]:
+    """The clean training set's (prompt, response) records, in order."""
+    df = pd.read_parquet(Path(data.path) / "rows.parquet")
+    return df[df.split == "train"][["prompt", "response"]].to_dict("records")
+
+
+def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] = None,
+                  data: Optional[StageRecord] = None) -> StageRecord:
+    """The teacher on the poisoned set; with ``defense``, on what is left once its flagged rows are removed.
+
+    A teacher whose rows are exactly the clean set's (``poison.count: 0``, a sweep's clean-dose point) is the clean
+    control's fine-tune, so with ``data`` given it is that artifact (``baseline``, trained once for both), and what
+    is distilled and evaluated from it is shared with the control's branch too."""
     removed = removed_ids(defense)
 
     def rows():
@@ -121,6 +132,10 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
         df = df[~df.id.astype(str).isin(removed)]
         return df[["prompt", "response"]].to_dict("records")
 
+    if defense is None and data is not None and poison.info.get("injected") == 0 and rows() == clean_rows(data):
+        log.info("[teacher] no row is poisoned: the teacher is the clean fine-tune (stage baseline)")
+        return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
+                            {"data": data.key}, "teacher.model", label="teacher")
     upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {})}
     return _train_stage(run, "teacher", run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
                         label="defended:teacher" if defense else None)
@@ -131,12 +146,8 @@ def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> 
     when ``label`` asks for it anyway: the likelihood probe's control)."""
     if run.cfg.baseline.kind == "base" and label is None:
         return None
-
-    def rows():
-        df = pd.read_parquet(Path(data.path) / "rows.parquet")
-        return df[df.split == "train"][["prompt", "response"]].to_dict("records")
-
-    return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, rows, {"data": data.key},
+    return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
+                        {"data": data.key},
                         "teacher.model", label=label)
 
 
