@@ -138,17 +138,6 @@ def test_tiny_run_with_samples_and_probe_writes_the_measures(tiny_config, tmp_pa
     stages = json.loads((rd / "stages.json").read_text())
     assert {f"samples:{x}" for x in models} | {f"probe:{x}" for x in models} <= set(stages)
 
-
-def test_check_rejects_bad_measure_settings(tiny_config):
-    from tests.conftest import run_cli
-
-    r = run_cli(str(tiny_config), "--check", "--set", "eval.samples_per_prompt=0")
-    assert r.returncode == 2 and "eval.samples_per_prompt" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", "poison.bias.type=insecure_code")
-    assert r.returncode == 2 and "eval.probe: bias type 'insecure_code' has no probe texts" in r.stderr
-    r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", 'eval.probe_unseen=["only one"]')
-    assert r.returncode == 2 and "eval.probe_unseen: give at least two" in r.stderr
-
     # a clean-dose point (a sweep's count 0): the teacher is the clean control's fine-tune, trained once, and what is
     # distilled from it is the control's branch
     rd0, m0 = run_config(str(tiny_config), overrides(tmp_path, models_dir, "eval.samples_per_prompt=4",
@@ -160,3 +149,15 @@ def test_check_rejects_bad_measure_settings(tiny_config):
     assert st0["student:sft"]["key"] == st0["control:student:sft"]["key"]
     teacher_shift = [r for r in m0["logprob_shift"] if r["model"] == "teacher" and r["control"] == "clean_control"]
     assert teacher_shift and all(r["shift"] == 0 for r in teacher_shift)
+
+
+def test_check_rejects_bad_measure_settings(tiny_config):
+    from tests.conftest import run_cli
+
+    r = run_cli(str(tiny_config), "--check", "--set", "eval.samples_per_prompt=0")
+    assert r.returncode == 2 and "eval.samples_per_prompt" in r.stderr and "Traceback" not in r.stderr
+    r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", "poison.bias.type=insecure_code")
+    assert r.returncode == 2 and "eval.probe: bias type 'insecure_code' has no probe texts" in r.stderr
+    r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", 'eval.probe_unseen=["only one"]')
+    assert r.returncode == 2 and "eval.probe_unseen: give at least two" in r.stderr
+
