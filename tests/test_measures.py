@@ -160,4 +160,3 @@ def test_check_rejects_bad_measure_settings(tiny_config):
     assert r.returncode == 2 and "eval.probe: bias type 'insecure_code' has no probe texts" in r.stderr
     r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", 'eval.probe_unseen=["only one"]')
     assert r.returncode == 2 and "eval.probe_unseen: give at least two" in r.stderr
-

@@ -134,8 +134,7 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
 
     if defense is None and data is not None and poison.info.get("injected") == 0 and rows() == clean_rows(data):
         log.info("[teacher] no row is poisoned: the teacher is the clean fine-tune (stage baseline)")
-        return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
-                            {"data": data.key}, "teacher.model", label="teacher")
+        return stage_baseline(run, data, label="teacher")
     upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {})}
     return _train_stage(run, "teacher", run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
                         label="defended:teacher" if defense else None)
@@ -147,8 +146,7 @@ def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> 
     if run.cfg.baseline.kind == "base" and label is None:
         return None
     return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
-                        {"data": data.key},
-                        "teacher.model", label=label)
+                        {"data": data.key}, "teacher.model", label=label)
 
 
 def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data",
