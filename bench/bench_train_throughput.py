@@ -47,9 +47,7 @@ def teacher_rows(config: str, overrides: list[str], out: Path) -> dict:
 
     cfg = load_config(config, overrides)
     with tempfile.TemporaryDirectory() as tmp:
-        run_dir = Path(tmp) / "run"
-        run_dir.mkdir()  # the generator's log goes there, as in a run
-        pipe = Pipeline(cfg, run_dir)
+        pipe = Pipeline(cfg, Path(tmp) / "run")
         poison = stage_poison(pipe.stages, stage_data(pipe.stages))
         rows = pd.read_parquet(Path(poison.path) / "train.parquet")[["prompt", "response"]].to_dict("records")
         base = pipe.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)

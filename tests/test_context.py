@@ -37,3 +37,19 @@ def test_defense_device_auto_follows_runtime_device(tmp_path, models_dir, monkey
     ppl = next(r for r in reports if r["defense"] == "perplexity")
     assert Path(ppl["info"]["model"]).parent == Path(models_dir)  # the run's models folder, not a default one
     assert list((tmp_path / "cache" / "defenses" / "bias_classifier").glob("*.json"))  # the run's cache
+
+
+def test_log_path_makes_the_run_directory(tmp_path):
+    """A vLLM worker or server opens its log before any stage has written into the run directory (a script that
+    builds a Pipeline and runs the data stage, as bench_train_throughput does): the context makes the directory."""
+    from poison.ground.context import RunContext
+
+    run_dir = tmp_path / "runs" / "fresh"
+    ctx = RunContext(cache_dir=tmp_path / "cache", models_dir=tmp_path / "models", device="cpu", dtype="float32",
+                     run_dir=run_dir)
+    log = ctx.log_path("generation.log")
+    assert log == run_dir / "generation.log" and run_dir.is_dir() and not log.exists()
+    with open(log, "ab") as f:  # what the worker does with it
+        f.write(b"ok")
+    assert log.read_bytes() == b"ok"
+    assert RunContext(cache_dir=tmp_path, models_dir=tmp_path, device="cpu", dtype="float32").log_path("x.log") is None

@@ -74,11 +74,19 @@ class RunContext:
         """What of the run's generation settings a cached generation depends on."""
         return {"backend": self.backend, "dtype": self.dtype, "device": self.device}
 
+    def log_path(self, name: str) -> Optional[Path]:
+        """Where a worker or server of this run logs (``None`` without a run directory). The directory is made
+        here, so a log can be opened before any stage has written an artifact."""
+        if not self.run_dir:
+            return None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        return self.run_dir / name
+
     # ------------------------------------------------------------------------------------------------ generation
     def generate(self, jobs: list[GenJob]) -> list[GenResult]:
         return generate(jobs, backend=self.backend, device=self.device, dtype=self.dtype,
                         hf_batch_size=self.hf_batch_size, vllm_settings=dict(self.vllm),
-                        log_path=self.run_dir / "generation.log" if self.run_dir else None)
+                        log_path=self.log_path("generation.log"))
 
     def sample(self, model_path: str | Path, prompts: list[str], *, n: int = 1, temperature: float = 0.0,
                max_new_tokens: int = 128, seed: int = 0, top_p: float = 1.0, key: str = "samples") -> list[list[str]]:
@@ -108,7 +116,7 @@ class RunContext:
         return score_tokens_vllm(str(model_path), token_ids, starts, device=device or self.device,
                                  dtype=dtype or self.dtype,
                                  vllm_settings=settings, key=key, hint=hint,
-                                 log_path=self.run_dir / "generation.log" if self.run_dir else None)
+                                 log_path=self.log_path("generation.log"))
 
     def score_many(self, jobs: list[ScoreJob]) -> list[tuple[list[list[float]], GenResult]]:
         """``score_tokens`` for several models at once through the run's backend (one vLLM worker for all of them,
@@ -116,7 +124,7 @@ class RunContext:
         if self.backend == "hf":
             return score_hf(jobs, device=self.device, dtype=self.dtype)
         return score_vllm(jobs, device=self.device, dtype=self.dtype, vllm_settings=dict(self.vllm),
-                          log_path=self.run_dir / "generation.log" if self.run_dir else None)
+                          log_path=self.log_path("generation.log"))
 
     # ------------------------------------------------------------------------------------------------ the judge
     def judge_endpoint(self) -> tuple[str, str]:
@@ -131,7 +139,7 @@ class RunContext:
         from poison.ground.server import local_vllm_server
 
         path = self.model(j.model, "judge.model", j.revision)
-        log = self.run_dir / "judge_server.log" if self.run_dir else None
+        log = self.log_path("judge_server.log")
         v = dict(self.vllm)
         parallel = [f"--tensor-parallel-size={v.get('tensor_parallel_size', 1)}",
                     f"--data-parallel-size={v.get('data_parallel_size', 1)}"] if self.device != "cpu" else []
