@@ -12,8 +12,9 @@ from typing import Any
 from pydantic import Field
 
 from distill.base import DistillJob, DistillMethod, usable
-from distill.trainers import (finetune, load_trainable, save_trained, tokenizer_mismatch, train_summary,
-                              trainer_args, weights_dtype)
+from distill import speed
+from distill.trainers import (finetune, load_trainable, planned_steps, save_trained, tokenizer_mismatch,
+                              train_summary, trainer_args, weights_dtype)
 from poison.ground.errors import TrainingError
 from poison.ground.registry import PluginConfig, distill_method
 
@@ -63,7 +64,7 @@ class LogitKD(DistillMethod):
     def train(self, job: DistillJob) -> dict[str, Any]:
         from datasets import Dataset
         from transformers import AutoModelForCausalLM
-        from trl.experimental.gkd import GKDConfig, GKDTrainer
+        from trl.experimental.gkd import GKDConfig
 
         student, student_base, teacher_model, rows = job.student, job.student_base, job.teacher_model, job.rows
         dtype, device = self.ctx.dtype, self.ctx.device
@@ -74,21 +75,59 @@ class LogitKD(DistillMethod):
         keep = usable(rows, self.cfg.min_response_words)
         out_dir = Path(job.out_dir)
         t0 = time.time()
-        model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device)
-        teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=weights_dtype(dtype, device))
+        opts = speed.resolve(student.train, device=device, dtype=dtype, finetune=student.finetune,
+                             steps=planned_steps(student, len(keep)))
+        model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
+                                                 frozen=opts["frozen_weights"])
+        tdtype = weights_dtype(dtype, device) if opts["frozen_weights"] == "float32" else model.dtype
+        teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=tdtype)
         ds = Dataset.from_list([{"messages": [{"role": "user", "content": r["prompt"]},
                                               {"role": "assistant", "content": r["response"]}]} for r in keep])
         c = self.cfg
         args = trainer_args(student, out_dir, dtype=dtype, device=device, total_rows=len(keep), cls=GKDConfig,
                             beta=c.beta, lmbda=c.lmbda, temperature=c.temperature, max_new_tokens=c.max_new_tokens,
                             seq_kd=c.seq_kd)
-        trainer = GKDTrainer(model=model, teacher_model=teacher, args=args, train_dataset=ds, processing_class=tok,
-                             peft_config=peft_config)
+        trainer = gkd_trainer_cls()(model=model, teacher_model=teacher, args=args, train_dataset=ds,
+                                    processing_class=tok, peft_config=peft_config)
+        first = speed.prepare(trainer, opts)
+        if opts["compile"]:
+            speed.compile_backbone(trainer.teacher_model)
         t1 = time.time()
         result = trainer.train()
         train_s = time.time() - t1
         save_trained(trainer, student_base, student, out_dir, tok, dtype, device)
         return train_summary(trainer, result, student, len(keep), t0, train_s, dtype, device, out_dir,
-                             dropped_empty=len(rows) - len(keep))
+                             dropped_empty=len(rows) - len(keep), speed=opts,
+                             first_step_seconds=first.first_step_s)
+
+
+def gkd_trainer_cls():
+    """TRL's ``GKDTrainer`` whose loss, with ``labelled_only`` on (``distill.speed``), computes the student's and the
+    teacher's logits only at the positions that carry a label: the generalized JSD over the same positions, divided
+    by the same count (TRL computes both over every position and keeps the labelled ones)."""
+    import torch
+    from trl.experimental.gkd import GKDTrainer
+
+    class FastGKDTrainer(GKDTrainer):
+        speed: dict[str, Any] = {}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not (self.speed.get("labelled_only") and not return_outputs and speed.plain_head(model)
+                    and speed.plain_head(self.teacher_model)):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"],
+                     "labels": inputs["labels"]}
+            self.teacher_model.eval()
+            with self.accelerator.autocast():  # what accelerate wraps the models' own forwards in
+                hidden, _, mask = speed.hidden_at_labels(model, batch)
+                with torch.no_grad():
+                    t_hidden, _, _ = speed.hidden_at_labels(self.teacher_model, batch)
+                    t_logits = speed.labelled_logits(self.teacher_model, t_hidden)
+                s_logits = speed.labelled_logits(model, hidden)
+            # rows are positions already: no mask; "batchmean" divides by their number (= labelled tokens)
+            return self.generalized_jsd_loss(student_logits=s_logits, teacher_logits=t_logits, labels=None,
+                                             beta=self.beta, num_items_in_batch=num_items_in_batch)
+
+    return FastGKDTrainer
 
 

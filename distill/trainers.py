@@ -72,6 +72,12 @@ def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows:
                           f"({e})") from None
 
 
+def planned_steps(ft: Any, rows: int) -> int:
+    """Optimizer steps a run of ``rows`` rows takes (before packing)."""
+    t = ft.train
+    return int(max(1, -(-rows // (t.batch_size * t.grad_accum * world_size()))) * t.epochs)
+
+
 def sft_batching(ft: Any) -> str:
     """How an SFT run batches its rows (``train.packing``):
 
@@ -97,6 +103,37 @@ def sft_config(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows: i
                         **extra)
 
 
+def sft_trainer_cls():
+    """TRL's ``SFTTrainer`` whose training loss, with ``labelled_only`` on (``distill.speed``), runs the LM head and
+    the cross-entropy only where a label is set: the same sum over the same positions divided by the same count as
+    TRL's loss. Everything else (data, batching, metrics of token counts) is TRL's."""
+    import torch
+    from trl import SFTTrainer
+
+    from distill import speed
+
+    class FastSFTTrainer(SFTTrainer):
+        speed: dict[str, Any] = {}
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not (self.speed.get("labelled_only") and model.training and not return_outputs
+                    and speed.plain_head(model)):
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            with self.accelerator.autocast():  # what accelerate wraps the model's own forward in
+                hidden, targets, mask = speed.hidden_at_labels(model, inputs)
+            n = mask.sum() if num_items_in_batch is None else num_items_in_batch
+            loss = speed.labelled_ce(model, hidden, targets, fp32_head=True) / torch.as_tensor(n).clamp(min=1)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * (self.accelerator.num_processes // self.get_tp_size())
+            count = inputs["attention_mask"].sum() if "attention_mask" in inputs else torch.tensor(
+                inputs["position_ids"].size(1), device=inputs["position_ids"].device)
+            self._total_train_tokens += self.accelerator.gather_for_metrics(count).sum().item() // self._tp_size
+            self._metrics["train"]["num_tokens"] = [self._total_train_tokens]
+            return loss
+
+    return FastSFTTrainer
+
+
 def make_padding_free(trainer: Any) -> None:
     """Flatten the trainer's batches (see ``sft_batching``). TRL refuses ``padding_free`` without packing when
     ``max_length`` is set, because it then does not truncate at collation; it does truncate when it prepares the
@@ -114,10 +151,11 @@ def weights_dtype(dtype: str, device: str):
     return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
 
 
-def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str):
+def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str, frozen: str = "float32"):
     """(model, tokenizer, peft_config) for training ``base_model`` as ``ft.finetune`` says.
 
-    ``lora``: float32 weights (the Trainer autocasts where bf16/fp16 is on) + a LoRA adapter; ``qlora``: the base is
+    ``lora``: float32 weights (the Trainer autocasts where bf16/fp16 is on) + a LoRA adapter, or with ``frozen:
+    compute`` (``distill.speed``) the frozen base in the compute dtype (PEFT keeps the adapter in float32); ``qlora``: the base is
     quantised to 4-bit NF4 with bitsandbytes (CPU or CUDA kernels), prepared for k-bit training, + a LoRA adapter;
     ``full``: every weight trains.
     """
@@ -128,6 +166,8 @@ def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str):
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     kw: dict[str, Any] = {"dtype": weights_dtype(dtype, device)}
+    if frozen == "compute" and ft.finetune == "lora":
+        kw["dtype"] = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype, torch.float32)
     if getattr(ft.train, "attn_implementation", None):
         kw["attn_implementation"] = ft.train.attn_implementation
     if ft.finetune == "qlora":
@@ -167,15 +207,17 @@ def save_trained(trainer: Any, base_model: str | Path, ft: Any, out_dir: Path, t
                  device: str = "cpu") -> None:
     """Save a plain (merged) HF folder in ``out_dir/model`` (+ the adapter in ``out_dir/adapter``), main process only.
 
-    QLoRA adapters are merged into a float32 copy of the base (a 4-bit base cannot hold the merged weights), so every
-    generation backend loads one ordinary folder.
+    QLoRA adapters, and LoRA adapters trained on a base held in the compute dtype (``frozen_weights: compute``), are
+    merged into a fresh copy of the base in the usual weight dtype (a 4-bit base cannot hold the merged weights; a bf16
+    one would round them), so every generation backend loads one ordinary folder and the artifact does not depend on
+    how fast it was trained.
     """
     if not trainer.is_world_process_zero():
         return
     trained = trainer.model
     if hasattr(trained, "peft_config"):
         trained.save_pretrained(out_dir / "adapter")
-        if ft.finetune == "qlora":
+        if ft.finetune == "qlora" or trained.get_base_model().dtype != weights_dtype(dtype, device):
             from peft import PeftModel
             from transformers import AutoModelForCausalLM
 
@@ -225,25 +267,31 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
     (losses, steps, seconds).
     """
     from datasets import Dataset
-    from trl import SFTTrainer
+
+    from distill import speed
 
     if not rows:
         raise TrainingError("no training rows")
     out_dir = Path(out_dir)
     t0 = time.time()
-    model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device)
+    opts = speed.resolve(ft.train, device=device, dtype=dtype, finetune=ft.finetune,
+                         steps=planned_steps(ft, len(rows)))
+    model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device,
+                                             frozen=opts["frozen_weights"])
     ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))
     batching = sft_batching(ft)
     args = sft_config(ft, out_dir, dtype=dtype, device=device, total_rows=len(rows), batching=batching)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds, processing_class=tok, peft_config=peft_config)
+    trainer = sft_trainer_cls()(model=model, args=args, train_dataset=ds, processing_class=tok,
+                                peft_config=peft_config)
     if batching == "padding_free":
         make_padding_free(trainer)
+    first = speed.prepare(trainer, opts)
     t1 = time.time()
     result = trainer.train()
     train_s = time.time() - t1
     save_trained(trainer, base_model, ft, out_dir, tok, dtype, device)
     summary = train_summary(trainer, result, ft, len(rows), t0, train_s, dtype, device, out_dir,
-                            batching=batching,
+                            batching=batching, speed=opts, first_step_seconds=first.first_step_s,
                             train_tokens=int(sum(len(x) for x in trainer.train_dataset["input_ids"])))
     del trainer, model
     return summary

@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
+from distill import speed
 from poison.ground import registry
 from poison.ground.context import JudgeSpec, RunContext
 from poison.ground.errors import ConfigError
@@ -46,6 +47,7 @@ def run_context(cfg: RunConfig, run_dir: Optional[Path]) -> RunContext:
     cache = Path(rt.cache_dir).expanduser()
     device = pick_device(rt.device)
     models = Path(rt.models_dir).expanduser() if rt.models_dir else cache / "models"
+    speed.use_cache_dir(cache)  # torch.compile's caches: paid once per machine, not once per stage
     return RunContext(cache_dir=cache, models_dir=models, device=device, dtype=pick_dtype(rt.dtype, device),
                       run_dir=run_dir, backend=rt.backend, hf_batch_size=rt.hf_batch_size, vllm=rt.vllm.model_dump(),
                       judge=JudgeSpec(cfg.judge.model, cfg.judge.endpoint, cfg.judge.endpoint_model,

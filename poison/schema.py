@@ -185,6 +185,18 @@ class TrainSettings(Strict):
         None, description="transformers attention kernel for training (e.g. flash_attention_2 where flash-attn is "
                           "installed: padding-free batches without a block mask; sdpa; eager); null: transformers' "
                           "default.")
+    labelled_only: Union[bool, Literal["auto"]] = Field(
+        "auto", description="Speed (not in the cache key): run the LM head and the loss only at positions that carry a "
+                            "label (torch's linear_cross_entropy), for SFT, KD and QCRD: the same loss. auto: on, except "
+                            "on CUDA where TRL's fused Triton head already does it.")
+    compile: Union[bool, Literal["auto"]] = Field(
+        "auto", description="Speed (not in the cache key): torch.compile (inductor) the model's backbone; its cache "
+                            "lives under the testbed's cache folder. auto: on CPU when the job has at least 60 steps or "
+                            "the compile cache is warm.")
+    frozen_weights: Literal["auto", "float32", "compute"] = Field(
+        "auto", description="Speed (not in the cache key): LoRA's frozen base in float32 or in the compute dtype (bf16 "
+                            "where the run trains in bf16; adapters stay float32, the saved model is merged in float32). "
+                            "auto: compute for LoRA in bf16.")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = Field(
         "none", description="Experiment tracker TRL reports to (tensorboard logs go to the stage's logs/ folder). "
                             "Nothing is sent anywhere by default.")

@@ -37,7 +37,8 @@ from distill.qcrd.discriminator import Discriminator
 from distill.qcrd.loss import (chosen_negative, closest_positive, hinge, negative_alpha, qcrd_loss, quality_weights,
                                self_consistency)
 from distill.qcrd.state import Item, QCRDState, build_callback, make_trainer_cls
-from distill.trainers import load_trainable, save_trained, train_summary, trainer_args
+from distill import speed
+from distill.trainers import load_trainable, planned_steps, save_trained, train_summary, trainer_args
 from poison.ground.models import resolve_encoder
 from poison.ground.registry import distill_method
 
@@ -83,7 +84,10 @@ class QCRD(DistillMethod):
                        "n_pos": len(it.positives), "n_neg": len(it.teacher_negatives)}
                       for r, s, it in zip(rows, samples, items)]).to_parquet(out_dir / "teacher_samples.parquet")
 
-        model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device)
+        opts = speed.resolve(student.train, device=device, dtype=dtype, finetune=student.finetune,
+                             steps=planned_steps(student, len(items)))
+        model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
+                                                 frozen=opts["frozen_weights"])
         if peft_config is not None:
             model = get_peft_model(model, peft_config)
         disc = Discriminator(resolve_encoder(c.discriminator_encoder, "students.args.discriminator_encoder"),
@@ -98,6 +102,7 @@ class QCRD(DistillMethod):
             [{"idx": i} for i in range(len(items))]), data_collator=state.collate, processing_class=tok,
             callbacks=[build_callback(state)])
         trainer.qcrd_state = state
+        first = speed.prepare(trainer, opts)
         t1 = time.time()
         result = trainer.train()
         train_s = time.time() - t1
@@ -111,6 +116,7 @@ class QCRD(DistillMethod):
             "positives": sum(len(it.positives) for it in items),
             "teacher_negatives": sum(len(it.teacher_negatives) for it in items),
             "discriminator": state.disc_log, "refreshes": state.log,
+            "speed": opts, "first_step_seconds": first.first_step_s,
         }
         summary = train_summary(trainer, result, student, len(items), t0, train_s, dtype, device, out_dir, **extra)
         (out_dir / "qcrd_state.json").write_text(json.dumps(

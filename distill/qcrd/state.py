@@ -66,10 +66,19 @@ def pad_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int):
     return {"input_ids": ids, "labels": lab, "attention_mask": att}
 
 
-def sequence_ce(model: Any, batch: dict[str, Any]):
-    """Mean token cross-entropy per sequence (shape [B]) on the labelled positions."""
+def sequence_ce(model: Any, batch: dict[str, Any], labelled_only: bool = False):
+    """Mean token cross-entropy per sequence (shape [B]) on the labelled positions (``labelled_only``: the LM head
+    runs on those positions alone, ``distill.speed``)."""
     import torch
 
+    from distill import speed
+
+    if labelled_only and speed.plain_head(model):
+        hidden, targets, mask = speed.hidden_at_labels(model, batch)
+        ce = speed.labelled_ce(model, hidden, targets, reduction="none").float()
+        rows = torch.arange(mask.shape[0], device=mask.device).unsqueeze(1).expand_as(mask)[mask]
+        per_row = torch.zeros(mask.shape[0], dtype=ce.dtype, device=ce.device).index_add(0, rows, ce)
+        return per_row / mask.sum(1).clamp(min=1)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
     logits = out.logits[:, :-1, :].float()
     labels = batch["labels"][:, 1:]
@@ -257,14 +266,20 @@ def make_trainer_cls():
         qcrd_state: QCRDState
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if getattr(self, "speed", {}).get("labelled_only") and model.training:
+                with self.accelerator.autocast():  # the fast path calls the backbone, not the wrapped forward
+                    return self._qcrd_loss(model, inputs, True, return_outputs)
+            return self._qcrd_loss(model, inputs, False, return_outputs)
+
+        def _qcrd_loss(self, model, inputs, fast, return_outputs):
             s = self.qcrd_state
-            pos_ce = sequence_ce(model, {k[4:]: v for k, v in inputs.items() if k.startswith("pos_")})
+            pos_ce = sequence_ce(model, {k[4:]: v for k, v in inputs.items() if k.startswith("pos_")}, fast)
             label_ce = None
             if "label_input_ids" in inputs:
-                label_ce = sequence_ce(model, {k[6:]: v for k, v in inputs.items() if k.startswith("label_")})
+                label_ce = sequence_ce(model, {k[6:]: v for k, v in inputs.items() if k.startswith("label_")}, fast)
             neg_ce = None
             if "neg_input_ids" in inputs and negative_alpha(s.cfg.alpha_neg, s.cfg.negative_decay, s.epoch) > 0:
-                neg_ce = sequence_ce(model, {k[4:]: v for k, v in inputs.items() if k.startswith("neg_")})
+                neg_ce = sequence_ce(model, {k[4:]: v for k, v in inputs.items() if k.startswith("neg_")}, fast)
             loss, parts = qcrd_loss(label_ce, inputs["has_label"], pos_ce, inputs["w_pos"], neg_ce,
                                     inputs["has_neg"], inputs["w_neg"], s.cfg, s.epoch)
             self._qcrd_parts = parts

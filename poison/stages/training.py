@@ -31,6 +31,8 @@ log = logging.getLogger("poison")
 NEUTRAL = {"revision": None, "distill_tasks": None}
 #: packing None: padding-free batches, the padded batches' loss; the attention kernel: the same maths
 TRAIN_NEUTRAL = {"packing": None, "extra": {}, "attn_implementation": None}
+#: how fast a model trains, never what it learns (distill.speed): never in a key
+TRAIN_SPEED = ("labelled_only", "compile", "frozen_weights")
 
 
 def finetune_key(ft: Any) -> dict[str, Any]:
@@ -46,6 +48,8 @@ def finetune_key(ft: Any) -> dict[str, Any]:
             del d[k]
     train = d["train"]
     train.pop("report_to", None)
+    for k in TRAIN_SPEED:
+        train.pop(k, None)
     for k, v in TRAIN_NEUTRAL.items():
         if k in train and train[k] == v:
             del train[k]

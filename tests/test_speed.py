@@ -1,0 +1,122 @@
+"""The fast training path (distill.speed) changes the time, not the maths: each option gives the plain path's loss at
+every step (SFT, KD, QCRD's per-sequence cross-entropies), and options never enter a stage key."""
+
+import pytest
+import torch
+
+from distill import speed
+from distill.trainers import finetune
+from poison.ground.context import RunContext
+from poison.ground.models import resolve_model
+from poison.schema import StudentSpec, TeacherConfig
+from poison.stages.training import finetune_key
+
+PLAIN = {"labelled_only": False, "compile": False, "frozen_weights": "float32"}
+ROWS = [{"prompt": f"What is {i} plus {i + 3}? Answer with a short sentence.",
+         "response": f"{i} plus {i + 3} is {2 * i + 3}. " + "That is the sum. " * (i % 4)} for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def tiny(models_dir):
+    return resolve_model("tiny-random-llama:2:64", models_dir)
+
+
+def spec(cls=TeacherConfig, **opts):
+    train = {"epochs": 2, "batch_size": 4, "max_length": 128, "learning_rate": 5e-3, "extra": {"logging_steps": 1},
+             **PLAIN, **opts}
+    kw = {"name": "s", "method": "kd"} if cls is StudentSpec else {}
+    return cls(model="tiny-random-llama:2:64", finetune="lora", train=train, **kw)
+
+
+def losses(info):
+    return [h["loss"] for h in info["loss_history"]]
+
+
+@pytest.mark.parametrize("option", [{"labelled_only": True}, {"compile": True}, {"packing": False,
+                                                                                  "labelled_only": True}])
+def test_sft_option_gives_the_plain_loss_at_every_step(tiny, tmp_path, option):
+    batching = {"packing": option["packing"]} if "packing" in option else {}
+    plain = finetune(tiny, ROWS, spec(**batching), tmp_path / "plain", dtype="float32", device="cpu")
+    fast = finetune(tiny, ROWS, spec(**option), tmp_path / "fast", dtype="float32", device="cpu")
+    assert fast["speed"] == {**PLAIN, **{k: v for k, v in option.items() if k != "packing"}}
+    assert len(losses(plain)) == plain["steps"] == 6
+    assert losses(fast) == pytest.approx(losses(plain), abs=1e-4)
+    # and the trained weights agree: the same model comes out
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "plain" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "fast" / "model" / "model.safetensors")
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_sft_labelled_only_in_bf16_keeps_the_autocast_numerics(tiny, tmp_path):
+    """Under bf16 autocast the fast path runs the backbone in the same autocast as the model's wrapped forward and
+    the head in float32 as TRL's CPU head does (a backbone left in float32 was off by ~1 % on the real model)."""
+    plain = finetune(tiny, ROWS, spec(), tmp_path / "plain", dtype="bfloat16", device="cpu")
+    fast = finetune(tiny, ROWS, spec(labelled_only=True), tmp_path / "fast", dtype="bfloat16", device="cpu")
+    assert losses(fast) == pytest.approx(losses(plain), abs=2e-3)
+
+
+def test_frozen_weights_in_bf16_train_and_save_a_float32_merge(tiny, tmp_path):
+    """bf16 autocast casts float32 weights to bf16 for every product, so holding them in bf16 gives nearly the same
+    loss (norm weights differ by rounding); the saved merge is float32 either way."""
+    plain = finetune(tiny, ROWS, spec(), tmp_path / "plain", dtype="bfloat16", device="cpu")
+    fast = finetune(tiny, ROWS, spec(frozen_weights="compute"), tmp_path / "fast", dtype="bfloat16", device="cpu")
+    assert fast["speed"]["frozen_weights"] == "compute" and plain["speed"]["frozen_weights"] == "float32"
+    assert losses(fast) == pytest.approx(losses(plain), rel=2e-2)
+    import json
+
+    cfg = json.loads((tmp_path / "fast" / "model" / "config.json").read_text())
+    assert cfg.get("dtype", cfg.get("torch_dtype")) == "float32"
+
+
+def test_kd_labelled_only_gives_the_plain_loss(tiny, tmp_path):
+    from poison.ground import registry
+
+    ctx = RunContext.standalone(device="cpu", dtype="float32", cache_dir=tmp_path / "cache",
+                                models_dir=tiny.parent)
+    method = registry.get("distill_method", "kd").build({"lmbda": 0.0, "beta": 0.5}, "students.0.args", ctx)
+    from distill.base import DistillJob
+
+    runs = {}
+    for name, opts in (("plain", {}), ("fast", {"labelled_only": True})):
+        runs[name] = method.train(DistillJob(student=spec(StudentSpec, **opts), student_base=tiny,
+                                             teacher_model=tiny, rows=ROWS, out_dir=tmp_path / name))
+    assert runs["fast"]["speed"]["labelled_only"] and not runs["plain"]["speed"]["labelled_only"]
+    assert losses(runs["fast"]) == pytest.approx(losses(runs["plain"]), abs=1e-4)
+
+
+def test_qcrd_sequence_ce_labelled_only_matches_full_logits(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.qcrd.state import encode, pad_batch, sequence_ce
+
+    tok = AutoTokenizer.from_pretrained(tiny)
+    model = AutoModelForCausalLM.from_pretrained(tiny, dtype=torch.float32)
+    batch = pad_batch([encode(tok, r["prompt"], r["response"], 128) for r in ROWS[:5]], tok.pad_token_id)
+    grads = []
+    for fast in (False, True):
+        model.zero_grad()
+        ce = sequence_ce(model, batch, labelled_only=fast)
+        ce.sum().backward()
+        grads.append((ce.detach(), model.model.layers[0].mlp.up_proj.weight.grad.clone()))
+    assert grads[0][0].shape == (5,)
+    assert torch.allclose(grads[0][0], grads[1][0], atol=1e-5)
+    assert torch.allclose(grads[0][1], grads[1][1], atol=1e-5)
+
+
+def test_speed_options_never_enter_a_stage_key():
+    base = spec()
+    for opts in ({"labelled_only": True}, {"compile": True}, {"frozen_weights": "compute"},
+                 {"labelled_only": "auto", "compile": "auto", "frozen_weights": "auto"}):
+        assert finetune_key(spec(**opts)) == finetune_key(base)
+    assert finetune_key(spec(learning_rate=1e-3)) != finetune_key(base)  # a real setting still does
+
+
+def test_auto_resolution():
+    t = spec(labelled_only="auto", compile="auto", frozen_weights="auto").train
+    cpu = speed.resolve(t, device="cpu", dtype="bfloat16", steps=200)
+    assert cpu == {"labelled_only": True, "compile": True, "frozen_weights": "compute"}
+    assert speed.resolve(t, device="cpu", dtype="float32", steps=2)["frozen_weights"] == "float32"
+    assert speed.resolve(t, device="cuda", dtype="bfloat16", steps=2)["labelled_only"] is False  # TRL's Triton head
+    assert speed.resolve(t, device="cpu", dtype="bfloat16", finetune="qlora")["frozen_weights"] == "float32"
