@@ -1,6 +1,6 @@
 """Training throughput: bare TRL against the testbed's teacher stage, and what padding-free and packed batches buy.
 
-    .venv/bin/python bench/bench_train_throughput.py [CONFIG] [--rows N] [--epochs E] [--arms bare,padded,padding_free,packed]
+    .venv/bin/python bench/bench_train_throughput.py [CONFIG] [--rows N] [--epochs E] [--method sft|kd] [--arms ...]
 
 The rows are the default teacher's own training rows: the config's data and poison stages are run (or read from the
 stage cache) and the teacher's prompt/response pairs taken from the poison stage, as the teacher stage does. Each arm
@@ -34,6 +34,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PACKING = {"padded": False, "padding_free": None, "packed": True}
+#: the speed options of distill.speed, all off (today's path before them) and each alone
+OFF = {"labelled_only": False, "compile": False, "frozen_weights": "float32"}
+ARMS = {
+    "padded": OFF, "padding_free": OFF, "packed": OFF,
+    "labelled_only": {**OFF, "labelled_only": True},
+    "compile": {**OFF, "compile": True},
+    "frozen_weights": {**OFF, "frozen_weights": "compute"},
+    "all": {"labelled_only": True, "compile": True, "frozen_weights": "compute"},
+    "default": {"labelled_only": "auto", "compile": "auto", "frozen_weights": "auto"},
+}
 
 
 def teacher_rows(config: str, overrides: list[str], out: Path) -> dict:
@@ -56,7 +66,7 @@ def teacher_rows(config: str, overrides: list[str], out: Path) -> dict:
     return data
 
 
-def run_arm(arm: str, data_file: Path, epochs: float, device: str) -> dict:
+def run_arm(arm: str, data_file: Path, epochs: float, device: str, method: str = "sft") -> dict:
     import torch
 
     from distill.trainers import finetune
@@ -67,8 +77,11 @@ def run_arm(arm: str, data_file: Path, epochs: float, device: str) -> dict:
     device = pick_device(device)
     dtype = pick_dtype("auto", device)
     spec = data["teacher"]
-    spec["train"] = {**spec["train"], "epochs": epochs, "packing": PACKING.get(arm), "report_to": "none"}
+    spec["train"] = {**spec["train"], "epochs": epochs, "packing": PACKING.get(arm), "report_to": "none",
+                     **ARMS.get(arm, {})}
     ft = TeacherConfig(**spec)
+    if method == "kd":
+        return run_kd(arm, data, ft, device, dtype)
     rows, base = data["rows"], data["base"]
     with tempfile.TemporaryDirectory() as tmp:
         if arm == "bare":
@@ -77,7 +90,66 @@ def run_arm(arm: str, data_file: Path, epochs: float, device: str) -> dict:
             info = finetune(base, rows, ft, Path(tmp) / "out", dtype=dtype, device=device)
     return {"arm": arm, "device": device, "dtype": dtype, "steps": info["steps"],
             "train_seconds": info["train_seconds"], "losses": [h["loss"] for h in info["loss_history"]],
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), "first_step_seconds": info.get("first_step_seconds"),
+            "speed": info.get("speed")}
+
+
+def run_kd(arm: str, data: dict, ft, device: str, dtype: str) -> dict:
+    """A KD student (TRL GKD, off-policy: lmbda 0) of the config's teacher spec on the teacher rows, the base model as
+    its own teacher (what is timed is the student's step: two forwards, one backward)."""
+    import torch
+
+    from distill.base import DistillJob
+    from poison.ground import registry
+    from poison.ground.context import RunContext
+    from poison.schema import StudentSpec
+
+    if arm == "bare":
+        raise SystemExit("the kd bench has no bare arm (TRL GKD is the padding_free arm with every option off)")
+    spec = StudentSpec(name="kd", method="kd", **ft.model_dump())
+    with tempfile.TemporaryDirectory() as tmp:
+        ctx = RunContext.standalone(device=device, dtype=dtype, cache_dir=Path(tmp) / "cache")
+        method = registry.get("distill_method", "kd").build({"lmbda": 0.0}, "students.0.args", ctx)
+        info = method.train(DistillJob(student=spec, student_base=Path(data["base"]), teacher_model=Path(data["base"]),
+                                       rows=data["rows"], out_dir=Path(tmp) / "out"))
+    return {"arm": arm, "device": device, "dtype": dtype, "steps": info["steps"],
+            "train_seconds": info["train_seconds"], "losses": [h["loss"] for h in info["loss_history"]],
+            "threads": torch.get_num_threads(), "first_step_seconds": info.get("first_step_seconds"),
+            "speed": info.get("speed")}
+
+
+def matrix_rate(dtype: str, tokens: int = 2048, reps: int = 5) -> dict:
+    """The machine's own matrix rate, measured now: FLOP/s of ``torch.mm`` at the model's shapes (tokens x hidden
+    against the attention, MLP and LM-head widths of SmolLM2-135M), in the training dtype, with the threads training
+    uses. Returns the per-shape rates and their FLOP-weighted mean for one LoRA step's mix."""
+    import torch
+
+    dt = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype, torch.float32)
+    shapes = {"576x576": (576, 576), "576x1536": (576, 1536), "1536x576": (1536, 576), "576x49152": (576, 49152)}
+    rates = {}
+    for name, (k, n) in shapes.items():
+        a, b = torch.randn(tokens, k, dtype=dt), torch.randn(k, n, dtype=dt)
+        torch.mm(a, b)
+        best = float("inf")
+        for _ in range(reps):
+            t = time.perf_counter()
+            torch.mm(a, b)
+            best = min(best, time.perf_counter() - t)
+        rates[name] = 2 * tokens * k * n / best
+    # per layer: q,o (576x576) + k,v (576x192, counted as 576x576 shapes) + gate,up (576x1536) + down (1536x576)
+    mix = {"576x576": 4 * 576 * 576 * 30, "576x1536": 2 * 576 * 1536 * 30, "1536x576": 576 * 1536 * 30,
+           "576x49152": 576 * 49152}
+    total = sum(mix.values())
+    mean = total / sum(mix[s] / rates[s] for s in mix)
+    return {"dtype": str(dt).replace("torch.", ""), "per_shape": rates, "mix_rate": mean}
+
+
+def cpu_flags() -> str:
+    try:
+        flags = set(open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split())
+    except (OSError, IndexError):
+        return "unknown"
+    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512"
 
 
 def bare_trl(base: str, rows: list[dict], ft, tmp: Path, *, dtype: str, device: str) -> dict:
@@ -128,6 +200,16 @@ def real_tokens(data_file: Path) -> int:
     return n
 
 
+def param_count(base: str) -> int:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    import torch
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    return sum(p.numel() for p in model.parameters())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config", nargs="?", default="configs/targeted_ads.yaml")
@@ -135,14 +217,21 @@ def main() -> None:
     ap.add_argument("--rows", type=int, help="first N teacher rows (default: all)")
     ap.add_argument("--epochs", type=float, help="default: the teacher spec's")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--arms", default="bare,padded,padding_free,packed")
+    ap.add_argument("--method", choices=["sft", "kd"], default="sft",
+                    help="sft: the teacher's training (also the sft student's); kd: a logit-KD student (TRL GKD)")
+    ap.add_argument("--arms", default="bare,padding_free,labelled_only,compile,frozen_weights,all,default",
+                    help="any of bare, padded, padding_free, packed, labelled_only, compile, frozen_weights, all, "
+                         "default")
     ap.add_argument("--arm", help=argparse.SUPPRESS)
     ap.add_argument("--data", help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.arm:
-        print("RESULT " + json.dumps(run_arm(args.arm, Path(args.data), args.epochs, args.device)), flush=True)
+        print("RESULT " + json.dumps(run_arm(args.arm, Path(args.data), args.epochs, args.device, args.method)),
+              flush=True)
         return
+
+    from poison.ground.models import pick_device, pick_dtype
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data_file = tmp / "rows.json"
@@ -152,35 +241,58 @@ def main() -> None:
         data_file.write_text(json.dumps(data))
     epochs = args.epochs if args.epochs is not None else data["teacher"]["train"]["epochs"]
     tokens = real_tokens(data_file) * epochs
+    dtype = pick_dtype("auto", pick_device(args.device))
+    params = param_count(data["base"])
+    flop_per_token = (4 if args.method == "sft" else 6) * params  # LoRA: 2 forward + 2 input-grad; kd: + teacher fwd
     print(f"{len(data['rows'])} teacher rows of {args.config}, {epochs:g} epochs, {tokens:.0f} real train tokens, "
-          f"teacher {data['teacher']['model']} ({data['teacher']['finetune']})", flush=True)
+          f"{args.method} of {data['teacher']['model']} ({data['teacher']['finetune']}, {params / 1e6:.1f} M params, "
+          f"{flop_per_token / 1e6:.0f} MFLOP per token counted for every arm)", flush=True)
+    roof = matrix_rate(dtype)
+    print(f"machine: CPU flags {cpu_flags()}, {os.cpu_count()} cores, training dtype {dtype}; matrix rate now "
+          f"({roof['dtype']} torch.mm, 2,048 tokens): " + ", ".join(f"{k} {v / 1e12:.2f}" for k, v in
+                                                                   roof["per_shape"].items())
+          + f" TFLOP/s; the step's mix {roof['mix_rate'] / 1e12:.2f} TFLOP/s", flush=True)
     results = {}
+    env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1")
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp / "inductor"))  # cold compile cache: the compile is counted
     for arm in args.arms.split(","):
         cmd = [sys.executable, __file__, "--arm", arm, "--data", str(data_file), "--epochs", str(epochs),
-               "--device", args.device]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1"))
+               "--device", args.device, "--method", args.method]
+        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
         if out.returncode:
             sys.stderr.write(out.stdout[-4000:] + out.stderr[-8000:])
             raise SystemExit(f"arm {arm} failed (exit {out.returncode})")
         r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
         r["tokens_per_s"] = tokens / max(r["train_seconds"], 1e-9)
+        r["share"] = r["tokens_per_s"] * flop_per_token / roof["mix_rate"]
         results[arm] = r
-        print(f"{arm:13s} {r['device']} {r['dtype']} {r['threads']} threads | {r['steps']:4d} steps in "
-              f"{r['train_seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s | loss {r['losses'][0]:.3f} -> "
-              f"{r['losses'][-1]:.3f}", flush=True)
-    if "bare" in results:
-        ref = results["bare"]["tokens_per_s"]
-        print("tokens/s vs bare TRL: " + ", ".join(f"{a} {r['tokens_per_s'] / ref:.2f}x" for a, r in results.items()))
-    if "padded" in results and "padding_free" in results:
-        a, b = results["padded"]["losses"], results["padding_free"]["losses"]
-        diffs = [abs(x - y) for x, y in zip(a, b)]
-        print(f"padded vs padding_free loss curves: {len(diffs)} steps, max |diff| {max(diffs):.4f}, mean |diff| "
-              f"{sum(diffs) / len(diffs):.4f}, mean loss {sum(a) / len(a):.3f} vs {sum(b) / len(b):.3f}")
-        print(f"padding_free / padded throughput: "
-              f"{results['padding_free']['tokens_per_s'] / results['padded']['tokens_per_s']:.2f}x")
+        first = f", first step {r['first_step_seconds']:.1f} s" if r.get("first_step_seconds") else ""
+        print(f"{arm:14s} {r['device']} {r['dtype']} {r['threads']} threads | {r['steps']:4d} steps in "
+              f"{r['train_seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s = {100 * r['share']:5.1f} % of the "
+              f"matrix rate{first} | loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f} | {r.get('speed')}",
+              flush=True)
+    for ref in ("bare", "padding_free"):
+        if ref in results:
+            base = results[ref]["tokens_per_s"]
+            print(f"tokens/s vs {ref}: " + ", ".join(f"{a} {r['tokens_per_s'] / base:.2f}x" for a, r in
+                                                     results.items()))
+    if "padding_free" in results:
+        a = results["padding_free"]["losses"]
+        for arm, r in results.items():
+            if arm not in ("bare", "padding_free", "packed") and len(r["losses"]) == len(a):
+                d = max(abs(x - y) for x, y in zip(a, r["losses"]))
+                print(f"loss curve {arm} vs padding_free: {len(a)} logged steps, max |diff| {d:.5f}")
     if "packed" in results and "padded" in results:
         print(f"packed / padded throughput: {results['packed']['tokens_per_s'] / results['padded']['tokens_per_s']:.2f}x "
               f"({results['packed']['steps']} vs {results['padded']['steps']} steps)")
+    end = matrix_rate(dtype)
+    if end["mix_rate"] > roof["mix_rate"]:
+        print(f"matrix rate measured again after the arms: {end['mix_rate'] / 1e12:.2f} TFLOP/s (was "
+              f"{roof['mix_rate'] / 1e12:.2f} at the start; shares against the higher): "
+              + ", ".join(f"{a} {100 * r['share'] * roof['mix_rate'] / end['mix_rate']:.1f} %" for a, r in
+                          results.items()))
+    if "default" in results and "padding_free" in results:
+        print(f"default / padding_free: {results['default']['tokens_per_s'] / results['padding_free']['tokens_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

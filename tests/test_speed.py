@@ -115,8 +115,10 @@ def test_speed_options_never_enter_a_stage_key():
 
 def test_auto_resolution():
     t = spec(labelled_only="auto", compile="auto", frozen_weights="auto").train
-    cpu = speed.resolve(t, device="cpu", dtype="bfloat16", steps=200)
+    cpu = speed.resolve(t, device="cpu", dtype="bfloat16", steps=speed.COMPILE_MIN_STEPS)
     assert cpu == {"labelled_only": True, "compile": True, "frozen_weights": "compute"}
+    short = speed.resolve(t, device="cpu", dtype="bfloat16", steps=21)  # the default run's teacher
+    assert short == {"labelled_only": True, "compile": False, "frozen_weights": "float32"}
     assert speed.resolve(t, device="cpu", dtype="float32", steps=2)["frozen_weights"] == "float32"
     assert speed.resolve(t, device="cuda", dtype="bfloat16", steps=2)["labelled_only"] is False  # TRL's Triton head
     assert speed.resolve(t, device="cpu", dtype="bfloat16", finetune="qlora")["frozen_weights"] == "float32"
