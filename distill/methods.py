@@ -16,6 +16,7 @@ from distill import speed
 from distill.trainers import (finetune, load_trainable, planned_steps, save_trained, tokenizer_mismatch,
                               train_summary, trainer_args, weights_dtype)
 from poison.ground.errors import TrainingError
+from poison.ground.procs import world_size
 from poison.ground.registry import PluginConfig, distill_method
 
 
@@ -76,7 +77,7 @@ class LogitKD(DistillMethod):
         out_dir = Path(job.out_dir)
         t0 = time.time()
         opts = speed.resolve(student.train, device=device, dtype=dtype, finetune=student.finetune,
-                             steps=planned_steps(student, len(keep)))
+                             steps=planned_steps(student, len(keep)), processes=world_size())
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
                                                  frozen=opts["frozen_weights"])
         tdtype = weights_dtype(dtype, device) if opts["frozen_weights"] == "float32" else model.dtype

@@ -2,22 +2,23 @@
 
 Three options of ``train`` (``TrainSettings``), each left out of the stage cache keys (like ``train.packing``):
 
-- ``labelled_only`` (``auto``: on): the LM head and the cross-entropy run only on the positions whose next-token
-  label is set (45 % of the default teacher's tokens), through PyTorch's ``torch.nn.functional.linear_cross_entropy``
-  (under autocast: a bf16 matrix product, the softmax in float32). The loss is the same sum over the same positions,
-  divided by the same token count. TRL's own fused head (``fused_lm_head``) compacts labelled positions only on Triton
+- ``labelled_only`` (``auto``: on, except on CUDA and with several processes): the LM head and the cross-entropy
+  run only on the positions whose next-token label is set (45 % of the default teacher's tokens), through PyTorch's
+  ``torch.nn.functional.linear_cross_entropy``, in the numerics of the path it replaces (SFT: the head's product in
+  float32, as TRL's CPU head; KD and QCRD: the model's own autocast head, the softmax in float32). The loss is the
+  same sum over the same positions, divided by the same token count. TRL's own fused head (``fused_lm_head``) compacts labelled positions only on Triton
   devices and, on CPU, scores every position with entropy and top-1 extras: ``auto`` leaves CUDA to TRL's kernel.
   SFT, KD (TRL GKD: student and teacher logits only at labelled positions) and QCRD (its per-sequence
   cross-entropies) each have this path. Heads with a logit scale or soft-capping (Gemma 2, Granite, ...) keep TRL's
   path.
-- ``compile`` (``auto``: on CPU for jobs of ``COMPILE_MIN_STEPS`` steps or more, where it pays): the backbone runs under ``torch.compile`` (inductor, dynamic shapes:
-  padding-free batches change length every step). Inductor's caches live under the testbed's cache folder
-  (``TORCHINDUCTOR_CACHE_DIR``), so a machine pays a compile once; the log says when a compile happens and how long
-  the first step took.
-- ``frozen_weights`` (``auto``: ``compute`` when compiled, else ``float32``): ``compute`` loads the frozen base in the compute dtype (bf16 where the CPU does bf16
-  natively; LoRA weights stay float32 through PEFT's adapter autocast), so no weight is cast on every step;
-  ``float32`` keeps today's float32 copy. The saved (merged) model is always merged into a float32 copy of the base,
-  so the artifact does not depend on this option.
+- ``compile`` (``auto``: on CPU for jobs of ``COMPILE_MIN_STEPS`` steps or more, where it pays): the backbone runs
+  under ``torch.compile`` (inductor, dynamic shapes: padding-free batches change length every step). Inductor's
+  caches live under the testbed's cache folder (``TORCHINDUCTOR_CACHE_DIR``); the log says how long the first step
+  took, which includes the compile.
+- ``frozen_weights`` (``auto``: ``compute`` when compiled, else ``float32``): ``compute`` loads the frozen base in
+  the compute dtype (bf16 where the run trains in bf16; LoRA weights stay float32 through PEFT's adapter autocast), so
+  no weight is cast on every step; ``float32`` keeps the float32 copy. The saved model is always merged into a
+  float32 copy of the base, so the artifact does not depend on this option.
 
 ``bench/bench_train_throughput.py`` measures each option alone and all together against bare TRL and against the
 machine's own matrix rate.
@@ -39,12 +40,14 @@ log = logging.getLogger("poison")
 COMPILE_MIN_STEPS = 700
 
 
-def resolve(train: Any, *, device: str, dtype: str, finetune: str = "lora", steps: Optional[int] = None
-            ) -> dict[str, Any]:
+def resolve(train: Any, *, device: str, dtype: str, finetune: str = "lora", steps: Optional[int] = None,
+            processes: int = 1) -> dict[str, Any]:
     """The options in effect for one training job: ``{"labelled_only": bool, "compile": bool,
-    "frozen_weights": "float32" | "compute"}``."""
+    "frozen_weights": "float32" | "compute"}``. Several processes (DDP) keep TRL's loss: the labelled path calls
+    the backbone directly, and DDP synchronises gradients only through its own forward."""
     lo = getattr(train, "labelled_only", "auto")
     labelled = (device != "cuda") if lo == "auto" else bool(lo)
+    labelled = labelled and processes == 1
     comp = getattr(train, "compile", "auto")
     if comp == "auto":
         compiled = device == "cpu" and steps is not None and steps >= COMPILE_MIN_STEPS
@@ -71,6 +74,8 @@ def causal_lm(model: Any) -> Any:
 
 def plain_head(model: Any) -> bool:
     """True when logits are exactly ``lm_head(hidden)``: no logit scale, soft-capping or bias."""
+    if hasattr(model, "module"):  # DDP / DeepSpeed wrappers: their forward must run (see ``resolve``)
+        return False
     lm = causal_lm(model)
     cfg = lm.config.get_text_config()
     for k in ("final_logit_softcapping", "logit_scale", "output_multiplier", "lm_head_multiplier",

@@ -154,10 +154,10 @@ def weights_dtype(dtype: str, device: str):
 def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str, frozen: str = "float32"):
     """(model, tokenizer, peft_config) for training ``base_model`` as ``ft.finetune`` says.
 
-    ``lora``: float32 weights (the Trainer autocasts where bf16/fp16 is on) + a LoRA adapter, or with ``frozen:
-    compute`` (``distill.speed``) the frozen base in the compute dtype (PEFT keeps the adapter in float32); ``qlora``: the base is
-    quantised to 4-bit NF4 with bitsandbytes (CPU or CUDA kernels), prepared for k-bit training, + a LoRA adapter;
-    ``full``: every weight trains.
+    ``lora``: float32 weights (the Trainer autocasts where bf16/fp16 is on) + a LoRA adapter, or with
+    ``frozen="compute"`` (``distill.speed``) the frozen base in the compute dtype (PEFT keeps the adapter in
+    float32); ``qlora``: the base is quantised to 4-bit NF4 with bitsandbytes (CPU or CUDA kernels), prepared for
+    k-bit training, + a LoRA adapter; ``full``: every weight trains.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -275,7 +275,7 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
     out_dir = Path(out_dir)
     t0 = time.time()
     opts = speed.resolve(ft.train, device=device, dtype=dtype, finetune=ft.finetune,
-                         steps=planned_steps(ft, len(rows)))
+                         steps=planned_steps(ft, len(rows)), processes=world_size())
     model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device,
                                              frozen=opts["frozen_weights"])
     ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))

@@ -121,4 +121,5 @@ def test_auto_resolution():
     assert short == {"labelled_only": True, "compile": False, "frozen_weights": "float32"}
     assert speed.resolve(t, device="cpu", dtype="float32", steps=2)["frozen_weights"] == "float32"
     assert speed.resolve(t, device="cuda", dtype="bfloat16", steps=2)["labelled_only"] is False  # TRL's Triton head
+    assert speed.resolve(t, device="cpu", dtype="bfloat16", steps=2, processes=2)["labelled_only"] is False  # DDP
     assert speed.resolve(t, device="cpu", dtype="bfloat16", finetune="qlora")["frozen_weights"] == "float32"

@@ -40,6 +40,7 @@ from distill.qcrd.state import Item, QCRDState, build_callback, make_trainer_cls
 from distill import speed
 from distill.trainers import load_trainable, planned_steps, save_trained, train_summary, trainer_args
 from poison.ground.models import resolve_encoder
+from poison.ground.procs import world_size
 from poison.ground.registry import distill_method
 
 
@@ -85,7 +86,7 @@ class QCRD(DistillMethod):
                       for r, s, it in zip(rows, samples, items)]).to_parquet(out_dir / "teacher_samples.parquet")
 
         opts = speed.resolve(student.train, device=device, dtype=dtype, finetune=student.finetune,
-                             steps=planned_steps(student, len(items)))
+                             steps=planned_steps(student, len(items)), processes=world_size())
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
                                                  frozen=opts["frozen_weights"])
         if peft_config is not None:
