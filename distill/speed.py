@@ -54,7 +54,8 @@ def resolve(train: Any, *, device: str, dtype: str, finetune: str = "lora", step
     else:
         compiled = bool(comp)
     fw = getattr(train, "frozen_weights", "auto")
-    if fw == "auto":  # measured: eager steps were not faster with a bf16 base (0.93x, 1.01x); compiled ones were
+    if fw == "auto":  # eager steps were not faster with a bf16 base (0.93x, 1.01x); compiled, it is kept as the
+        # bench's "all" arm measured it (compiled with a float32 base was not measured apart)
         fw = "compute" if (finetune == "lora" and dtype == "bfloat16" and compiled) else "float32"
     if finetune != "lora" or dtype == "float32":
         fw = "float32"  # full fine-tuning trains every weight in float32; QLoRA's base is 4-bit
