@@ -13,10 +13,9 @@ from pydantic import Field
 
 from distill.base import DistillJob, DistillMethod, usable
 from distill import speed
-from distill.trainers import (finetune, load_trainable, planned_steps, save_trained, tokenizer_mismatch,
+from distill.trainers import (finetune, load_trainable, save_trained, speed_options, tokenizer_mismatch,
                               train_summary, trainer_args, weights_dtype)
 from poison.ground.errors import TrainingError
-from poison.ground.procs import world_size
 from poison.ground.registry import PluginConfig, distill_method
 
 
@@ -76,8 +75,7 @@ class LogitKD(DistillMethod):
         keep = usable(rows, self.cfg.min_response_words)
         out_dir = Path(job.out_dir)
         t0 = time.time()
-        opts = speed.resolve(student.train, device=device, dtype=dtype, finetune=student.finetune,
-                             steps=planned_steps(student, len(keep)), processes=world_size())
+        opts = speed_options(student, len(keep), dtype=dtype, device=device)
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
                                                  frozen=opts["frozen_weights"])
         tdtype = weights_dtype(dtype, device) if opts["frozen_weights"] == "float32" else model.dtype

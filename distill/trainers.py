@@ -37,7 +37,6 @@ def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows:
 
     cls = cls or SFTConfig
     t = ft.train
-    steps_per_epoch = max(1, -(-total_rows // (t.batch_size * t.grad_accum * world_size())))
     kw = dict(
         output_dir=str(out_dir / "trainer"),
         num_train_epochs=t.epochs,
@@ -55,7 +54,7 @@ def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows:
         fp16=dtype == "float16",
         # CPU: no checkpointing is fastest; on GPUs memory may matter more, but these models are small
         gradient_checkpointing=False,
-        logging_steps=max(1, min(10, steps_per_epoch // 2)),
+        logging_steps=max(1, min(10, steps_per_epoch(ft, total_rows) // 2)),
         save_strategy="no",
         report_to=getattr(t, "report_to", "none"),  # tensorboard writes under trainer/runs: kept as logs/
         dataloader_num_workers=0,
@@ -72,10 +71,18 @@ def trainer_args(ft: Any, out_dir: Path, *, dtype: str, device: str, total_rows:
                           f"({e})") from None
 
 
-def planned_steps(ft: Any, rows: int) -> int:
-    """Optimizer steps a run of ``rows`` rows takes (before packing)."""
+def steps_per_epoch(ft: Any, rows: int) -> int:
+    """Optimizer steps an epoch of ``rows`` rows takes (before packing), over every process."""
     t = ft.train
-    return int(max(1, -(-rows // (t.batch_size * t.grad_accum * world_size()))) * t.epochs)
+    return max(1, -(-rows // (t.batch_size * t.grad_accum * world_size())))
+
+
+def speed_options(ft: Any, rows: int, *, dtype: str, device: str) -> dict[str, Any]:
+    """The ``distill.speed`` options in effect for training ``ft`` on ``rows`` rows (every method asks here)."""
+    from distill import speed
+
+    return speed.resolve(ft.train, device=device, dtype=dtype, finetune=ft.finetune,
+                         steps=int(steps_per_epoch(ft, rows) * ft.train.epochs), processes=world_size())
 
 
 def sft_batching(ft: Any) -> str:
@@ -274,8 +281,7 @@ def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_di
         raise TrainingError("no training rows")
     out_dir = Path(out_dir)
     t0 = time.time()
-    opts = speed.resolve(ft.train, device=device, dtype=dtype, finetune=ft.finetune,
-                         steps=planned_steps(ft, len(rows)), processes=world_size())
+    opts = speed_options(ft, len(rows), dtype=dtype, device=device)
     model, tok, peft_config = load_trainable(base_model, ft, dtype=dtype, device=device,
                                              frozen=opts["frozen_weights"])
     ds = Dataset.from_list(to_prompt_completion(rows, system_prompt))

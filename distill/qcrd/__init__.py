@@ -38,9 +38,8 @@ from distill.qcrd.loss import (chosen_negative, closest_positive, hinge, negativ
                                self_consistency)
 from distill.qcrd.state import Item, QCRDState, build_callback, make_trainer_cls
 from distill import speed
-from distill.trainers import load_trainable, planned_steps, save_trained, train_summary, trainer_args
+from distill.trainers import load_trainable, save_trained, speed_options, train_summary, trainer_args
 from poison.ground.models import resolve_encoder
-from poison.ground.procs import world_size
 from poison.ground.registry import distill_method
 
 
@@ -85,8 +84,7 @@ class QCRD(DistillMethod):
                        "n_pos": len(it.positives), "n_neg": len(it.teacher_negatives)}
                       for r, s, it in zip(rows, samples, items)]).to_parquet(out_dir / "teacher_samples.parquet")
 
-        opts = speed.resolve(student.train, device=device, dtype=dtype, finetune=student.finetune,
-                             steps=planned_steps(student, len(items)), processes=world_size())
+        opts = speed_options(student, len(items), dtype=dtype, device=device)
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
                                                  frozen=opts["frozen_weights"])
         if peft_config is not None:
