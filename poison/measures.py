@@ -13,7 +13,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from poison.ground.stats import bootstrap_mean_interval, clustered_rate, paired_mean_difference, paired_ratio
+from poison.ground.stats import (bootstrap_mean_interval, clustered_rate, mcnemar_test, paired_mean_difference,
+                                 paired_ratio)
 
 WORDINGS = ("seen", "unseen", "gate")
 
@@ -43,6 +44,20 @@ def sampled_rate_rows(samples: pd.DataFrame, k: int, conf: float, n_boot: int) -
         out.append({"model": model, "role": role, "split": split, "samples_per_prompt": k,
                     **clustered_rate(per_prompt, conf, n_boot=n_boot)})
     return out
+
+
+def greedy_amplification(greedy: pd.DataFrame, student: str, teacher: str, split: str, conf: float,
+                         n_boot: int) -> dict[str, Any]:
+    """Student / teacher greedy biased rate over the prompts both answered, paired: the ratio with a paired bootstrap
+    over prompts (``paired_ratio``) and the exact McNemar test of the prompts on which only one of them is biased
+    (``mcnemar``: student_only, teacher_only, p_value)."""
+    s = greedy[(greedy.model == student) & (greedy.split == split)].groupby("id").biased.first()
+    t = greedy[(greedy.model == teacher) & (greedy.split == split)].groupby("id").biased.first()
+    both = s.index.intersection(t.index)
+    xs, xt = s[both].to_numpy(dtype=bool), t[both].to_numpy(dtype=bool)
+    m = mcnemar_test(xs, xt)
+    return {**paired_ratio(xs.astype(float), xt.astype(float), conf, n_boot=n_boot),
+            "mcnemar": {"student_only": m["a_only"], "teacher_only": m["b_only"], "p_value": m["p_value"]}}
 
 
 def sampled_amplification_rows(samples: pd.DataFrame, models: dict[str, dict], conf: float,

@@ -17,10 +17,12 @@ def model_table(cfg: Any, base_path: Path, baseline: Optional[StageRecord], teac
                 students: dict[str, StageRecord], chains: dict[str, dict[int, StageRecord]],
                 defended: Optional[dict[str, Any]], control: Optional[StageRecord],
                 twins: dict[str, dict[int, StageRecord]],
-                resolve: Callable[[Any], Path]) -> dict[str, dict[str, Any]]:
+                resolve: Callable[[Any], Path], null_control: Optional[StageRecord] = None
+                ) -> dict[str, dict[str, Any]]:
     """``chains``: student name -> {generation: record} of the cascade (generation 1 is in ``students``);
     ``twins``: the same for the clean chains distilled from the clean control (the probe's controls);
-    ``resolve(spec)``: the base model folder of a training spec (where its LoRA adapter applies)."""
+    ``resolve(spec)``: the base model folder of a training spec (where its LoRA adapter applies); ``null_control``:
+    the probe's second clean control at another seed (``poison.probe_null``)."""
 
     def _trained(rec: StageRecord, role: str, spec: Any, **extra: Any) -> dict[str, Any]:
         return {"role": role, **extra, "path": str(Path(rec.path) / "model"), "identity": {"stage": rec.key},
@@ -39,6 +41,9 @@ def model_table(cfg: Any, base_path: Path, baseline: Optional[StageRecord], teac
     if control is not None:
         models["clean_control"] = _trained(control, "control", cfg.teacher, kind="clean_finetune",
                                            note="trained for the likelihood probe (baseline.kind is base)")
+    if null_control is not None:
+        models["null_control"] = _trained(null_control, "control", cfg.teacher, kind="clean_finetune",
+                                          note="the probe's null: the clean fine-tune at another training seed")
     clean_teacher = "clean_control" if control is not None else "baseline"
     models["teacher"] = _trained(teacher, "teacher", cfg.teacher, generation=0)
     by_name = {s.name: s for s in cfg.students}

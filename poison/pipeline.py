@@ -35,8 +35,8 @@ from poison.stages.defense import defended_branch
 from poison.stages.evaluation import stage_eval, stage_judge
 from poison.stages.probe import stage_probe, stage_samples
 from poison.stages.protocol import StageCache, StageRecord
-from poison.stages.training import (stage_baseline, stage_distill_data, stage_poison, stage_student, stage_teacher,
-                                    student_distill)
+from poison.stages.training import (stage_baseline, stage_distill_data, stage_null_control, stage_poison,
+                                    stage_student, stage_teacher, student_distill)
 
 log = logging.getLogger("poison")
 
@@ -134,6 +134,7 @@ class Pipeline:
             log.info("eval.probe: training the clean control (the teacher's fine-tune on the clean set), since "
                      "baseline.kind is base")
             control = stage_baseline(run, data, label="clean_control")
+        null = stage_null_control(run, data) if cfg.eval.probe and cfg.eval.probe_null else None
         distill = stage_distill_data(run, teacher, data)
         distills = {s.name: student_distill(run, s, teacher, data, distill) for s in cfg.students}
         students = {s.name: stage_student(run, s, teacher, distills[s.name]) for s in cfg.students}
@@ -145,7 +146,7 @@ class Pipeline:
             return {}
         base_path = self.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         models = model_table(cfg, base_path, baseline, teacher, students, chains, defended, control, twins,
-                             lambda spec: self.ctx.model(spec.model, "model", spec.revision))
+                             lambda spec: self.ctx.model(spec.model, "model", spec.revision), null)
         evals = stage_eval(run, models, data)
         sampled = stage_samples(run, models, data) if cfg.eval.samples_per_prompt > 1 else {}
         probed = stage_probe(run, models, data) if cfg.eval.probe else {}

@@ -1,36 +1,110 @@
-"""Replicates: sweep points that differ only in their seed (``seeds:``), pooled per model, split and measure into
-the per-seed values and one pooled value whose interval counts the spread between seeds
-(poison.ground.stats.pool_replicates). Written to sweep.json as ``replicates`` and to the sweep's summary."""
+"""Replicates: runs that differ only in their replicate index (a sweep's ``seeds:`` or a config's ``replicates:``:
+other training seeds, and with ``vary: [data_draw]`` other data draws), pooled per measure, model, split and
+contrast into per-replicate values and one pooled value whose interval covers the prompts' and the replicates'
+variance (``poison.ground.pooling``). Written to sweep.json as ``replicates`` (and ``probe_null``) and to the
+sweep's summary.
+
+The pooling reads each run's per-prompt values (samples.parquet, probe.parquet): greedy 0/1 verdicts, sampled
+biased fractions, per-prompt log-probability shifts against the row's own ``control`` (the clean control, a clean
+twin: contrasts are never pooled together). A run directory without those files (older runs) falls back to the
+replicates' summaries (``method`` summary_quadrature: each replicate's prompt half-width plus a t interval of the
+replicate values, conservative).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Optional
 
+import pandas as pd
+
+from poison.ground.pooling import pooled_mean, pooled_ratio
 from poison.ground.stats import pool_replicates
 
+Values = dict[tuple, dict[Any, float]]  # (measure, model, split, control) -> {prompt id: value}
 
-def pool_rows(rows: list[dict[str, Any]], confidence: float = 0.95) -> list[dict[str, Any]]:
-    """Pool the sweep table's rows (each with ``group``: its point without the seed, and ``seed``) over seeds."""
+
+def per_prompt_values(run_dir: str | Path, metrics: dict[str, Any]) -> Values:
+    """One run's per-prompt values of every row of the sweep table: greedy verdicts, sampled fractions, and the
+    likelihood probe's shift (seen wording) against each control a ``logprob_shift`` row names. Empty when the run
+    directory has no samples.parquet."""
+    rd = Path(run_dir)
+    out: Values = {}
+    if not (rd / "samples.parquet").exists():
+        return out
+    s = pd.read_parquet(rd / "samples.parquet", columns=["id", "model", "split", "biased", "decoding"])
+    for (decoding, model, split), g in s.groupby(["decoding", "model", "split"], sort=False):
+        v = g.groupby("id").biased.mean()
+        out[(decoding, model, split, None)] = {k: float(x) for k, x in v.items()}
+    if (rd / "probe.parquet").exists():
+        p = pd.read_parquet(rd / "probe.parquet")
+        p = p[p.wording == "seen"]
+        lp = {(m, sp): g.set_index("id").logprob for (m, sp), g in p.groupby(["model", "split"])}
+        for r in metrics.get("logprob_shift") or []:
+            a, c = lp.get((r["model"], r["split"])), lp.get((r.get("control"), r["split"]))
+            if r.get("wording") != "seen" or a is None or c is None:
+                continue
+            out[("logprob_shift", r["model"], r["split"], r["control"])] = {
+                i: float(a[i] - c[i]) for i in a.index.intersection(c.index)}
+    return out
+
+
+def pool_rows(rows: list[dict[str, Any]], confidence: float = 0.95, values: Optional[dict[str, Values]] = None,
+              crossed: bool = True) -> list[dict[str, Any]]:
+    """Pool the sweep table's rows (each with ``group``: its point without the replicate, and ``seed``: the
+    replicate) over replicates, per (group, measure, model, split, control). ``values``: run_dir -> that run's
+    :func:`per_prompt_values`; ``crossed``: every replicate answered the same prompts (only training seeds vary)."""
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         if r.get("seed") is None or r.get("rate") is None:
             continue
-        groups.setdefault((r["group"], r["measure"], r["model"], r["split"]), []).append(r)
+        groups.setdefault((r["group"], r["measure"], r["model"], r["split"], r.get("control")), []).append(r)
     out = []
-    for (group, measure, model, split), rs in groups.items():
+    for (group, measure, model, split, control), rs in groups.items():
         rs = sorted(rs, key=lambda r: r["seed"])
-        bounds = None if measure == "logprob_shift" else (0.0, 1.0)
-        p = pool_replicates([r["rate"] for r in rs], [r["ci_low"] for r in rs], [r["ci_high"] for r in rs],
-                            confidence, bounds=bounds)
+        proportion = measure != "logprob_shift"
+        per = [(values or {}).get(r["run_dir"], {}).get((measure, model, split, control)) for r in rs]
+        if all(per):
+            p = pooled_mean(per, confidence, proportion=proportion, design="crossed" if crossed else "nested",
+                            prompt_interval=(rs[0]["ci_low"], rs[0]["ci_high"]))
+            p = {**p, "n": p["n_replicates"]}
+        else:
+            p = pool_replicates([r["rate"] for r in rs], [r["ci_low"] for r in rs], [r["ci_high"] for r in rs],
+                                confidence, bounds=(0.0, 1.0) if proportion else None)
+            p["method"] = "summary_quadrature"
         out.append({"group": group, "measure": measure, "model": model, "role": rs[0]["role"], "split": split,
-                    "injected": rs[0].get("injected"),
+                    "control": control, "injected": rs[0].get("injected"),
                     "per_seed": [{"seed": r["seed"], "rate": r["rate"], "ci_low": r["ci_low"],
                                   "ci_high": r["ci_high"], "run_dir": r["run_dir"]} for r in rs], **p})
     return out
 
 
-def replicate_lines(pooled: list[dict[str, Any]]) -> list[str]:
-    """The summary's block: per point, model and split, each seed's value and the pooled value [interval]."""
+def pool_amplification(runs: list[tuple[dict, dict[str, Any], str]], group_of, values: dict[str, Values],
+                       confidence: float = 0.95, crossed: bool = True) -> list[dict[str, Any]]:
+    """Student / teacher rate pooled over replicates (greedy and sampled), per group and split, from the runs'
+    per-prompt values (``runs``: (point, metrics, run_dir)); the delta method on the log scale
+    (``poison.ground.pooling.pooled_ratio``)."""
+    pairs: dict[tuple, list[tuple[dict, dict]]] = {}
+    for pt, m, rd in runs:
+        vals = values.get(rd) or {}
+        for name, spec in (m.get("models") or {}).items():
+            if spec.get("role") != "student":
+                continue
+            teacher = spec.get("teacher", "teacher")
+            for (measure, model, split, _), v in vals.items():
+                t = vals.get((measure, teacher, split, None))
+                if model == name and measure in ("greedy", "sampled") and t:
+                    pairs.setdefault((group_of(pt), measure, name, teacher, split), []).append((v, t))
+    out = []
+    for (group, measure, student, teacher, split), vs in pairs.items():
+        r = pooled_ratio([a for a, _ in vs], [b for _, b in vs], confidence, "crossed" if crossed else "nested")
+        out.append({"group": group, "measure": measure, "student": student, "teacher": teacher, "split": split,
+                    **r})
+    return out
+
+
+def replicate_lines(pooled: list[dict[str, Any]], amplification: list[dict[str, Any]] | None = None) -> list[str]:
+    """The summary's block: per point, model and split, each replicate's value and the pooled value [interval]."""
     if not pooled:
         return []
 
@@ -39,12 +113,21 @@ def replicate_lines(pooled: list[dict[str, Any]]) -> list[str]:
             return "-"
         return f"{v:+.2f}" if measure == "logprob_shift" else f"{100 * v:.1f}%"
 
-    out = ["replicates pooled over seeds (interval: the prompts' error plus the spread between seeds):"]
+    methods = sorted({str(r.get("method")) for r in pooled})
+    out = [f"replicates pooled (interval: prompts and replicates; method {', '.join(methods)}; sd = the spread of "
+           f"the replicate values):"]
     for r in pooled:
         if r["split"] != "target" and r["measure"] != "greedy":
             continue
-        seeds = ", ".join(f"s{p['seed']} {fmt(r['measure'], p['rate'])}" for p in r["per_seed"])
-        out.append(f"  {r['group']:<22} {r['measure']:<13} {r['split']:<6} {r['model']:<26} "
+        seeds = ", ".join(f"r{p['seed']} {fmt(r['measure'], p['rate'])}" for p in r["per_seed"])
+        vs = f" vs {r['control']}" if r.get("control") else ""
+        sd = "" if r.get("between_sd") is None else f" sd {fmt(r['measure'], r['between_sd']).lstrip('+')}"
+        out.append(f"  {r['group']:<22} {r['measure']:<13} {r['split']:<6} {r['model'] + vs:<26} "
                    f"{fmt(r['measure'], r['pooled'])} [{fmt(r['measure'], r['ci_low'])}, "
-                   f"{fmt(r['measure'], r['ci_high'])}]  ({seeds})")
+                   f"{fmt(r['measure'], r['ci_high'])}]{sd}  ({seeds})")
+    for a in amplification or []:
+        f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+        per = ", ".join(f(x) for x in a["per_replicate"])
+        out.append(f"  {a['group']:<22} amplification {a['measure']:<7} {a['split']:<6} {a['student']} / "
+                   f"{a['teacher']}: {f(a['ratio'])} [{f(a['ci_low'])}, {f(a['ci_high'])}]  (per replicate: {per})")
     return out

@@ -18,9 +18,10 @@ import pandas as pd
 from poison import __version__
 from poison.ground import registry
 from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
-from poison.ground.stats import cohen_kappa, mean_interval, rate_ratio, wilson_interval
-from poison.measures import (control_model, logprob_rows, logprob_shift_rows, probe_frame, sampled_amplification_rows,
-                             sampled_rate_rows, sampled_rows)
+from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
+from poison.measures import (control_model, greedy_amplification, logprob_rows, logprob_shift_rows, probe_frame,
+                             sampled_amplification_rows, sampled_rate_rows, sampled_rows)
+from poison.probe_null import against_null, null_rows
 from poison.report_extras import audit_section, cascade_section
 from poison.stages import Run
 from poison.stages.probe import unseen_in_poison
@@ -82,6 +83,18 @@ def method_diagnostics(run: Run, models: dict[str, dict], conf: float) -> dict[s
     return out
 
 
+def replicate_note(cfg) -> dict[str, Any]:
+    """Which replicate this run is; a lone run's figures rest on one training seed and one data draw."""
+    r = cfg.replicates
+    out = {"n": r.n, "index": r.index, "vary": list(r.vary)}
+    if r.n == 1:
+        out["note"] = "one training seed and one data draw; the intervals cover prompts only"
+    else:
+        out["note"] = (f"replicate {r.index} of {r.n}; this run's intervals cover prompts only, the pooled figures "
+                       "are in the parent directory's sweep.json")
+    return out
+
+
 def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], evals: dict,
                  defended: dict | None = None, judged: dict | None = None, sampled: dict | None = None,
                  probed: dict | None = None, distills: dict | None = None,
@@ -124,21 +137,16 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     rates = rate_rows(samples, ["model", "role", "split"], conf)
     rates_by_task = rate_rows(samples, ["model", "role", "task"], conf)
 
-    def count(model: str, split: str) -> tuple[int, int]:
-        g = samples[(samples.model == model) & (samples.split == split)]
-        return int(g.biased.sum()), len(g)
-
     amplification = []
     for name, m in models.items():
         if m["role"] != "student":
             continue
         for split in SPLITS:
-            ks, ns = count(name, split)
-            kt, nt = count(m.get("teacher", "teacher"), split)
-            if ns and nt:
-                amplification.append({"student": name, "teacher": m.get("teacher", "teacher"),
-                                      "method": m.get("method"), "split": split,
-                                      **rate_ratio(ks, ns, kt, nt, conf)})
+            teacher = m.get("teacher", "teacher")
+            if {split} <= set(samples[samples.model == name].split) & set(samples[samples.model == teacher].split):
+                amplification.append({"student": name, "teacher": teacher, "method": m.get("method"),
+                                      "split": split, **greedy_amplification(samples, name, teacher, split, conf,
+                                                                             n_boot)})
 
     utility = []
     for (model, task, metric), g in samples.groupby(["model", "task", "utility"], sort=False):
@@ -171,6 +179,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     logprob = logprob_rows(probe, conf, n_boot) if not probe.empty else []
     twins = {m["twin_of"]: n for n, m in models.items() if m.get("twin_of")}
     shift = logprob_shift_rows(probe, control, conf, n_boot, twins)
+    nulls = null_rows(probe, control, conf, n_boot)
+    against_null(shift, nulls, control)
 
     defense_reports, removals, score_frames = [], [], []
     for place, rec in ((defended or {}).get("stages") or {}).items():
@@ -204,6 +214,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "sampled_amplification": sampled_amp,
         "logprob": logprob,
         "logprob_shift": shift,
+        "probe_null": nulls,
+        "replicates": replicate_note(cfg),
         "cascade": cascade,
         "audit": audit_rows,
         "audit_detector": audit_detectors,

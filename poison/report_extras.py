@@ -10,8 +10,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from poison.ground.stats import auroc, paired_ratio, rate_ratio
-from poison.measures import per_prompt_fractions
+from poison.ground.stats import auroc, paired_ratio
+from poison.measures import greedy_amplification, per_prompt_fractions
 
 
 def chain_of(models: dict[str, dict]) -> list[str]:
@@ -36,12 +36,10 @@ def cascade_section(models: dict[str, dict], rates: list[dict], greedy: pd.DataF
     for name in chain:
         gen = models[name]["generation"]
         for split in dict.fromkeys(greedy.split):
-            g = greedy[(greedy.model == name) & (greedy.split == split)]
-            t = greedy[(greedy.model == "teacher") & (greedy.split == split)]
             row: dict[str, Any] = {"generation": gen, "model": name, "split": split,
                                    "greedy": rate.get((name, split)),
-                                   "greedy_vs_teacher": rate_ratio(int(g.biased.sum()), len(g), int(t.biased.sum()),
-                                                                   len(t), conf)}
+                                   "greedy_vs_teacher": greedy_amplification(greedy, name, "teacher", split, conf,
+                                                                             n_boot)}
             if not drawn.empty:
                 s = per_prompt_fractions(drawn, name, split)
                 ts = per_prompt_fractions(drawn, "teacher", split)

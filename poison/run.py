@@ -47,8 +47,16 @@ def list_plugins() -> str:
     return "\n".join(lines)
 
 
-def has_sweep(path: str) -> bool:
-    return raw_has_sweep(read_config_file(path))
+def has_sweep(path: str, overrides: list[str] | None = None) -> bool:
+    """A sweep or replicated run: more than one run from this config (with the ``--set`` overrides applied)."""
+    from poison.config import apply_overrides
+
+    raw = read_config_file(path)
+    try:
+        raw = apply_overrides(raw, [o for o in overrides or [] if o.split("=", 1)[0].strip().startswith("replicates")])
+    except PoisonError:
+        pass  # the run's own validation names a bad override
+    return raw_has_sweep(raw)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -74,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check:
             run_sets = [o for o in args.overrides if not is_sweep_override(o)]
-            if has_sweep(args.config):
+            if has_sweep(args.config, args.overrides):
                 print(describe(load_sweep(args.config, args.overrides)))
             cfg = load_config(args.config, run_sets)
             check_force(args.force)
@@ -82,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"note: {note}", file=sys.stderr)
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             return 0
-        if has_sweep(args.config):
+        if has_sweep(args.config, args.overrides):
             run_sweep(args.config, args.overrides)
         else:
             run_config(args.config, args.overrides, args.run_dir, args.force)

@@ -13,54 +13,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from typing_extensions import TypeAliasType
 
 from poison.ground import registry
+from poison.schema_parts import ReplicatesConfig, RuntimeConfig, Strict, VLLMSettings  # noqa: F401
 
 
 #: any JSON/YAML value (plugin arguments are validated by the plugin's own config class)
 JSONValue = TypeAliasType("JSONValue", Union[str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]])
-
-
-class Strict(BaseModel):
-    """Unknown keys are errors; values keep their YAML type (``true`` is no count, ``"3"`` no integer); numbers are
-    finite (``.inf`` and ``.nan`` are refused)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
-
-
-# --------------------------------------------------------------------------------------------------- runtime
-class VLLMSettings(Strict):
-    gpu_memory_utilization: float = Field(
-        0.3, gt=0, le=1,
-        description="Fraction of device memory vLLM may use. On CPU 0.3 passes vLLM's memory check on a 24 GB box.",
-    )
-    enforce_eager: bool = Field(True, description="Skip torch.compile/CUDA graphs: 19-40 s faster start on CPU.")
-    max_model_len: int = Field(2048, ge=128, description="Longest prompt + answer vLLM accepts.")
-    cpu_threads: Optional[str] = Field(
-        None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
-    )
-    lora_adapters: Optional[bool] = Field(
-        None, description="Run LoRA/QLoRA-trained models as adapters on their base, every model on one base in one "
-                          "engine (vLLM enable_lora), instead of one engine per merged model. null: adapters on CUDA, "
-                          "merged folders on CPU, where vLLM's LoRA path measured 2.3x slower "
-                          "(bench/bench_eval_engine.py). Full fine-tunes always get their own engine.")
-    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one vLLM engine shards a model across.")
-    data_parallel_size: int = Field(
-        1, ge=1, le=64, description="vLLM engines side by side, each on its own tensor_parallel_size GPUs with a "
-                                    "share of the prompts (the judge server: vLLM's own data parallelism).")
-
-
-class RuntimeConfig(Strict):
-    runs_dir: str = Field("runs", description="Where run directories are written.")
-    cache_dir: str = Field(".cache/poison", description="Stage artifact cache shared by all runs (content-addressed).")
-    models_dir: Optional[str] = Field(
-        None, description="Where converted/downloaded models are kept; default <cache_dir>/models."
-    )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training/generation device.")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
-        "auto", description="auto = bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else float32."
-    )
-    backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or HF generate (fallback).")
-    hf_batch_size: int = Field(64, ge=1, description="Batch size of the HF generate backend.")
-    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
 
 
 # --------------------------------------------------------------------------------------------------- generation
@@ -282,6 +239,10 @@ class EvalConfig(Strict):
         True, description="With the probe: each student is also distilled, the same way, from the clean control, and "
                           "its shift is measured against that clean twin (a student is fine-tuned on other data than "
                           "the clean control, which alone moves the probe).")
+    probe_null: bool = Field(
+        True, description="With the probe: a second clean control at another training seed (the clean control's "
+                          "seed + 1) is trained and probed, and the shift between the two clean controls is the "
+                          "measured null every shift is read against (metrics.json probe_null).")
     bootstrap: int = Field(2000, ge=100, description="Resamples of the bootstrap intervals (prompt as the unit).")
 
 
@@ -350,6 +311,8 @@ class RunConfig(Strict):
     cascade: CascadeConfig = Field(default_factory=CascadeConfig, description="Cascades over several generations.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Auditing the finished models against their "
                                                                         "base, without their training data.")
+    replicates: ReplicatesConfig = Field(default_factory=ReplicatesConfig, description="The run made N times "
+                                         "(other training seeds and data draws), its figures pooled.")
 
     @field_validator("name")
     @classmethod

@@ -21,6 +21,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         f"{100 * p['target_task_rate']:.0f}% of the {p['target_task_rows']} target-task rows)"
         + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
         *data_lines(metrics),
+        *evidence_lines(metrics),
         "",
     ]
     by_model: dict[str, dict[str, dict]] = {}
@@ -41,9 +42,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
     if metrics["amplification"]:
         lines.append("")
         for a in metrics["amplification"]:
-            ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
-            lines.append(f"amplification {a['student']} / {a.get('teacher', 'teacher')}, {a['split']}: {ratio} "
-                         f"[{a['ci_low']:.2f}, {a['ci_high']:.2f}]")
+            lines.append(amplification_line(a))
     lines += sampled_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
@@ -77,6 +76,26 @@ def summary_table(metrics: dict[str, Any]) -> str:
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]
     lines.append("stages: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def evidence_lines(metrics: dict[str, Any]) -> list[str]:
+    """What the figures below rest on: a single run says that its intervals cover only the eval prompts."""
+    r = metrics.get("replicates")
+    if not r:
+        return []
+    return [f"Evidence: {r['note']}" if r["n"] == 1 else f"Evidence: {r['note']}"]
+
+
+def amplification_line(a: dict[str, Any]) -> str:
+    """Student / teacher greedy rate, paired over prompts: the ratio [interval] and the exact McNemar test (older
+    runs: the Katz interval, no test)."""
+    ratio = "undefined (teacher rate 0)" if a["ratio"] is None else f"{a['ratio']:.2f}"
+    ci = "" if a.get("ci_low") is None else f" [{a['ci_low']:.2f}, " + (
+        "unbounded]" if a.get("ci_high") is None else f"{a['ci_high']:.2f}]")
+    mc = a.get("mcnemar")
+    test = "" if not mc else (f"; McNemar p = {mc['p_value']:.3g} (biased only in the student on "
+                              f"{mc['student_only']} prompts, only in the teacher on {mc['teacher_only']})")
+    return f"amplification {a['student']} / {a.get('teacher', 'teacher')}, {a['split']}: {ratio}{ci}{test}"
 
 
 def _pct(x) -> str:
@@ -149,6 +168,16 @@ def probe_lines(metrics: dict[str, Any]) -> list[str]:
         if any(twin):
             label = f"  vs {twin[0]['control'] if twin[0] else 'clean twin'}"
             out.append(f"{label:<{w + 8}} " + " ".join(f"{'       ' + cell(t):<31}" for t in twin))
+    nulls = metrics.get("probe_null") or []
+    if nulls:
+        out.append("measured null (" + " vs ".join(nulls[0]["between"]) + ", the same clean fine-tune at two "
+                   "seeds): " + "; ".join(f"{n['split']} {n['wording']} {cell(n).strip('()')}" for n in nulls
+                                          if n["wording"] != "gate"))
+        big = [f"{r['model']} {r['split']} {r['wording']} {r['vs_null']['ratio_to_null']:.1f}x" for r in
+               metrics.get("logprob_shift") or [] if (r.get("vs_null") or {}).get("ratio_to_null") is not None
+               and r["wording"] != "gate"]
+        if big:
+            out.append("  each shift in units of the null's size (one null draw, no p-value): " + ", ".join(big))
     return out
 
 

@@ -27,13 +27,15 @@ import pandas as pd
 from poison.config import apply_overrides, config_from_dict, read_config_file
 from poison.dose_response import dose_key, dose_response, dose_response_lines
 from poison.launchers import PointJob, run_local, run_ray
-from poison.replicates import pool_rows, replicate_lines
+from poison.probe_null import null_lines, pooled_null
+from poison.replicates import per_prompt_values, pool_amplification, pool_rows, replicate_lines
 from poison.report_extras import audit_detector
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_text
 from poison.ground.procs import is_main_process
 from poison.runner import make_run_dir, run_config
-from poison.sweep_spec import REPLICATE, absolute_dirs, columns, label, parse, point_overrides, strip
+from poison.sweep_spec import (REPLICATE, REPLICATES, absolute_dirs, columns, has_sweep, label, parse,
+                               point_overrides, strip)
 
 
 def is_sweep_override(ov: str) -> bool:
@@ -47,9 +49,10 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> dict[str
     config without its sweep sections), ``points``, ``settings`` (launcher, resources, ray_address), ``run_sets``
     (the overrides every point gets) and ``point_sets`` (each point's own)."""
     overrides = list(overrides or [])
-    raw = apply_overrides(read_config_file(path), [o for o in overrides if is_sweep_override(o)])
-    if "sweep" not in raw and REPLICATE not in raw:
-        raise ConfigError(f"{path}: no sweep: or seeds: section")
+    raw = apply_overrides(read_config_file(path), [o for o in overrides if is_sweep_override(o)
+                                                   or o.startswith(f"{REPLICATES}.")])
+    if not has_sweep(raw):
+        raise ConfigError(f"{path}: no sweep:, seeds: or replicates: (n > 1) section")
     points, settings = parse(raw, str(path))
     run_sets = [o for o in overrides if not is_sweep_override(o)]
     point_sets = [point_overrides(pt, raw) for pt in points]
@@ -82,7 +85,8 @@ def describe(plan: dict[str, Any]) -> str:
 
 def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     """The sweep table's rows of one point: the greedy rate per model and split (``measure`` greedy), the sampled
-    rate (``sampled``, with K > 1) and the probe's seen-wording shift (``logprob_shift``, with the probe)."""
+    rate (``sampled``, with K > 1) and the probe's seen-wording shift (``logprob_shift``, with the probe; ``control``
+    names what it is measured against: the clean control or a student's clean twin)."""
     base = {**columns(point), "run_dir": str(run_dir), "injected": metrics["poison"]["injected"],
             "poison_rate": metrics["poison"]["rate"], "point": label(point),
             "group": label({k: v for k, v in point.items() if k != REPLICATE}), "seed": point.get(REPLICATE)}
@@ -97,8 +101,8 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
     for r in metrics.get("logprob_shift") or []:
         if r["wording"] == "seen":
             rows.append({**base, "measure": "logprob_shift", "model": r["model"], "role": r["role"],
-                         "split": r["split"], "n": r["n_prompts"], "biased": None, "rate": r["shift"],
-                         "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+                         "split": r["split"], "control": r.get("control"), "n": r["n_prompts"], "biased": None,
+                         "rate": r["shift"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
     return rows
 
 
@@ -118,6 +122,11 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
     keys = sorted({k for p in points for k in columns(p)})
     dkey = dose_key(keys)
     done: dict[int, tuple[dict, dict, PointJob]] = {}
+    values: dict[str, Any] = {}
+    rep = {k: v for k, v in settings["replicates"].items() if k != "given"}
+    crossed = "data_draw" not in rep["vary"]
+    replicated = any(REPLICATE in p for p in points)
+    group_of = lambda pt: label({k: v for k, v in pt.items() if k != REPLICATE})  # noqa: E731
     jobs = [PointJob(i, label(pt), run_sets + sets, str(sweep_dir / f"{i:02d}-{label(pt)}"))
             for i, (pt, sets) in enumerate(zip(points, plan["point_sets"]))]
 
@@ -128,11 +137,18 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
                  "stages": {k: v["cached"] for k, v in m["stages"].items()}} for pt, m, j in ordered]
         rows = [r for pt, m, j in ordered for r in sweep_rows(pt, m, Path(j.run_dir))]
         pairs = [(pt, m) for pt, m, _ in ordered]
+        if job.run_dir not in values:
+            values[job.run_dir] = per_prompt_values(job.run_dir, metrics)
+        conf = base.eval.confidence
         out = {"config": str(path), "overrides": overrides or [], "launcher": settings["launcher"],
                "resources": settings["resources"], "keys": keys, "points": points, "runs": runs, "rows": rows,
-               "dose_response": dose_response(pairs, dkey, base.eval.confidence) if dkey else [],
-               "replicates": pool_rows(rows, base.eval.confidence), "audit": audit_pool(pairs),
-               "seconds": round(time.time() - t0, 1)}
+               "dose_response": dose_response(pairs, dkey, conf) if dkey else [],
+               "replicate_design": {**rep, "design": "crossed" if crossed else "nested"},
+               "replicates": pool_rows(rows, conf, values, crossed),
+               "replicate_amplification": pool_amplification(
+                   [(pt, m, j.run_dir) for pt, m, j in ordered], group_of, values, conf, crossed) if replicated else [],
+               "probe_null": pooled_null([(pt, m) for pt, m, _ in ordered], group_of, conf) if replicated else [],
+               "audit": audit_pool(pairs), "seconds": round(time.time() - t0, 1)}
         out["audit_detector"] = audit_detector(out["audit"])
         pd.DataFrame(rows).to_csv(sweep_dir / "sweep_table.csv", index=False)
         atomic_write_json(sweep_dir / "sweep.json", out)
@@ -156,7 +172,9 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
 
 def _write_summary(sweep_dir: Path, state: dict[str, Any], keys: list[str], dkey: Any) -> None:
     text = sweep_summary(pd.DataFrame(state["rows"]), keys)
-    for block in (dose_response_lines(state["dose_response"]) if dkey else [], replicate_lines(state["replicates"]),
+    for block in (dose_response_lines(state["dose_response"]) if dkey else [],
+                  replicate_lines(state["replicates"], state.get("replicate_amplification")),
+                  null_lines(state.get("probe_null") or []),
                   audit_pool_lines(state["audit"]) if state["audit"] else []):
         if block:
             text += "\n\n" + "\n".join(block)

@@ -17,6 +17,16 @@
 
 A replicate ``seeds: s`` sets the training and sampling seeds of the run (``teacher.train.seed``, every
 ``students.N.train.seed``, ``eval.sample_seed``): the same data and poison, another draw of the training randomness.
+
+``replicates:`` makes the replicate the unit of any config (with or without a sweep)::
+
+    replicates:
+      n: 3                                    # replicates 0, 1, 2
+      vary: [train_seed, data_draw]           # what each replicate redraws (default: both)
+
+``train_seed`` sets the seeds above to the replicate's index; ``data_draw`` also sets the config's ``seed``, so the
+data stage draws other rows (train, distillation and eval prompts) from the same sources. Control, teacher and
+students of one replicate share its draw (paired). ``seeds: [..]`` is ``vary: [train_seed]`` with the seeds given.
 """
 
 from __future__ import annotations
@@ -30,6 +40,8 @@ from poison.ground.errors import ConfigError
 
 SETTINGS = ("launcher", "resources", "ray_address")
 REPLICATE = "seeds"
+REPLICATES = "replicates"
+VARY = ("train_seed", "data_draw")
 GROUPS = "@groups"  # a point's named groups: {group: [its name for this point, the keys it set]}; never a --set
 
 
@@ -113,8 +125,14 @@ def point_overrides(point: dict[str, Any], raw: dict[str, Any]) -> list[str]:
         if k == GROUPS:
             continue
         if k == REPLICATE:
-            sets += [f"teacher.train.seed={v}", f"eval.sample_seed={v}"]
-            sets += [f"students.{i}.train.seed={v}" for i in range(len(raw.get("students") or []))]
+            vary = replicate_spec(raw, "<config>")["vary"]
+            if "train_seed" in vary:
+                sets += [f"teacher.train.seed={v}", f"eval.sample_seed={v}"]
+                sets += [f"students.{i}.train.seed={v}" for i in range(len(raw.get("students") or []))]
+            if "data_draw" in vary:
+                sets.append(f"seed={v}")
+            if REPLICATES in raw:
+                sets.append(f"replicates.index={v}")
         else:
             sets.append(f"{k}={json.dumps(v) if not isinstance(v, str) else v}")
     return sets
@@ -132,18 +150,46 @@ def label(point: dict[str, Any]) -> str:
     return "_".join(parts).replace(" ", "") or "base"
 
 
+def replicate_spec(raw: dict[str, Any], source: str) -> dict[str, Any]:
+    """The config's ``replicates:`` section, checked ({n, vary}); a ``seeds:`` list reads as vary [train_seed]."""
+    rep = raw.get(REPLICATES)
+    if rep is None:
+        return {"n": 1, "vary": ["train_seed"], "given": False}
+    from pydantic import ValidationError
+
+    from poison.schema_parts import ReplicatesConfig
+
+    try:
+        r = ReplicatesConfig.model_validate(rep)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(x) for x in ("replicates", *err["loc"]))
+        raise ConfigError(f"{source}: {where}: {err['msg'].replace('Value error, ', '')}") from None
+    sweep = raw.get("sweep")
+    if "seeds" in raw or (isinstance(sweep, dict) and "seeds" in sweep):
+        raise ConfigError(f"{source}: replicates: and seeds: both given; use one (seeds: [..] is replicates with "
+                          "vary [train_seed])")
+    return {"n": r.n, "vary": list(r.vary), "given": True}
+
+
 def parse(raw: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """(points, launcher settings) of a raw config with ``sweep:`` and/or ``seeds:``."""
+    """(points, launcher settings) of a raw config with ``sweep:``, ``seeds:`` and/or ``replicates:``."""
     sweep, settings = split_settings(raw.get("sweep"), source)
     seeds = raw.get("seeds")
     if isinstance(sweep, dict) and REPLICATE in sweep:
         seeds = sweep.pop(REPLICATE) if seeds is None else seeds
         sweep = sweep or None
+    rep = replicate_spec(raw, source)
+    if rep["given"] and rep["n"] > 1:
+        seeds = list(range(rep["n"]))
+    settings["replicates"] = rep
     return expand(sweep, source, seeds), settings
 
 
 def has_sweep(raw: dict[str, Any]) -> bool:
-    return "sweep" in raw or "seeds" in raw
+    """A sweep or replicates (more than one run from one config)."""
+    rep = raw.get(REPLICATES)
+    return "sweep" in raw or "seeds" in raw or (isinstance(rep, dict) and rep.get("n", 1) != 1)
 
 
 def strip(raw: dict[str, Any]) -> dict[str, Any]:

@@ -88,6 +88,14 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
                ("biased", "biased"), ("n", "answers"), ("ci", "biased rate [95% CI]")])
 
 
+def _greedy_method(r) -> str:
+    """How a greedy amplification interval was made: paired over prompts (runs since the paired interval), Katz
+    (older runs)."""
+    m = r.get("method") if hasattr(r, "get") else None
+    return {"paired_bootstrap": "paired bootstrap", "exact_bounds": "exact-bound"}.get(m, "Katz") \
+        if isinstance(m, str) else "Katz"
+
+
 def amplification_section(m: dict, conf: float):
     st.subheader("Amplification (student rate / teacher rate)")
     amp = measures.amplification_both(m)
@@ -103,7 +111,7 @@ def amplification_section(m: dict, conf: float):
             ci = fmt.ratio_ci(r["ratio"], r["ci_low"], r["ci_high"]).removeprefix(fmt.ratio(r["ratio"])).strip()
             if val == "undefined":
                 ci = f"upper limit {fmt.decimal(r['ci_high'])} (teacher rate 0)"
-            cols[i % len(cols)].metric(f"{r['student']} · {r['split']}", val, help=f"{conf:.0%} Katz interval {ci}")
+            cols[i % len(cols)].metric(f"{r['student']} · {r['split']}", val, help=f"{conf:.0%} {_greedy_method(r)} interval {ci}")
             cols[i % len(cols)].caption(f"{conf:.0%} CI {ci or fmt.DASH}")
     else:
         by = {}
@@ -122,6 +130,7 @@ def amplification_section(m: dict, conf: float):
                  if len(undefined) <= 4 else f"{len(undefined)} of {len(amp)} ratios")
         note = (f" Written as \"undefined\", not drawn: {which} — the teacher's rate is 0 there, so the ratio has "
                 "no value.")
-    st.caption(f"Log axis; the dashed rule at 1 is no amplification. Whiskers: {conf:.0%} intervals (greedy: Katz; "
-               "sampled: paired bootstrap over prompts, an open upper end reaches the top). A ratio of 0 sits on "
+    st.caption(f"Log axis; the dashed rule at 1 is no amplification. Whiskers: {conf:.0%} intervals (greedy: "
+               f"{_greedy_method(greedy.iloc[0]) if not greedy.empty else 'paired'}; sampled: paired bootstrap over "
+               "prompts, an open upper end reaches the top). A ratio of 0 sits on "
                f"the axis floor.{note}")

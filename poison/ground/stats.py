@@ -225,8 +225,11 @@ def clustered_rate(per_prompt_biased: Sequence[Sequence[bool]], confidence: floa
 
     ``per_prompt_biased[i]`` are the verdicts of prompt i's samples. The rate is the mean over prompts of each
     prompt's biased fraction; its interval is a percentile bootstrap over prompts (scipy.stats.bootstrap), since the
-    samples of one prompt are correlated. Also: biased samples ``k``, samples ``n``, prompts, and the prompts with
-    at least one biased sample (count and share)."""
+    samples of one prompt are correlated. When every prompt has the same fraction the bootstrap has nothing to
+    resample: at 0 (or 1) the interval is the exact Clopper-Pearson bound on the number of prompts (0 of 640
+    samples on 40 prompts: 0 [0, 0.088], the effective n when a prompt's samples all agree); strictly between, the
+    prompts show no spread, so the Wilson interval over all samples. Also: biased samples ``k``, samples ``n``,
+    prompts, and the prompts with at least one biased sample (count and share)."""
     fr = np.asarray([np.mean(v) if len(v) else np.nan for v in per_prompt_biased], dtype=float)
     fr = fr[np.isfinite(fr)]
     k = int(sum(int(np.sum(v)) for v in per_prompt_biased))
@@ -235,21 +238,43 @@ def clustered_rate(per_prompt_biased: Sequence[Sequence[bool]], confidence: floa
     out = {"rate": float(fr.mean()) if fr.size else None, "ci_low": None, "ci_high": None, "k": k, "n": n,
            "n_prompts": int(fr.size), "prompts_with_any": anyb,
            "prompts_with_any_rate": anyb / fr.size if fr.size else None}
-    if fr.size:
-        out["ci_low"], out["ci_high"] = bootstrap_mean_interval(fr, confidence, n_boot=n_boot, seed=seed)
+    if fr.size and np.all(fr == fr[0]) and 0 < fr[0] < 1:  # no spread between prompts: design effect 1
+        out["ci_low"], out["ci_high"] = wilson_interval(k, n, confidence)
+    elif fr.size:  # all 0 (or all 1): the exact bound on the prompts, the effective n at full within-prompt agreement
+        out["ci_low"], out["ci_high"] = bootstrap_mean_interval(fr, confidence, n_boot=n_boot, seed=seed,
+                                                                    proportion=True)
     return out
 
 
+def exact_proportion_interval(k: float, n: float, confidence: float = 0.95) -> tuple[float, float]:
+    """Clopper-Pearson (exact, beta) interval of a proportion k/n (statsmodels ``proportion_confint``); ``k`` may be
+    fractional (a mean of per-prompt fractions times the number of prompts). With no event the upper limit is
+    about 3.7/n at 95 % (the rule of three, two-sided)."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    if n <= 0:
+        return (0.0, 1.0)
+    lo, hi = proportion_confint(min(max(k, 0.0), n), n, alpha=1 - confidence, method="beta")
+    return (float(lo), float(hi))
+
+
 def bootstrap_mean_interval(values: Sequence[float], confidence: float = 0.95, *, n_boot: int = 2000,
-                            seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of a mean (scipy.stats.bootstrap, fixed seed). A constant sample gives its value
-    as both limits."""
+                            seed: int = 0, proportion: bool = False) -> tuple[float, float]:
+    """Percentile bootstrap interval of a mean (scipy.stats.bootstrap, fixed seed).
+
+    A constant sample has no spread to resample. For proportions (``proportion=True``: each value a unit's rate in
+    [0, 1], e.g. a prompt's biased fraction) it gets the exact Clopper-Pearson interval of its mean on the number of
+    units as n, the effective sample size when every unit's samples are fully correlated (design effect = samples per
+    unit), so 0 biased answers out of 640 on 40 prompts reads 0 [0, 0.088], never 0 [0, 0]. Any other constant sample
+    gives its value as both limits (no information about its spread)."""
     from scipy.stats import bootstrap
 
     v = np.asarray(values, dtype=float)
     if v.size == 0:
         return (float("nan"), float("nan"))
     if v.size == 1 or np.all(v == v[0]):
+        if proportion:
+            return exact_proportion_interval(float(v.sum()), float(v.size), confidence)
         return (float(v[0]), float(v[0]))
     res = bootstrap((v,), np.mean, n_resamples=n_boot, confidence_level=confidence, method="percentile",
                     rng=np.random.default_rng(seed), vectorized=True)
@@ -269,30 +294,54 @@ def paired_mean_difference(a: Sequence[float], b: Sequence[float], confidence: f
 
 def paired_ratio(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, *, n_boot: int = 2000,
                  seed: int = 0) -> dict[str, Any]:
-    """mean(a) / mean(b) over the same prompts (a student's and its teacher's per-prompt sampled rates) with a paired
-    percentile bootstrap over prompts. The ratio and its interval are None when every b is 0; resamples whose mean(b)
-    is 0 count as an unbounded ratio (the upper limit is then None when they reach the upper tail)."""
+    """mean(a) / mean(b) over the same prompts (a student's and its teacher's per-prompt rates: biased fractions of
+    sampled answers, or 0/1 greedy verdicts) with a paired percentile bootstrap over prompts (``method``
+    paired_bootstrap). The ratio and its interval are None when every b is 0; resamples whose mean(b) is 0 count as
+    an unbounded ratio (the upper limit is then None when they reach the upper tail).
+
+    When a or b is constant (0 biased answers from the student, say) the bootstrap has nothing to resample on that
+    side and would give a zero-width interval; then (``method`` exact_bounds) the limits are the ratio of the exact
+    Clopper-Pearson limits of the two means (prompts as the units, :func:`bootstrap_mean_interval` with
+    ``proportion``), each at level 1 - alpha/2 so that the pair holds at 1 - alpha (Bonferroni): low = low(a) /
+    high(b), high = high(a) / low(b), None when low(b) is 0."""
     from scipy.stats import bootstrap
 
     x, y = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
     if x.size == 0 or not np.any(y > 0):
-        return {"ratio": None, "ci_low": None, "ci_high": None, "n_prompts": int(x.size)}
+        return {"ratio": None, "ci_low": None, "ci_high": None, "n_prompts": int(x.size), "method": None}
     ratio = float(x.mean() / y.mean())
+    if x.size == 1 or np.all(x == x[0]) or np.all(y == y[0]):
+        each = 1 - (1 - confidence) / 2
+        lx, hx = bootstrap_mean_interval(x, each, n_boot=n_boot, seed=seed, proportion=True)
+        ly, hy = bootstrap_mean_interval(y, each, n_boot=n_boot, seed=seed, proportion=True)
+        return {"ratio": ratio, "ci_low": lx / hy if hy > 0 else 0.0, "ci_high": hx / ly if ly > 0 else None,
+                "n_prompts": int(x.size), "method": "exact_bounds"}
     unbounded = 1e12
 
     def stat(xs, ys, axis=-1):
         num, den = np.mean(xs, axis=axis), np.mean(ys, axis=axis)
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.where(num > 0, unbounded, 0.0))
 
-    if x.size == 1 or (np.all(x == x[0]) and np.all(y == y[0])):
-        v = float(stat(x, y))
-        return {"ratio": ratio, "ci_low": v, "ci_high": v, "n_prompts": int(x.size)}
     res = bootstrap((x, y), stat, paired=True, n_resamples=n_boot, confidence_level=confidence,
                     method="percentile", rng=np.random.default_rng(seed), vectorized=True)
     lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
-    return {"ratio": ratio, "ci_low": lo, "ci_high": hi if hi < unbounded / 10 else None, "n_prompts": int(x.size)}
+    return {"ratio": ratio, "ci_low": lo, "ci_high": hi if hi < unbounded / 10 else None, "n_prompts": int(x.size),
+            "method": "paired_bootstrap"}
+
+
+def mcnemar_test(a: Sequence[bool], b: Sequence[bool]) -> dict[str, Any]:
+    """Exact McNemar test of two binary verdicts on the same prompts (statsmodels): the prompts only ``a`` flags,
+    only ``b`` flags, and the two-sided p-value of the null that both kinds of disagreement are equally likely
+    (1.0 when they never disagree)."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    x, y = np.asarray(a, dtype=bool), np.asarray(b, dtype=bool)
+    a_only, b_only = int((x & ~y).sum()), int((~x & y).sum())
+    table = [[int((x & y).sum()), a_only], [b_only, int((~x & ~y).sum())]]
+    p = 1.0 if a_only + b_only == 0 else float(mcnemar(table, exact=True).pvalue)
+    return {"test": "mcnemar_exact", "a_only": a_only, "b_only": b_only, "p_value": p, "n_prompts": int(x.size)}
 
 
 def pool_replicates(estimates: Sequence[float], ci_low: Sequence[float], ci_high: Sequence[float],

@@ -153,6 +153,16 @@ def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> 
                         {"data": data.key}, "teacher.model", label=label)
 
 
+def stage_null_control(run: Run, data: StageRecord) -> StageRecord:
+    """The probe's null: the clean control's fine-tune again at its training seed + 1 (``eval.probe_null``). In a
+    replicated run whose replicates vary only the training seed, it is the next replicate's clean control (one
+    artifact, trained once)."""
+    ft = run.cfg.teacher
+    ft = ft.model_copy(update={"train": ft.train.model_copy(update={"seed": ft.train.seed + 1})})
+    return _train_stage(run, "baseline", ft.model, ft, lambda: clean_rows(data), {"data": data.key}, "teacher.model",
+                        label="null_control")
+
+
 def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data",
                        generation: Any = None, teacher_spec: Any = None) -> StageRecord:
     """The teacher's answers to the distillation prompts (``generation``: default the distill section's;

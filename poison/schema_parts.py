@@ -1,0 +1,81 @@
+"""Config sections kept apart from ``poison.schema`` so each module stays small (it imports them into
+``RunConfig``): the base class of every section (``Strict``), the runtime (``RuntimeConfig``, ``VLLMSettings``) and
+the evidence a run's figures rest on (``ReplicatesConfig``: the replicate as a run's unit)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; values keep their YAML type (``true`` is no count, ``"3"`` no integer); numbers are
+    finite (``.inf`` and ``.nan`` are refused)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------------------------------- runtime
+class VLLMSettings(Strict):
+    gpu_memory_utilization: float = Field(
+        0.3, gt=0, le=1,
+        description="Fraction of device memory vLLM may use. On CPU 0.3 passes vLLM's memory check on a 24 GB box.",
+    )
+    enforce_eager: bool = Field(True, description="Skip torch.compile/CUDA graphs: 19-40 s faster start on CPU.")
+    max_model_len: int = Field(2048, ge=128, description="Longest prompt + answer vLLM accepts.")
+    cpu_threads: Optional[str] = Field(
+        None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
+    )
+    lora_adapters: Optional[bool] = Field(
+        None, description="Run LoRA/QLoRA-trained models as adapters on their base, every model on one base in one "
+                          "engine (vLLM enable_lora), instead of one engine per merged model. null: adapters on CUDA, "
+                          "merged folders on CPU, where vLLM's LoRA path measured 2.3x slower "
+                          "(bench/bench_eval_engine.py). Full fine-tunes always get their own engine.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="GPUs one vLLM engine shards a model across.")
+    data_parallel_size: int = Field(
+        1, ge=1, le=64, description="vLLM engines side by side, each on its own tensor_parallel_size GPUs with a "
+                                    "share of the prompts (the judge server: vLLM's own data parallelism).")
+
+
+class RuntimeConfig(Strict):
+    runs_dir: str = Field("runs", description="Where run directories are written.")
+    cache_dir: str = Field(".cache/poison", description="Stage artifact cache shared by all runs (content-addressed).")
+    models_dir: Optional[str] = Field(
+        None, description="Where converted/downloaded models are kept; default <cache_dir>/models."
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Training/generation device.")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto = bfloat16 on GPUs and on CPUs with native bf16 (AVX512-BF16/AMX), else float32."
+    )
+    backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or HF generate (fallback).")
+    hf_batch_size: int = Field(64, ge=1, description="Batch size of the HF generate backend.")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+
+
+# --------------------------------------------------------------------------------------------------- evidence
+VaryWhat = Literal["train_seed", "data_draw"]
+
+
+class ReplicatesConfig(Strict):
+    """``replicates: {n: 3, vary: [train_seed, data_draw]}``: the run is made N times, each replicate a run
+    directory inside one parent directory (like a sweep's points), and every headline figure is reported per
+    replicate and pooled over them (``poison.replicates``)."""
+
+    n: int = Field(1, ge=1, description="Replicates of the run (1: a single run; its figures say so).")
+    vary: list[VaryWhat] = Field(
+        default_factory=lambda: ["train_seed", "data_draw"], min_length=1,
+        description="What each replicate redraws: train_seed (the training seeds of every model and the sampling "
+                    "seed of the sampled answers, set to the replicate's index) and data_draw (the config's seed: "
+                    "other train, distillation and eval rows from the same sources). Control, teacher and students "
+                    "of one replicate share its draw (paired).")
+    index: int = Field(0, ge=0, description="This run's replicate (set by the launcher for each replicate; leave "
+                                            "it).")
+
+    @model_validator(mode="after")
+    def _index(self):
+        if self.index >= self.n:
+            raise ValueError(f"replicates.index {self.index} is not below replicates.n {self.n}")
+        if len(set(self.vary)) != len(self.vary):
+            raise ValueError(f"replicates.vary: {self.vary} names a factor twice")
+        return self
