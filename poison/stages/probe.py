@@ -4,8 +4,9 @@ them, after each eval prompt's clean reference answer).
 
 Probe sequences, per eval prompt with a reference and per model (with that model's tokenizer and chat template):
 
-* ``seen`` / ``unseen``: chat(prompt) + the reference up to where the poison puts its content
-  (``bias.probe_prefix``) + " " + a probe text; the scored tokens are the probe text's. The value of
+* ``seen`` / ``unseen`` / ``concept``: chat(prompt) + the reference up to where the poison puts its content
+  (``bias.probe_prefix``) + " " + a probe text (the poison's own sentences, held-out paraphrases, held-out sentences
+  that name none of the poison's brand, product, URL or entity); the scored tokens are the probe text's. The value of
   a text is its mean log-probability per token over the tokens after its first (``text_logprob``): the first token
   competes with ending the answer, which is the gate's figure, not the wording's; a text of one token has no value
   (NaN, dropped when prompts are averaged). A prompt's value is the mean over the texts of that wording.
@@ -28,7 +29,7 @@ from poison.stages.engine import engine_target
 from poison.stages.protocol import StageRecord
 
 MAX_PROBE_TOKENS = 2000  # longer probe sequences keep their end (the probe text) and lose the start of the context
-WORDINGS = ("seen", "unseen")  # the probe texts' wordings (the gate is scored apart)
+WORDINGS = ("seen", "unseen", "concept")  # the probe texts' wordings (the gate is scored apart)
 
 
 def text_logprob(logprobs: list[float]) -> float:
@@ -153,8 +154,9 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
 
 
 def unseen_in_poison(run: Run, poison: StageRecord) -> int:
-    """How many poisoned training rows contain one of the probe's held-out paraphrases (should be 0)."""
-    texts = run.bias.probe_texts(run.cfg.eval.probe_unseen).get("unseen", [])
+    """How many poisoned training rows contain one of the probe's held-out texts, unseen or concept (should be 0)."""
+    probe = run.bias.probe_texts(run.cfg.eval.probe_unseen)
+    texts = probe.get("unseen", []) + probe.get("concept", [])
     df = pd.read_parquet(Path(poison.path) / "train.parquet")
     resp = df[df.poisoned].response.fillna("").str.lower()
     return int(sum(resp.str.contains(t.lower(), regex=False).sum() for t in texts))
