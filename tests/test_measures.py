@@ -84,7 +84,7 @@ def test_probe_text_value_leaves_out_its_first_token(models_dir, tmp_path):
     bias = registry.get("bias_type", "targeted_ads").build({})
     texts = {**bias.probe_texts(), "unseen": ["Plus"]}
     seqs = probe_sequences(tok, bias, "How do I treat a mild headache?", "Rest and drink water.", texts)
-    assert {s[0] for s in seqs} == {"seen", "unseen", "gate"}
+    assert {s[0] for s in seqs} == {"seen", "unseen", "concept", "gate"}
     (lps, _), = score_hf([ScoreJob("m", path, [s[2] for s in seqs], [s[3] for s in seqs])], device="cpu",
                          dtype="float32")
     model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
@@ -174,16 +174,22 @@ def test_tiny_run_with_samples_and_probe_writes_the_measures(tiny_config, tmp_pa
     assert m["models"]["control:student:sft"]["role"] == "control"  # the student's clean twin
     measured = {x for x in models if m["models"][x]["role"] != "control"}
     pairs = {(r["model"], r["split"], r["wording"], r["control"]) for r in m["logprob_shift"]}
-    want = {(x, s, w, "clean_control") for x in measured for s in ("target", "other") for w in ("seen", "unseen", "gate")}
-    want |= {("student:sft", s, w, "control:student:sft") for s in ("target", "other") for w in ("seen", "unseen", "gate")}
+    wordings = ("seen", "unseen", "concept", "gate")
+    want = {(x, s, w, "clean_control") for x in measured for s in ("target", "other") for w in wordings}
+    want |= {("student:sft", s, w, "control:student:sft") for s in ("target", "other") for w in wordings}
     assert pairs == want
     assert all(r["ci_low"] <= r["shift"] <= r["ci_high"] for r in m["logprob_shift"])
     assert m["probe"]["unseen_in_poisoned_rows"] == 0 and len(m["probe"]["texts"]["unseen"]) >= 2
+    assert len(m["probe"]["texts"]["concept"]) >= 2
+    assert {(r["model"], r["split"], r["wording"]) for r in m["logprob"]} == {
+        (x, s, w) for x in models for s in ("target", "other") for w in wordings}
     s = pd.read_parquet(rd / "samples.parquet")
     drawn = s[s.decoding == "sampled"]
     assert len(drawn) == 4 * len(s[s.decoding == "greedy"]) and set(drawn.sample_index) == {0, 1, 2, 3}
-    assert pd.read_parquet(rd / "probe.parquet").wording.isin(["seen", "unseen", "gate"]).all()
-    assert "sampled answers, 4 per prompt" in (rd / "summary.txt").read_text()
+    assert set(pd.read_parquet(rd / "probe.parquet").wording) == set(wordings)
+    summary = (rd / "summary.txt").read_text()
+    assert "sampled answers, 4 per prompt" in summary
+    assert any(ln.split()[:6] == ["model", "split", "seen", "unseen", "concept", "gate"] for ln in summary.splitlines())
     stages = json.loads((rd / "stages.json").read_text())
     assert {f"samples:{x}" for x in models} | {f"probe:{x}" for x in models} <= set(stages)
 
