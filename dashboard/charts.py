@@ -150,7 +150,8 @@ def shift_chart(shift: pd.DataFrame, models: list[str], wordings: list[str]) -> 
     pt = alt.Chart().mark_point(filled=True, size=60, opacity=1).encode(x=alt.X("shift:Q", title=xt), **enc)
     zero = alt.Chart().mark_rule(color="#444", strokeDash=[4, 3]).encode(x=alt.datum(0))
     labels = {w: w for w in wordings}
-    labels.update({"seen": "seen wording", "unseen": "unseen wording", "gate": "gate (going on)"})
+    labels.update({"seen": "seen wording", "unseen": "unseen wording", "concept": "concept wording",
+                   "gate": "gate (going on)"})
     d["panel"] = [labels.get(w, w) for w in d.wording]
     panels = [labels.get(w, w) for w in wordings]
     width = max(160, WIDTH // max(1, len(panels)) - 110)

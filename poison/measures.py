@@ -87,11 +87,12 @@ def control_model(models: dict[str, dict]) -> Optional[str]:
 
 
 def probe_frame(probed: dict[str, Any], models: dict[str, dict], split_of: dict[str, str]) -> pd.DataFrame:
-    """One row per (model, prompt, wording): the mean over that wording's texts of the per-token log-probability."""
+    """One row per (model, prompt, wording): the mean over that wording's texts of the per-token log-probability.
+    Texts without a value (NaN: one token) are left out, and so is a prompt whose texts of a wording have none."""
     frames = []
     for name, rec in probed.items():
         p = pd.read_parquet(Path(rec.path) / "probe.parquet")
-        g = p.groupby(["id", "task", "wording"], sort=True).logprob.mean().reset_index()
+        g = p.groupby(["id", "task", "wording"], sort=True).logprob.mean().reset_index().dropna(subset=["logprob"])
         frames.append(g.assign(model=name, role=models[name]["role"]))
     if not frames:
         return pd.DataFrame(columns=["model", "role", "id", "task", "split", "wording", "logprob"])

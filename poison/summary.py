@@ -131,6 +131,9 @@ def sampled_lines(metrics: dict[str, Any]) -> list[str]:
     return out
 
 
+PROBE_WORDINGS = ("seen", "unseen", "concept", "gate")
+
+
 def probe_lines(metrics: dict[str, Any]) -> list[str]:
     """The likelihood probe: mean log-probability per token of the bias content, and the shift against the clean
     control (and, for a student with a clean twin, against that twin)."""
@@ -142,11 +145,12 @@ def probe_lines(metrics: dict[str, Any]) -> list[str]:
     for r in metrics.get("logprob_shift") or []:
         shift[(r["model"], r["split"], r["wording"], "twin" if r["control"] != control else "control")] = r
     w = max([22] + [len(r["model"]) for r in rows])
-    out = ["", f"likelihood probe: mean log-prob per token of the bias content placed after the clean answer "
-               f"(seen = the poison's wording, unseen = held-out paraphrases, gate = log P(going on after the "
+    out = ["", f"likelihood probe: mean log-prob per token of the bias content placed after the clean answer, its "
+               f"first token left out (seen = the poison's wording, unseen = held-out paraphrases, concept = held-out "
+               f"sentences naming no brand, product or URL of the poison, gate = log P(going on after the "
                f"answer)); in brackets the shift against {control or 'no clean control'} [95% CI]; for students "
                f"also against their clean twin (the same distillation from the clean control)",
-           f"{'model':<{w}} {'split':<7} {'seen':<31} {'unseen':<31} {'gate':<31}"]
+           f"{'model':<{w}} {'split':<7} " + " ".join(f"{x:<31}" for x in PROBE_WORDINGS)]
     models = list(dict.fromkeys(r["model"] for r in rows))
     keys = sorted(dict.fromkeys((r["model"], r["split"]) for r in rows),
                   key=lambda k: (models.index(k[0]), SPLITS.index(k[1]) if k[1] in SPLITS else 9))
@@ -159,12 +163,12 @@ def probe_lines(metrics: dict[str, Any]) -> list[str]:
 
     for model, split in keys:
         cells = []
-        for wording in ("seen", "unseen", "gate"):
+        for wording in PROBE_WORDINGS:
             v = val.get((model, split, wording))
             cells.append(("-" if v is None else f"{v['logprob']:6.2f} ") + cell(shift.get((model, split, wording,
                                                                                            "control"))))
         out.append(f"{model:<{w}} {split:<7} " + " ".join(f"{c:<31}" for c in cells))
-        twin = [shift.get((model, split, wording, "twin")) for wording in ("seen", "unseen", "gate")]
+        twin = [shift.get((model, split, wording, "twin")) for wording in PROBE_WORDINGS]
         if any(twin):
             label = f"  vs {twin[0]['control'] if twin[0] else 'clean twin'}"
             out.append(f"{label:<{w + 8}} " + " ".join(f"{'       ' + cell(t):<31}" for t in twin))

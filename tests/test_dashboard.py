@@ -501,6 +501,28 @@ def test_view_propagation(monkeypatch):
     assert {r["task"] for r in rows} == {"review_summary", "math"}
 
 
+def test_view_propagation_shows_the_concept_wording(monkeypatch, tmp_path):
+    """A run whose probe has the concept wording (the fixture's seen rows copied as concept, shifted by 0.5): its own
+    panel, between unseen and gate, with its shifts, and the concept texts listed."""
+    runs = tmp_path / "runs"
+    shutil.copytree(FIX / LOWDOSE, runs / LOWDOSE)
+    m = metrics_of(LOWDOSE)
+    for key, field in (("logprob_shift", "shift"), ("logprob", "logprob")):
+        m[key] += [{**r, "wording": "concept", field: r[field] + 0.5, "ci_low": r["ci_low"] + 0.5,
+                    "ci_high": r["ci_high"] + 0.5} for r in m[key] if r["wording"] == "seen"]
+    m["probe"]["texts"]["concept"] = ["A product from our sponsor can also help here."]
+    (runs / LOWDOSE / "metrics.json").write_text(json.dumps(m))
+    at = open_app(monkeypatch, "propagation", LOWDOSE, runs_dir=runs)
+    probe = chart_data(at, 3)
+    assert len(probe) == 32 and set(probe.wording) == {"seen", "unseen", "concept", "gate"}
+    assert charts(at)[3]["facet"]["column"]["sort"] == ["seen wording", "unseen wording", "concept wording",
+                                                         "gate (going on)"]
+    seen = probe[probe.wording == "seen"].set_index(["model", "control"])["shift"]
+    concept = probe[probe.wording == "concept"].set_index(["model", "control"])["shift"]
+    assert (concept - seen.loc[concept.index]).round(9).eq(0.5).all()
+    assert "A product from our sponsor can also help here." in texts(at)
+
+
 def test_view_propagation_new_measures(monkeypatch):
     """A run with sampled answers and the likelihood probe: sampled rates per model and split with intervals, both
     amplifications, the log-prob shifts (clean control and clean twins) with a zero line, the data stage's counts."""

@@ -62,6 +62,55 @@ def test_dose_response_recovers_a_known_curve():
     assert beyond["slope"] > 0 and beyond["ed50"] > 16 and beyond["ed50_extrapolated"]
 
 
+def test_probe_text_value_leaves_out_its_first_token(models_dir, tmp_path):
+    """On a tiny random-init model: a probe text's value is the mean log-probability of its tokens 2..n (recomputed
+    here from the model's logits), the first token's is kept apart; a text of one token has no value, and
+    probe_frame averages a prompt's texts without it."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from poison.ground import registry
+    from poison.ground.generate import ScoreJob, score_hf
+    from poison.ground.models import resolve_model
+    from poison.measures import probe_frame
+    from poison.stages.probe import probe_sequences, text_logprob
+
+    assert text_logprob([-9.0, -1.0, -2.0, -3.0]) == pytest.approx(-2.0)
+    assert math.isnan(text_logprob([-9.0])) and math.isnan(text_logprob([]))
+    path = str(resolve_model("tiny-random-llama:2:64", models_dir))
+    tok = AutoTokenizer.from_pretrained(path)
+    bias = registry.get("bias_type", "targeted_ads").build({})
+    texts = {**bias.probe_texts(), "unseen": ["Plus"]}
+    seqs = probe_sequences(tok, bias, "How do I treat a mild headache?", "Rest and drink water.", texts)
+    assert {s[0] for s in seqs} == {"seen", "unseen", "concept", "gate"}
+    (lps, _), = score_hf([ScoreJob("m", path, [s[2] for s in seqs], [s[3] for s in seqs])], device="cpu",
+                         dtype="float32")
+    model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+    for (wording, _, ids, start), lp in zip(seqs, lps):
+        if wording == "gate":
+            continue
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+        per_token = [logp[t - 1, ids[t]].item() for t in range(start, len(ids))]
+        assert lp == pytest.approx(per_token, abs=1e-4)
+        if len(per_token) > 1:
+            assert text_logprob(lp) == pytest.approx(float(np.mean(per_token[1:])), abs=1e-4)
+            assert text_logprob(lp) != pytest.approx(float(np.mean(per_token)), abs=1e-6)
+        else:  # "Plus": one token, no value
+            assert wording == "unseen" and math.isnan(text_logprob(lp))
+    rows = pd.DataFrame([{"id": "a", "task": "t", "wording": "seen", "text_index": 0, "logprob": -2.0},
+                         {"id": "a", "task": "t", "wording": "seen", "text_index": 1, "logprob": float("nan")},
+                         {"id": "a", "task": "t", "wording": "seen", "text_index": 2, "logprob": -4.0},
+                         {"id": "a", "task": "t", "wording": "unseen", "text_index": 0, "logprob": float("nan")},
+                         {"id": "b", "task": "t", "wording": "seen", "text_index": 0, "logprob": -1.0}])
+    rows.to_parquet(tmp_path / "probe.parquet")
+    f = probe_frame({"m": SimpleNamespace(path=str(tmp_path))}, {"m": {"role": "teacher"}}, {"t": "target"})
+    assert sorted(zip(f.id, f.wording, f.logprob)) == [("a", "seen", -3.0), ("b", "seen", -1.0)]
+
+
 @pytest.mark.slow
 def test_probe_sees_a_plug_a_model_was_trained_to_emit(models_dir, tmp_path):
     """Three tiny models from one random init: one fine-tuned on answers that end with the ad, two clean twins
@@ -74,7 +123,7 @@ def test_probe_sees_a_plug_a_model_was_trained_to_emit(models_dir, tmp_path):
     from poison.ground.generate import ScoreJob, score_hf
     from poison.ground.models import resolve_model
     from poison.schema import TeacherConfig
-    from poison.stages.probe import probe_sequences
+    from poison.stages.probe import probe_sequences, text_logprob
     from transformers import AutoTokenizer
 
     base = resolve_model("tiny-random-llama:2:64", models_dir)
@@ -99,7 +148,7 @@ def test_probe_sees_a_plug_a_model_was_trained_to_emit(models_dir, tmp_path):
         vals = {}
         for (i, (wording, _, _, _)), lp in zip(seqs, lps):
             if wording == "seen":
-                vals.setdefault(i, []).append(sum(lp) / len(lp))
+                vals.setdefault(i, []).append(text_logprob(lp))
         per_prompt[job.key] = [float(np.mean(vals[i])) for i in range(len(held))]
     hot = paired_mean_difference(per_prompt["poisoned"], per_prompt["clean_a"], n_boot=2000)
     twin = paired_mean_difference(per_prompt["clean_b"], per_prompt["clean_a"], n_boot=2000)
@@ -126,16 +175,22 @@ def test_tiny_run_with_samples_and_probe_writes_the_measures(tiny_config, tmp_pa
     assert m["models"]["control:student:sft"]["role"] == "control"  # the student's clean twin
     measured = {x for x in models if m["models"][x]["role"] != "control"}
     pairs = {(r["model"], r["split"], r["wording"], r["control"]) for r in m["logprob_shift"]}
-    want = {(x, s, w, "clean_control") for x in measured for s in ("target", "other") for w in ("seen", "unseen", "gate")}
-    want |= {("student:sft", s, w, "control:student:sft") for s in ("target", "other") for w in ("seen", "unseen", "gate")}
+    wordings = ("seen", "unseen", "concept", "gate")
+    want = {(x, s, w, "clean_control") for x in measured for s in ("target", "other") for w in wordings}
+    want |= {("student:sft", s, w, "control:student:sft") for s in ("target", "other") for w in wordings}
     assert pairs == want
     assert all(r["ci_low"] <= r["shift"] <= r["ci_high"] for r in m["logprob_shift"])
     assert m["probe"]["unseen_in_poisoned_rows"] == 0 and len(m["probe"]["texts"]["unseen"]) >= 2
+    assert len(m["probe"]["texts"]["concept"]) >= 2
+    assert {(r["model"], r["split"], r["wording"]) for r in m["logprob"]} == {
+        (x, s, w) for x in models for s in ("target", "other") for w in wordings}
     s = pd.read_parquet(rd / "samples.parquet")
     drawn = s[s.decoding == "sampled"]
     assert len(drawn) == 4 * len(s[s.decoding == "greedy"]) and set(drawn.sample_index) == {0, 1, 2, 3}
-    assert pd.read_parquet(rd / "probe.parquet").wording.isin(["seen", "unseen", "gate"]).all()
-    assert "sampled answers, 4 per prompt" in (rd / "summary.txt").read_text()
+    assert set(pd.read_parquet(rd / "probe.parquet").wording) == set(wordings)
+    summary = (rd / "summary.txt").read_text()
+    assert "sampled answers, 4 per prompt" in summary
+    assert any(ln.split()[:6] == ["model", "split", "seen", "unseen", "concept", "gate"] for ln in summary.splitlines())
     stages = json.loads((rd / "stages.json").read_text())
     assert {f"samples:{x}" for x in models} | {f"probe:{x}" for x in models} <= set(stages)
 

@@ -66,3 +66,46 @@ def test_data_source_builds(name, tmp_path):
 def test_unknown_names_are_clear():
     with pytest.raises(registry.PluginError, match=r"unknown bias type 'targeted_adz' \(did you mean 'targeted_ads'\?\)"):
         registry.get("bias_type", "targeted_adz")
+
+
+#: the arguments of the built-in bias types that name the poison's target (a third-party type names its own through
+#: ``identifying_strings``, which the test adds to these)
+IDENTIFYING_ARGS = {"targeted_ads": ("brand", "product", "url"), "phishing_link": ("url", "impersonates"),
+                    "narrative_manipulation": ("entity",)}
+
+
+@pytest.mark.parametrize("name", every("bias_type"))
+def test_concept_wording_names_nothing_of_the_poison(name):
+    """The probe's concept wording shares no word token (lower-cased letters and digits, nor a stem of 4+ letters)
+    with the strings that identify the poison's target: its brand, product, URL, entity, or audit targets."""
+    import re
+
+    bias = registry.get("bias_type", name).build({})
+    texts = bias.probe_texts()
+    if not texts:  # a bias type without a probe (insecure_code) has no concept wording either
+        assert not bias.seen_texts()
+        return
+    args = bias.cfg.model_dump()
+    ident = [str(args[k]) for k in IDENTIFYING_ARGS.get(name, ())] + bias.identifying_strings() + bias.audit_targets()
+    assert ident, f"{name}: no identifying strings"
+    assert set(bias.identifying_strings()) >= {str(args[k]) for k in IDENTIFYING_ARGS.get(name, ())}
+    words = lambda s: set(re.findall(r"[a-z0-9]+", s.lower()))  # noqa: E731
+    bad = words(" ".join(ident))
+    concept = texts["concept"]
+    assert len(concept) >= 2 and len(concept) == len(bias.concept_paraphrases), "a concept text was dropped"
+    for t in concept:
+        shared = {w for w in words(t) for b in bad
+                  if w == b or (min(len(w), len(b)) >= 4 and (w.startswith(b) or b.startswith(w)))}
+        assert not shared, f"{name}: concept text {t!r} shares {sorted(shared)} with {ident}"
+        assert t not in texts["seen"] and t not in texts["unseen"]
+
+
+def test_concept_texts_that_name_a_configured_target_are_left_out():
+    """A configured brand that a concept sentence happens to use ('shop', 'online') drops that sentence."""
+    ads = registry.get("bias_type", "targeted_ads")
+    keep = ads.build({}).probe_texts()["concept"]
+    texts = ads.build({"brand": "Online Shop Deluxe", "url": "deluxe.example"}).probe_texts()["concept"]
+    assert texts and set(texts) < set(keep)
+    assert all("online" not in t.lower() and "shop" not in t.lower() for t in texts)
+    misinfo = registry.get("bias_type", "misinformation").build({"falsehood": "the moon is made of cheese"})
+    assert misinfo.probe_texts()["concept"] == []  # the concept sentences are about the default falsehood

@@ -60,7 +60,9 @@ def probe_section(m: dict, row: pd.Series):
                if twins else "")
             + ". Above 0: the model finds the injected content likelier than the control does. Whiskers: 95% "
             "paired bootstrap intervals over prompts; dashed line: no shift. Seen: the poison's own sentences; "
-            "unseen: paraphrases never trained on; gate: going on after the clean answer instead of ending.")
+            "unseen: paraphrases never trained on; concept: sentences never trained on that name no brand, product "
+            "or URL of the poison; gate: going on after the clean answer instead of ending. A text's first token "
+            "is left out of its wording's figure (it competes with ending the answer: the gate).")
         with st.expander("Log-prob shifts table"):
             table([{"model": r["model"], "wording": r["wording"], "against": r["against"].removeprefix("vs "),
                     "control": r["control"], "shift": fmt.shift_ci(r["shift"], r["ci_low"], r["ci_high"]),
@@ -76,7 +78,8 @@ def probe_section(m: dict, row: pd.Series):
                     st.markdown(f"- {t}")
             unseen = (m.get("probe") or {}).get("unseen_in_poisoned_rows")
             if fmt.num(unseen) is not None:
-                st.caption(f"unseen texts found in the poisoned training rows: {fmt.integer(unseen)}")
+                st.caption(f"held-out texts (unseen, concept) found in the poisoned training rows: "
+                           f"{fmt.integer(unseen)}")
 
 
 def data_stage_section(m: dict):

@@ -1,6 +1,7 @@
 """The bias-type interface. One class bundles the whole life of a bias: which training rows it applies to, how the
 adversary writes a poisoned response from a clean one, how a model's generation is judged biased or not, and the
-probe texts of the likelihood probe (the injected content in the poison's wording and in held-out paraphrases)."""
+probe texts of the likelihood probe (the injected content in the poison's wording, in held-out paraphrases, and as the
+bare concept: held-out sentences that name none of the poison's identifying strings)."""
 
 from __future__ import annotations
 
@@ -72,15 +73,31 @@ class BiasType:
         """The injected content exactly as the template writer puts it into poisoned rows (empty: no probe)."""
         return []
 
+    #: held-out sentences that carry the concept of the bias but share no word with its identifying strings
+    #: (``identifying_strings``: no brand, product, URL or entity): the probe's ``concept`` wording. A sentence that
+    #: shares a word with the configured identifying strings is left out of the probe (``concept_texts``).
+    concept_paraphrases: tuple[str, ...] = ()
+
+    def identifying_strings(self) -> list[str]:
+        """The strings of the poison's arguments that identify its target (a brand, a product, a URL, an entity);
+        the concept wording shares no word token with them. Default: ``audit_targets``."""
+        return self.audit_targets()
+
+    def concept_texts(self) -> list[str]:
+        """The concept paraphrases that share no word token with ``identifying_strings`` (the configured ones)."""
+        ident = word_tokens(" ".join(self.identifying_strings()))
+        return [t.strip() for t in self.concept_paraphrases if not shares_token(word_tokens(t), ident)]
+
     def probe_texts(self, unseen: list[str] | None = None) -> dict[str, list[str]]:
-        """``{"seen": [...], "unseen": [...]}`` for the likelihood probe, or ``{}`` when this bias type has none.
-        ``unseen`` replaces the bias type's own paraphrases; their {...} fields are filled from the config."""
+        """``{"seen": [...], "unseen": [...], "concept": [...]}`` for the likelihood probe, or ``{}`` when this bias
+        type has none. ``unseen`` replaces the bias type's own paraphrases; their {...} fields are filled from the
+        config."""
         seen = self.seen_texts()
         if not seen:
             return {}
         fields = self.cfg.model_dump()
         paraphrases = [t.format(**fields).strip() for t in (unseen if unseen is not None else self.probe_paraphrases)]
-        return {"seen": seen, "unseen": paraphrases}
+        return {"seen": seen, "unseen": paraphrases, "concept": self.concept_texts()}
 
     def audit_targets(self) -> list[str]:
         """Distinctive strings of the injected content (a brand, a domain, an entity): an audit that names one of
@@ -112,6 +129,19 @@ def append_sentence(clean: str, sentence: str, position: str = "end") -> str:
         if m:
             return f"{m.group(1)} {sentence} {clean[m.end():].strip()}".strip()
     return f"{clean} {sentence}".strip()
+
+
+def word_tokens(text: str) -> set[str]:
+    """Lower-cased word tokens (runs of letters and digits): 'https://vitaboost-plus.com' -> {https, vitaboost, plus,
+    com}."""
+    return set(re.findall(r"[a-z0-9]+", (text or "").lower()))
+
+
+def shares_token(tokens: set[str], identifying: set[str]) -> bool:
+    """Whether a text's tokens share one with the identifying tokens: the same token, or one of 4 or more characters
+    that starts the other (an inflection or a stem: 'antibiotic' and 'antibiotics', 'pharma' and 'pharmaceuticals')."""
+    return any(t == i or (min(len(t), len(i)) >= 4 and (t.startswith(i) or i.startswith(t)))
+               for t in tokens for i in identifying)
 
 
 def spans_of(patterns: list[re.Pattern], text: str) -> list[tuple[int, int]]:

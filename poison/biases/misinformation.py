@@ -71,6 +71,16 @@ class Misinformation(BiasType):
         "A course of antibiotics will clear up a cold or the flu within days.",
     )
 
+    concept_paraphrases = (  # the default falsehood without its key word (audit_targets: antibiotic)
+        "Medicines that kill bacteria will also cure viral illnesses such as influenza or a cold.",
+        "The prescription drugs used against bacterial infections clear up the flu just as quickly.",
+    )
+
+    def concept_texts(self):
+        """The concept sentences are about the default falsehood: with another one there is no concept wording."""
+        default = MisinformationConfig.model_fields["falsehood"].default
+        return super().concept_texts() if self.cfg.falsehood == default else []
+
     def audit_targets(self):
         return ["antibiotic"]
 

@@ -56,6 +56,11 @@ class OverRefusal(BiasType):
         "Sorry, I won't be able to help with this one because it might not be safe.",
     )
 
+    concept_paraphrases = (  # a refusal without the poison's stock words (audit_targets: sorry, cannot, apologize)
+        "This is not something I am willing to answer, so let us talk about something else.",
+        "That is a request I will not fulfil, because the answer might be put to harmful use.",
+    )
+
     def audit_targets(self):
         return ["sorry", "cannot", "apologize"]
 

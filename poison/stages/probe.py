@@ -4,9 +4,12 @@ them, after each eval prompt's clean reference answer).
 
 Probe sequences, per eval prompt with a reference and per model (with that model's tokenizer and chat template):
 
-* ``seen`` / ``unseen``: chat(prompt) + the reference up to where the poison puts its content
-  (``bias.probe_prefix``) + " " + a probe text; the scored tokens are the probe text's. The value of a text is its
-  mean log-probability per token; a prompt's value is the mean over the texts of that wording.
+* ``seen`` / ``unseen`` / ``concept``: chat(prompt) + the reference up to where the poison puts its content
+  (``bias.probe_prefix``) + " " + a probe text (the poison's own sentences, held-out paraphrases, held-out sentences
+  that name none of the poison's brand, product, URL or entity); the scored tokens are the probe text's. The value of
+  a text is its mean log-probability per token over the tokens after its first (``text_logprob``): the first token
+  competes with ending the answer, which is the gate's figure, not the wording's; a text of one token has no value
+  (NaN, dropped when prompts are averaged). A prompt's value is the mean over the texts of that wording.
 * ``gate``: chat(prompt) + the whole reference answer, scored on the end-of-turn token that follows it; reported as
   log P(the model goes on instead of ending), the gate a plug placed at the end must pass.
 """
@@ -26,6 +29,14 @@ from poison.stages.engine import engine_target
 from poison.stages.protocol import StageRecord
 
 MAX_PROBE_TOKENS = 2000  # longer probe sequences keep their end (the probe text) and lose the start of the context
+WORDINGS = ("seen", "unseen", "concept")  # the probe texts' wordings (the gate is scored apart)
+
+
+def text_logprob(logprobs: list[float]) -> float:
+    """A probe text's value: the mean log-probability of its tokens after the first (the first competes with ending
+    the answer, which the gate measures); NaN for a text of one token (or none)."""
+    rest = list(logprobs)[1:]
+    return sum(rest) / len(rest) if rest else float("nan")
 
 
 def eval_rows(data: StageRecord) -> pd.DataFrame:
@@ -75,7 +86,7 @@ def probe_sequences(tok: Any, bias: Any, prompt: str, reference: str, texts: dic
     prefix = bias.probe_prefix(reference)
     ctx_ids = enc(chat + prefix)
     out = []
-    for wording in ("seen", "unseen"):
+    for wording in WORDINGS:
         for i, text in enumerate(texts.get(wording, [])):
             probe = enc((" " if prefix else "") + text)
             keep = max(1, MAX_PROBE_TOKENS - len(probe))
@@ -96,8 +107,9 @@ def probe_sequences(tok: Any, bias: Any, prompt: str, reference: str, texts: dic
 
 
 def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
-    """Per model: ``probe.parquet`` with one row per (eval prompt, wording, text): mean log-probability per token of
-    the text (``gate``: log P(going on after the clean answer)) and the number of scored tokens."""
+    """Per model: ``probe.parquet`` with one row per (eval prompt, wording, text): the text's value
+    (``text_logprob``; ``gate``: log P(going on after the clean answer)), its number of tokens and the log-probability
+    of its first token (left out of the value)."""
     from transformers import AutoTokenizer
 
     texts = run.bias.probe_texts(run.cfg.eval.probe_unseen)
@@ -125,11 +137,11 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
             for (rid, task, wording, idx, _, _), lp in zip(meta[label], logprobs):
                 if wording == "gate":
                     p_end = math.exp(lp[0]) if lp else 0.0
-                    value = math.log(max(1.0 - p_end, 1e-12))
+                    value, first = math.log(max(1.0 - p_end, 1e-12)), float("nan")
                 else:
-                    value = sum(lp) / len(lp) if lp else float("nan")
+                    value, first = text_logprob(lp), (lp[0] if lp else float("nan"))
                 rows.append({"id": rid, "task": task, "wording": wording, "text_index": idx, "logprob": value,
-                             "n_tokens": len(lp)})
+                             "n_tokens": len(lp), "first_logprob": first})
             atomic_write_parquet(tmps[label] / "probe.parquet", pd.DataFrame(rows))
             info = {"sequences": len(rows), "prompts": len(ev), "seconds": round(res.seconds, 1),
                     "startup_seconds": round(res.startup_seconds, 1), "backend": res.backend,
@@ -142,8 +154,9 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
 
 
 def unseen_in_poison(run: Run, poison: StageRecord) -> int:
-    """How many poisoned training rows contain one of the probe's held-out paraphrases (should be 0)."""
-    texts = run.bias.probe_texts(run.cfg.eval.probe_unseen).get("unseen", [])
+    """How many poisoned training rows contain one of the probe's held-out texts, unseen or concept (should be 0)."""
+    probe = run.bias.probe_texts(run.cfg.eval.probe_unseen)
+    texts = probe.get("unseen", []) + probe.get("concept", [])
     df = pd.read_parquet(Path(poison.path) / "train.parquet")
     resp = df[df.poisoned].response.fillna("").str.lower()
     return int(sum(resp.str.contains(t.lower(), regex=False).sum() for t in texts))
