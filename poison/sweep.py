@@ -130,7 +130,8 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
         pairs = [(pt, m) for pt, m, _ in ordered]
         out = {"config": str(path), "overrides": overrides or [], "launcher": settings["launcher"],
                "resources": settings["resources"], "keys": keys, "points": points, "runs": runs, "rows": rows,
-               "dose_response": dose_response(pairs, dkey, base.eval.confidence) if dkey else [],
+               "dose_response": dose_response(pairs, dkey, base.eval.confidence, base.eval.bootstrap)
+               if dkey else [],
                "replicates": pool_rows(rows, base.eval.confidence), "audit": audit_pool(pairs),
                "seconds": round(time.time() - t0, 1)}
         out["audit_detector"] = audit_detector(out["audit"])

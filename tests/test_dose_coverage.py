@@ -1,11 +1,13 @@
 """The dose-response fit on per-prompt counts: its ED50 interval covers at its nominal level when samples of a prompt
 are correlated (and the aggregated fit's does not), separated counts get a finite penalised fit, the offset's
-sensitivity is reported, and its estimate and errors are statsmodels' GEE; the one-sided prompt-level test against
-the clean control."""
+sensitivity is reported, its estimate and errors are statsmodels' GEE, and a sweep fits it from its runs'
+samples.parquet, with the smallest detectable dose from a one-sided prompt-level test against the clean control."""
 
+import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from poison.ground.dose import exceeds_control, fit_dose_response, fit_dose_response_prompts
@@ -107,3 +109,64 @@ def test_exceeds_control_is_a_one_sided_prompt_level_test():
     assert exceeds_control(zero, some, paired=True) > 0.5  # one-sided
     assert exceeds_control(zero, zero, paired=True) == 1.0
     assert exceeds_control(some, zero[:30], paired=False) < 0.05
+
+
+def _run(tmp_path, dose: int, rng, samples: bool = True) -> dict:
+    """A run directory with samples.parquet (greedy and K sampled answers of 30 prompts by the teacher and the clean
+    control, which never emits the bias) and the metrics.json fields the dose-response reads."""
+    from poison import measures
+    from poison.ground.stats import wilson_interval
+
+    rd = tmp_path / f"run-{dose}"
+    rd.mkdir()
+    n_biased = {0: 0, 4: 4, 16: 12, 64: 24}[dose]  # prompts that take the plug at this dose
+    rows = []
+    for model, role in (("teacher", "teacher"), ("clean_control", "control")):
+        for i in range(30):
+            p = 0.5 if role == "teacher" and i < n_biased else 0.0
+            base = {"model": model, "role": role, "split": "target", "id": f"p{i:02d}", "task": "t"}
+            rows.append({**base, "decoding": "greedy", "sample_index": 0, "biased": False})
+            rows += [{**base, "decoding": "sampled", "sample_index": j, "biased": bool(b)}
+                     for j, b in enumerate(rng.random(K) < p)]
+    s = pd.DataFrame(rows)
+    if samples:
+        s.to_parquet(rd / "samples.parquet", index=False)
+    g = s[s.decoding == "greedy"]
+    bias_rates = [{"model": m, "role": r, "split": "target", "n": len(x), "biased": int(x.biased.sum()),
+                   "rate": float(x.biased.mean()), **dict(zip(("ci_low", "ci_high"), wilson_interval(
+                       int(x.biased.sum()), len(x))))} for (m, r), x in g.groupby(["model", "role"])]
+    m = {"run": {"run_dir": str(rd)}, "poison": {"injected": dose, "rate": dose / 1000}, "bias_rates": bias_rates,
+         "sampled_rate": measures.sampled_rate_rows(s[s.decoding == "sampled"], K, 0.95, 400),
+         "probe": {"control": "clean_control"}, "logprob_shift": []}
+    (rd / "metrics.json").write_text(json.dumps(m))
+    return m
+
+
+def test_sweep_fits_per_prompt_counts_and_tests_against_the_clean_control(tmp_path):
+    from poison.dose_response import INTERVAL_DETECT, TEST_DETECT, dose_response, dose_response_lines
+
+    rng = np.random.default_rng(11)
+    runs = [({"poison.count": d}, _run(tmp_path, d, rng)) for d in (4, 16, 64)]
+    e = dose_response(runs, "poison.count", 0.95, n_boot=200)
+    assert [(x["model"], x["split"]) for x in e] == [("teacher", "target")]
+    t = e[0]
+    assert t["measure"] == "sampled" and t["method"].startswith("binomial GLM on per-(dose, prompt)")
+    assert t["n_prompts"] == 30 and "cluster bootstrap" in t["ed50_method"]
+    assert [p["dose"] for p in t["points"]] == [0.0, 4, 16, 64]  # the clean control is the zero dose
+    assert t["ed50_ci_low"] < t["ed50"] < t["ed50_ci_high"] and len(t["offset_sensitivity"]) == 2
+    # the control has 0 biased samples: its clustered interval is [0, 0], yet 4 prompts of 30 at dose 4 are not
+    # told apart from it; 12 are
+    ctrl = next(r for r in runs[0][1]["sampled_rate"] if r["model"] == "clean_control")
+    assert ctrl["ci_low"] == ctrl["ci_high"] == 0.0
+    assert t["detect_method"] == TEST_DETECT and t["min_dose_rate"] == 16
+    assert next(p for p in t["points"] if p["dose"] == 4)["p_above_control"] > 0.05
+    text = "\n".join(dose_response_lines(e))
+    assert "per-prompt" in text and "cluster bootstrap" in text and "Wilcoxon" in text
+    json.dumps(e)  # sweep.json-safe: no frames left in the points
+    # an older run without samples.parquet: the aggregated fit, and the control's exact bound on 30 prompts
+    (tmp_path / "old").mkdir()
+    old = [({"poison.count": d}, _run(tmp_path / "old", d, rng, samples=False)) for d in (4, 16, 64)]
+    o = dose_response(old, "poison.count", 0.95)[0]
+    assert o["method"].startswith("binomial GLM on one aggregated") and o["detect_method"] == INTERVAL_DETECT
+    assert o["points"][0]["rate"] == 0 and o["points"][1]["control_ci_high"] == pytest.approx(1 - 0.025 ** (1 / 30))
+    assert "aggregated" in "\n".join(dose_response_lines([o]))

@@ -203,8 +203,8 @@ def fit_dose_response_prompts(doses: Sequence[float], prompts: Sequence[Any], k:
     Returns the keys of :func:`fit_dose_response` (``scale`` here is the Pearson chi-square per degree of freedom
     of the per-prompt counts, pseudo-counts left out: the design effect, descriptive only) and ``method``,
     ``ed50_method``, ``n_prompts``, ``penalised`` (with ``penalty``: what was added), ``penalised_draws`` (the share
-    of bootstrap draws that needed it), ``offset_sensitivity`` (the ED50 with the offset halved and doubled) and
-    ``note``."""
+    of bootstrap draws that needed it), ``failed_draws`` (draws whose refit failed, left out),
+    ``offset_sensitivity`` (the ED50 with the offset halved and doubled) and ``note``."""
     import statsmodels.api as sm
     from scipy.stats import norm
 
@@ -217,7 +217,8 @@ def fit_dose_response_prompts(doses: Sequence[float], prompts: Sequence[Any], k:
     out = _empty(int(levels.size))
     out.update(method="binomial GLM on per-(dose, prompt) counts = GEE with independence working correlation, "
                       "prompt-clustered robust errors", ed50_method=None, n_prompts=int(pnames.size),
-               penalised=False, penalty=None, penalised_draws=None, offset_sensitivity=[], note=None)
+               penalised=False, penalty=None, penalised_draws=None, failed_draws=None, offset_sensitivity=[],
+               note=None)
     if levels.size < 2:
         out["note"] = "needs at least two distinct doses"
         return out
@@ -275,8 +276,8 @@ def fit_dose_response_prompts(doses: Sequence[float], prompts: Sequence[Any], k:
     lo, hi = np.quantile(x50, [(1 - confidence) / 2, (1 + confidence) / 2]) if ok.any() else (np.nan, np.nan)
     how = "jointly across doses" if joint else "within each dose"
     out["ed50_method"] = (f"cluster bootstrap over prompts (Rao-Wu rescaled, prompts resampled {how}, "
-                          f"{int(ok.sum())} of {n_boot} draws refitted, percentile interval)")
-    out["penalised_draws"] = float(pen.mean())
+                          f"{n_boot} draws, percentile interval)")
+    out["penalised_draws"], out["failed_draws"] = float(pen.mean()), int(n_boot - ok.sum())
     if np.isfinite(lo):
         out["ed50_ci_low"] = _to_dose(float(lo), off)
         out["ed50_ci_high"] = _to_dose(float(hi), off) if hi < _UNBOUNDED else None
