@@ -142,7 +142,7 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
         conf = base.eval.confidence
         out = {"config": str(path), "overrides": overrides or [], "launcher": settings["launcher"],
                "resources": settings["resources"], "keys": keys, "points": points, "runs": runs, "rows": rows,
-               "dose_response": dose_response(pairs, dkey, conf) if dkey else [],
+               "dose_response": dose_response(pairs, dkey, conf, base.eval.bootstrap) if dkey else [],
                "replicate_design": {**rep, "design": "crossed" if crossed else "nested"},
                "replicates": pool_rows(rows, conf, values, crossed),
                "replicate_amplification": pool_amplification(
