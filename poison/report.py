@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from poison import __version__
+from poison.claims import claims_section
 from poison.ground import registry
 from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from poison.ground.stats import cohen_kappa, mean_interval, rate_ratio, wilson_interval
@@ -171,6 +172,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     logprob = logprob_rows(probe, conf, n_boot) if not probe.empty else []
     twins = {m["twin_of"]: n for n, m in models.items() if m.get("twin_of")}
     shift = logprob_shift_rows(probe, control, conf, n_boot, twins)
+    claims = claims_section(cfg.claims, models, samples, drawn, probe, n_boot)
 
     defense_reports, removals, score_frames = [], [], []
     for place, rec in ((defended or {}).get("stages") or {}).items():
@@ -194,6 +196,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
                  "generator": data.info.get("generator", {})},
         "poison": poison_report,
         "models": {n: {k: v for k, v in m.items() if k != "identity"} for n, m in models.items()},
+        "claims": claims,
         "bias_rates": rates,
         "bias_rates_by_task": rates_by_task,
         "amplification": amplification,

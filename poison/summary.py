@@ -21,6 +21,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         f"{100 * p['target_task_rate']:.0f}% of the {p['target_task_rows']} target-task rows)"
         + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
         *data_lines(metrics),
+        *claims_lines(metrics),
         "",
     ]
     by_model: dict[str, dict[str, dict]] = {}
@@ -77,6 +78,36 @@ def summary_table(metrics: dict[str, Any]) -> str:
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]
     lines.append("stages: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def _claim(c: dict, holm: bool = False) -> str:
+    if c.get("error"):
+        return f"{c['comparison']}: not tested ({c['error']})"
+    est, lo, hi = c["estimate"], c["ci_low"], c["ci_high"]
+    ci = "" if lo is None else f" [{lo:+.3f}, {hi:+.3f}]"
+    p = "-" if c.get("p_value") is None else f"{c['p_value']:.3g}"
+    if holm:
+        p += " (Holm " + ("-" if c.get("p_holm") is None else f"{c['p_holm']:.3g}") + ")"
+    mde = "-" if c.get("mde") is None else f"{c['mde']:.3f}"
+    return (f"{c['comparison']}: {c['a']} - {c['b']} = {'-' if est is None else format(est, '+.3f')}{ci}, "
+            f"p {p}, n {c['n_prompts']} prompts, MDE at 80% power {mde}")
+
+
+def claims_lines(metrics: dict[str, Any]) -> list[str]:
+    """The primary comparison (tested at alpha alone) with its test, then the others with Holm-adjusted p-values."""
+    c = metrics.get("claims")
+    if not c:
+        return []
+    pr = c["primary"]
+    out = ["", f"PRIMARY (alpha {c['alpha']:g}, paired over prompts; {c['interval']}): {_claim(pr)}"]
+    if not pr.get("error"):
+        out.append(f"  test: {pr['test']}; power: {pr['power_method']}")
+    if c.get("note"):
+        out.append(f"  note: {c['note']}")
+    if c["others"]:
+        out.append("others (raw p, in brackets Holm-adjusted over these):")
+        out += [f"  {_claim(o, holm=True)}" for o in c["others"]]
+    return out
 
 
 def _pct(x) -> str:
