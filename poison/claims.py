@@ -69,9 +69,10 @@ def claims_section(claims: Any, models: dict[str, dict], samples: pd.DataFrame, 
             o["p_holm"] = q
             o["significant"] = q < alpha
     out = {"primary": primary, "others": others, "alpha": alpha, "correction": "holm",
-           "interval": f"{100 * (1 - alpha):g}% over prompts (the estimate is A minus B)",
+           "interval": f"{100 * (1 - alpha):g}% interval over prompts, estimate A minus B",
            "power": "power_at_estimate: the test's power at the observed difference; mde: the smallest difference "
-                    "it finds with 80% power at this n and alpha (power_method names the formula)",
+                    "it finds with 80% power at this n and alpha (power_method names the formula); floor (greedy): "
+                    "the smallest difference the exact test can find at all at this n",
            "replicates": replicates}
     if replicates == 1:
         out["note"] = SINGLE_RUN_NOTE

@@ -38,6 +38,10 @@ def test_mcnemar_exact_is_the_binomial_test_of_the_discordant_pairs():
     # no discordant pair: nothing to test
     same = paired_proportions([True, False, True], [True, False, True])
     assert same["p_value"] == 1.0 and same["estimate"] == 0 and same["mde"] is None
+    # at alpha 0.05 the exact test needs 6 one-way discordant pairs (2 * 0.5^6 < 0.05 <= 2 * 0.5^5)
+    assert paired_proportions(*table_pairs(0, 6, 0, 54))["floor"] == pytest.approx(6 / 60)
+    assert paired_proportions(*table_pairs(0, 6, 0, 54))["p_value"] < 0.05 < paired_proportions(
+        *table_pairs(0, 5, 0, 55))["p_value"]
 
 
 def test_connor_power_and_mde():
@@ -64,7 +68,8 @@ def test_paired_fractions_and_t():
     small, large = paired_t(d[:20], np.zeros(20)), paired_t(d, np.zeros(400))
     assert small["mde"] > large["mde"] > 0
     # a sign-flip test with every difference +1 on 4 prompts: exact p = 2 / 2^4
-    assert paired_fractions([1, 1, 1, 1], [0, 0, 0, 0])["p_value"] == pytest.approx(2 / 16)
+    four = paired_fractions([1, 1, 1, 1], [0, 0, 0, 0])
+    assert four["p_value"] == pytest.approx(2 / 16) == four["smallest_p"]
 
 
 def test_holm_known_values():
@@ -139,3 +144,5 @@ def test_claims_section_and_summary_block():
     lines = claims_lines({"claims": c})
     assert lines[1].startswith("PRIMARY (alpha 0.05") and "student_vs_teacher.greedy.target" in lines[1]
     assert any("Holm" in ln for ln in lines) and "exact McNemar" in lines[2]
+    few = {**c, "primary": {**p, **paired_proportions([False] * 4, [False] * 4)}}  # 4 prompts: 6 pairs are needed
+    assert "no difference can reach p < alpha with this few prompts" in claims_lines({"claims": few})[1]

@@ -90,9 +90,12 @@ def paired_proportions(a: Sequence[bool], b: Sequence[bool], alpha: float = 0.05
     d = q10 - q01
     half = _z(1 - alpha / 2) * math.sqrt(max(q10 + q01 - d * d, 0.0) / m)
     psi, delta = (n10 + n01) / n, (n10 - n01) / n
+    # the fewest discordant pairs, all one way, whose exact p (2 * 0.5^k) reaches alpha: below k/n nothing can be
+    # significant at this n, whatever the discordance
+    k = math.ceil(math.log2(2 / alpha) - 1e-12)
     return {**out, "estimate": delta, "ci_low": max(-1.0, d - half), "ci_high": min(1.0, d + half), "p_value": p,
             "discordance": psi, "power_at_estimate": _f(mcnemar_power(delta, psi, n, alpha)),
-            "mde": _f(mcnemar_mde(psi, n, alpha))}
+            "mde": _f(mcnemar_mde(psi, n, alpha)), "min_discordant_pairs": k, "floor": k / n if k <= n else None}
 
 
 def t_power(diffs: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
@@ -139,7 +142,8 @@ def paired_fractions(a: Sequence[float], b: Sequence[float], alpha: float = 0.05
         ci = stats.bootstrap((x, y), _mean_diff, paired=True, vectorized=True, confidence_level=1 - alpha,
                              n_resamples=n_resamples, method="percentile", rng=np.random.default_rng(seed))
         lo, hi = float(ci.confidence_interval.low), float(ci.confidence_interval.high)
-    return {**out, "estimate": est, "ci_low": _f(lo), "ci_high": _f(hi), "p_value": p, **t_power(d, alpha)}
+    return {**out, "estimate": est, "ci_low": _f(lo), "ci_high": _f(hi), "p_value": p, **t_power(d, alpha),
+            "smallest_p": min(1.0, 2 / 2 ** n)}  # the exact sign-flip test's best: every difference one way
 
 
 def paired_t(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dict[str, Any]:
