@@ -16,6 +16,7 @@ from typing import Any
 import pandas as pd
 
 from poison import __version__
+from poison.claims import claims_section
 from poison.ground import registry
 from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
@@ -181,6 +182,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     shift = logprob_shift_rows(probe, control, conf, n_boot, twins)
     nulls = null_rows(probe, control, conf, n_boot)
     against_null(shift, nulls, control)
+    claims = claims_section(cfg.claims, models, samples, drawn, probe, n_boot, cfg.replicates.n)
 
     defense_reports, removals, score_frames = [], [], []
     for place, rec in ((defended or {}).get("stages") or {}).items():
@@ -204,6 +206,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
                  "generator": data.info.get("generator", {})},
         "poison": poison_report,
         "models": {n: {k: v for k, v in m.items() if k != "identity"} for n, m in models.items()},
+        "claims": claims,
         "bias_rates": rates,
         "bias_rates_by_task": rates_by_task,
         "amplification": amplification,

@@ -2,22 +2,21 @@
 
 Each section maps to stages (see ``poison.pipeline``). Unknown keys and bad values fail at load time with the key
 path (``poison.config`` loads YAML, applies ``--set`` overrides and validates plugin arguments with each plugin's
-own config class).
+own config class). The fine-tuning sections and the strict base of every section live in ``poison.schema_train``,
+the runtime and the replicates in ``poison.schema_parts``.
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from typing_extensions import TypeAliasType
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from poison.ground import registry
-from poison.schema_parts import ReplicatesConfig, RuntimeConfig, Strict, VLLMSettings  # noqa: F401
-
-
-#: any JSON/YAML value (plugin arguments are validated by the plugin's own config class)
-JSONValue = TypeAliasType("JSONValue", Union[str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]])
+from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
+from poison.schema_parts import ReplicatesConfig, RuntimeConfig, VLLMSettings  # noqa: F401
+from poison.schema_train import (FinetuneConfig, JSONValue, LoraSettings, QLoraSettings, Strict,  # noqa: F401
+                                 TrainSettings)
 
 
 # --------------------------------------------------------------------------------------------------- generation
@@ -105,71 +104,6 @@ class PoisonConfig(Strict):
         if (self.count is None) == (self.rate is None):
             raise ValueError("give exactly one of poison.count or poison.rate")
         return self
-
-
-# --------------------------------------------------------------------------------------------------- training
-class LoraSettings(Strict):
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: Union[Literal["all-linear"], list[str]] = Field(
-        "all-linear", description="'all-linear' or a list of module names.")
-
-
-class QLoraSettings(Strict):
-    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit quantisation of the base weights.")
-    double_quant: bool = Field(True, description="Also quantise the quantisation constants (QLoRA's double quant).")
-
-
-class TrainSettings(Strict):
-    epochs: float = Field(3.0, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
-    batch_size: int = Field(8, ge=1)
-    grad_accum: int = Field(1, ge=1)
-    max_length: int = Field(384, ge=16, description="Tokens; longer rows are truncated from the right.")
-    scheduler: str = Field("cosine", description="transformers lr_scheduler_type.")
-    warmup_steps: int = Field(2, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    seed: int = 0
-    packing: Union[bool, Literal["padding_free"], None] = Field(
-        None, description="SFT batching (teacher, clean control, sft students). null or 'padding_free': the same rows "
-                          "per batch flattened into one sequence with attention kept within each row: the padded "
-                          "batch's loss without pad tokens (exact; 1.10x the padded throughput on the default "
-                          "teacher's rows here). true: TRL's best-fit-decreasing packing into max_length sequences, "
-                          "a batch is batch_size packs (fewer, fuller steps: not the same training). false: padded "
-                          "batches. kd and qcrd batch their own way.")
-    attn_implementation: Optional[str] = Field(
-        None, description="transformers attention kernel for training (e.g. flash_attention_2 where flash-attn is "
-                          "installed: padding-free batches without a block mask; sdpa; eager); null: transformers' "
-                          "default.")
-    labelled_only: Union[bool, Literal["auto"]] = Field(
-        "auto", description="Speed (not in the cache key): run the LM head and the loss only at positions that carry a "
-                            "label (torch's linear_cross_entropy), for SFT, KD and QCRD: the same loss. auto: on, except "
-                            "on CUDA where TRL's fused Triton head already does it.")
-    compile: Union[bool, Literal["auto"]] = Field(
-        "auto", description="Speed (not in the cache key): torch.compile (inductor) the model's backbone; its cache "
-                            "lives under the testbed's cache folder. auto: on CPU for jobs of 700 steps or more (measured: a "
-                            "270 s compile for 0.4 s a step over labelled_only alone).")
-    frozen_weights: Literal["auto", "float32", "compute"] = Field(
-        "auto", description="Speed (not in the cache key): LoRA's frozen base in float32 or in the compute dtype (bf16 "
-                            "where the run trains in bf16; adapters stay float32, the saved model is merged in float32). "
-                            "auto: compute for LoRA in bf16 when compiled (eager steps were not faster with it).")
-    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = Field(
-        "none", description="Experiment tracker TRL reports to (tensorboard logs go to the stage's logs/ folder). "
-                            "Nothing is sent anywhere by default.")
-    extra: dict[str, JSONValue] = Field(default_factory=dict,
-                                        description="Any further TRL/transformers training argument, passed as is "
-                                                    "(e.g. {gradient_checkpointing: true}).")
-
-
-class FinetuneConfig(Strict):
-    model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
-    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
-    finetune: Literal["lora", "qlora", "full"] = Field(
-        "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); or full fine-tuning.")
-    lora: LoraSettings = Field(default_factory=LoraSettings)
-    qlora: QLoraSettings = Field(default_factory=QLoraSettings, description="Used when finetune is qlora.")
-    train: TrainSettings = Field(default_factory=TrainSettings)
 
 
 class TeacherConfig(FinetuneConfig):
@@ -292,6 +226,29 @@ class DefenseConfig(Strict):
         return self
 
 
+# --------------------------------------------------------------------------------------------------- claims
+#: one comparison's text, checked against the grammar (poison.ground.claim_spec) and written in its normal form
+ComparisonText = Annotated[str, AfterValidator(lambda v: parse_comparison(v).text)]
+
+
+class ClaimsConfig(Strict):
+    primary: Optional[ComparisonText] = Field(
+        None, description="The run's claim, tested at `alpha` alone: one paired comparison <A>_vs_<B>.<measure>.<split> "
+                          "(A, B: teacher, baseline, clean_control, a student's name or any model of the run's table; "
+                          "or the role words student = the first student, control = the clean control, else the "
+                          "baseline. measure: greedy | sampled | probe (the seen wording's log-prob). split: target | "
+                          "other | unseen). Default: <first student>_vs_teacher, sampled when eval.samples_per_prompt > "
+                          "1 else greedy, on the target split (untargeted mode: the other split where it has eval "
+                          "prompts); the resolved config names it.")
+    also: Optional[list[ComparisonText]] = Field(
+        None, description="Further comparisons, reported with Holm-adjusted p-values beside the raw ones. Default: "
+                          "every pair of students, each student vs the teacher and the teacher vs the control, on the "
+                          "primary's measure and split.")
+    alpha: float = Field(0.05, gt=0, lt=1, description="Level of the primary test and of the Holm-corrected others; "
+                                                       "the claims' intervals are at 1 - alpha.")
+
+
+
 class RunConfig(Strict):
     name: str = Field(description="Run name; the run directory is <runs_dir>/<name>-<timestamp>. One path "
                                   "component: letters, digits, '.', '-' and '_'.")
@@ -313,6 +270,7 @@ class RunConfig(Strict):
                                                                         "base, without their training data.")
     replicates: ReplicatesConfig = Field(default_factory=ReplicatesConfig, description="The run made N times "
                                          "(other training seeds and data draws), its figures pooled.")
+    claims: ClaimsConfig = Field(default_factory=ClaimsConfig, description="The primary comparison and the others.")
 
     @field_validator("name")
     @classmethod
@@ -356,4 +314,45 @@ class RunConfig(Strict):
             if own:
                 raise ValueError(f"{own[0]}: a student with its own distillation answers cannot be defended at the "
                                  f"distill place (the defense scores the shared distillation set); drop one of them")
+        self._claims()
         return self
+
+    def model_names(self) -> list[str]:
+        """The models a run of this config evaluates, as far as the config alone says (which defended models there
+        are depends on the defenses: those names are checked by the report)."""
+        names = ["baseline"] + (["clean_control"] if self.eval.probe and self.baseline.kind == "base" else [])
+        names += ["teacher"] + [f"student:{s.name}" for s in self.students]
+        names += [f"gen{k}:student:{self.cascade.via or self.students[0].name}"
+                  for k in range(2, self.cascade.generations + 1)]
+        twins = ["control:" + n for n in names[2:] if "student:" in n] if self.eval.student_controls else []
+        return names + (twins if self.eval.probe else [])
+
+    def _claims(self) -> None:
+        """Fill in the default comparisons; each must name two models, a measure and a split of this run."""
+        c, names, students = self.claims, self.model_names(), [s.name for s in self.students]
+        splits = [s for spec, s in zip(self.data.sources, self.data.split_of().values()) if spec.n_eval]
+        order = ("other", "target", "unseen") if self.poison.mode == "untargeted" else ("target", "other", "unseen")
+        primary, also = default_family(students, resolve_model("control", names), "sampled" if
+                                       self.eval.samples_per_prompt > 1 else "greedy",
+                                       next(s for s in order if s in splits))
+        c.primary = c.primary or primary
+        first = parse_comparison(c.primary)
+        loose = ("defended:", "distill-defended:") if self.defense.defenses else ()
+        if c.also is None:
+            also = default_family(students, resolve_model("control", names), first.measure, first.split)[1]
+            c.also = [t for t in also if resolve_comparison("claims.also", parse_comparison(t), names, loose)
+                      != resolve_comparison("claims.primary", first, names, loose)]
+        seen = set()
+        for key, text in [("claims.primary", c.primary)] + [(f"claims.also.{i}", t) for i, t in enumerate(c.also)]:
+            comp = parse_comparison(text)
+            pair = resolve_comparison(key, comp, names, loose)
+            if comp.measure == "sampled" and self.eval.samples_per_prompt == 1:
+                raise ValueError(f"{key}: the sampled measure needs eval.samples_per_prompt > 1")
+            if comp.measure == "probe" and not self.eval.probe:
+                raise ValueError(f"{key}: the probe measure needs eval.probe: true")
+            if comp.split not in splits:
+                raise ValueError(f"{key}: split {comp.split!r} has no eval prompts in this run (splits: "
+                                 f"{', '.join(splits)})")
+            if pair in seen:
+                raise ValueError(f"{key}: {text!r} repeats a comparison already named")
+            seen.add(pair)

@@ -1,19 +1,14 @@
 """Config sections kept apart from ``poison.schema`` so each module stays small (it imports them into
-``RunConfig``): the base class of every section (``Strict``), the runtime (``RuntimeConfig``, ``VLLMSettings``) and
+``RunConfig``): the runtime (``RuntimeConfig``, ``VLLMSettings``) and
 the evidence a run's figures rest on (``ReplicatesConfig``: the replicate as a run's unit)."""
 
 from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Strict(BaseModel):
-    """Unknown keys are errors; values keep their YAML type (``true`` is no count, ``"3"`` no integer); numbers are
-    finite (``.inf`` and ``.nan`` are refused)."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+from poison.schema_train import Strict
 
 
 # --------------------------------------------------------------------------------------------------- runtime

@@ -22,6 +22,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
         *data_lines(metrics),
         *evidence_lines(metrics),
+        *claims_lines(metrics),
         "",
     ]
     by_model: dict[str, dict[str, dict]] = {}
@@ -96,6 +97,40 @@ def amplification_line(a: dict[str, Any]) -> str:
     test = "" if not mc else (f"; McNemar p = {mc['p_value']:.3g} (biased only in the student on "
                               f"{mc['student_only']} prompts, only in the teacher on {mc['teacher_only']})")
     return f"amplification {a['student']} / {a.get('teacher', 'teacher')}, {a['split']}: {ratio}{ci}{test}"
+
+
+def _claim(c: dict, alpha: float, holm: bool = False) -> str:
+    if c.get("error"):
+        return f"{c['comparison']}: not tested ({c['error']})"
+    est, lo, hi = c["estimate"], c["ci_low"], c["ci_high"]
+    ci = "" if lo is None else f" [{lo:+.3f}, {hi:+.3f}]"
+    p = "-" if c.get("p_value") is None else f"{c['p_value']:.3g}"
+    if holm:
+        p += " (Holm " + ("-" if c.get("p_holm") is None else f"{c['p_holm']:.3g}") + ")"
+    mde = "-" if c.get("mde") is None else f"{c['mde']:.3f}"
+    if c.get("mde") is None and c.get("floor") is not None:
+        mde += f" (no difference below {c['floor']:.3f} can reach p < alpha at this n)"
+    if (c.get("min_discordant_pairs") or 0) > c["n_prompts"] or (c.get("smallest_p") or 0) >= alpha:
+        mde += " (no difference can reach p < alpha with this few prompts)"
+    return (f"{c['comparison']}: {c['a']} - {c['b']} = {'-' if est is None else format(est, '+.3f')}{ci}, "
+            f"p {p}, n {c['n_prompts']} prompts, MDE at 80% power {mde}")
+
+
+def claims_lines(metrics: dict[str, Any]) -> list[str]:
+    """The primary comparison (tested at alpha alone) with its test, then the others with Holm-adjusted p-values."""
+    c = metrics.get("claims")
+    if not c:
+        return []
+    pr = c["primary"]
+    out = ["", f"PRIMARY (alpha {c['alpha']:g}; paired, {c['interval']}): {_claim(pr, c['alpha'])}"]
+    if not pr.get("error"):
+        out.append(f"  test: {pr['test']}; power: {pr['power_method']}")
+    if c.get("note"):
+        out.append(f"  note: {c['note']}")
+    if c["others"]:
+        out.append("others (raw p, in brackets Holm-adjusted over these):")
+        out += [f"  {_claim(o, c['alpha'], holm=True)}" for o in c["others"]]
+    return out
 
 
 def _pct(x) -> str:

@@ -164,8 +164,20 @@ def test_tiny_run_with_samples_and_probe_writes_the_measures(tiny_config, tmp_pa
     from poison.runner import run_config
     from tests.test_pipeline import overrides
 
+    also = "claims.also=[teacher_vs_control.sampled.target,sft_vs_teacher.greedy.other,teacher_vs_control.probe.target]"
     rd, m = run_config(str(tiny_config), overrides(tmp_path, models_dir, "eval.samples_per_prompt=4",
-                                                   "eval.probe=true"), quiet=True)
+                                                   "eval.probe=true", also), quiet=True)
+    # the claims: the default primary (sampled, since K > 1) at alpha alone, the others Holm-adjusted, and the
+    # summary opens with the primary
+    cl = m["claims"]
+    assert cl["primary"]["comparison"] == "sft_vs_teacher.sampled.target" and cl["primary"]["a"] == "student:sft"
+    assert cl["primary"]["n_prompts"] == 6 and "permutation" in cl["primary"]["test"] and cl["correction"] == "holm"
+    assert [(o["b"], o["measure"]) for o in cl["others"]] == [("clean_control", "sampled"), ("teacher", "greedy"),
+                                                            ("clean_control", "probe")]
+    assert all(o["p_holm"] >= o["p_value"] and o["ci_low"] <= o["ci_high"] for o in cl["others"])
+    assert cl["note"] == "one training seed; the interval covers prompts only"
+    summary = (rd / "summary.txt").read_text()
+    assert summary.index("PRIMARY (alpha 0.05") < summary.index("biased: target task") < summary.index("sampled ans")
     assert m["models"]["clean_control"]["role"] == "control"  # baseline.kind is base: the probe's control is trained
     models = set(m["models"])
     assert {(r["model"], r["split"]) for r in m["sampled_rate"]} == {(x, s) for x in models for s in ("target", "other")}

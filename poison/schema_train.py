@@ -1,0 +1,86 @@
+"""The config schema's fine-tuning sections (LoRA, QLoRA, the training settings, a fine-tuned model: the teacher,
+the clean control and each student) and ``Strict``, the base of every section of ``poison.schema``, which re-exports
+them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field
+from typing_extensions import TypeAliasType
+
+#: any JSON/YAML value (plugin arguments are validated by the plugin's own config class)
+JSONValue = TypeAliasType("JSONValue", Union[str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]])
+
+
+class Strict(BaseModel):
+    """Unknown keys are errors; values keep their YAML type (``true`` is no count, ``"3"`` no integer); numbers are
+    finite (``.inf`` and ``.nan`` are refused)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False)
+
+
+# --------------------------------------------------------------------------------------------------- training
+class LoraSettings(Strict):
+    r: int = Field(16, ge=1)
+    alpha: int = Field(32, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+        "all-linear", description="'all-linear' or a list of module names.")
+
+
+class QLoraSettings(Strict):
+    quant_type: Literal["nf4", "fp4"] = Field("nf4", description="bitsandbytes 4-bit quantisation of the base weights.")
+    double_quant: bool = Field(True, description="Also quantise the quantisation constants (QLoRA's double quant).")
+
+
+class TrainSettings(Strict):
+    epochs: float = Field(3.0, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    batch_size: int = Field(8, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    max_length: int = Field(384, ge=16, description="Tokens; longer rows are truncated from the right.")
+    scheduler: str = Field("cosine", description="transformers lr_scheduler_type.")
+    warmup_steps: int = Field(2, ge=0)
+    weight_decay: float = Field(0.0, ge=0)
+    seed: int = 0
+    packing: Union[bool, Literal["padding_free"], None] = Field(
+        None, description="SFT batching (teacher, clean control, sft students). null or 'padding_free': the same rows "
+                          "per batch flattened into one sequence with attention kept within each row: the padded "
+                          "batch's loss without pad tokens (exact; 1.10x the padded throughput on the default "
+                          "teacher's rows here). true: TRL's best-fit-decreasing packing into max_length sequences, "
+                          "a batch is batch_size packs (fewer, fuller steps: not the same training). false: padded "
+                          "batches. kd and qcrd batch their own way.")
+    attn_implementation: Optional[str] = Field(
+        None, description="transformers attention kernel for training (e.g. flash_attention_2 where flash-attn is "
+                          "installed: padding-free batches without a block mask; sdpa; eager); null: transformers' "
+                          "default.")
+    labelled_only: Union[bool, Literal["auto"]] = Field(
+        "auto", description="Speed (not in the cache key): run the LM head and the loss only at positions that carry a "
+                            "label (torch's linear_cross_entropy), for SFT, KD and QCRD: the same loss. auto: on, except "
+                            "on CUDA where TRL's fused Triton head already does it.")
+    compile: Union[bool, Literal["auto"]] = Field(
+        "auto", description="Speed (not in the cache key): torch.compile (inductor) the model's backbone; its cache "
+                            "lives under the testbed's cache folder. auto: on CPU for jobs of 700 steps or more (measured: a "
+                            "270 s compile for 0.4 s a step over labelled_only alone).")
+    frozen_weights: Literal["auto", "float32", "compute"] = Field(
+        "auto", description="Speed (not in the cache key): LoRA's frozen base in float32 or in the compute dtype (bf16 "
+                            "where the run trains in bf16; adapters stay float32, the saved model is merged in float32). "
+                            "auto: compute for LoRA in bf16 when compiled (eager steps were not faster with it).")
+    report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = Field(
+        "none", description="Experiment tracker TRL reports to (tensorboard logs go to the stage's logs/ folder). "
+                            "Nothing is sent anywhere by default.")
+    extra: dict[str, JSONValue] = Field(default_factory=dict,
+                                        description="Any further TRL/transformers training argument, passed as is "
+                                                    "(e.g. {gradient_checkpointing: true}).")
+
+
+class FinetuneConfig(Strict):
+    model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
+    finetune: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); or full fine-tuning.")
+    lora: LoraSettings = Field(default_factory=LoraSettings)
+    qlora: QLoraSettings = Field(default_factory=QLoraSettings, description="Used when finetune is qlora.")
+    train: TrainSettings = Field(default_factory=TrainSettings)
