@@ -182,8 +182,10 @@ def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[
         if not isinstance(r, dict):
             problems.append(f"{at} is not an object (skipped)")
             continue
+        vs = _str(r.get("control"))  # a shift's contrast: against the clean control or a clean twin
+        model = (_str(r.get("model")) or "?") + (f" vs {vs}" if vs else "")
         key = {"group": _str(r.get("group")) or "?", "measure": _str(r.get("measure")) or "greedy",
-               "model": _str(r.get("model")) or "?", "split": _str(r.get("split")) or "?"}
+               "model": model, "split": _str(r.get("split")) or "?"}
         at = f"{at} ({key['group']}, {key['model']}, {key['split']})"
         pooled.append({**key, "role": _str(r.get("role")) or "", "injected": _num(r.get("injected")),
                        **{k: checked_num(r.get(k), f"{at}: {k}", problems)

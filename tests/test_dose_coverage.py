@@ -154,10 +154,10 @@ def test_sweep_fits_per_prompt_counts_and_tests_against_the_clean_control(tmp_pa
     assert t["n_prompts"] == 30 and "cluster bootstrap" in t["ed50_method"]
     assert [p["dose"] for p in t["points"]] == [0.0, 4, 16, 64]  # the clean control is the zero dose
     assert t["ed50_ci_low"] < t["ed50"] < t["ed50_ci_high"] and len(t["offset_sensitivity"]) == 2
-    # the control has 0 biased samples: its clustered interval is [0, 0], yet 4 prompts of 30 at dose 4 are not
-    # told apart from it; 12 are
+    # the control has 0 biased samples: its clustered interval is the exact bound on its 30 prompts, and 4 prompts of
+    # 30 at dose 4 are not told apart from it; 12 are
     ctrl = next(r for r in runs[0][1]["sampled_rate"] if r["model"] == "clean_control")
-    assert ctrl["ci_low"] == ctrl["ci_high"] == 0.0
+    assert ctrl["ci_low"] == 0.0 and ctrl["ci_high"] == pytest.approx(1 - 0.025 ** (1 / 30))
     assert t["detect_method"] == TEST_DETECT and t["min_dose_rate"] == 16
     assert next(p for p in t["points"] if p["dose"] == 4)["p_above_control"] > 0.05
     text = "\n".join(dose_response_lines(e))
