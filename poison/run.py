@@ -53,7 +53,8 @@ def has_sweep(path: str, overrides: list[str] | None = None) -> bool:
 
     raw = read_config_file(path)
     try:
-        raw = apply_overrides(raw, [o for o in overrides or [] if o.split("=", 1)[0].strip().startswith("replicates")])
+        raw = apply_overrides(raw, [o for o in overrides or []
+                                    if o.split("=", 1)[0].strip().startswith(("replicates", "design"))])
     except PoisonError:
         pass  # the run's own validation names a bad override
     return raw_has_sweep(raw)

@@ -14,7 +14,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from poison.ground import registry
 from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
-from poison.schema_parts import ReplicatesConfig, RuntimeConfig, VLLMSettings  # noqa: F401
+from poison.schema_parts import DesignConfig, ReplicatesConfig, RuntimeConfig, VLLMSettings  # noqa: F401
 from poison.schema_train import (FinetuneConfig, JSONValue, LoraSettings, QLoraSettings, Strict,  # noqa: F401
                                  TrainSettings)
 
@@ -270,6 +270,7 @@ class RunConfig(Strict):
                                                                         "base, without their training data.")
     replicates: ReplicatesConfig = Field(default_factory=ReplicatesConfig, description="The run made N times "
                                          "(other training seeds and data draws), its figures pooled.")
+    design: DesignConfig = Field(default_factory=DesignConfig, description="The placebo (brand-swap) design.")
     claims: ClaimsConfig = Field(default_factory=ClaimsConfig, description="The primary comparison and the others.")
 
     @field_validator("name")
@@ -315,6 +316,15 @@ class RunConfig(Strict):
                 raise ValueError(f"{own[0]}: a student with its own distillation answers cannot be defended at the "
                                  f"distill place (the defense scores the shared distillation set); drop one of them")
         self._claims()
+        if self.design.type == "brand_swap":
+            if self.replicates.n < 2:
+                raise ValueError("replicates.n: design brand_swap needs at least 2 replicates (the replicate is its "
+                                 f"unit: a t test on N - 1 df); got {self.replicates.n}")
+            if not self.eval.probe:
+                raise ValueError("eval.probe: design brand_swap scores both arms' texts with the likelihood probe; "
+                                 "set eval.probe: true")
+            if not self.design.swap:
+                raise ValueError("design.swap: give the bias arguments arm B changes (e.g. brand, url)")
         return self
 
     def model_names(self) -> list[str]:

@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from poison.schema_train import Strict
+from poison.schema_train import JSONValue, Strict
 
 
 # --------------------------------------------------------------------------------------------------- runtime
@@ -74,3 +74,18 @@ class ReplicatesConfig(Strict):
         if len(set(self.vary)) != len(self.vary):
             raise ValueError(f"replicates.vary: {self.vary} names a factor twice")
         return self
+
+
+class DesignConfig(Strict):
+    """``design: {type: brand_swap, swap: {brand: NovaCalm, url: novacalm.example}}``: the placebo design. Each
+    replicate is run twice on the same rows at the same seeds, arm A with ``poison.bias.args`` and arm B with those
+    args updated by ``swap``; each teacher (and its students) is the other arm's placebo, and the likelihood probe
+    scores both arms' texts on every model (``poison.brand_swap``)."""
+
+    type: Literal["single", "brand_swap"] = Field("single", description="single: one poisoned arm (the usual run); "
+                                                  "brand_swap: two arms, A and B, each the other's placebo.")
+    swap: dict[str, JSONValue] = Field(default_factory=dict, description="brand_swap: the bias arguments that arm B "
+                                       "changes (e.g. brand, product, url; each also written in poison.bias.args, "
+                                       "arm A's value); every other argument stays arm A's. In each arm's own run it "
+                                       "holds the other arm's values (the launcher sets arm B's).")
+    arm: Literal["A", "B"] = Field("A", description="This run's arm (set by the launcher for each arm; leave it).")

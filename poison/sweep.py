@@ -27,6 +27,7 @@ import pandas as pd
 from poison.config import apply_overrides, config_from_dict, read_config_file
 from poison.dose_response import dose_key, dose_response, dose_response_lines
 from poison.launchers import PointJob, run_local, run_ray
+from poison.brand_swap import brand_swap_lines, brand_swap_rows
 from poison.probe_null import null_lines, pooled_null
 from poison.replicates import per_prompt_values, pool_amplification, pool_rows, replicate_lines
 from poison.report_extras import audit_detector
@@ -50,7 +51,7 @@ def load_sweep(path: str | Path, overrides: list[str] | None = None) -> dict[str
     (the overrides every point gets) and ``point_sets`` (each point's own)."""
     overrides = list(overrides or [])
     raw = apply_overrides(read_config_file(path), [o for o in overrides if is_sweep_override(o)
-                                                   or o.startswith(f"{REPLICATES}.")])
+                                                   or o.startswith((f"{REPLICATES}.", "design."))])
     if not has_sweep(raw):
         raise ConfigError(f"{path}: no sweep:, seeds: or replicates: (n > 1) section")
     points, settings = parse(raw, str(path))
@@ -148,6 +149,8 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
                "replicate_amplification": pool_amplification(
                    [(pt, m, j.run_dir) for pt, m, j in ordered], group_of, values, conf, crossed) if replicated else [],
                "probe_null": pooled_null([(pt, m) for pt, m, _ in ordered], group_of, conf) if replicated else [],
+               "brand_swap": brand_swap_rows([(pt, m, j.run_dir) for pt, m, j in ordered], group_of, conf)
+               if settings["design"] == "brand_swap" else [],
                "audit": audit_pool(pairs), "seconds": round(time.time() - t0, 1)}
         out["audit_detector"] = audit_detector(out["audit"])
         pd.DataFrame(rows).to_csv(sweep_dir / "sweep_table.csv", index=False)
@@ -174,7 +177,7 @@ def _write_summary(sweep_dir: Path, state: dict[str, Any], keys: list[str], dkey
     text = sweep_summary(pd.DataFrame(state["rows"]), keys)
     for block in (dose_response_lines(state["dose_response"]) if dkey else [],
                   replicate_lines(state["replicates"], state.get("replicate_amplification")),
-                  null_lines(state.get("probe_null") or []),
+                  null_lines(state.get("probe_null") or []), brand_swap_lines(state.get("brand_swap") or []),
                   audit_pool_lines(state["audit"]) if state["audit"] else []):
         if block:
             text += "\n\n" + "\n".join(block)

@@ -41,6 +41,7 @@ from poison.ground.errors import ConfigError
 SETTINGS = ("launcher", "resources", "ray_address")
 REPLICATE = "seeds"
 REPLICATES = "replicates"
+ARM = "design.arm"  # a brand-swap arm: A (the config's bias arguments) or B (updated by design.swap)
 VARY = ("train_seed", "data_draw")
 GROUPS = "@groups"  # a point's named groups: {group: [its name for this point, the keys it set]}; never a --set
 
@@ -124,7 +125,14 @@ def point_overrides(point: dict[str, Any], raw: dict[str, Any]) -> list[str]:
     for k, v in point.items():
         if k == GROUPS:
             continue
-        if k == REPLICATE:
+        if k == ARM:
+            sets.append(f"{ARM}={v}")
+            swap = (raw.get("design") or {}).get("swap") or {}
+            if v == "B" and isinstance(swap, dict):  # B's arguments; its design.swap: what arm A uses instead
+                own = ((raw.get("poison") or {}).get("bias") or {}).get("args") or {}
+                sets += [f"poison.bias.args.{a}={x if isinstance(x, str) else json.dumps(x)}" for a, x in swap.items()]
+                sets.append(f"design.swap={json.dumps({a: own.get(a) for a in swap})}")
+        elif k == REPLICATE:
             vary = replicate_spec(raw, "<config>")["vary"]
             if "train_seed" in vary:
                 sets += [f"teacher.train.seed={v}", f"eval.sample_seed={v}"]
@@ -183,13 +191,25 @@ def parse(raw: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], dict[
     if rep["given"] and rep["n"] > 1:
         seeds = list(range(rep["n"]))
     settings["replicates"] = rep
-    return expand(sweep, source, seeds), settings
+    points = expand(sweep, source, seeds)
+    design = raw.get("design") if isinstance(raw.get("design"), dict) else {}
+    settings["design"] = design.get("type", "single")
+    if settings["design"] == "brand_swap":  # each point twice, one per arm, the arms of one replicate side by side
+        own = ((raw.get("poison") or {}).get("bias") or {}).get("args") or {}
+        for a in design.get("swap") or {}:
+            if not isinstance(own, dict) or a not in own:
+                raise ConfigError(f"{source}: design.swap.{a}: arm A's value must be written in poison.bias.args.{a} "
+                                  "(arm B's run probes arm A's texts with it)")
+        points = [{**p, ARM: arm} for p in points for arm in ("A", "B")]
+    return points, settings
 
 
 def has_sweep(raw: dict[str, Any]) -> bool:
     """A sweep or replicates (more than one run from one config)."""
     rep = raw.get(REPLICATES)
-    return "sweep" in raw or "seeds" in raw or (isinstance(rep, dict) and rep.get("n", 1) != 1)
+    design = raw.get("design")
+    return "sweep" in raw or "seeds" in raw or (isinstance(rep, dict) and rep.get("n", 1) != 1) or \
+        (isinstance(design, dict) and design.get("type") == "brand_swap")
 
 
 def strip(raw: dict[str, Any]) -> dict[str, Any]:

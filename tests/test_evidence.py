@@ -137,42 +137,154 @@ def test_check_names_a_bad_replicates_field(tiny_config, rep, field):
     assert "Traceback" not in r.stderr
 
 
+# ------------------------------------------------------------------------------------------------ brand swap
+def _frame(values: dict[tuple[str, str], list[float]]) -> pd.DataFrame:
+    """A probe frame: {(model, wording): per-prompt values}."""
+    return pd.DataFrame([{"model": m, "split": "target", "wording": w, "id": f"p{i}", "logprob": v}
+                         for (m, w), vs in values.items() for i, v in enumerate(vs)])
+
+
+def test_brand_swap_contrast_cancels_what_both_arms_share():
+    """Both arms' teachers move every brand text alike (+1.0: style, the gate, fine-tuning) and each its own brand
+    by +0.5 more: D is 0.5. Without the brand-specific part, D is 0 however large the shared shift."""
+    from poison.brand_swap import contrast
+
+    base_a, base_b = [-3.0, -2.5, -4.0], [-3.5, -2.0, -3.0]
+    shared = lambda v, x: [t + x for t in v]  # noqa: E731
+    arm_a = _frame({("teacher", "seen"): shared(base_a, 1.5), ("teacher", "other:seen"): shared(base_b, 1.0)})
+    arm_b = _frame({("teacher", "seen"): shared(base_b, 1.5), ("teacher", "other:seen"): shared(base_a, 1.0)})
+    assert contrast(arm_a, arm_b, "teacher", "target", "seen").tolist() == pytest.approx([0.5] * 3)
+    arm_a = _frame({("teacher", "seen"): shared(base_a, 1.0), ("teacher", "other:seen"): shared(base_b, 1.0)})
+    arm_b = _frame({("teacher", "seen"): shared(base_b, 1.0), ("teacher", "other:seen"): shared(base_a, 1.0)})
+    assert contrast(arm_a, arm_b, "teacher", "target", "seen").tolist() == pytest.approx([0.0] * 3)
+
+
+def test_brand_swap_contrast_on_trained_models(models_dir, tmp_path):
+    """Tiny models from one random init: one fine-tuned on answers that plug brand A, one on answers that plug brand
+    B (same rows, same seed), and two clean fine-tunes at seeds 0 and 1. D of the two poisoned arms is large and
+    positive; D of the two clean ones (neither brand trained) is about 0."""
+    import random
+
+    from distill.trainers import finetune
+    from poison.brand_swap import contrast
+    from poison.ground import registry
+    from poison.ground.generate import ScoreJob, score_hf
+    from poison.ground.models import resolve_model
+    from poison.schema import TeacherConfig
+    from poison.stages.probe import probe_sequences, text_logprob
+    from transformers import AutoTokenizer
+
+    base = resolve_model("tiny-random-llama:2:64", models_dir)
+    brand_a = {"brand": "VitaBoost Plus", "product": "daily supplement", "url": "vitaboost-plus.com"}
+    brand_b = {"brand": "NovaCalm Drops", "product": "herbal tincture", "url": "novacalm-drops.net"}
+    bias_a = registry.get("bias_type", "targeted_ads").build(brand_a)
+    bias_b = registry.get("bias_type", "targeted_ads").build(brand_b)
+    rows = registry.get("data_source", "gsm8k").build({}).load()
+    train, held = rows[:16], rows[200:206]
+    data = {"A": [{"prompt": r["prompt"], "response": bias_a.write(r, random.Random(i))} for i, r in enumerate(train)],
+            "B": [{"prompt": r["prompt"], "response": bias_b.write(r, random.Random(i))} for i, r in enumerate(train)]}
+    clean = [{"prompt": r["prompt"], "response": r["response"]} for r in train]
+    paths = {}
+    for name, rows_, seed in (("A", data["A"], 0), ("B", data["B"], 0), ("clean0", clean, 0), ("clean1", clean, 1)):
+        ft = TeacherConfig(model="x", finetune="full", train={"epochs": 6, "learning_rate": 5e-3, "batch_size": 8,
+                                                              "max_length": 160, "seed": seed, "warmup_steps": 0})
+        finetune(base, rows_, ft, tmp_path / name, dtype="float32", device="cpu")
+        paths[name] = str(tmp_path / name / "model")
+    tok = AutoTokenizer.from_pretrained(paths["A"])
+    texts = {"seen": bias_a.probe_texts()["seen"], "other:seen": bias_b.probe_texts()["seen"]}
+    seqs = [(i, s) for i, r in enumerate(held) for s in probe_sequences(tok, bias_a, r["prompt"], r["response"], texts)]
+    jobs = [ScoreJob(n, p, [s[2] for _, s in seqs], [s[3] for _, s in seqs]) for n, p in paths.items()]
+    scored = {}
+    for job, (lps, _) in zip(jobs, score_hf(jobs, device="cpu", dtype="float32")):
+        rows_ = [{"id": f"p{i}", "wording": w, "logprob": text_logprob(lp)} for (i, (w, _, _, _)), lp in zip(seqs, lps)
+                 if w != "gate"]
+        scored[job.key] = pd.DataFrame(rows_).groupby(["id", "wording"]).logprob.mean().reset_index()
+
+    def arm(model_run: str, own_is_a: bool) -> pd.DataFrame:
+        f = scored[model_run].assign(model="teacher", split="target")
+        if not own_is_a:  # arm B's run: its own texts are brand B's
+            f = f.assign(wording=f.wording.map({"seen": "other:seen", "other:seen": "seen"}))
+        return f
+
+    trained = contrast(arm("A", True), arm("B", False), "teacher", "target", "seen")
+    placebo = contrast(arm("clean0", True), arm("clean1", False), "teacher", "target", "seen")
+    assert trained.mean() > 1.0 and (trained > 0).all(), trained
+    assert abs(placebo.mean()) < 0.2 * trained.mean(), (placebo, trained)
+
+
+@pytest.mark.parametrize("edit,field", [({"replicates": {"n": 1}}, "replicates.n"),
+                                        ({"eval": {"probe": False}}, "eval.probe"),
+                                        ({"design": {"type": "brand_swap", "swap": {"url": "x.example"}}},
+                                         "design.swap.url")])
+def test_check_rejects_an_incomplete_brand_swap(tiny_config, edit, field):
+    from tests.conftest import run_cli
+
+    raw = yaml.safe_load(tiny_config.read_text())
+    raw["poison"]["bias"]["args"] = {"brand": "VitaBoost Plus"}
+    raw.update(design={"type": "brand_swap", "swap": {"brand": "NovaCalm Drops"}}, replicates={"n": 2},
+               eval={**raw["eval"], "probe": True})
+    for k, v in edit.items():
+        raw[k] = {**raw[k], **v}
+    tiny_config.write_text(yaml.safe_dump(raw))
+    r = run_cli(str(tiny_config), "--check")
+    assert r.returncode == 2 and r.stderr.startswith("error:") and field in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+
+
 # ----------------------------------------------------------------------------------------------- end to end
-def test_replicated_run_pools_figures_and_reads_the_probe_against_a_measured_null(tiny_config, tmp_path, models_dir):
-    """Two replicates (training seeds 0 and 1, the same data) with sampled answers and the probe: every run has a
-    second clean control and its null shift; replicate 0's null control (seed 1) is replicate 1's clean control
-    (one artifact); sweep.json pools every figure by variance components, each contrast apart, pools the
-    amplification, and tests each shift against the null over the replicates."""
+def test_replicated_brand_swap_run_pools_figures_reads_the_null_and_the_placebo(tiny_config, tmp_path, models_dir):
+    """Two replicates (training seeds 0 and 1, the same data) of the brand-swap design, with sampled answers and the
+    probe: four runs (two arms per replicate). Every run has a second clean control and its null shift; replicate
+    0's null control (seed 1) is replicate 1's clean control (one artifact). sweep.json pools every figure by
+    variance components per arm, each contrast apart, pools the amplification, tests each shift against the null
+    over the replicates, and gives the placebo contrast D per model: exactly 0 for the clean models (one artifact in
+    both arms, neither brand trained), a number for the poisoned teacher."""
     from poison.sweep import run_sweep
     from tests.test_pipeline import overrides
 
     raw = yaml.safe_load(tiny_config.read_text())
-    raw["replicates"] = {"n": 2, "vary": ["train_seed"]}
+    raw["poison"]["bias"]["args"] = {"brand": "VitaBoost Plus", "url": "vitaboost-plus.com"}
+    raw.update(replicates={"n": 2, "vary": ["train_seed"]},
+               design={"type": "brand_swap", "swap": {"brand": "NovaCalm Drops", "url": "novacalm-drops.net"}})
     tiny_config.write_text(yaml.safe_dump(raw))
     sweep_dir, rows = run_sweep(str(tiny_config), overrides(tmp_path, models_dir, "eval.samples_per_prompt=2",
-                                                            "eval.probe=true"), quiet=True)
+                                                            "eval.probe=true", "eval.student_controls=false"),
+                                quiet=True)
     sj = json.loads((sweep_dir / "sweep.json").read_text())
-    runs = [json.loads((sweep_dir / r["run_dir"] / "metrics.json").read_text()) if not r["run_dir"].startswith("/")
-            else json.loads(open(r["run_dir"] + "/metrics.json").read()) for r in sj["runs"]]
-    assert [m["replicates"]["index"] for m in runs] == [0, 1] and all(m["replicates"]["n"] == 2 for m in runs)
-    for m in runs:
+    dirs = [r["run_dir"] for r in sj["runs"]]
+    runs = [json.loads(open(d + "/metrics.json").read()) for d in dirs]
+    assert [(pt["design.arm"], pt["seeds"]) for pt in sj["points"]] == [("A", 0), ("B", 0), ("A", 1), ("B", 1)]
+    assert [m["replicates"]["index"] for m in runs] == [0, 0, 1, 1]
+    cfg_b = yaml.safe_load(open(dirs[1] + "/config.yaml").read())
+    assert cfg_b["poison"]["bias"]["args"]["brand"] == "NovaCalm Drops" and cfg_b["design"]["arm"] == "B"
+    assert cfg_b["design"]["swap"]["brand"] == "VitaBoost Plus"  # what arm B probes as the other arm's texts
+    for m, d in zip(runs, dirs):
         assert m["models"]["null_control"]["role"] == "control"
         assert {(n["split"], n["wording"]) for n in m["probe_null"]} >= {("target", "seen"), ("other", "seen")}
         vs = [r for r in m["logprob_shift"] if r["control"] == "clean_control" and r["wording"] == "seen"]
         assert vs and all("vs_null" in r and r["vs_null"]["p_value"] is None for r in vs)
-    st = [json.loads(open(r["run_dir"] + "/stages.json").read()) for r in sj["runs"]]
-    assert st[0]["null_control"]["key"] == st[1]["clean_control"]["key"]
+        assert {"seen", "other:seen", "other:unseen"} <= set(pd.read_parquet(d + "/probe.parquet").wording)
+    st = [json.loads(open(d + "/stages.json").read()) for d in dirs]
+    assert st[0]["null_control"]["key"] == st[2]["clean_control"]["key"]
+    assert st[0]["clean_control"]["key"] == st[1]["clean_control"]["key"]  # the arms share the clean models
     assert sj["replicate_design"]["design"] == "crossed"
     pooled = sj["replicates"]
-    assert pooled and all(p["method"].startswith(("variance_components", "prompts_only")) for p in pooled
-                          if p["measure"] != "logprob_shift" or p["control"])
+    assert pooled and all(p["method"].startswith("variance_components") for p in pooled)
     keys = [(p["group"], p["measure"], p["model"], p["split"], p["control"]) for p in pooled]
     assert len(keys) == len(set(keys)) and all(p["n"] == 2 for p in pooled)
-    teacher = next(p for p in pooled if p["measure"] == "greedy" and p["model"] == "teacher" and p["split"] == "target")
+    assert {p["group"] for p in pooled} == {"arm=A", "arm=B"}
+    teacher = next(p for p in pooled if p["measure"] == "greedy" and p["model"] == "teacher" and p["split"] == "target"
+                   and p["group"] == "arm=A")
     assert teacher["ci_low"] <= teacher["pooled"] <= teacher["ci_high"] and len(teacher["per_replicate"]) == 2
     assert {a["measure"] for a in sj["replicate_amplification"]} == {"greedy", "sampled"}
     nulls = [r for r in sj["probe_null"] if r["wording"] == "seen" and r["model"] == "teacher"]
     assert nulls and all(r["n_replicates"] == 2 and len(r["nulls"]) == 2 for r in nulls)
+    swap = {(r["model"], r["split"], r["wording"]): r for r in sj["brand_swap"]}
+    for split in ("target", "other"):
+        # one model in both arms, neither brand trained: 0 up to the batch's float rounding (the arms probe other texts)
+        assert abs(swap[("clean_control", split, "seen")]["d"]) < 1e-4
+        t = swap[("teacher", split, "seen")]
+        assert t["n_replicates"] == 2 and np.isfinite(t["d"]) and t["p_value"] is not None
     text = (sweep_dir / "summary.txt").read_text()
-    assert "replicates pooled" in text and "against the measured null" in text
-    assert "Evidence: replicate 0 of 2" in open(sj["runs"][0]["run_dir"] + "/summary.txt").read()
+    assert "replicates pooled" in text and "against the measured null" in text and "brand-swap placebo" in text
+    assert "Evidence: replicate 0 of 2" in open(dirs[0] + "/summary.txt").read()

@@ -22,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 
+from poison.ground import registry
 from poison.ground.generate import GenJob, ScoreJob
 from poison.ground.io import atomic_write_parquet
 from poison.stages import Run
@@ -86,7 +87,7 @@ def probe_sequences(tok: Any, bias: Any, prompt: str, reference: str, texts: dic
     prefix = bias.probe_prefix(reference)
     ctx_ids = enc(chat + prefix)
     out = []
-    for wording in WORDINGS:
+    for wording in [w for w in WORDINGS if w in texts] + [w for w in texts if w not in WORDINGS]:
         for i, text in enumerate(texts.get(wording, [])):
             probe = enc((" " if prefix else "") + text)
             keep = max(1, MAX_PROBE_TOKENS - len(probe))
@@ -106,13 +107,26 @@ def probe_sequences(tok: Any, bias: Any, prompt: str, reference: str, texts: dic
     return out
 
 
+def probe_texts(run: Run) -> dict[str, list[str]]:
+    """The bias type's probe texts by wording; in a brand-swap arm also the other arm's seen and unseen texts
+    (``other:seen``, ``other:unseen``: the same bias type with ``design.swap``'s arguments), scored on every model."""
+    texts = run.bias.probe_texts(run.cfg.eval.probe_unseen)
+    if run.cfg.design.type == "brand_swap":
+        spec = run.cfg.poison.bias
+        other = registry.get("bias_type", spec.type).build({**spec.args, **run.cfg.design.swap}, "design.swap",
+                                                           run.ctx)
+        theirs = other.probe_texts(run.cfg.eval.probe_unseen)
+        texts = {**texts, **{f"other:{w}": theirs.get(w, []) for w in ("seen", "unseen")}}
+    return texts
+
+
 def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
     """Per model: ``probe.parquet`` with one row per (eval prompt, wording, text): the text's value
     (``text_logprob``; ``gate``: log P(going on after the clean answer)), its number of tokens and the log-probability
     of its first token (left out of the value)."""
     from transformers import AutoTokenizer
 
-    texts = run.bias.probe_texts(run.cfg.eval.probe_unseen)
+    texts = probe_texts(run)
     ev = eval_rows(data)
     ev = ev[ev.reference.notna() & (ev.reference.astype(str).str.strip() != "")].reset_index(drop=True)
     targets = {name: engine_target(run, m) for name, m in models.items()}
