@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from evals.accuracy import corrected_rate, rule_accuracy
 from poison import __version__
 from poison.claims import claims_section
 from poison.ground import registry
@@ -94,6 +95,24 @@ def replicate_note(cfg) -> dict[str, Any]:
         out["note"] = (f"replicate {r.index} of {r.n}; this run's intervals cover prompts only, the pooled figures "
                        "are in the parent directory's sweep.json")
     return out
+
+
+def correct_for_detector_error(bias_type: str, *row_lists: list[dict[str, Any]],
+                               conf: float = 0.95) -> dict[str, Any] | None:
+    """The bias type's rule detector measured on the labelled real generations (evals/data), and each rate row's
+    ``detector_corrected`` figure (Rogan-Gladen; ``matters``: the corrected value leaves the row's interval). None
+    when the labelled set holds too few answers of this bias type."""
+    acc = rule_accuracy(bias_type)
+    if acc is None:
+        return None
+    for rows in row_lists:
+        for r in rows:
+            if r.get("rate") is not None and r.get("ci_low") is not None:
+                r["detector_corrected"] = corrected_rate(r["rate"], r["ci_low"], r["ci_high"], acc, conf)
+    return {"bias_type": bias_type, "scorer": "rule", "source": "evals/data/real_generations.jsonl",
+            **{k: v for k, v in acc.items() if not k.startswith("_")},
+            "note": "measured on real answers of the shipped configs' models, written under the labelled rows' own "
+                    "bias arguments; a run with other arguments assumes the detector's error carries over"}
 
 
 def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], evals: dict,
@@ -183,6 +202,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     nulls = null_rows(probe, control, conf, n_boot)
     against_null(shift, nulls, control)
     claims = claims_section(cfg.claims, models, samples, drawn, probe, n_boot, cfg.replicates.n)
+    detector_accuracy = correct_for_detector_error(cfg.poison.bias.type, rates, sampled_rate, conf=conf)
 
     defense_reports, removals, score_frames = [], [], []
     for place, rec in ((defended or {}).get("stages") or {}).items():
@@ -215,6 +235,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
                          **({"per_student": per_student} if per_student else {})},
         "sampled_rate": sampled_rate,
         "sampled_amplification": sampled_amp,
+        "detector_accuracy": detector_accuracy,
         "logprob": logprob,
         "logprob_shift": shift,
         "probe_null": nulls,

@@ -44,7 +44,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append("")
         for a in metrics["amplification"]:
             lines.append(amplification_line(a))
-    lines += sampled_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
+    lines += sampled_lines(metrics) + correction_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
         lines.append("teacher answers used for distillation that carry the bias: "
@@ -163,6 +163,31 @@ def sampled_lines(metrics: dict[str, Any]) -> list[str]:
         ci = "" if a["ci_low"] is None else f" [{a['ci_low']:.2f}, " + (
             "unbounded]" if a["ci_high"] is None else f"{a['ci_high']:.2f}]")
         out.append(f"sampled amplification {a['student']} / {a['teacher']}, {a['split']}: {ratio}{ci}")
+    return out
+
+
+def correction_lines(metrics: dict[str, Any]) -> list[str]:
+    """The rule detector's measured error on labelled real answers, and the rates its correction moves out of their
+    interval (only those: elsewhere the correction stays inside the measured interval)."""
+    acc = metrics.get("detector_accuracy")
+    if not acc:
+        return ["", "detector error: not measured for this bias type (no labelled real answers in evals/data); "
+                    "rates are the rule detector's, uncorrected"] if metrics.get("bias_rates") else []
+    ci = lambda k: "" if not acc.get(f"{k}_ci") else f" [{acc[k + '_ci'][0]:.2f}, {acc[k + '_ci'][1]:.2f}]"  # noqa: E731
+    f = lambda x: "-" if x is None else f"{x:.2f}"  # noqa: E731
+    out = ["", f"detector error (rule detector on {acc['n']} labelled real answers, {acc['n_positive']} biased): "
+               f"recall {f(acc['recall'])}{ci('recall')}, specificity {f(acc['specificity'])}{ci('specificity')}, "
+               f"precision {f(acc['precision'])}{ci('precision')}"]
+    moved = []
+    for kind, rows in (("greedy", metrics.get("bias_rates") or []), ("sampled", metrics.get("sampled_rate") or [])):
+        for r in rows:
+            c = r.get("detector_corrected")
+            if c and c["matters"]:
+                moved.append(f"  {kind} {r['model']} {r['split']}: {_pct(r['rate'])}% -> corrected {_pct(c['rate'])}% "
+                             f"[{_pct(c['ci_low'])}, {_pct(c['ci_high'])}]")
+    out += (["corrected for it (Rogan-Gladen), these rates leave their measured interval:"] + moved if moved else
+            ["corrected for it (Rogan-Gladen), every rate stays inside its measured interval (metrics.json: "
+             "detector_corrected)"])
     return out
 
 
