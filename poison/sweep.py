@@ -11,8 +11,9 @@ and ``seeds:`` replicates every point over training seeds (poison.sweep_spec has
 
 Every expanded run is a normal run directory inside the sweep directory; the sweep table (bias rate per run, model
 and split, with intervals) is written beside them as sweep_table.csv and sweep.json, with the dose-response fit, the
-replicates pooled over seeds and the model audit over the sweep's models. ``local`` and ``ray`` write the same
-table (in point order, whatever order the points finish in).
+replicates pooled over seeds (every figure, the utility and the defenses' AUROC included) and the model audit over
+the sweep's models. ``local`` and ``ray`` write the same table (in point order, whatever order the points finish
+in).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from poison.dose_response import dose_key, dose_response, dose_response_lines
 from poison.launchers import PointJob, run_local, run_ray
 from poison.brand_swap import brand_swap_lines, brand_swap_rows
 from poison.probe_null import null_lines, pooled_null
+from poison.replicate_defenses import defense_lines, pool_defenses
 from poison.replicates import per_prompt_values, pool_amplification, pool_rows, replicate_lines
 from poison.report_extras import audit_detector
 from poison.ground.errors import ConfigError
@@ -87,7 +89,9 @@ def describe(plan: dict[str, Any]) -> str:
 def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) -> list[dict[str, Any]]:
     """The sweep table's rows of one point: the greedy rate per model and split (``measure`` greedy), the sampled
     rate (``sampled``, with K > 1) and the probe's seen-wording shift (``logprob_shift``, with the probe; ``control``
-    names what it is measured against: the clean control or a student's clean twin)."""
+    names what it is measured against: the clean control or a student's clean twin) and the greedy answers' utility
+    per model and task (``utility``: ``rate`` holds the mean ROUGE-L or exact match, ``task`` and ``metric`` name
+    it, ``split`` is the task's split)."""
     base = {**columns(point), "run_dir": str(run_dir), "injected": metrics["poison"]["injected"],
             "poison_rate": metrics["poison"]["rate"], "point": label(point),
             "group": label({k: v for k, v in point.items() if k != REPLICATE}), "seed": point.get(REPLICATE)}
@@ -104,6 +108,12 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
             rows.append({**base, "measure": "logprob_shift", "model": r["model"], "role": r["role"],
                          "split": r["split"], "control": r.get("control"), "n": r["n_prompts"], "biased": None,
                          "rate": r["shift"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+    splits, models = (metrics.get("run") or {}).get("splits") or {}, metrics.get("models") or {}
+    for u in metrics.get("utility") or []:
+        rows.append({**base, "measure": "utility", "model": u["model"],
+                     "role": (models.get(u["model"]) or {}).get("role"), "split": splits.get(u["task"]),
+                     "task": u["task"], "metric": u["metric"], "n": u.get("n"), "biased": None, "rate": u["value"],
+                     "ci_low": u["ci_low"], "ci_high": u["ci_high"]})
     return rows
 
 
@@ -149,6 +159,8 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
                "replicate_amplification": pool_amplification(
                    [(pt, m, j.run_dir) for pt, m, j in ordered], group_of, values, conf, crossed) if replicated else [],
                "probe_null": pooled_null([(pt, m) for pt, m, _ in ordered], group_of, conf) if replicated else [],
+               "replicate_defenses": pool_defenses([(group_of(pt), pt[REPLICATE], m) for pt, m, _ in ordered
+                                                    if REPLICATE in pt], conf),
                "brand_swap": brand_swap_rows([(pt, m, j.run_dir) for pt, m, j in ordered], group_of, conf)
                if settings["design"] == "brand_swap" else [],
                "audit": audit_pool(pairs), "seconds": round(time.time() - t0, 1)}
@@ -177,6 +189,7 @@ def _write_summary(sweep_dir: Path, state: dict[str, Any], keys: list[str], dkey
     text = sweep_summary(pd.DataFrame(state["rows"]), keys)
     for block in (dose_response_lines(state["dose_response"]) if dkey else [],
                   replicate_lines(state["replicates"], state.get("replicate_amplification")),
+                  defense_lines(state.get("replicate_defenses") or []),
                   null_lines(state.get("probe_null") or []), brand_swap_lines(state.get("brand_swap") or []),
                   audit_pool_lines(state["audit"]) if state["audit"] else []):
         if block:

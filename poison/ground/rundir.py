@@ -294,7 +294,7 @@ def sweep_points(path: Path, files: Iterable[str]) -> tuple[dict[str, dict], lis
             problems.append(p)
         if t is not None and "run_dir" in t:
             std = {"run_dir", "injected", "poison_rate", "measure", "model", "role", "split", "n", "biased", "rate",
-                   "ci_low", "ci_high"}
+                   "ci_low", "ci_high", "task", "metric"}
             keys = keys or [c for c in t.columns if c not in std]
             for rd, g in t.groupby("run_dir", sort=False):
                 points[Path(str(rd)).name] = {k: _plain(g[k].iloc[0]) for k in keys}
