@@ -12,7 +12,7 @@ from dashboard import charts, data, fmt, measures
 from dashboard.views.common import table
 
 
-def sampled_section(m: dict, models: list[str], conf: float):
+def sampled_section(m: dict, models: list[str], conf: float, ev: str = ""):
     s = measures.sampled_frame(m)
     if s.empty:
         return
@@ -23,7 +23,7 @@ def sampled_section(m: dict, models: list[str], conf: float):
                                      title="biased share of sampled answers"), width="content")
     st.caption(f"Bars: share of each model's sampled answers the detector marks biased (the mean over prompts of "
                f"each prompt's biased share); whiskers: {conf:.0%} bootstrap intervals with the prompt as the unit "
-               "(the samples of one prompt are correlated).")
+               f"(the samples of one prompt are correlated){ev}.")
     with st.expander("Sampled rates table"):
         table([{"model": r["model"], "split": r["split"], "ci": fmt.pct_ci(r["rate"], r["ci_low"], r["ci_high"]),
                 "kn": f"{fmt.integer(r['biased'])} / {fmt.integer(r['n'])}",
@@ -34,7 +34,7 @@ def sampled_section(m: dict, models: list[str], conf: float):
                ("kn", "biased / sampled answers"), ("any", "prompts with any biased answer")])
 
 
-def probe_section(m: dict, row: pd.Series):
+def probe_section(m: dict, row: pd.Series, ev: str = ""):
     sh = measures.shift_frame(m)
     lp = measures.logprob_frame(m)
     if sh.empty and lp.empty:
@@ -59,7 +59,7 @@ def probe_section(m: dict, row: pd.Series):
             + (", and for a student minus its clean twin's (the same distillation from the clean control)"
                if twins else "")
             + ". Above 0: the model finds the injected content likelier than the control does. Whiskers: 95% "
-            "paired bootstrap intervals over prompts; dashed line: no shift. Seen: the poison's own sentences; "
+            f"paired bootstrap intervals over prompts{ev}; dashed line: no shift. Seen: the poison's own sentences; "
             "unseen: paraphrases never trained on; concept: sentences never trained on that name no brand, product "
             "or URL of the poison; gate: going on after the clean answer instead of ending. A text's first token "
             "is left out of its wording's figure (it competes with ending the answer: the gate).")
