@@ -129,10 +129,12 @@ def amplification_chart(amp: pd.DataFrame) -> alt.FacetChart:
                                                                                  labelFontWeight="bold"))))
 
 
-def shift_chart(shift: pd.DataFrame, models: list[str], wordings: list[str]) -> alt.FacetChart:
+def shift_chart(shift: pd.DataFrame, models: list[str], wordings: list[str],
+                nulls: pd.DataFrame | None = None) -> alt.FacetChart:
     """The likelihood probe: each model's log-prob shift against the clean control (and a student's against its clean
-    twin) with its interval, one panel per wording; the zero line is 'no change'."""
-    d = shift.dropna(subset=["shift"]).copy()
+    twin) with its interval, one panel per wording; the zero line is 'no change'. ``nulls`` (split's rows of
+    measures.null_frame): the measured null of each wording as a grey rule with its interval as a band."""
+    d = shift.dropna(subset=["shift"]).copy().assign(kind="shift")
     d["interval"] = [fmt.shift_ci(s, a, b) for s, a, b in zip(d["shift"], d.ci_low, d.ci_high)]
     d["lo"] = [a if fmt.num(a) is not None else s for a, s in zip(d.ci_low, d["shift"])]
     d["hi"] = [b if fmt.num(b) is not None else s for b, s in zip(d.ci_high, d["shift"])]
@@ -145,17 +147,34 @@ def shift_chart(shift: pd.DataFrame, models: list[str], wordings: list[str]) -> 
                                                                                        title="prompts")]
     enc = {"y": y, "yOffset": alt.YOffset("against:N", sort=against), "color": color, "tooltip": tip}
     xt = "log-prob shift (nats/token)"
-    err = alt.Chart().mark_errorbar(ticks=True, thickness=1.5).encode(
+    is_shift = "datum.kind == 'shift'"
+    err = alt.Chart().transform_filter(is_shift).mark_errorbar(ticks=True, thickness=1.5).encode(
         x=alt.X("lo:Q", title=xt), x2="hi:Q", **enc)
-    pt = alt.Chart().mark_point(filled=True, size=60, opacity=1).encode(x=alt.X("shift:Q", title=xt), **enc)
+    pt = alt.Chart().transform_filter(is_shift).mark_point(filled=True, size=60, opacity=1).encode(
+        x=alt.X("shift:Q", title=xt), **enc)
     zero = alt.Chart().mark_rule(color="#444", strokeDash=[4, 3]).encode(x=alt.datum(0))
+    layers = [zero]
+    n = nulls.dropna(subset=["shift"]) if nulls is not None else pd.DataFrame()
+    n = n[n.wording.isin(set(d.wording))] if not n.empty else n
+    if not n.empty:
+        n = n.assign(kind="null", model=None, against=None, interval=[
+            fmt.shift_ci(s, a, b) for s, a, b in zip(n["shift"], n.ci_low, n.ci_high)],
+            lo=[a if fmt.num(a) is not None else s for a, s in zip(n.ci_low, n["shift"])],
+            hi=[b if fmt.num(b) is not None else s for b, s in zip(n.ci_high, n["shift"])])
+        d = pd.concat([d, n[[c for c in n.columns if c in d.columns or c in ("between",)]]], ignore_index=True)
+        ntip = [alt.Tooltip("wording:N"), alt.Tooltip("between:N", title="measured null"),
+                alt.Tooltip("interval:N", title="null shift [95% CI] (nats/token)")]
+        layers += [alt.Chart().transform_filter("datum.kind == 'null'").mark_rect(color="#9a9a9a", opacity=0.18)
+                   .encode(x=alt.X("lo:Q", title=xt), x2="hi:Q", tooltip=ntip),
+                   alt.Chart().transform_filter("datum.kind == 'null'").mark_rule(color="#7a7a7a", strokeWidth=2)
+                   .encode(x=alt.X("shift:Q", title=xt), tooltip=ntip)]
     labels = {w: w for w in wordings}
     labels.update({"seen": "seen wording", "unseen": "unseen wording", "concept": "concept wording",
                    "gate": "gate (going on)"})
     d["panel"] = [labels.get(w, w) for w in d.wording]
     panels = [labels.get(w, w) for w in wordings]
     width = max(160, WIDTH // max(1, len(panels)) - 110)
-    return svg(alt.layer(zero, err, pt, data=d).properties(
+    return svg(alt.layer(*layers, err, pt, data=d).properties(
         width=width, height=max(80, 18 * len(models) * max(1, len(against)))).facet(
         column=alt.Column("panel:N", sort=panels, title=None, header=alt.Header(labelFontSize=13,
                                                                                  labelFontWeight="bold")))

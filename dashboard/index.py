@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from dashboard import evidence
 from poison.ground.rundir import (
     _STAMP,
     _SWEEP_NAME,
@@ -168,6 +169,7 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
         "student_sampled": ss.get("rate"), "student_sampled_lo": ss.get("ci_low"),
         "student_sampled_hi": ss.get("ci_high"), "samples_per_prompt": _num(ts.get("samples_per_prompt")),
         "has_cascade": _has(m, "cascade"), "has_audit": _has(m, "audit"),
+        "evidence": evidence.label(evidence.replicate_info(m, point)) if m else "",
         "point": json.dumps(point, sort_keys=True) if point else "",
         "problems": "; ".join(st["problems"]),
         "path": str(path),
@@ -251,7 +253,7 @@ KEY_FIGURES = ["teacher_target", "teacher_target_lo", "teacher_target_hi", "stud
                "student_sampled", "student_sampled_lo", "student_sampled_hi", "samples_per_prompt"]
 RUN_COLUMNS = ["run", "sweep", "name", "bias_type", "mode", "target_task", "poison_requested", "poison_injected",
                "poison_rate", "models", "methods", "status", "date", "seconds", "baseline_target", *KEY_FIGURES,
-               "has_cascade", "has_audit", "point", "problems", "path"]
+               "has_cascade", "has_audit", "evidence", "point", "problems", "path"]
 RATE_INDEX_COLUMNS = ["run", "sweep", "name", "point", "poison_requested", "poison_injected", "poison_rate",
                       "status", "date"] + RATE_COLUMNS + ["measure", "control"]
 

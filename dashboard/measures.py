@@ -1,7 +1,8 @@
 """Tables of a run's newer measures for the propagation view: the sampled biased rate (K answers per prompt, prompts
 as the unit), the student/teacher ratio of sampled rates, the likelihood probe (log-probability of the bias texts and
-its shift against the clean control, and for students against their clean twin), and the data stage's generator
-counts (rejected reference answers). Pure functions over metrics.json, no Streamlit."""
+its shift against the clean control, and for students against their clean twin; each shift against the measured null,
+``probe_null``: a second clean control at another seed), and the data stage's generator counts (rejected reference
+answers). Pure functions over metrics.json, no Streamlit."""
 
 from __future__ import annotations
 
@@ -41,10 +42,35 @@ def shift_frame(metrics: dict | None) -> pd.DataFrame:
                     "wording": _str(r.get("wording")) or "?", "control": ctrl,
                     "against": AGAINST_TWIN if ctrl.startswith("control:") else AGAINST_CLEAN,
                     "shift": _num(r.get("shift")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
-                    "n_prompts": _num(r.get("n_prompts"))})
+                    "n_prompts": _num(r.get("n_prompts")), **_vs_null(r.get("vs_null"))})
     out.sort(key=lambda x: (model_sort_key(x["model"], x["role"]), x["against"] != AGAINST_CLEAN))
     return pd.DataFrame(out, columns=["model", "role", "split", "wording", "control", "against", "shift", "ci_low",
-                                      "ci_high", "n_prompts"])
+                                      "ci_high", "n_prompts", *NULL_COLUMNS])
+
+
+NULL_COLUMNS = ["null", "excess", "ratio_to_null", "p_value", "null_note"]
+
+
+def _vs_null(v: Any) -> dict[str, Any]:
+    """A shift's ``vs_null`` (poison.probe_null.against_null: the measured null of its split and wording, the excess
+    shift - null, the shift in units of the null's size, a p-value where there is one): None where it has none."""
+    v = v if isinstance(v, dict) else {}
+    return {"null": _num(v.get("null")), "excess": _num(v.get("excess")),
+            "ratio_to_null": _num(v.get("ratio_to_null")), "p_value": _num(v.get("p_value")),
+            "null_note": _str(v.get("note")) or ""}
+
+
+def null_frame(metrics: dict | None) -> pd.DataFrame:
+    """metrics.json ``probe_null``: the measured null shift (a second clean control at another seed minus the clean
+    control, per prompt) per split and wording, with its paired bootstrap interval."""
+    out = []
+    for r in list_of(metrics, "probe_null"):
+        between = r.get("between") if isinstance(r.get("between"), list) else []
+        out.append({"split": _str(r.get("split")) or "?", "wording": _str(r.get("wording")) or "?",
+                    "between": " − ".join(str(b) for b in between), "shift": _num(r.get("shift")),
+                    "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
+                    "n_prompts": _num(r.get("n_prompts"))})
+    return pd.DataFrame(out, columns=["split", "wording", "between", "shift", "ci_low", "ci_high", "n_prompts"])
 
 
 def logprob_frame(metrics: dict | None) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Altair charts of the sweeps view (pure: DataFrame in, chart out): a numeric swept key as points with interval bars
 (no lines joining the points) and, where the sweep recorded one, the fitted dose-response curve over them; a
-categorical key as grouped bars with intervals; replicates over seeds as the pooled mean with its interval and each
-seed's value beside it. One panel per split; rendered as SVG."""
+categorical key as grouped bars with intervals; replicates as the pooled value with its interval and each
+replicate's value beside it (also the brand-swap contrast D). One panel per split; rendered as SVG."""
 
 from __future__ import annotations
 
@@ -91,18 +91,21 @@ def sweep_chart(points: pd.DataFrame, x: str, x_title: str, quantitative: bool, 
                                                                                  labelFontWeight="bold"))))
 
 
-def replicate_chart(pooled: pd.DataFrame, seeds: pd.DataFrame, splits: list[str], measure: str) -> alt.FacetChart:
-    """Replicates over seeds: per group (the sweep point without its seed) and model the pooled mean over seeds as a
-    large point with its interval, and each seed's own value as a small hollow point beside it (a strip, never
-    joined); one panel per split. ``pooled``/``seeds``: sweepdata.replicate_frames."""
+def replicate_chart(pooled: pd.DataFrame, seeds: pd.DataFrame, splits: list[str], measure: str,
+                    unit: str = "seed", ytitle: str | None = None) -> alt.FacetChart:
+    """Replicates: per group (the sweep point without its replicate) and model the pooled value over the replicates
+    (``unit``: seed for older sweeps) as a large point with its interval, and each replicate's own value as a small
+    hollow point beside it (a strip, never joined); one panel per split. ``pooled``/``seeds``:
+    sweepdata.replicate_frames (or pooleddata.brand_swap_frames, with its own ``ytitle``)."""
     pct = measure != "logprob_shift"
     show = fmt.pct_ci if pct else fmt.shift_ci
-    p = pooled.dropna(subset=["pooled"]).rename(columns={"pooled": "value"}).assign(kind="pooled over seeds")
+    pooled_kind, one_kind = f"pooled over {unit}s", f"one {unit}"
+    p = pooled.dropna(subset=["pooled"]).rename(columns={"pooled": "value"}).assign(kind=pooled_kind)
     p["interval"] = [show(v, a, b) for v, a, b in zip(p.value, p.ci_low, p.ci_high)]
-    p["seed"] = [f"{int(n)} seeds" if fmt.num(n) is not None else fmt.DASH for n in p.n]
-    s = seeds.dropna(subset=["rate"]).rename(columns={"rate": "value"}).assign(kind="one seed")
+    p["seed"] = [f"{int(n)} {unit}s" if fmt.num(n) is not None else fmt.DASH for n in p.n]
+    s = seeds.dropna(subset=["rate"]).rename(columns={"rate": "value"}).assign(kind=one_kind)
     s["interval"] = [show(v, a, b) for v, a, b in zip(s.value, s.ci_low, s.ci_high)]
-    s["seed"] = [f"seed {x}" for x in s.seed]
+    s["seed"] = [f"{unit} {x}" for x in s.seed]
     cols = ["group", "model", "split", "value", "ci_low", "ci_high", "interval", "seed", "kind"]
     d = pd.concat([p[cols], s[cols]], ignore_index=True)
     d["panel"] = [SPLIT_LABELS.get(x, x) for x in d.split]
@@ -110,26 +113,26 @@ def replicate_chart(pooled: pd.DataFrame, seeds: pd.DataFrame, splits: list[str]
     groups = list(dict.fromkeys(pooled.group))
     models = list(dict.fromkeys(pooled.model))
     ce = _series_color(models, "model")
-    ytitle = {"greedy": "biased share of greedy answers", "sampled": "biased share of sampled answers"}.get(
+    ytitle = ytitle or {"greedy": "biased share of greedy answers", "sampled": "biased share of sampled answers"}.get(
         measure, "log-prob shift, seen wording (nats/token)")
     top = max([v for v in (fmt.num(x) for x in list(d.ci_high) + list(d.value)) if v is not None] + [0.05])
     yscale = alt.Scale(domain=[0, min(1.0, top * 1.1)]) if pct else alt.Scale(zero=True, nice=True)
     yaxis = alt.Axis(format="%") if pct else alt.Axis(format="+.2f")
-    x = alt.X("group:N", sort=groups, title="sweep point (without its seed)", axis=alt.Axis(labelAngle=0))
+    x = alt.X("group:N", sort=groups, title=f"sweep point (without its {unit})", axis=alt.Axis(labelAngle=0))
     off = alt.XOffset("model:N", sort=models)
-    tip = [alt.Tooltip("model:N"), alt.Tooltip("group:N", title="point"), alt.Tooltip("seed:N", title="seed"),
+    tip = [alt.Tooltip("model:N"), alt.Tooltip("group:N", title="point"), alt.Tooltip("seed:N", title=unit),
            alt.Tooltip("interval:N", title="value [95% CI]")]
     enc = {"x": x, "xOffset": off, "color": ce, "tooltip": tip}
     layers = []
     if not pct:
         layers.append(alt.Chart().mark_rule(color="#444", strokeDash=[4, 3]).encode(y=alt.datum(0)))
     layers += [
-        alt.Chart().transform_filter("datum.kind == 'pooled over seeds'").mark_errorbar(
+        alt.Chart().transform_filter(f"datum.kind == '{pooled_kind}'").mark_errorbar(
             ticks=True, thickness=1.5).encode(y=alt.Y("ci_low:Q", title=ytitle, scale=yscale), y2="ci_high:Q", **enc),
-        alt.Chart().transform_filter("datum.kind == 'pooled over seeds'").mark_point(
+        alt.Chart().transform_filter(f"datum.kind == '{pooled_kind}'").mark_point(
             filled=True, size=110, opacity=1).encode(y=alt.Y("value:Q", title=ytitle, scale=yscale, axis=yaxis),
                                                      **enc),
-        alt.Chart().transform_filter("datum.kind == 'one seed'").mark_point(
+        alt.Chart().transform_filter(f"datum.kind == '{one_kind}'").mark_point(
             filled=False, size=40, opacity=0.9, strokeWidth=1.5).encode(
             y=alt.Y("value:Q", title=ytitle, scale=yscale, axis=yaxis), **enc),
     ]

@@ -1,7 +1,8 @@
 """Tables of the sweeps view: human axis titles for swept keys, which sweep opens first (a poison-budget sweep, the
 newest), points per measure (greedy rate, sampled rate, log-prob shift; runs at one point pooled where that is
 sound), the fitted dose-response curves and ED50s that sweep.json records (``dose_response``), evaluated with
-``poison.ground.dose.predict``, and its replicates pooled over seeds (``replicates``). Pure functions, no Streamlit."""
+``poison.ground.dose.predict``, and its replicates pooled (``replicates``; the other pooled sections are in
+``dashboard.pooleddata``). Pure functions, no Streamlit."""
 
 from __future__ import annotations
 
@@ -162,15 +163,17 @@ def ed50_caption(entries: list[dict[str, Any]], measure: str, splits: list[str],
 
 
 # ---------------------------------------------------------------------------------------------- replicates
-POOLED_COLUMNS = ["group", "measure", "model", "role", "split", "injected", "pooled", "ci_low", "ci_high",
-                  "between_sd", "n"]
-SEED_COLUMNS = ["group", "measure", "model", "split", "seed", "rate", "ci_low", "ci_high", "run_dir"]
+POOLED_COLUMNS = ["group", "measure", "model", "base", "role", "split", "injected", "pooled", "ci_low", "ci_high",
+                  "between_sd", "n", "method", "design", "df", "n_prompts"]
+SEED_COLUMNS = ["group", "measure", "model", "base", "split", "seed", "rate", "ci_low", "ci_high", "run_dir"]
 
 
 def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """sweep.json's ``replicates`` (poison.replicates.pool_rows: per point without its seed (``group``), measure,
-    model and split the mean over seeds with an interval that adds the spread between seeds) as (pooled, per seed,
-    problems); a malformed entry is named in ``problems`` and skipped or shown as missing."""
+    """sweep.json's ``replicates`` (poison.replicates.pool_rows: per point without its replicate (``group``), measure,
+    model and split the pooled value over replicates with an interval that covers the prompts and the replicates,
+    the ``method`` that made it, its design and df; older sweeps: the mean over seeds, no method) as (pooled, per
+    replicate, problems); a malformed entry is named in ``problems`` and skipped or shown as missing. Each
+    replicate's value is read from ``per_seed`` (with its seed and interval), else from ``per_replicate``."""
     problems: list[str] = []
     pooled, seeds = [], []
     rows = sweep_json.get("replicates") if isinstance(sweep_json, dict) else None
@@ -185,12 +188,15 @@ def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[
         vs = _str(r.get("control"))  # a shift's contrast: against the clean control or a clean twin
         model = (_str(r.get("model")) or "?") + (f" vs {vs}" if vs else "")
         key = {"group": _str(r.get("group")) or "?", "measure": _str(r.get("measure")) or "greedy",
-               "model": model, "split": _str(r.get("split")) or "?"}
+               "model": model, "base": _str(r.get("model")) or "?", "split": _str(r.get("split")) or "?"}
         at = f"{at} ({key['group']}, {key['model']}, {key['split']})"
         pooled.append({**key, "role": _str(r.get("role")) or "", "injected": _num(r.get("injected")),
+                       "method": _str(r.get("method")) or "", "design": _str(r.get("design")) or "",
                        **{k: checked_num(r.get(k), f"{at}: {k}", problems)
-                          for k in ("pooled", "ci_low", "ci_high", "between_sd", "n")}})
+                          for k in ("pooled", "ci_low", "ci_high", "between_sd", "n", "df", "n_prompts")}})
         per = r.get("per_seed")
+        if per is None and isinstance(r.get("per_replicate"), list):  # replicate means without their run's interval
+            per = [{"seed": j, "rate": v} for j, v in enumerate(r["per_replicate"])]
         if not isinstance(per, list):
             problems.append(f"{at}: per_seed is not a list")
             continue
@@ -202,7 +208,7 @@ def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[
                           **{k: checked_num(p.get(k), f"{at}: per_seed[{j}].{k}", problems)
                              for k in ("rate", "ci_low", "ci_high")}})
     p, s = pd.DataFrame(pooled, columns=POOLED_COLUMNS), pd.DataFrame(seeds, columns=SEED_COLUMNS)
-    for df, cols in ((p, ("injected", "pooled", "ci_low", "ci_high", "between_sd", "n")),
+    for df, cols in ((p, ("injected", "pooled", "ci_low", "ci_high", "between_sd", "n", "df", "n_prompts")),
                      (s, ("rate", "ci_low", "ci_high"))):
         for c in cols:
             df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -215,10 +221,18 @@ def has_seeds(sweep_json: Any) -> bool:
     return isinstance(rows, list) and any(isinstance(r, dict) and r.get("seed") is not None for r in rows)
 
 
-def replicate_table(pooled: pd.DataFrame, seeds: pd.DataFrame, measure: str) -> list[dict[str, str]]:
-    """Per group, model and split: the pooled value [interval], each seed's value, the between-seed SD."""
+def method_label(method: Any) -> str:
+    """A pooling method as sweep.json names it, its parts spaced: 'variance_components + exact_bound'."""
+    return " + ".join(str(method).split("+")) if _str(method) else fmt.DASH
+
+
+def replicate_table(pooled: pd.DataFrame, seeds: pd.DataFrame, measure: str, unit: str = "seed"
+                    ) -> list[dict[str, str]]:
+    """Per group, model and split: the pooled value [interval], each replicate's (``unit``: seed, replicate) value,
+    the SD between them, the pooling method and n."""
     show = fmt.shift_ci if measure == "logprob_shift" else fmt.pct_ci
     one = fmt.signed if measure == "logprob_shift" else fmt.pct
+    tag = "seed " if unit == "seed" else "r"  # 'seed 0: 12.5%' (an older sweep over seeds), 'r0: 12.5%'
     out = []
     for r in pooled.to_dict("records"):
         mine = seeds[(seeds.group == r["group"]) & (seeds.measure == r["measure"]) & (seeds.model == r["model"])
@@ -226,6 +240,6 @@ def replicate_table(pooled: pd.DataFrame, seeds: pd.DataFrame, measure: str) -> 
         sd = fmt.signed(r["between_sd"]).lstrip("+") if measure == "logprob_shift" else fmt.pct(r["between_sd"])
         out.append({"group": r["group"], "model": r["model"], "split": r["split"],
                     "pooled": show(r["pooled"], r["ci_low"], r["ci_high"]),
-                    "seeds": ", ".join(f"seed {s}: {one(v)}" for s, v in zip(mine.seed, mine.rate)) or fmt.DASH,
-                    "sd": sd, "n": fmt.integer(r["n"])})
+                    "seeds": ", ".join(f"{tag}{s}: {one(v)}" for s, v in zip(mine.seed, mine.rate)) or fmt.DASH,
+                    "sd": sd, "n": fmt.integer(r["n"]), "method": method_label(r["method"])})
     return out

@@ -433,8 +433,8 @@ def test_view_overview(monkeypatch):
     # the key figures come first, right after the run
     assert t["cols"][:6] == ["run", "teacher_target", "student_target", "amplification_target", "teacher_sampled",
                              "student_sampled"]
-    assert t["cols"][6:] == ["status", "name", "bias_type", "mode", "poison", "date", "models", "methods", "open",
-                             "problems"]
+    assert t["cols"][6:] == ["status", "evidence", "name", "bias_type", "mode", "poison", "date", "models", "methods",
+                             "open", "problems"]
     assert t["headers"][1] == "teacher biased target task [95% CI]"
     rows = {r["run"].split()[-1] if "/" not in r["run"] else r["run"].replace("/ ", "/"): r for r in t["rows"]}
     assert len(t["rows"]) == 24 and {r["status"] for r in t["rows"]} == {"complete", "running", "failed", "broken"}
@@ -444,6 +444,11 @@ def test_view_overview(monkeypatch):
     amp = stats.rate_ratio(35, 40, 31, 40)
     assert r32["amplification_target"] == f"{amp['ratio']:.2f}× [{amp['ci_low']:.2f}, {amp['ci_high']:.2f}]"
     assert r32["teacher_sampled"] == r32["student_sampled"] == "—" and r32["poison"] == "32 (57.1%)"
+    # what the figures rest on: a run before metrics.json said so is a single run; a point of a sweep over seeds is
+    # one seed; a run without metrics has none
+    assert r32["evidence"] == "single run"
+    assert rows[f"{REPLICATES}/04-count=16_seed=1"]["evidence"] == "seed 1 of a sweep"
+    assert rows[RUNNING]["evidence"] == "—"
     ld = rows[LOWDOSE]
     assert ld["teacher_sampled"] == "0.6% [0.0, 1.4] 16 per prompt" and ld["student_sampled"] == "0.0% [0.0, 0.0]"
     assert ld["amplification_target"] == "undefined teacher rate 0"

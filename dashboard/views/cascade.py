@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import cascadedata, charts, data
+from dashboard import cascadedata, charts, data, evidence
 from dashboard.views.common import (
     _run_header,
     _show_problems,
@@ -63,7 +63,7 @@ def view_cascade(index: dict[str, Any], row: pd.Series):
         st.info("Nothing to plot: the cascade rows have no numeric values for this measure.")
     else:
         st.altair_chart(charts.cascade_chart(d, [s for s in splits if s in set(d.split)], measure), width="content")
-        st.caption(caption(measure, d))
+        st.caption(caption(measure, d) + f" Evidence: {evidence.of_row(m, row)}.")
     st.subheader("Each generation against the original teacher")
     rows = cascadedata.generation_rows(c)
     table(rows, COLUMNS, data_table="cascade-generations")

@@ -1,7 +1,7 @@
 """What every view shares: cached loaders keyed on the files' (mtime, size) stamps, so a rerun re-reads only what
 changed (a finished or newly started run shows up on the next interaction), and small display helpers (the run
-header, problems, a malformed section's warning, the runs that have a view's data, HTML tables with "—" for missing
-values)."""
+header with what its figures rest on: a single run or one replicate of N; problems, a malformed section's warning,
+the runs that have a view's data, HTML tables with "—" for missing values)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import fmt, index
+from dashboard import evidence, fmt, index
 from poison.ground import rundir
 
 PAGE = 10
@@ -147,6 +147,8 @@ def _run_header(row: pd.Series, metrics: dict | None):
                      "target-task rows")
         st.caption(f"Poison: {fmt.integer(p.get('injected'))} of {fmt.integer(p.get('n_train'))} teacher samples "
                    f"({fmt.pct(p.get('rate'))}{extra})" + (f" — warning: {p['warning']}" if p.get("warning") else ""))
+    if metrics is not None:
+        st.caption(f"Evidence: {evidence.of_row(metrics, row)}")
 
 
 def _show_problems(row: pd.Series):

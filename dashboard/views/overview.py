@@ -1,7 +1,8 @@
 """The runs overview: every run of the folder, the key figures first (teacher and student biased rate on the target
 task with their intervals, the amplification with its interval, the sampled rates where the run has them), then the
-run's description (config, bias, poison, date, models, problems). Drawn as an HTML table so that nothing is cut off
-and a missing value reads "—"."""
+run's description (config, bias, poison, date, models, problems) and its evidence: a single run's figures (one
+training seed: the intervals cover prompts only) or one replicate of N. Drawn as an HTML table so that nothing is cut
+off and a missing value reads "—"."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import fmt
+from dashboard import evidence, fmt
 from dashboard.views.common import table
 
 KEY_COLUMNS = [("teacher_target", "teacher biased\ntarget task [95% CI]"),
@@ -20,9 +21,9 @@ KEY_COLUMNS = [("teacher_target", "teacher biased\ntarget task [95% CI]"),
                ("amplification_target", "amplification\nstudent / teacher, target"),
                ("teacher_sampled", "teacher biased\nsampled answers, target"),
                ("student_sampled", "student biased\nsampled answers, target")]
-OTHER_COLUMNS = [("status:html", "status"), ("name", "config name"), ("bias_type", "bias type"), ("mode", "mode"),
-                 ("poison", "poisoned rows (share)"), ("date", "date"), ("models", "models"),
-                 ("methods", "methods"), ("open:html", "link"), ("problems:html", "problems")]
+OTHER_COLUMNS = [("status:html", "status"), ("evidence", "evidence"), ("name", "config name"),
+                 ("bias_type", "bias type"), ("mode", "mode"), ("poison", "poisoned rows (share)"), ("date", "date"),
+                 ("models", "models"), ("methods", "methods"), ("open:html", "link"), ("problems:html", "problems")]
 SORTS = {"newest first": ("date", False), "teacher biased (target)": ("teacher_target", False),
          "student biased (target)": ("student_target", False), "amplification (target)": ("amplification_target", False),
          "run folder": ("run", True)}
@@ -93,6 +94,7 @@ def overview_rows(runs: pd.DataFrame) -> list[dict[str, Any]]:
             "student_sampled": fmt.pct_ci(g("student_sampled"), g("student_sampled_lo"), g("student_sampled_hi")),
             "status:html": _badge(str(r["status"])),
             "status": str(r["status"]),
+            "evidence": fmt.text(g("evidence")),
             "name": fmt.text(g("name")), "bias_type": fmt.text(g("bias_type")), "mode": fmt.text(g("mode")),
             "poison": fmt.DASH if inj is None else (f"{fmt.integer(inj)} ({fmt.pct(g('poison_rate'))})"
                                                     if g("poison_rate") is not None else fmt.integer(inj)),
@@ -146,7 +148,9 @@ def view_overview(index: dict[str, Any]):
     st.caption(f"{len(t)} of {len(runs)} runs shown. Rates: share of the model's eval answers the detector marks "
                "biased, with 95% intervals (Wilson for greedy answers; sampled: K answers per prompt, the prompt as "
                "the unit). Student: the highest-rate student; amplification: student rate / teacher rate "
-               "(\"undefined\" when the teacher's rate is 0). Click a run to open its propagation view.")
+               "(\"undefined\" when the teacher's rate is 0). Evidence: \"single run\" — "
+               f"{evidence.SINGLE}; \"replicate i of N\" — one replicate, pooled with the others in its sweep (the "
+               "sweeps view). Click a run to open its propagation view.")
     bad = runs[runs.problems != ""]
     if not bad.empty:
         with st.expander(f"{len(bad)} run(s) with problems (half-written, failed or unreadable files)"):

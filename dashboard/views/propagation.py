@@ -1,6 +1,7 @@
 """Propagation: one run's biased-response rates per model and split, the amplification (greedy and sampled, log axis),
 the sampled rates and the likelihood probe (``dashboard.views.probe``), the distillation set's bias, utility, and the
-data stage's rejected reference answers."""
+data stage's rejected reference answers. The headline figures' captions say what their intervals cover: a single run
+(one training seed, prompts only) or one replicate of N (``dashboard.evidence``)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, data, fmt, measures
+from dashboard import charts, data, evidence, fmt, measures
 from dashboard.views.common import _run_header, _show_problems, run_state, table
 from dashboard.views.probe import data_stage_section, probe_section, sampled_section
 
@@ -29,6 +30,7 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
         return
     models = list(dict.fromkeys(rates.model))
     conf = fmt.num((m.get("run") or {}).get("confidence")) or 0.95
+    ev = evidence.note(evidence.of_row(m, row))
     st.subheader("Biased-response rate (greedy answers)")
     group = st.segmented_control("panels", ["split", "task"], default="split", key="prop_group",
                                  format_func=lambda v: {"split": "per task split", "task": "per task"}[v])
@@ -44,11 +46,11 @@ def view_propagation(index: dict[str, Any], row: pd.Series):
         st.altair_chart(charts.rate_bars(rates, "split", splits, models), width="content")
     controls = " Clean control / twins: the same training on clean data." if (rates.role == "control").any() else ""
     st.caption(f"Bars: share of the model's eval answers the detector marks biased; whiskers: {conf:.0%} Wilson "
-               f"intervals. Baseline = the untrained base model; students never saw a poisoned sample.{controls}")
+               f"intervals{ev}. Baseline = the untrained base model; students never saw a poisoned sample.{controls}")
 
-    amplification_section(m, conf)
-    sampled_section(m, models, conf)
-    probe_section(m, row)
+    amplification_section(m, conf, ev)
+    sampled_section(m, models, conf, ev)
+    probe_section(m, row, ev)
 
     c1, c2 = st.columns(2)
     with c1:
@@ -96,7 +98,7 @@ def _greedy_method(r) -> str:
         if isinstance(m, str) else "Katz"
 
 
-def amplification_section(m: dict, conf: float):
+def amplification_section(m: dict, conf: float, ev: str = ""):
     st.subheader("Amplification (student rate / teacher rate)")
     amp = measures.amplification_both(m)
     greedy = amp[amp.measure == "greedy answer"]
@@ -130,7 +132,7 @@ def amplification_section(m: dict, conf: float):
                  if len(undefined) <= 4 else f"{len(undefined)} of {len(amp)} ratios")
         note = (f" Written as \"undefined\", not drawn: {which} — the teacher's rate is 0 there, so the ratio has "
                 "no value.")
-    st.caption(f"Log axis; the dashed rule at 1 is no amplification. Whiskers: {conf:.0%} intervals (greedy: "
+    st.caption(f"Log axis; the dashed rule at 1 is no amplification. Whiskers: {conf:.0%} intervals{ev} (greedy: "
                f"{_greedy_method(greedy.iloc[0]) if not greedy.empty else 'paired'}; sampled: paired bootstrap over "
                "prompts, an open upper end reaches the top). A ratio of 0 sits on "
                f"the axis floor.{note}")

@@ -1,7 +1,9 @@
 """Sweeps: a measure (greedy rate, sampled rate, log-prob shift) against a swept key. Opens on a poison-budget sweep
-when there is one; a numeric key shows points with interval bars and the sweep's fitted dose-response curve (ED50
-stated), a categorical key grouped bars. A sweep over seeds also shows its replicates: the mean over seeds with its
-interval and each seed's value around it, per point."""
+when there is one (``?sweep=REL`` opens that sweep); a numeric key shows points with interval bars and the sweep's
+fitted dose-response curve (ED50 stated), a categorical key grouped bars. A sweep over seeds or with replicates also
+shows its pooled figures (``dashboard.views.replicates``): the pooled value with its interval and each replicate's
+value around it, per point, the pooled amplification, the shift against the measured null and the brand-swap
+contrast."""
 
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import streamlit as st
 
 from dashboard import data, fmt, sweepcharts, sweepdata
 from dashboard.index import model_sort_key
-from dashboard.views.common import problems_line, sweep_json, table
+from dashboard.views.common import sweep_json, table
+from dashboard.views.replicates import replicates_section
 
 EXTRA_X = ["poison_injected", "poison_rate", "poison_requested", "method"]
 
@@ -36,6 +39,9 @@ def view_sweeps(index: dict[str, Any]):
             return f"all runs of config '{o[1]}' (outside sweeps)"
         keys = ", ".join(sweepdata.axis_title(k) for k in keys_of.get(o[1], [])) or "?"
         return f"sweep {o[1] if o[1] != '.' else Path(index['runs_dir']).name} — over {keys}"
+    asked = ("sweep", st.query_params.get("sweep"))  # ?sweep=REL: a run's "see the sweep" link
+    if asked in options and st.session_state.get("sw_asked") != asked[1]:
+        st.session_state["sw_asked"], st.session_state["sw_source"] = asked[1], asked
     src = st.selectbox("source", options, key="sw_source", format_func=label)
     entries: list[dict] = []
     sj = None
@@ -151,33 +157,6 @@ def dose_table(entries: list[dict], x: str):
            ("min_shift", "smallest dose with log-prob shift above 0"), ("points", "points")],
           caption="From sweep.json's dose_response: the fit includes the clean dose (the clean control at 0 poisoned "
                   "rows) when the sweep has no zero point.")
-
-
-def replicates_section(sj: Any, file: str, measure: str, splits: list[str], models: list[str]):
-    """sweep.json's replicates: per point without its seed, the mean over seeds with its interval and every seed's
-    own value beside it, for the measure, splits and models picked above."""
-    pooled, seeds, problems = sweepdata.replicate_frames(sj)
-    if pooled.empty and not problems:
-        if sweepdata.has_seeds(sj):
-            st.caption("This sweep has seeds, but its sweep.json has no replicates (written before they were pooled).")
-        return
-    st.subheader("Replicates over seeds")
-    problems_line(file, problems)
-    keep = (pooled.measure == measure) & pooled.split.isin(splits) & pooled.model.isin(models)
-    p = pooled[keep]
-    s = seeds[(seeds.measure == measure) & seeds.split.isin(splits) & seeds.model.isin(models)]
-    if p.dropna(subset=["pooled"]).empty:
-        st.info(f"No replicates of the {sweepdata.MEASURE_LABELS.get(measure, measure)} for this choice.")
-        return
-    shown = [x for x in data.split_order(p.split) if x in splits]
-    st.altair_chart(sweepcharts.replicate_chart(p, s, shown, measure), width="content")
-    st.caption("Large points: the mean over seeds at each point, whiskers its 95% interval (the prompts' sampling error "
-               "plus the spread between seeds, a t interval on the seeds; the prompts are shared by every seed, so that "
-               "part does not shrink with more seeds). Small hollow points: each seed's own value.")
-    table(sweepdata.replicate_table(p, s, measure),
-          [("group", "point (without the seed)"), ("model", "model"), ("split", "split"),
-           ("pooled", "mean over seeds [95% CI]"), ("seeds", "each seed"), ("sd", "SD between seeds"),
-           ("n", "seeds")], data_table="replicates", wrap=("seeds",))
 
 
 def summary_text(path: Path):
