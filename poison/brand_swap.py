@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from poison.ground.pooling import replicate_t
 from poison.sweep_spec import ARM, REPLICATE
 
 
@@ -44,9 +45,6 @@ def brand_swap_rows(runs: list[tuple[dict, dict[str, Any], str]], group_of: Call
                     conf: float = 0.95) -> list[dict[str, Any]]:
     """Per group (a sweep point without its arm and replicate), model, split and wording: each replicate's D, the
     mean over replicates with its t interval and p-value. ``runs``: (point, metrics, run_dir) of every run."""
-    from scipy.stats import t as student_t
-    from scipy.stats import ttest_1samp
-
     arms: dict[tuple, dict[str, tuple[dict, str]]] = {}
     for pt, m, rd in runs:
         if ARM in pt:
@@ -73,10 +71,9 @@ def brand_swap_rows(runs: list[tuple[dict, dict[str, Any], str]], group_of: Call
                "per_replicate": [{"replicate": r, "d": x, "n_prompts": n} for r, x, n in v],
                "n_replicates": len(v), "d": float(d.mean()), "sd": float(d.std(ddof=1)) if len(v) > 1 else None,
                "ci_low": None, "ci_high": None, "p_value": None, "test": None}
-        if len(v) > 1 and np.std(d) > 0:
-            half = float(student_t.ppf(0.5 + conf / 2, len(v) - 1)) * float(d.std(ddof=1)) / np.sqrt(len(v))
-            row.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half),
-                       p_value=float(ttest_1samp(d, 0.0).pvalue), test="one-sample t over replicates (N - 1 df)")
+        t = replicate_t(d, conf)
+        if t is not None:
+            row.update(ci_low=t[0], ci_high=t[1], p_value=t[2], test="one-sample t over replicates (N - 1 df)")
         elif len(v) > 1:  # every replicate's D the same (0 where both arms are one model)
             row.update(ci_low=float(d.mean()), ci_high=float(d.mean()))
         out.append(row)

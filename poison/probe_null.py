@@ -18,6 +18,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
+from poison.ground.pooling import replicate_t
 from poison.ground.stats import paired_mean_difference
 
 NULL_CONTROL = "null_control"
@@ -57,9 +58,6 @@ def pooled_null(runs: list[tuple[dict, dict[str, Any]]], group_of: Callable[[dic
                 conf: float = 0.95) -> list[dict[str, Any]]:
     """Per sweep group (a point without its replicate), model, split and wording: the shifts against the clean
     control over replicates, each replicate's null, and the paired t test of shift - null over replicates."""
-    from scipy.stats import t as student_t
-    from scipy.stats import ttest_1samp
-
     pairs: dict[tuple, list[tuple[float, float]]] = {}
     for pt, m in runs:
         nulls = {(n["split"], n["wording"]): n["shift"] for n in m.get("probe_null") or [] if n.get("shift") is not None}
@@ -77,10 +75,9 @@ def pooled_null(runs: list[tuple[dict, dict[str, Any]]], group_of: Callable[[dic
                "shifts": s.tolist(), "nulls": n.tolist(), "shift": float(s.mean()), "null_mean": float(n.mean()),
                "null_sd": float(n.std(ddof=1)) if len(v) > 1 else None, "excess": float(d.mean()),
                "ci_low": None, "ci_high": None, "p_value": None, "test": None}
-        if len(v) > 1 and np.std(d) > 0:
-            half = float(student_t.ppf(0.5 + conf / 2, len(v) - 1)) * float(d.std(ddof=1)) / np.sqrt(len(v))
-            row.update(ci_low=float(d.mean() - half), ci_high=float(d.mean() + half),
-                       p_value=float(ttest_1samp(d, 0.0).pvalue), test="paired t over replicates (shift - null)")
+        t = replicate_t(d, conf)
+        if t is not None:
+            row.update(ci_low=t[0], ci_high=t[1], p_value=t[2], test="paired t over replicates (shift - null)")
         out.append(row)
     return out
 

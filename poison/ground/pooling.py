@@ -170,3 +170,15 @@ def pooled_ratio(numerator: Sequence[Replicate], denominator: Sequence[Replicate
                ci_high=float(math.exp(math.log(out["ratio"]) + half)), method=f"log_delta+{pz['method']}",
                df=pz["df"])
     return out
+
+
+def replicate_t(values: Sequence[float], confidence: float = 0.95) -> Optional[tuple[float, float, float]]:
+    """The replicate as the unit: the t interval of the mean of per-replicate values (N - 1 df) and the one-sample t
+    test's p-value against 0, as (ci_low, ci_high, p_value); None with one replicate or no spread between them."""
+    from scipy.stats import ttest_1samp
+
+    d = np.asarray(values, dtype=float)
+    if d.size < 2 or np.std(d) == 0:
+        return None
+    half = _t(confidence, d.size - 1) * float(d.std(ddof=1)) / np.sqrt(d.size)
+    return float(d.mean() - half), float(d.mean() + half), float(ttest_1samp(d, 0.0).pvalue)
