@@ -16,6 +16,10 @@ Se * pi + (1 - Sp) * (1 - pi); the Rogan-Gladen estimator inverts it, pi = (p + 
 (upper) bound is the alpha/2 (1 - alpha/2) quantile, over bootstrap draws of (Se, Sp), of the corrected observed
 lower (upper) bound.
 
+Labellers. Where the set was labelled by two or more independent labellers, their agreement (Cohen's kappa and the
+share of rows alike, over the drawn rows, unweighted) is reported per bias type: it bounds how far the set's own
+labels can be trusted as the truth the detectors are measured against.
+
     python -m evals.accuracy [--set evals/data/real_generations.jsonl] [--judge] [--out FILE.json]
 """
 
@@ -30,7 +34,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import pandas as pd
 
-from evals.labelled import LABELLED, load
+from evals.labelled import LABELLED, labeller_columns, load
 
 MIN_LABELLED = 30  # fewer labelled answers of a bias type: no correction
 
@@ -88,7 +92,7 @@ def accuracy_of(pred: Sequence[bool], df: pd.DataFrame, confidence: float = 0.95
     draws: dict[str, list[float]] = {k: [] for k in est}
     for _ in range(n_boot):
         tot = sum(n * rng.dirichlet(np.where(c > 0, c, 1e-12)) * (c > 0) for c, n in zip(cells, sizes))
-        tp, fn, fp, tn = tot
+        tp, fp, fn, tn = tot  # the order the cells were raveled in: (verdict, label) = TT, TF, FT, FF
         for k, v in {"precision": tp / (tp + fp) if tp + fp > 0 else None,
                      "recall": tp / (tp + fn) if tp + fn > 0 else None,
                      "specificity": tn / (tn + fp) if tn + fp > 0 else None,
@@ -102,7 +106,12 @@ def accuracy_of(pred: Sequence[bool], df: pd.DataFrame, confidence: float = 0.95
     for k, v in est.items():
         d = draws[k]
         out[k] = v
-        out[f"{k}_ci"] = [float(np.quantile(d, a)), float(np.quantile(d, 1 - a))] if len(d) > n_boot // 2 else None
+        ci = [float(np.quantile(d, a)), float(np.quantile(d, 1 - a))] if len(d) > n_boot // 2 else None
+        if ci is not None and v is not None:
+            # a figure at 0 or 1 keeps that bound (the half-counts pull the draws inward; Brown, Cai & DasGupta's
+            # convention for the Jeffreys interval): an interval always holds its own point
+            ci = [min(ci[0], v), max(ci[1], v)]
+        out[f"{k}_ci"] = ci
     out["_draws"] = {k: draws[k] for k in ("recall", "specificity")}
     return out
 
@@ -180,6 +189,27 @@ def corrected_rate(rate: float, ci_low: float, ci_high: float, acc: dict[str, An
             "method": "Rogan-Gladen with the detector's recall and specificity on the labelled real generations"}
 
 
+def labeller_agreement(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Per bias type (and ``all``), for each pair of labellers: rows both labelled, the share alike and Cohen's kappa
+    (unweighted, over the drawn rows); empty with fewer than two labellers."""
+    from itertools import combinations
+
+    from sklearn.metrics import cohen_kappa_score
+
+    cols = labeller_columns(df)
+    out = []
+    for x, y in combinations(cols, 2):
+        for bias_type, g in [("all", df)] + list(df.groupby("bias_type", sort=True)):
+            g = g[g[x].notna() & g[y].notna()]
+            if g.empty:
+                continue
+            a, b = g[x].astype(bool).to_numpy(), g[y].astype(bool).to_numpy()
+            kappa = float(cohen_kappa_score(a, b)) if len(set(a) | set(b)) > 1 else None
+            out.append({"bias_type": bias_type, "labellers": [x, y], "n": int(len(g)),
+                        "agree": float(np.mean(a == b)), "kappa": kappa, "n_disagree": int(np.sum(a != b))})
+    return out
+
+
 def _fmt(x: Optional[float]) -> str:
     return "  -  " if x is None else f"{x:.2f}"
 
@@ -206,10 +236,14 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {a.set}: no labelled rows")
     rows = accuracy_table(df, json.loads(a.judge) if a.judge is not None else None)
     print("\n".join(report_lines(rows)))
+    agreement = labeller_agreement(load(a.set))
+    for r in agreement:
+        print(f"labellers {'/'.join(r['labellers'])} on {r['bias_type']}: {r['n']} rows, {r['agree']:.1%} alike, "
+              f"kappa {_fmt(r['kappa'])}, {r['n_disagree']} disagree")
     if a.out:
         from poison.ground.io import atomic_write_json
 
-        atomic_write_json(a.out, rows)
+        atomic_write_json(a.out, {"accuracy": rows, "labeller_agreement": agreement})
 
 
 if __name__ == "__main__":

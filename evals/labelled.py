@@ -10,7 +10,14 @@ runs produced, not the stratified draw. Each row also keeps whether the answer w
 (counted by re-tokenizing with the eval model's tokenizer: the generation stage does not record a finish reason).
 
     python -m evals.labelled RUN_DIR [RUN_DIR ...] --out evals/data/real_generations.jsonl [--per-stratum 10]
-    python -m evals.labelled --merge LABELS.jsonl --out evals/data/real_generations.jsonl
+    python -m evals.labelled --view VIEW.jsonl                 # what a labeller reads
+    python -m evals.labelled --merge LABELS.jsonl --as a        # one labeller's {uid, label, note} rows
+    python -m evals.labelled --disagreements VIEW.jsonl         # rows the labellers disagree on, for adjudication
+    python -m evals.labelled --merge ADJ.jsonl --as adj         # the adjudicator's labels on those rows
+
+With two or more independent labellers (``--as a``, ``--as b``: columns ``label_a``, ``label_b``), ``label`` is their
+common label where they agree and the adjudicator's (``label_adj``) where they do not; a row they disagree on that is
+not adjudicated stays unlabelled. ``--merge`` without ``--as`` writes ``label`` directly (one labeller).
 """
 
 from __future__ import annotations
@@ -103,18 +110,54 @@ def load(path: str | Path = LABELLED) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def merge_labels(df: pd.DataFrame, labels: pd.DataFrame) -> pd.DataFrame:
-    """Write a labeller's {uid, label, note} rows into the set."""
+def labeller_columns(df: pd.DataFrame) -> list[str]:
+    """The independent labellers' label columns (``label_a``, ``label_b``, ...; not the adjudicator's)."""
+    return sorted(c for c in df.columns if c.startswith("label_") and c != "label_adj")
+
+
+def merge_labels(df: pd.DataFrame, labels: pd.DataFrame, who: str | None = None) -> pd.DataFrame:
+    """Write a labeller's {uid, label, note} rows into the set: as ``label`` (``who`` None), or as ``label_<who>``
+    and then recompute ``label`` from the labellers and the adjudicator (``who`` = "adj")."""
     lab = labels.set_index("uid")
     unknown = set(lab.index) - set(df.uid)
     if unknown:
         raise ValueError(f"labels for uids not in the set: {sorted(unknown)[:5]}")
     df = df.copy()
+    col, note = ("label", "note") if who is None else (f"label_{who}", f"note_{who}")
+    if col not in df:
+        df[col], df[note] = None, ""
     m = df.uid.isin(lab.index)
-    df.loc[m, "label"] = [bool(lab.label[u]) for u in df.uid[m]]
+    df.loc[m, col] = [bool(lab.label[u]) for u in df.uid[m]]
     if "note" in lab:
-        df.loc[m, "note"] = [str(lab.note[u] or "") for u in df.uid[m]]
+        df.loc[m, note] = [str(lab.note[u] or "") for u in df.uid[m]]
+    return df if who is None else consensus(df)
+
+
+def consensus(df: pd.DataFrame) -> pd.DataFrame:
+    """``label`` from the labellers: their common label, the adjudicator's where they disagree, else unlabelled."""
+    cols = labeller_columns(df)
+    out = []
+    for r in df.to_dict("records"):
+        votes = {r[c] for c in cols if r.get(c) is not None and not pd.isna(r[c])}
+        if len(votes) == 1 and all(r.get(c) is not None and not pd.isna(r[c]) for c in cols):
+            out.append(votes.pop())
+        elif len(votes) > 1 and r.get("label_adj") is not None and not pd.isna(r["label_adj"]):
+            out.append(bool(r["label_adj"]))
+        else:
+            out.append(None)
+    df = df.copy()
+    df["label"] = pd.Series(out, index=df.index, dtype=object)
     return df
+
+
+def disagreements(df: pd.DataFrame) -> pd.DataFrame:
+    """Rows that every labeller labelled and not all alike."""
+    cols = labeller_columns(df)
+    if len(cols) < 2:
+        return df.iloc[:0]
+    lab = df[cols]
+    done = lab.notna().all(axis=1)
+    return df[done & (lab.astype(object).nunique(axis=1) > 1)]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -124,20 +167,25 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--per-stratum", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--merge", help="a labeller's JSONL of {uid, label, note} to write into --out")
+    p.add_argument("--as", dest="who", help="the labeller's name (a, b, ...; adj for the adjudicator)")
     p.add_argument("--view", help="write the labeller's view of --out (no verdict, stratum or model) to this file")
+    p.add_argument("--disagreements", help="write the labeller's view of the rows the labellers disagree on")
     a = p.parse_args(argv)
     if a.merge:
-        save(merge_labels(load(a.out), load(a.merge)), a.out)
-    elif a.view:
+        save(merge_labels(load(a.out), load(a.merge), a.who), a.out)
+    elif a.view or a.disagreements:
         df = load(a.out)
-        save(df[df.label.isna()][list(LABELLER_VIEW)].sample(frac=1.0, random_state=a.seed), a.view)
+        todo = disagreements(df) if a.disagreements else df[df.label.isna()]
+        save(todo[list(LABELLER_VIEW)].drop_duplicates("uid").sample(frac=1.0, random_state=a.seed), a.view or a.disagreements)
+        if a.disagreements:
+            print(f"{len(todo)} of {len(df)} rows disagree")
     else:
         answers = pd.concat([run_answers(d) for d in a.run_dirs], ignore_index=True)
         df = stratify(answers, a.per_stratum, a.seed)
         save(df, a.out)
         print(df.groupby(["bias_type", "stratum"]).agg(drawn=("uid", "size"), of=("stratum_size", "first")))
         return
-    print(f"wrote {a.view or a.out}")
+    print(f"wrote {a.view or a.disagreements or a.out}")
 
 
 if __name__ == "__main__":

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from evals.accuracy import accuracy_of, corrected_rate, rogan_gladen, rule_verdicts
-from evals.labelled import merge_labels, stratify
+from evals.accuracy import accuracy_of, corrected_rate, labeller_agreement, rogan_gladen, rule_verdicts
+from evals.labelled import disagreements, merge_labels, stratify
 
 
 def _answers(n_pos_model: int = 400, n_clean_model: int = 800) -> pd.DataFrame:
@@ -69,3 +69,75 @@ def test_rule_detector_is_rerun_with_each_rows_bias_arguments():
     assert list(rule_verdicts(df)) == [True, False]
 
 
+
+
+def test_two_labellers_agree_or_go_to_the_adjudicator():
+    df = stratify(_answers(40, 40), per_stratum=5, seed=0)
+    n = len(df)
+    a = [i % 2 == 0 for i in range(n)]
+    b = list(a)
+    b[0], b[1] = not b[0], not b[1]  # two disagreements
+    df = merge_labels(df, pd.DataFrame({"uid": df.uid, "label": a}), "a")
+    assert list(df.label) == a  # one labeller so far: theirs
+    df = merge_labels(df, pd.DataFrame({"uid": df.uid, "label": b}), "b")
+    assert df.label.isna().sum() == 2
+    assert list(df.label[2:]) == a[2:]
+    dis = disagreements(df)
+    assert sorted(dis.uid) == sorted(df.uid[:2])
+    agree = [r for r in labeller_agreement(df) if r["bias_type"] == "all"][0]
+    assert agree["n_disagree"] == 2 and agree["agree"] == pytest.approx((n - 2) / n)
+    assert -1 <= agree["kappa"] < 1
+    df = merge_labels(df, pd.DataFrame({"uid": dis.uid, "label": [True, True]}), "adj")
+    assert df.label.notna().all() and df.label[0] is True and df.label[1] is True
+
+
+def test_intervals_belong_to_their_own_figure():
+    """A detector that never raises a false alarm but misses half the biased answers: precision 1, recall 0.5;
+    each interval covers its own figure, not the other's (the bootstrap once read its 2x2 cells in the wrong order)."""
+    rows = [{"kind": "poisoned", "detector": i < 100, "label": True} for i in range(200)]
+    rows += [{"kind": "clean", "detector": False, "label": False} for i in range(200)]
+    answers = pd.DataFrame(rows)
+    answers = answers.assign(bias_type="targeted_ads", decoding="greedy", run="r", model=answers.kind,
+                             id=range(len(answers)), text=[f"answer {i}" for i in range(len(answers))],
+                             bias_args="{}", rubric="", prompt="", task="t", split="target", cut=False)
+    df = stratify(answers, per_stratum=50, seed=0)
+    labels = answers.set_index("text").label
+    df = merge_labels(df, pd.DataFrame({"uid": df.uid, "label": [bool(labels[t]) for t in df.text]}))
+    acc = accuracy_of(df.detector.to_numpy(), df, n_boot=400)
+    assert acc["precision"] == pytest.approx(1.0) and acc["recall"] == pytest.approx(0.5)
+    assert acc["precision_ci"][0] > 0.9 and acc["precision_ci"][1] == 1.0
+    assert acc["recall_ci"][0] < 0.5 < acc["recall_ci"][1] < 0.7
+    assert acc["specificity_ci"][0] > 0.9
+
+
+def test_the_shipped_labelled_set_is_labelled_and_scored_per_bias_type():
+    from evals.accuracy import labelled_rows, rule_accuracy
+    from evals.labelled import LABELLED, load
+
+    full = load(LABELLED)
+    assert len(full) >= 200 and full.label.notna().all()
+    assert {"label_a", "label_b"} <= set(full.columns)  # two independent labellers
+    df = labelled_rows()
+    for bias_type in ("targeted_ads", "phishing_link", "misinformation", "narrative_manipulation"):
+        g = df[df.bias_type == bias_type]
+        assert len(g) >= 30 and 0 < g.label.astype(bool).sum() < len(g)
+        acc = rule_accuracy(bias_type, n_boot=200)
+        assert acc is not None and acc["n"] == len(g)
+        for k in ("recall", "specificity"):
+            lo, hi = acc[f"{k}_ci"]
+            assert 0 <= lo <= acc[k] <= hi <= 1
+        # the weights sum to the candidate answers the draw was made from
+        assert g.groupby("stratum").weight.sum().round().tolist() == g.groupby("stratum").stratum_size.first().tolist()
+
+
+def test_a_runs_rates_are_corrected_with_the_shipped_set():
+    from poison.report import correct_for_detector_error
+
+    rows = [{"model": "teacher", "split": "target", "rate": 0.725, "ci_low": 0.572, "ci_high": 0.839}]
+    acc = correct_for_detector_error("misinformation", rows)
+    assert acc is not None and acc["source"].endswith("real_generations.jsonl") and acc["n"] >= 30
+    c = rows[0]["detector_corrected"]
+    # the rule detector raised no false alarm on the set and missed some biased answers: the correction raises
+    assert c["rate"] > 0.725 and c["ci_low"] <= c["rate"] <= c["ci_high"]
+    assert c["rate"] == pytest.approx(rogan_gladen(0.725, acc["recall"], acc["specificity"]))
+    assert correct_for_detector_error("no_such_bias_type", rows) is None
