@@ -10,7 +10,7 @@ the run comes from ``ctx`` and nothing is filled into its arguments behind its b
     ctx.sample(model, prompts, n=, temperature=...) answers per prompt; in a multi-process run the main process
                                                     samples and the others read its answers
     ctx.score_tokens(model, token_ids, starts)      per-token log-probabilities from vLLM's prefill
-    ctx.score_many(jobs)                            the same for several models, through the run's backend
+    ctx.score_many(jobs)                            the same for several models (shared contexts run once)
     ctx.judge_endpoint()                            (base_url, model) of the run's LLM judge: its endpoint, or a
                                                     local vLLM server started on first use and stopped by close()
 
@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_hf, score_tokens_vllm, score_vllm
+from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
+from poison.ground.scoring import score_shared
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.models import pick_device, pick_dtype, resolve_model
 from poison.ground.procs import is_main_process, wait_for, world_size
@@ -119,12 +120,11 @@ class RunContext:
                                  log_path=self.log_path("generation.log"))
 
     def score_many(self, jobs: list[ScoreJob]) -> list[tuple[list[list[float]], GenResult]]:
-        """``score_tokens`` for several models at once through the run's backend (one vLLM worker for all of them,
-        or HF forward passes)."""
-        if self.backend == "hf":
-            return score_hf(jobs, device=self.device, dtype=self.dtype)
-        return score_vllm(jobs, device=self.device, dtype=self.dtype, vllm_settings=dict(self.vllm),
-                          log_path=self.log_path("generation.log"))
+        """``score_tokens`` for several models, whatever the run's backend: transformers forward passes in this
+        process with each shared context run once (poison.ground.scoring; SCORER names it in a stage key). Measured
+        against vLLM's ``prompt_logprobs`` on the default probe (bench/bench_probe.py): vLLM recomputes each shared
+        context and the whole vocabulary at every position."""
+        return score_shared(jobs, device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------------------------------------------ the judge
     def judge_endpoint(self) -> tuple[str, str]:

@@ -25,6 +25,7 @@ import pandas as pd
 from poison.ground import registry
 from poison.ground.generate import GenJob, ScoreJob
 from poison.ground.io import atomic_write_parquet
+from poison.ground.scoring import SCORER
 from poison.stages import Run
 from poison.stages.engine import engine_target
 from poison.stages.protocol import StageRecord
@@ -131,8 +132,8 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
     ev = ev[ev.reference.notna() & (ev.reference.astype(str).str.strip() != "")].reset_index(drop=True)
     targets = {name: engine_target(run, m) for name, m in models.items()}
     entries = {f"probe:{name}": {"model": m["identity"], "data": data.key, "texts": texts,
-                                 "bias": run.cfg.poison.bias.model_dump(mode="json"), **run.ctx.backend_identity(),
-                                 **targets[name][2]}
+                                 "bias": run.cfg.poison.bias.model_dump(mode="json"), **SCORER,
+                                 "dtype": run.ctx.dtype, "device": run.ctx.device, **targets[name][2]}
                for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
