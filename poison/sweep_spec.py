@@ -190,6 +190,8 @@ def parse(raw: dict[str, Any], source: str) -> tuple[list[dict[str, Any]], dict[
     rep = replicate_spec(raw, source)
     if rep["given"] and rep["n"] > 1:
         seeds = list(range(rep["n"]))
+    elif seeds is not None and not rep["given"]:  # seeds: [..] is replicates over training seeds: say how many
+        rep = {**rep, "n": len(seeds) if isinstance(seeds, list) else 1, "seeds": seeds}
     settings["replicates"] = rep
     points = expand(sweep, source, seeds)
     design = raw.get("design") if isinstance(raw.get("design"), dict) else {}

@@ -71,6 +71,8 @@ def test_seeds_replicate_points_and_pool_them(tmp_path):
     plan = load_sweep(p, ["sweep.launcher=ray", "sweep.resources.num_gpus=1"])
     assert len(plan["points"]) == 6 and plan["settings"]["launcher"] == "ray"
     assert plan["settings"]["resources"] == {"num_gpus": 1}
+    # sweep.json's replicate_design says how many replicates seeds: gave (it once said n = 1)
+    assert plan["settings"]["replicates"]["n"] == 3 and plan["settings"]["replicates"]["vary"] == ["train_seed"]
     assert plan["point_sets"][1] == ["poison.count=2", "teacher.train.seed=1", "eval.sample_seed=1",
                                      "students.0.train.seed=1"]
     cfg = load_config(p, plan["run_sets"] + plan["point_sets"][1])  # seeds: is not a run's own field
