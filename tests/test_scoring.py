@@ -39,3 +39,35 @@ def test_shared_contexts_score_what_the_plain_forward_pass_scores(models_dir):
     assert any(len(x) == 1 for x in shared) and any(len(x) > 5 for x in shared)
     for a, b in zip(shared, plain):
         assert a == pytest.approx(b, abs=1e-4)
+
+
+def test_a_jobs_adapter_is_scored_not_its_base(models_dir, tmp_path):
+    """A ScoreJob with a LoRA adapter (vLLM's adapter path) scores the adapted model: the same log-probabilities as
+    the merged model, and not the base model's."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from poison.ground.generate import ScoreJob, score_hf
+    from poison.ground.models import resolve_model
+    from poison.ground.scoring import score_shared
+
+    path = str(resolve_model("tiny-random-llama:2:64", models_dir))
+    tok = AutoTokenizer.from_pretrained(path)
+    torch.manual_seed(1)
+    peft = get_peft_model(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32),
+                          LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "adapter")
+    merged = peft.merge_and_unload()
+    merged.save_pretrained(tmp_path / "merged")
+    tok.save_pretrained(tmp_path / "merged")
+    ctx = list(tok("A shared context of a few tokens,")["input_ids"])
+    seqs = [ctx + list(tok(t, add_special_tokens=False)["input_ids"]) for t in (" then one text.", " another one")]
+    starts = [len(ctx)] * 2
+    (with_adapter, _), = score_shared([ScoreJob("a", path, seqs, starts, str(tmp_path / "adapter"))], device="cpu",
+                                      dtype="float32")
+    (want, _), = score_hf([ScoreJob("m", str(tmp_path / "merged"), seqs, starts)], device="cpu", dtype="float32")
+    (base, _), = score_hf([ScoreJob("b", path, seqs, starts)], device="cpu", dtype="float32")
+    for a, w, b in zip(with_adapter, want, base):
+        assert a == pytest.approx(w, abs=1e-4)
+        assert max(abs(x - y) for x, y in zip(a, b)) > 1e-3

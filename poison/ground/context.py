@@ -27,10 +27,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
-from poison.ground.scoring import score_shared
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.models import pick_device, pick_dtype, resolve_model
 from poison.ground.procs import is_main_process, wait_for, world_size
+from poison.ground.scoring import score_shared
 
 
 @dataclass

@@ -9,7 +9,7 @@ context (``token_ids[:start]``) is run once with a KV cache; its probe texts are
 that cache (the LM head runs on the last context position and the probe texts' positions only). The values are the same
 log-probabilities (tested against the plain forward pass in float32); only the work changes.
 
-Sequences alone in their group (no context shared with another) go through the plain batched forward pass.
+A sequence alone in its group is scored the same way (its context, then its scored tokens), one at a time.
 """
 
 from __future__ import annotations
@@ -60,18 +60,16 @@ def _score_group(model: Any, prefix: list[int], suffixes: list[list[int]], devic
     return res
 
 
-def score_shared(jobs: list[ScoreJob], *, device: str, dtype: str,
-                 batch_size: int = 8) -> list[tuple[list[list[float]], GenResult]]:
-    """``score_hf`` (the same log-probabilities) with each shared context computed once."""
+def score_shared(jobs: list[ScoreJob], *, device: str, dtype: str) -> list[tuple[list[list[float]], GenResult]]:
+    """``score_hf`` (the same log-probabilities) with each shared context computed once; a job's adapter (a LoRA
+    folder) is loaded onto its model through PEFT."""
     from tqdm.auto import tqdm
 
-    from poison.ground.generate import score_hf
     from poison.ground.models import load_causal_lm
 
     out = []
     for job in jobs:
         groups = _groups(job)
-        alone = [g[0] for g in groups.values() if len(g) == 1]
         t0 = time.time()
         model, tok = load_causal_lm(job.model_path, dtype=dtype, device=device)
         if job.adapter:
@@ -83,21 +81,11 @@ def score_shared(jobs: list[ScoreJob], *, device: str, dtype: str,
         pad = tok.pad_token_id if tok.pad_token_id is not None else 0
         res: list[list[float]] = [[] for _ in job.token_ids]
         t1 = time.time()
-        for prefix, idx in tqdm([(p, g) for p, g in groups.items() if len(g) > 1], desc=f"probe {job.key}",
-                                unit="context", leave=False):
+        for prefix, idx in tqdm(list(groups.items()), desc=f"probe {job.key}", unit="context", leave=False):
             lps = _score_group(model, list(prefix), [job.token_ids[i][len(prefix):] for i in idx], device, pad)
             for i, lp in zip(idx, lps):
                 res[i] = lp
-        seconds = time.time() - t1
-        del model
-        if alone:
-            sub = ScoreJob(job.key, job.model_path, [job.token_ids[i] for i in alone], [job.starts[i] for i in alone],
-                           job.adapter)
-            (lps, r), = score_hf([sub], device=device, dtype=dtype, batch_size=batch_size)
-            for i, lp in zip(alone, lps):
-                res[i] = lp
-            seconds += r.seconds
-            startup += r.startup_seconds
-        out.append((res, GenResult(job.key, [], 0, seconds, startup, "hf",
+        out.append((res, GenResult(job.key, [], 0, time.time() - t1, startup, "hf",
                                    {"tokens": sum(map(len, job.token_ids)), "contexts": len(groups)})))
+        del model
     return out
