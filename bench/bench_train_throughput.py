@@ -66,6 +66,13 @@ def teacher_rows(config: str, overrides: list[str], out: Path) -> dict:
     return data
 
 
+def peak_gib() -> float | None:
+    """Peak GPU memory this arm's process allocated (GiB); None off CUDA."""
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None
+
+
 def run_arm(arm: str, data_file: Path, epochs: float, device: str, method: str = "sft") -> dict:
     import torch
 
@@ -91,7 +98,7 @@ def run_arm(arm: str, data_file: Path, epochs: float, device: str, method: str =
     return {"arm": arm, "device": device, "dtype": dtype, "steps": info["steps"],
             "train_seconds": info["train_seconds"], "losses": [h["loss"] for h in info["loss_history"]],
             "threads": torch.get_num_threads(), "first_step_seconds": info.get("first_step_seconds"),
-            "speed": info.get("speed")}
+            "speed": info.get("speed"), "peak_gib": peak_gib()}
 
 
 STUDENT_ARGS = {"kd": {"lmbda": 0.0},  # off-policy GKD: every step a student forward, a teacher forward, a backward
@@ -123,7 +130,7 @@ def run_student(arm: str, data: dict, ft, device: str, dtype: str, method_name: 
     return {"arm": arm, "device": device, "dtype": dtype, "steps": info["steps"],
             "train_seconds": info["train_seconds"], "losses": [h["loss"] for h in info["loss_history"]],
             "threads": torch.get_num_threads(), "first_step_seconds": info.get("first_step_seconds"),
-            "speed": info.get("speed"), "other_seconds": round(wall - info["train_seconds"], 1)}
+            "speed": info.get("speed"), "other_seconds": round(wall - info["train_seconds"], 1), "peak_gib": peak_gib()}
 
 
 def matrix_rate(dtype: str, tokens: int = 2048, reps: int = 5) -> dict:
