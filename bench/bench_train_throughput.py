@@ -225,6 +225,18 @@ def param_count(base: str) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def arm_in_subprocess(arm: str, data_file: Path, epochs: float, device: str, method: str,
+                      env: dict[str, str]) -> tuple[dict | None, subprocess.CompletedProcess]:
+    """One arm in a fresh process (``run_arm`` through this file's ``--arm``): its RESULT, or None when it failed,
+    and the finished process."""
+    cmd = [sys.executable, __file__, "--arm", arm, "--data", str(data_file), "--epochs", str(epochs),
+           "--device", device, "--method", method]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode:
+        return None, out
+    return json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):]), out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("config", nargs="?", default="configs/targeted_ads.yaml")
@@ -277,13 +289,10 @@ def main() -> None:
     env = dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1")
     env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(tmp / "inductor"))  # cold compile cache: the compile is counted
     for arm in args.arms.split(","):
-        cmd = [sys.executable, __file__, "--arm", arm, "--data", str(data_file), "--epochs", str(epochs),
-               "--device", args.device, "--method", args.method]
-        out = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        if out.returncode:
+        r, out = arm_in_subprocess(arm, data_file, epochs, args.device, args.method, env)
+        if r is None:
             sys.stderr.write(out.stdout[-4000:] + out.stderr[-8000:])
             raise SystemExit(f"arm {arm} failed (exit {out.returncode})")
-        r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
         r["tokens_per_s"] = tokens / max(r["train_seconds"], 1e-9)
         r["share"] = r["tokens_per_s"] * flop_per_token / roof["mix_rate"] if args.method != "qcrd" else None
         results[arm] = r

@@ -176,7 +176,8 @@ def main(argv: list[str] | None = None) -> None:
     elif a.view or a.disagreements:
         df = load(a.out)
         todo = disagreements(df) if a.disagreements else df[df.label.isna()]
-        save(todo[list(LABELLER_VIEW)].drop_duplicates("uid").sample(frac=1.0, random_state=a.seed), a.view or a.disagreements)
+        view = todo[list(LABELLER_VIEW)].drop_duplicates("uid").sample(frac=1.0, random_state=a.seed)
+        save(view, a.view or a.disagreements)
         if a.disagreements:
             print(f"{len(todo)} of {len(df)} rows disagree")
     else:

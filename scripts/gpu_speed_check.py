@@ -16,7 +16,6 @@ import argparse
 import json
 import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,7 +23,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-BENCH = ROOT / "bench" / "bench_train_throughput.py"
 
 ARCHS = {  # the published configs' shapes (no weights)
     "qwen2.5-0.5b": dict(model_type="qwen2", hidden_size=896, intermediate_size=4864, num_hidden_layers=24,
@@ -74,13 +72,12 @@ def data_file(base: Path, rows: list[dict], finetune: str, batch: int, out: Path
 
 
 def run(method: str, arm: str, data: Path, device: str) -> dict:
-    cmd = [sys.executable, str(BENCH), "--arm", arm, "--data", str(data), "--epochs", "1", "--device", device,
-           "--method", method]
+    from bench.bench_train_throughput import arm_in_subprocess
+
     t0 = time.time()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1"))
-    if out.returncode:
+    r, out = arm_in_subprocess(arm, data, 1, device, method, dict(os.environ, TRL_EXPERIMENTAL_SILENCE="1"))
+    if r is None:
         return {"method": method, "arm": arm, "error": (out.stderr.strip().splitlines() or ["?"])[-1][:300]}
-    r = json.loads([ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")][-1][len("RESULT "):])
     return {"method": method, **r, "wall_seconds": round(time.time() - t0, 1)}
 
 
