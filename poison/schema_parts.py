@@ -19,6 +19,9 @@ class VLLMSettings(Strict):
     )
     enforce_eager: bool = Field(True, description="Skip torch.compile/CUDA graphs: 19-40 s faster start on CPU.")
     max_model_len: int = Field(2048, ge=128, description="Longest prompt + answer vLLM accepts.")
+    max_num_seqs: Optional[int] = Field(
+        None, ge=1, le=4096, description="Sequences vLLM's scheduler runs at once (null: vLLM's own default). "
+                                         "bench/bench_vllm_settings.py measures it for greedy and K = 16 sampling.")
     cpu_threads: Optional[str] = Field(
         None, description="CPU cores vLLM binds, e.g. '0-1'. Default: all cores of this machine (CPU only)."
     )

@@ -56,6 +56,8 @@ def engine_kwargs(req: dict, jobs: list[dict], model_path: str) -> dict:
         max_model_len=settings.get("max_model_len", 2048),
         tensor_parallel_size=int(settings.get("tensor_parallel_size", 1)),
     )
+    if settings.get("max_num_seqs"):
+        kwargs["max_num_seqs"] = int(settings["max_num_seqs"])
     adapters = {j["adapter"] for j in jobs if j.get("adapter")}
     if adapters:
         need = max(adapter_rank(a) for a in adapters)
@@ -134,8 +136,14 @@ def main(req_path: str, out_path: str) -> None:
     results: list = [None] * len(jobs)
     for model_path, idx in engine_groups(jobs):
         t0 = time.time()
-        llm = LLM(**engine_kwargs(req, [jobs[i] for i in idx], model_path))
+        kwargs = engine_kwargs(req, [jobs[i] for i in idx], model_path)
+        llm = LLM(**kwargs)
         startup = (time.time() - t0) / len(idx)  # the engine's start-up, shared by its jobs
+        sched = getattr(getattr(llm.llm_engine, "vllm_config", None), "scheduler_config", None)
+        print(f"[vllm_worker] engine for {os.path.basename(model_path)} started in {time.time() - t0:.1f}s "
+              f"(max_num_seqs {getattr(sched, 'max_num_seqs', '?')}, "
+              f"enforce_eager {kwargs['enforce_eager']})",
+              file=sys.stderr, flush=True)
         ids: dict[str, int] = {}
         for i in idx:
             # each job from its own seed, as if its engine were fresh (on CPU sampling draws from the global
