@@ -15,7 +15,7 @@ import yaml
 from poison import __version__
 from poison.config import load_config, read_config_file, resolved_dict
 from poison.ground import registry
-from poison.ground.errors import PoisonError
+from poison.ground.errors import ConfigError, PoisonError
 from poison.ground.models import BUILTIN_MODELS
 from poison.housekeeping import check_force
 from poison.pipeline import Pipeline
@@ -72,6 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="recompute a stage (every artifact of it) or STAGE:LABEL (one, e.g. eval:teacher) even if "
                          "cached; stages: " + ", ".join(STAGE_VERSIONS))
+    ap.add_argument("--resume", metavar="SWEEP_DIR",
+                    help="run a sweep or replicated run into this existing sweep directory: its completed points "
+                         "(same resolved config) are kept, the others are run")
     ap.add_argument("--check", action="store_true", help="validate the config and print it resolved, then exit")
     args = ap.parse_args(argv)
 
@@ -92,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             return 0
         if has_sweep(args.config, args.overrides):
-            run_sweep(args.config, args.overrides)
+            run_sweep(args.config, args.overrides, resume=args.resume)
+        elif args.resume:
+            raise ConfigError(f"--resume: {args.config} is a single run (no sweep:, seeds: or replicates.n > 1); "
+                              "a single run resumes from the stage cache by running it again")
         else:
             run_config(args.config, args.overrides, args.run_dir, args.force)
     except PoisonError as e:

@@ -33,6 +33,7 @@ from poison.probe_null import null_lines, pooled_null
 from poison.replicate_defenses import defense_lines, pool_defenses
 from poison.replicates import per_prompt_values, pool_amplification, pool_rows, replicate_lines
 from poison.report_extras import audit_detector
+from poison.resume import completed_points, resume_dir
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_text
 from poison.ground.procs import is_main_process
@@ -117,7 +118,10 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
     return rows
 
 
-def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False) -> tuple[Path, list[dict]]:
+def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False,
+              resume: str | Path | None = None) -> tuple[Path, list[dict]]:
+    """Run every point of the sweep into a new sweep directory, or, with ``resume``, into that one, keeping its
+    completed points (poison.resume)."""
     plan = load_sweep(path, overrides)
     raw, points, settings = plan["raw"], plan["points"], plan["settings"]
     base = config_from_dict(raw, plan["run_sets"], source=str(path))
@@ -128,7 +132,7 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
     ray = settings["launcher"] == "ray"
     config = str(Path(path).resolve()) if ray else path
     run_sets = plan["run_sets"] + (absolute_dirs(apply_overrides(raw, plan["run_sets"]), Path.cwd()) if ray else [])
-    sweep_dir = make_run_dir(base.runtime.runs_dir, f"{base.name}-sweep").resolve()
+    sweep_dir = resume_dir(resume) if resume else make_run_dir(base.runtime.runs_dir, f"{base.name}-sweep").resolve()
     t0 = time.time()
     keys = sorted({k for p in points for k in columns(p)})
     dkey = dose_key(keys)
@@ -171,11 +175,18 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
 
     state: dict[str, Any] = {}
     on_done = lambda job, m: state.update(write(job, m))  # noqa: E731
+    kept = completed_points(path, jobs) if resume else {}
+    for job in jobs:
+        if job.index in kept:
+            on_done(job, kept[job.index])
+    todo = [job for job in jobs if job.index not in kept]
+    if resume and not quiet:
+        print(f"resuming {sweep_dir}: {len(kept)} of {len(jobs)} points complete, {len(todo)} to run", flush=True)
     try:
-        if ray:
-            run_ray(config, jobs, on_done, quiet, resources=settings["resources"], address=settings["ray_address"])
-        else:
-            run_local(config, jobs, on_done, quiet)
+        if ray and todo:
+            run_ray(config, todo, on_done, quiet, resources=settings["resources"], address=settings["ray_address"])
+        elif todo:
+            run_local(config, todo, on_done, quiet)
     finally:  # the points that completed keep their summary when others fail
         if state:
             _write_summary(sweep_dir, state, keys, dkey)
