@@ -23,10 +23,13 @@ from poison.launchers import PointJob
 
 
 def _diff(a: Any, b: Any, path: str = "") -> Iterator[str]:
-    """Dotted paths where two resolved configs differ."""
+    """Dotted paths where two resolved configs differ. A field the old config does not have at all was added to the
+    schema since (new fields default to the old behaviour: a result that would change bumps a stage version, which
+    the stage keys carry), so it is not a difference."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
-            yield from _diff(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+            if k in a:
+                yield from _diff(a[k], b.get(k), f"{path}.{k}" if path else str(k))
     elif a != b:
         yield f"{path} ({a!r} there, {b!r} now)"
 

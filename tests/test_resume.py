@@ -44,3 +44,13 @@ def test_resume_keeps_completed_points_and_runs_the_rest(tmp_path, models_dir):
     r = run_cli(str(p), *dirs(tmp_path, models_dir), "--resume", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --resume:")
     assert "Traceback" not in r.stderr
+
+
+def test_a_field_added_to_the_schema_since_is_not_a_difference():
+    from poison.resume import _diff
+
+    old = {"teacher": {"train": {"epochs": 3}}, "runtime": {"cache_dir": ".cache"}}
+    now = {"teacher": {"train": {"epochs": 3, "compile": "auto"}}, "runtime": {"cache_dir": ".cache", "verify": 1}}
+    assert list(_diff(old, now)) == []
+    assert list(_diff(old, {"teacher": {"train": {"epochs": 2}}, "runtime": {"cache_dir": ".cache"}})) == [
+        "teacher.train.epochs (3 there, 2 now)"]
