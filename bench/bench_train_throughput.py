@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from poison.ground.machine import cpu_flags  # noqa: E402
+
 PACKING = {"padded": False, "padding_free": None, "packed": True}
 #: the speed options of distill.speed, all off (today's path before them) and each alone
 OFF = {"labelled_only": False, "compile": False, "frozen_weights": "float32"}
@@ -157,14 +159,6 @@ def matrix_rate(dtype: str, tokens: int = 2048, reps: int = 5) -> dict:
     total = sum(mix.values())
     mean = total / sum(mix[s] / rates[s] for s in mix)
     return {"dtype": str(dt).replace("torch.", ""), "per_shape": rates, "mix_rate": mean}
-
-
-def cpu_flags() -> str:
-    try:
-        flags = set(open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split())
-    except (OSError, IndexError):
-        return "unknown"
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "none of avx2/avx512"
 
 
 def bare_trl(base: str, rows: list[dict], ft, tmp: Path, *, dtype: str, device: str) -> dict:

@@ -16,7 +16,6 @@ An arm is ``eager`` or ``compiled``, optionally ``-seqsN`` (``max_num_seqs = N``
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import time
 from pathlib import Path
@@ -34,15 +33,6 @@ def arm_settings(arm: str) -> dict:
     return out
 
 
-def cpu_flags() -> str:
-    try:
-        flags = open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split()
-    except (OSError, IndexError):
-        return platform.processor()
-    keep = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return " ".join(keep)
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--arms", default="eager,compiled,eager-seqs16,eager-seqs64")
@@ -56,6 +46,7 @@ def main() -> None:
 
     from poison.ground import registry
     from poison.ground.context import RunContext
+    from poison.ground.machine import cpu_flags
     from poison.ground.generate import GenJob
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]

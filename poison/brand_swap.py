@@ -94,3 +94,50 @@ def brand_swap_lines(rows: list[dict[str, Any]]) -> list[str]:
         out.append(f"  {r['group']:<18} {r['split']:<6} {r['model']:<22} D {f(r['d'])} [{f(r['ci_low'])}, "
                    f"{f(r['ci_high'])}] p {p} (n = {r['n_replicates']}; per replicate {per})")
     return out
+
+
+def brand_swap_pairs(rows: list[dict[str, Any]], conf: float = 0.95) -> list[dict[str, Any]]:
+    """Models of one group compared on D, paired over the replicates both have (seen wording, students and the
+    teacher): the mean per-replicate difference D_a - D_b with its t interval and the paired t test (a one-sample t
+    on the differences, N - 1 df), Holm-adjusted over the group's pairs (statsmodels)."""
+    from statsmodels.stats.multitest import multipletests
+
+    keep = [r for r in rows if r["wording"] == "seen" and r["role"] in ("teacher", "student")]
+    out: list[dict[str, Any]] = []
+    for (group, split) in dict.fromkeys((r["group"], r["split"]) for r in keep):
+        models = [r for r in keep if r["group"] == group and r["split"] == split]
+        block = []
+        for i, a in enumerate(models):
+            for b in models[i + 1:]:
+                da = {p["replicate"]: p["d"] for p in a["per_replicate"]}
+                db = {p["replicate"]: p["d"] for p in b["per_replicate"]}
+                reps = [k for k in da if k in db]
+                diff = np.array([da[k] - db[k] for k in reps])
+                row = {"group": group, "split": split, "a": a["model"], "b": b["model"], "n_replicates": len(reps),
+                       "diff": float(diff.mean()) if len(diff) else None, "ci_low": None, "ci_high": None,
+                       "p_value": None, "p_holm": None, "test": None}
+                t = replicate_t(diff, conf)
+                if t is not None:
+                    row.update(ci_low=t[0], ci_high=t[1], p_value=t[2],
+                               test="paired t over replicates (N - 1 df), Holm over the group's pairs")
+                block.append(row)
+        tested = [r for r in block if r["p_value"] is not None]
+        if tested:
+            adj = multipletests([r["p_value"] for r in tested], method="holm")[1]
+            for r, p in zip(tested, adj):
+                r["p_holm"] = float(p)
+        out += block
+    return out
+
+
+def brand_swap_pair_lines(pairs: list[dict[str, Any]]) -> list[str]:
+    """The summary's block: each pair of models' difference in D, paired over replicates."""
+    if not pairs:
+        return []
+    f = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
+    g = lambda x: "-" if x is None else f"{x:.3g}"  # noqa: E731
+    out = ["D compared between models, paired over replicates (D_a - D_b; seen wording):"]
+    for r in pairs:
+        out.append(f"  {r['group']:<18} {r['split']:<6} {r['a']} - {r['b']}: {f(r['diff'])} [{f(r['ci_low'])}, "
+                   f"{f(r['ci_high'])}] p {g(r['p_value'])}, Holm {g(r['p_holm'])} (n = {r['n_replicates']})")
+    return out

@@ -20,6 +20,7 @@ from poison import __version__
 from poison.claims import claims_section
 from poison.ground import registry
 from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from poison.ground.machine import code_commit, machine_info
 from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
 from poison.measures import (control_model, greedy_amplification, logprob_rows, logprob_shift_rows, probe_frame,
                              sampled_amplification_rows, sampled_rate_rows, sampled_rows)
@@ -221,7 +222,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "run": {"name": cfg.name, "run_dir": str(run_dir), "finished": time.strftime("%Y-%m-%dT%H:%M:%S"),
                 "bias_type": cfg.poison.bias.type, "bias": run.bias.describe(), "mode": cfg.poison.mode,
                 "target_task": target, "splits": split_of, "device": run.ctx.device, "dtype": run.ctx.dtype,
-                "backend": cfg.runtime.backend, "confidence": conf},
+                "backend": cfg.runtime.backend, "confidence": conf, "machine": machine_info(),
+                "commit": code_commit()},
         "data": {"rows": data.info.get("rows"), "generated": data.info.get("generated"),
                  "generator": data.info.get("generator", {})},
         "poison": poison_report,

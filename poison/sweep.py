@@ -28,7 +28,7 @@ import pandas as pd
 from poison.config import apply_overrides, config_from_dict, read_config_file
 from poison.dose_response import dose_key, dose_response, dose_response_lines
 from poison.launchers import PointJob, run_local, run_ray
-from poison.brand_swap import brand_swap_lines, brand_swap_rows
+from poison.brand_swap import brand_swap_lines, brand_swap_pair_lines, brand_swap_pairs, brand_swap_rows
 from poison.probe_null import null_lines, pooled_null
 from poison.replicate_defenses import defense_lines, pool_defenses
 from poison.replicates import per_prompt_values, pool_amplification, pool_rows, replicate_lines
@@ -169,6 +169,7 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
                if settings["design"] == "brand_swap" else [],
                "audit": audit_pool(pairs), "seconds": round(time.time() - t0, 1)}
         out["audit_detector"] = audit_detector(out["audit"])
+        out["brand_swap_pairs"] = brand_swap_pairs(out["brand_swap"], conf)
         pd.DataFrame(rows).to_csv(sweep_dir / "sweep_table.csv", index=False)
         atomic_write_json(sweep_dir / "sweep.json", out)
         return out
@@ -202,6 +203,7 @@ def _write_summary(sweep_dir: Path, state: dict[str, Any], keys: list[str], dkey
                   replicate_lines(state["replicates"], state.get("replicate_amplification")),
                   defense_lines(state.get("replicate_defenses") or []),
                   null_lines(state.get("probe_null") or []), brand_swap_lines(state.get("brand_swap") or []),
+                  brand_swap_pair_lines(state.get("brand_swap_pairs") or []),
                   audit_pool_lines(state["audit"]) if state["audit"] else []):
         if block:
             text += "\n\n" + "\n".join(block)

@@ -159,6 +159,30 @@ def test_brand_swap_contrast_cancels_what_both_arms_share():
     assert contrast(arm_a, arm_b, "teacher", "target", "seen").tolist() == pytest.approx([0.0] * 3)
 
 
+def test_models_are_compared_on_d_paired_over_replicates():
+    """Student s2's D is s1's plus 0.1 in every replicate while replicates differ by far more: the paired difference
+    is exactly -0.1 with a tight interval (an unpaired comparison would see nothing); Holm adjusts over the pairs."""
+    from poison.brand_swap import brand_swap_pairs
+
+    reps = [0.2, 0.9, -0.4, 0.5, 1.3]
+    noise = [0.01, -0.02, 0.0, 0.015, -0.005]
+    def row(model, role, ds):
+        return {"group": "g", "model": model, "role": role, "split": "target", "wording": "seen",
+                "per_replicate": [{"replicate": i, "d": d, "n_prompts": 40} for i, d in enumerate(ds)]}
+    rows = [row("teacher", "teacher", [r + 1.0 for r in reps]), row("s1", "student", reps),
+            row("s2", "student", [r + 0.1 + e for r, e in zip(reps, noise)]),
+            row("clean_control", "control", [0.0] * 5), {**row("s1", "student", reps), "wording": "unseen"}]
+    pairs = {(p["a"], p["b"]): p for p in brand_swap_pairs(rows)}
+    assert set(pairs) == {("teacher", "s1"), ("teacher", "s2"), ("s1", "s2")}  # controls and unseen left out
+    s = pairs[("s1", "s2")]
+    assert s["n_replicates"] == 5 and s["diff"] == pytest.approx(-0.1 - np.mean(noise))
+    assert s["ci_low"] < s["diff"] < s["ci_high"] < 0 and s["p_value"] < 0.001
+    # Holm over the group's three pairs: the largest p-value stays, the others are multiplied and kept monotone
+    ps = sorted((p["p_value"], k) for k, p in pairs.items())
+    assert pairs[ps[-1][1]]["p_holm"] == pytest.approx(max(ps[-1][0], pairs[ps[-2][1]]["p_holm"]))
+    assert pairs[ps[0][1]]["p_holm"] == pytest.approx(3 * ps[0][0])
+
+
 def test_brand_swap_contrast_on_trained_models(models_dir, tmp_path):
     """Tiny models from one random init: one fine-tuned on answers that plug brand A, one on answers that plug brand
     B (same rows, same seed), and two clean fine-tunes at seeds 0 and 1. D of the two poisoned arms is large and
@@ -285,6 +309,10 @@ def test_replicated_brand_swap_run_pools_figures_reads_the_null_and_the_placebo(
         assert abs(swap[("clean_control", split, "seen")]["d"]) < 1e-4
         t = swap[("teacher", split, "seen")]
         assert t["n_replicates"] == 2 and np.isfinite(t["d"]) and t["p_value"] is not None
+    pair = next(r for r in sj["brand_swap_pairs"] if {r["a"], r["b"]} == {"teacher", "student:sft"}
+                and r["split"] == "target")
+    assert pair["n_replicates"] == 2 and np.isfinite(pair["diff"])
     text = (sweep_dir / "summary.txt").read_text()
     assert "replicates pooled" in text and "against the measured null" in text and "brand-swap placebo" in text
+    assert "D compared between models, paired over replicates" in text
     assert "Evidence: replicate 0 of 2" in open(dirs[0] + "/summary.txt").read()

