@@ -22,14 +22,19 @@ from poison.ground.errors import ConfigError
 from poison.launchers import PointJob
 
 
+#: where a run keeps its files, not what it computes: a sweep archived or moved to another folder resumes
+WHERE = {"runtime.runs_dir", "runtime.cache_dir", "runtime.models_dir"}
+
+
 def _diff(a: Any, b: Any, path: str = "") -> Iterator[str]:
     """Dotted paths where two resolved configs differ. A field the old config does not have at all was added to the
     schema since (new fields default to the old behaviour: a result that would change bumps a stage version, which
     the stage keys carry), so it is not a difference."""
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b), key=str):
-            if k in a:
-                yield from _diff(a[k], b.get(k), f"{path}.{k}" if path else str(k))
+            sub = f"{path}.{k}" if path else str(k)
+            if k in a and sub not in WHERE:
+                yield from _diff(a[k], b.get(k), sub)
     elif a != b:
         yield f"{path} ({a!r} there, {b!r} now)"
 

@@ -52,5 +52,6 @@ def test_a_field_added_to_the_schema_since_is_not_a_difference():
     old = {"teacher": {"train": {"epochs": 3}}, "runtime": {"cache_dir": ".cache"}}
     now = {"teacher": {"train": {"epochs": 3, "compile": "auto"}}, "runtime": {"cache_dir": ".cache", "verify": 1}}
     assert list(_diff(old, now)) == []
+    assert list(_diff(old, {**now, "runtime": {"cache_dir": "/elsewhere"}})) == []  # where, not what
     assert list(_diff(old, {"teacher": {"train": {"epochs": 2}}, "runtime": {"cache_dir": ".cache"}})) == [
         "teacher.train.epochs (3 there, 2 now)"]
