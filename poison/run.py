@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="recompute a stage (every artifact of it) or STAGE:LABEL (one, e.g. eval:teacher) even if "
                          "cached; stages: " + ", ".join(STAGE_VERSIONS))
-    ap.add_argument("--check", action="store_true", help="validate the config, print it resolved and a verdict line, then exit")
+    ap.add_argument("--check", action="store_true",
+                    help="validate the config, print it resolved and a verdict line, then exit")
     args = ap.parse_args(argv)
 
     if args.list:
