@@ -62,7 +62,7 @@ def has_sweep(path: str, overrides: list[str] | None = None) -> bool:
 
 def check_verdict(name: str, device: str, dtype: str, plan: dict | None, notes: int) -> str:
     """``--check``'s last line: the config passed, where and in what dtype it runs, and how many runs it makes (a
-    sweep's points x replicates x arms). On stderr, so stdout stays the resolved config's YAML."""
+    sweep's points x replicates x arms). On stderr, after the resolved config's YAML on stdout."""
     runs = "1 run"
     if plan:
         n, st = len(plan["points"]), plan["settings"]
