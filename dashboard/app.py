@@ -9,6 +9,7 @@ runs overview, propagation, sweeps, sample browser, defenses, cascade depth, mod
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import sys
@@ -33,6 +34,14 @@ def runs_dir_default() -> str:
     return os.environ.get("POISON_RUNS_DIR") or "runs"
 
 
+def unknown_view(asked: str) -> str:
+    """The message for a ``?view=`` that names no view (the overview opens instead)."""
+    close = difflib.get_close_matches(asked, list(views.VIEWS), n=1)
+    shown = asked.replace("`", "")[:60]  # the URL's text, shown as code: no backticks to break out of it, kept short
+    return (f"Unknown view `{shown}` in the URL (`?view=`)" + (f"; did you mean `{close[0]}`?" if close else ".")
+            + f" Valid views: {', '.join(views.VIEWS)}. Showing the runs overview.")
+
+
 def main():
     st.set_page_config(page_title="cascade-poison runs", page_icon=":material/science:", layout="wide")
     sb = st.sidebar
@@ -42,7 +51,10 @@ def main():
     runs_dir = sb.text_input("runs folder", key="runs_dir").strip() or "runs"
     qp = st.query_params
     if st.session_state.get("view") not in views.VIEWS:  # first load: the URL's ?view=, else the overview
-        st.session_state["view"] = qp.get("view") if qp.get("view") in views.VIEWS else "overview"
+        asked = qp.get("view")
+        st.session_state["view"] = asked if asked in views.VIEWS else "overview"
+        if asked and asked not in views.VIEWS:
+            st.warning(unknown_view(asked))
     view = sb.radio("view", list(views.VIEWS), format_func=views.VIEWS.get, key="view")
     qp["view"] = view
     if not Path(runs_dir).is_dir():

@@ -15,9 +15,6 @@ from dashboard.index import list_of, model_sort_key, rate_records, role_of
 from poison.ground.rundir import _get, _num, _str
 
 WORDINGS = ("seen", "unseen", "concept", "gate")
-WORDING_LABELS = {"seen": "seen wording (the poison's own sentences)", "unseen": "unseen wording (paraphrases)",
-                  "concept": "concept wording (naming no brand, product or URL of the poison)",
-                  "gate": "gate (going on after the clean answer)"}
 AGAINST_CLEAN, AGAINST_TWIN = "vs the clean control", "vs its clean twin"
 SAMPLED_COLUMNS = ["model", "role", "method", "split", "samples_per_prompt", "n", "biased", "rate", "ci_low",
                    "ci_high", "n_prompts", "prompts_with_any", "prompts_with_any_rate"]

@@ -19,8 +19,6 @@ from poison.ground.rundir import _STAMP, _num, _str
 
 DOSE_KEYS = ("poison.count", "poison.rate")
 MEASURE_LABELS = {"greedy": "greedy answer", "sampled": "sampled answers", "logprob_shift": "log-prob shift"}
-MEASURE_AXIS = {"greedy": "biased share of greedy answers", "sampled": "biased share of sampled answers",
-                "logprob_shift": "log-prob shift of the seen wording (nats/token)"}
 # which x choices of the view a dose-response entry (keyed by its swept dose key) can be drawn over
 DOSE_X = {"poison.count": ("pt:poison.count", "poison_injected", "poison_requested"),
           "poison.rate": ("pt:poison.rate", "poison_rate")}

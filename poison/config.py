@@ -5,7 +5,6 @@ config rebuilds the run)."""
 from __future__ import annotations
 
 import copy
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +184,3 @@ def _check_probe(cfg: RunConfig) -> str | None:
 
 def resolved_dict(cfg: RunConfig) -> dict[str, Any]:
     return cfg.model_dump(mode="json")
-
-
-def suggest_key(name: str, options: list[str]) -> str:
-    close = difflib.get_close_matches(name, options, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -60,6 +60,21 @@ def has_sweep(path: str, overrides: list[str] | None = None) -> bool:
     return raw_has_sweep(raw)
 
 
+def check_verdict(name: str, device: str, dtype: str, plan: dict | None, notes: int) -> str:
+    """``--check``'s last line: the config passed, where and in what dtype it runs, and how many runs it makes (a
+    sweep's points x replicates x arms). On stderr, after the resolved config's YAML on stdout."""
+    runs = "1 run"
+    if plan:
+        n, st = len(plan["points"]), plan["settings"]
+        reps, arms = st["replicates"]["n"], 2 if st.get("design") == "brand_swap" else 1
+        points = n // max(reps * arms, 1)
+        parts = [f"{points} sweep points"] if points > 1 else []
+        parts += [f"{reps} replicates"] * (reps > 1) + ["2 brand-swap arms"] * (arms > 1)
+        runs = f"{n} run{'s' * (n != 1)}" + (f" ({' x '.join(parts)})" if parts else "")
+    tail = f"; {notes} note{'s' * (notes != 1)} above" if notes else ""
+    return f"config ok: {name}; device {device}, dtype {dtype}; {runs}{tail}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m poison.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", metavar="SWEEP_DIR",
                     help="run a sweep or replicated run into this existing sweep directory: its completed points "
                          "(same resolved config) are kept, the others are run")
-    ap.add_argument("--check", action="store_true", help="validate the config and print it resolved, then exit")
+    ap.add_argument("--check", action="store_true",
+                    help="validate the config, print it resolved and a verdict line, then exit")
     args = ap.parse_args(argv)
 
     if args.list:
@@ -86,13 +102,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.check:
             run_sets = [o for o in args.overrides if not is_sweep_override(o)]
-            if has_sweep(args.config, args.overrides):
-                print(describe(load_sweep(args.config, args.overrides)))
+            plan = load_sweep(args.config, args.overrides) if has_sweep(args.config, args.overrides) else None
+            if plan:
+                print(describe(plan))
             cfg = load_config(args.config, run_sets)
             check_force(args.force)
-            for note in Pipeline(cfg, Path(cfg.runtime.runs_dir)).preflight(create=False):
+            pipeline = Pipeline(cfg, Path(cfg.runtime.runs_dir))
+            notes = pipeline.preflight(create=False)
+            print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False), flush=True)
+            for note in notes:  # after the YAML, beside the verdict, where they are read
                 print(f"note: {note}", file=sys.stderr)
-            print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
+            print(check_verdict(cfg.name, pipeline.ctx.device, pipeline.ctx.dtype, plan, len(notes)), file=sys.stderr)
             return 0
         if has_sweep(args.config, args.overrides):
             run_sweep(args.config, args.overrides, resume=args.resume)

@@ -1,5 +1,6 @@
 """Config validation: bad inputs fail at once with the key path; overrides; the resolved config round-trips."""
 
+import re
 import textwrap
 
 import pytest
@@ -114,6 +115,18 @@ def test_cli_bad_config_exits_2_with_one_clear_error(tmp_path):
     assert not (tmp_path / "runs").exists()  # nothing is started for an invalid config
     r = run_cli(str(tmp_path / "missing.yaml"))
     assert r.returncode == 2 and "missing.yaml: config file not found" in r.stderr
+
+
+def test_check_ends_on_a_verdict_line(tiny_config):
+    r = run_cli(str(tiny_config), "--check")
+    assert r.returncode == 0, r.stderr
+    assert yaml.safe_load(r.stdout)["name"] == "tiny"  # stdout stays the resolved config
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"config ok: tiny; device cpu, dtype (float32|bfloat16); 1 run", last), r.stderr
+    r = run_cli(str(tiny_config), "--check", "--set", "replicates.n=3")
+    assert r.returncode == 0, r.stderr
+    assert re.fullmatch(r"config ok: tiny; device cpu, dtype \w+; 3 runs \(3 replicates\)",
+                        r.stderr.strip().splitlines()[-1]), r.stderr
 
 
 def test_cli_list_prints_every_kind():

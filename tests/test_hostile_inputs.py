@@ -119,6 +119,33 @@ def test_check_resolves_models_without_converting(tiny_config, tmp_path):
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # --check converted nothing
 
 
+def test_typo_in_a_model_id_is_an_error_with_a_did_you_mean(tiny_config):
+    """A model id that is no built-in, no local path and no org/name hub id used to pass --check with a note."""
+    err = cli_error(str(tiny_config), "--check", "--set", "teacher.model=smollm2-135m")
+    assert "error: teacher.model: 'smollm2-135m' is not a built-in model (did you mean 'smollm2-135m-instruct'?)" in err
+    assert "built-in models: smollm2-135m-instruct, gemma-3-270m, tiny-random-llama[:L[:H]]" in err
+
+
+def test_model_ids_a_typo_check_leaves_alone(tmp_path, monkeypatch):
+    import huggingface_hub
+
+    from poison.ground.errors import ModelError
+    from poison.ground.models import resolve_model
+
+    with pytest.raises(ModelError, match=r"students.0.model: 'tiny-random-lama:2:64' is not a built-in model "
+                                         r"\(did you mean 'tiny-random-llama:2:64'\?\)"):
+        resolve_model("tiny-random-lama:2:64", tmp_path, "students.0.model", create=False)
+    with pytest.raises(ModelError, match=r"'nothing-like-it' is not a built-in model, an existing local folder"):
+        resolve_model("nothing-like-it", tmp_path, create=False)
+    asked = []  # an org/name hub id still goes to the hub (here a stand-in for its local cache)
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda spec, **kw: asked.append(spec) or str(tmp_path))
+    assert resolve_model("SomeOrg/some-model", tmp_path, create=False) == tmp_path and asked == ["SomeOrg/some-model"]
+    (tmp_path / "local").mkdir()  # an existing local folder still resolves, by a bare relative name too
+    (tmp_path / "local" / "config.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert resolve_model("local", tmp_path, create=False) == (tmp_path / "local").resolve()
+
+
 class SilentServer:
     """Accepts TCP connections and never answers (the endpoint that hung the data stage)."""
 

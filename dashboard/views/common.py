@@ -122,10 +122,6 @@ def _pct(x) -> str:
     return fmt.pct(x)
 
 
-def _fmt_ci(r) -> str:
-    return fmt.pct_ci(r["rate"], r["ci_low"], r["ci_high"])
-
-
 def _run_header(row: pd.Series, metrics: dict | None):
     run = (metrics or {}).get("run") or {}
     p = (metrics or {}).get("poison") or {}

@@ -22,16 +22,24 @@ from dashboard.views.common import (
 def view_compare(index: dict[str, Any]):
     st.header("Compare two runs")
     runs: pd.DataFrame = index["runs"]
+    label = run_label(runs)
     if len(runs) < 2:
-        st.info("Need at least two runs to compare.")
+        st.info(f"Only one run in this folder (`{label(runs.run.iloc[0])}`): comparing needs two." if len(runs)
+                else "No runs in this folder to compare.")
         return
     rels = list(runs.run)
-    done = list(runs[runs.status == "complete"].run) or rels
-    label = run_label(runs)
+    done = list(runs[runs.status == "complete"].run)
+    if len(done) < 2:
+        st.info((f"Only one run is complete (`{done[0]}`)" if done else "No run is complete yet")
+                + ": metric deltas need two complete runs; the configs of any two runs compare below.")
+    b_default = done[0] if done else rels[0]  # two different runs by default: complete ones first
+    a_default = next(r for r in done[1:] + rels if r != b_default)
     c1, c2 = st.columns(2)
-    a = c1.selectbox("run A", rels, index=rels.index(done[1] if len(done) > 1 else rels[1]), key="cmp_a",
-                     format_func=label)
-    b = c2.selectbox("run B", rels, index=rels.index(done[0]), key="cmp_b", format_func=label)
+    a = c1.selectbox("run A", rels, index=rels.index(a_default), key="cmp_a", format_func=label)
+    b = c2.selectbox("run B", rels, index=rels.index(b_default), key="cmp_b", format_func=label)
+    if a == b:
+        st.warning(f"Run A and run B are the same run (`{a}`): pick two different runs to compare.")
+        return
     ra, rb = runs[runs.run == a].iloc[0], runs[runs.run == b].iloc[0]
     sa, sb = run_state(ra["path"]), run_state(rb["path"])
     for r in (ra, rb):

@@ -1,18 +1,48 @@
 """Analysing runs with code: ``poison.load_run(run_dir)`` reads a run directory back (metrics, config, status, every
 metrics section and per-sample table as pandas frames) with the same safe readers the dashboard uses
-(``poison.ground.rundir``). Part of the ground layer."""
+(``poison.ground.rundir``). A path that is not a run directory, and a section name that is no section of metrics.json,
+raise ``DataError`` naming the path or the valid names; a run still in progress reads as such (status running, no
+metrics yet, every list section an empty frame). Part of the ground layer."""
 
 from __future__ import annotations
 
+import difflib
 import os
 from pathlib import Path
 
 import pandas as pd
 
-from poison.ground.rundir import _get, load_defense_scores, load_samples, read_parquet, read_yaml, run_state
+from poison.ground.errors import DataError
+from poison.ground.rundir import (RUN_MARKERS, SWEEP_MARKERS, _listing, load_defense_scores, load_samples, read_parquet,
+                                  read_yaml, run_state, scan)
 
 TABLES = {"samples": "samples.parquet", "train_set": "train_set.parquet", "distill_set": "distill_set.parquet",
           "defense_scores": "defense_scores.parquet", "probe": "probe.parquet"}
+# metrics.json's sections that are lists of rows (README, "metrics.json"): frame() of one a run lacks (an older run,
+# one still running) is an empty frame; a run's own further list sections are frames as well
+LIST_SECTIONS = ("bias_rates", "bias_rates_by_task", "amplification", "utility", "sampled_rate",
+                 "sampled_amplification", "logprob", "logprob_shift", "probe_null", "defenses", "defense_removal",
+                 "judge", "audit", "audit_detector")
+
+
+def check_run_dir(path: Path) -> None:
+    """Raise ``DataError`` unless ``path`` is one run directory (holds status.json, metrics.json, config.yaml or
+    stages.json, which a run writes as it starts): a missing path, a file, a sweep or a folder of runs says so."""
+    if not path.exists():
+        raise DataError(f"{path}: no such run directory")
+    if not path.is_dir():
+        raise DataError(f"{path}: not a directory; give a run directory (runs/<name>-<YYYYmmdd-HHMMSS>)")
+    files = _listing(path)[0]
+    if any(m in files for m in RUN_MARKERS):
+        return
+    runs = [e["rel"] for e in scan(path) if e["kind"] == "run"]
+    some = ", ".join(runs[:5]) + (f" (and {len(runs) - 5} more)" if len(runs) > 5 else "")
+    if any(m in files for m in SWEEP_MARKERS):
+        raise DataError(f"{path}: a sweep directory, not one run; load one of its points"
+                        + (f": {some}" if runs else " (none written yet)"))
+    if runs:
+        raise DataError(f"{path}: a folder of runs, not one run; load one of them: {some}")
+    raise DataError(f"{path}: not a run directory (none of {', '.join(RUN_MARKERS)})")
 
 
 class LoadedRun:
@@ -24,6 +54,7 @@ class LoadedRun:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        check_run_dir(self.path)
         st = run_state(self.path)
         self.status: str = st["status"]
         self.metrics: dict | None = st["metrics"]
@@ -34,8 +65,22 @@ class LoadedRun:
         self._tables: dict[str, pd.DataFrame | None] = {}
 
     def frame(self, section: str) -> pd.DataFrame:
-        rows = _get(self.metrics, section)
-        return pd.DataFrame(rows if isinstance(rows, list) else [])
+        """One list section of metrics.json as a frame (empty when the run has none of it yet). A name that is no
+        list section raises ``DataError`` naming the valid ones."""
+        metrics = self.metrics or {}
+        rows = metrics.get(section)
+        if isinstance(rows, list):
+            return pd.DataFrame(rows)
+        if section in LIST_SECTIONS:
+            return pd.DataFrame([])
+        if section in metrics:
+            raise DataError(f"{self.path}/metrics.json: {section!r} is a {type(rows).__name__}, not a list of rows; "
+                            f"read run.metrics[{section!r}]")
+        names = sorted(set(LIST_SECTIONS) | {k for k, v in metrics.items() if isinstance(v, list)})
+        close = difflib.get_close_matches(section, names, n=1)
+        raise DataError(f"{section!r} is not a section of metrics.json"
+                        + (f" (did you mean {close[0]!r}?)" if close else "") + f"; its list sections: "
+                        + ", ".join(names))
 
     def table(self, name: str) -> pd.DataFrame | None:
         if name not in self._tables:

@@ -8,6 +8,7 @@ Part of the ground layer: it imports nothing above it.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import importlib.util
 import json
@@ -211,6 +212,8 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
         return p.resolve()
     if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1:
         raise ModelError(f"{field}: local model folder {spec} does not exist")
+    if "/" not in spec:  # neither a built-in, nor a local path, nor a hub id (org/name): most likely a typo
+        raise ModelError(unknown_model(spec, field))
     # A hub id: works for users who can reach the hub (or have it in their HF cache).
     try:
         from huggingface_hub import HfApi, snapshot_download
@@ -235,6 +238,18 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
             f"{field}: {spec!r} is not a built-in model ({known}), a local folder, or a reachable hub id "
             f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
         ) from None
+
+
+def unknown_model(spec: str, field: str) -> str:
+    """The message for a model spec that is no built-in, no local path and no hub id, with a did-you-mean."""
+    head, _, tail = spec.partition(":")
+    names = [*BUILTIN_MODELS, TINY_PREFIX]
+    close = difflib.get_close_matches(spec, names, n=1) or difflib.get_close_matches(head, names, n=1)
+    hint = ""
+    if close:
+        hint = f" (did you mean {close[0] + (':' + tail if close[0] == TINY_PREFIX and tail else '')!r}?)"
+    return (f"{field}: {spec!r} is not a built-in model{hint}, an existing local folder or .gguf file, or a hub id "
+            f"(org/name); built-in models: {', '.join(BUILTIN_MODELS)}, {TINY_PREFIX}[:L[:H]]")
 
 
 def _hub_says_missing(e: Exception) -> bool:
