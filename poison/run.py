@@ -87,8 +87,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(describe(load_sweep(args.config, args.overrides)))
             cfg = load_config(args.config, run_sets)
             check_force(args.force)
-            for note in Pipeline(cfg, Path(cfg.runtime.runs_dir)).preflight(create=False):
+            pipeline = Pipeline(cfg, Path(cfg.runtime.runs_dir), force=set(args.force))
+            for note in pipeline.preflight(create=False):
                 print(f"note: {note}", file=sys.stderr)
+            print(f"note: {pipeline.check_cache()}", file=sys.stderr)
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False))
             return 0
         if has_sweep(args.config, args.overrides):

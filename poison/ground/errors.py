@@ -51,3 +51,8 @@ class TrainingError(PoisonError, RuntimeError):
 
 class StageError(PoisonError, RuntimeError):
     """A stage of the run cannot produce its artifact (for example splits that overlap)."""
+
+
+class ArtifactError(PoisonError, RuntimeError):
+    """A stage artifact or a run-directory file is damaged or cannot be read; the message names the file and what to
+    do (for a cached artifact: ``--force STAGE``)."""
