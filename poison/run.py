@@ -2,6 +2,7 @@
 config, or on every point of its sweep.
 
 python -m poison.run --list prints every registered plugin by kind and the built-in models.
+cascade-poison cache {ls,du,verify,gc} [--cache-dir DIR] looks after the stage cache (poison.cache).
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ def has_sweep(path: str, overrides: list[str] | None = None) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cache"]:  # cascade-poison cache {ls,du,verify,gc}: the stage cache (poison.cache)
+        from poison.cache import main as cache_main
+
+        return cache_main(argv[1:], prog="cascade-poison cache")
     ap = argparse.ArgumentParser(prog="python -m poison.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"cascade-poison {__version__}")
