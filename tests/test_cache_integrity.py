@@ -234,3 +234,70 @@ def test_cache_gc_keeps_locked_and_referenced_entries(tmp_path):
     assert not [p for p in (cache / "stages" / "data").iterdir() if p.name.startswith(".tmp-")]
     r = cache_cli("gc", "--cache-dir", str(cache), "--max-size", "lots")
     assert r.returncode == 2 and r.stderr.startswith("error: --max-size") and "Traceback" not in r.stderr
+
+
+# --------------------------------------------------------------------------------------------------- interrupts, full disks
+STAGE_SCRIPT = """
+import subprocess, sys
+from pathlib import Path
+import numpy as np, pandas as pd
+from poison.ground.errors import PoisonError
+from poison.ground.procs import signals_interrupt
+from poison.stages.protocol import StageCache
+
+def fn(out):
+    pd.DataFrame({"t": [str(x) for x in np.random.rand(int(sys.argv[2]))]}).to_parquet(out / "rows.parquet")
+    if sys.argv[3] == "sleep":
+        subprocess.run(["sleep", "300"])  # a child process, as a vLLM worker is
+
+with signals_interrupt():
+    try:
+        StageCache(Path(sys.argv[1]), None).run("data", {"x": 1}, fn)
+    except PoisonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt as e:
+        print(f"interrupted ({e})", file=sys.stderr)
+        sys.exit(130)
+"""
+
+
+def test_a_write_past_the_space_leaves_nothing_and_names_the_folder(tmp_path):
+    import resource
+
+    def limit():  # EFBIG under a 1 MiB file-size limit stands in for a full disk (Python ignores SIGXFSZ)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+
+    r = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, str(tmp_path / "stages"), "200000", "-"], cwd=REPO,
+                       capture_output=True, text=True, timeout=300, preexec_fn=limit)
+    assert r.returncode == 2, r.stderr[-2000:]
+    err = r.stderr.strip()
+    assert err.startswith(f"error: {tmp_path / 'stages' / 'data'}: writing ") and "\n" not in err
+    assert "file-size limit" in err and "needs more than the" in err
+    assert [p.name for p in (tmp_path / "stages" / "data").iterdir() if not p.name.startswith(".lock-")] == []
+
+
+def test_sigterm_during_a_stage_cleans_up_and_the_next_run_resumes(tmp_path):
+    from filelock import FileLock
+
+    stages = tmp_path / "stages"
+    p = subprocess.Popen([sys.executable, "-c", STAGE_SCRIPT, str(stages), "100", "sleep"], cwd=REPO,
+                         stderr=subprocess.PIPE, text=True)
+    deadline, child = time.time() + 120, None
+    while time.time() < deadline and child is None:
+        kids = Path(f"/proc/{p.pid}/task/{p.pid}/children")
+        child = int(kids.read_text().split()[0]) if kids.exists() and kids.read_text().split() else None
+        time.sleep(0.1)
+    assert child is not None and list((stages / "data").glob(".tmp-*"))
+    t0 = time.time()
+    p.send_signal(15)
+    assert p.wait(timeout=10) == 130 and time.time() - t0 < 10
+    assert "interrupted (signal SIGTERM)" in p.stderr.read()
+    assert not list((stages / "data").glob(".tmp-*")) and not list((stages / "data").glob("[0-9a-f]*"))
+    state = Path(f"/proc/{child}/stat")
+    assert not state.exists() or state.read_text().split(") ")[1][0] == "Z"  # the child is gone (at most a zombie)
+    lock = next((stages / "data").glob(".lock-*"))
+    FileLock(str(lock)).acquire(timeout=0)  # released
+    r = subprocess.run([sys.executable, "-c", STAGE_SCRIPT, str(stages), "100", "-"], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and len(list((stages / "data").glob("[0-9a-f]*/_stage.json"))) == 1
