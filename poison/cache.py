@@ -262,7 +262,8 @@ def cmd_gc(cache: Path, older_than: Optional[str], max_size: Optional[str], forc
 
 def main(argv: Optional[list[str]] = None, prog: str = "python -m poison.cache") -> int:
     ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--cache-dir", default=DEFAULT_CACHE, help=f"the cache (runtime.cache_dir; default {DEFAULT_CACHE})")
+    ap.add_argument("--cache-dir", default=DEFAULT_CACHE,
+                    help=f"the cache (runtime.cache_dir; default {DEFAULT_CACHE})")
     common = argparse.ArgumentParser(add_help=False)  # --cache-dir also after the command
     common.add_argument("--cache-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = ap.add_subparsers(dest="command", required=True)

@@ -76,7 +76,8 @@ def test_damaged_artifact_is_set_aside_and_recomputed(tmp_path, name, damage):
     cache = StageCache(tmp_path / "stages", tmp_path / "run")
     rec = cache.run("teacher", {"x": 1}, fn)
     marker = json.loads((Path(rec.path) / "_stage.json").read_text())
-    assert set(marker["files"]) == {*FILES, "model/config.json"} and all(len(m["blake2b"]) == 32 for m in marker["files"].values())
+    assert set(marker["files"]) == {*FILES, "model/config.json"}
+    assert all(len(m["blake2b"]) == 32 for m in marker["files"].values())
     assert cache.run("teacher", {"x": 1}, fn).cached and len(calls) == 1
     damage(Path(rec.path) / name)
 
@@ -236,7 +237,7 @@ def test_cache_gc_keeps_locked_and_referenced_entries(tmp_path):
     assert r.returncode == 2 and r.stderr.startswith("error: --max-size") and "Traceback" not in r.stderr
 
 
-# --------------------------------------------------------------------------------------------------- interrupts, full disks
+# --------------------------------------------------------------------------------------------- interrupts, full disks
 STAGE_SCRIPT = """
 import subprocess, sys
 from pathlib import Path

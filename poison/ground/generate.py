@@ -163,7 +163,7 @@ def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vll
 
 def _one_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_settings: dict[str, Any],
                 log_path: Optional[Path], hint: str, gpus: Optional[str] = None) -> list[GenResult]:
-    for folder in sorted({p for j in jobs for p in (j["model_path"], j.get("adapter")) if p}):
+    for folder in sorted({p for j in jobs for p in (j["model_path"], j.get("adapter")) if p and Path(p).is_dir()}):
         check_model_folder(folder)  # a damaged model or adapter: one error naming its file, before vLLM starts
     with tempfile.TemporaryDirectory(prefix=f"{WORKER_TMP_PREFIX}{os.getpid()}-") as td:
         req = Path(td) / "jobs.json"
