@@ -15,6 +15,7 @@ from distill.base import DistillJob, DistillMethod, usable
 from distill import speed
 from distill.trainers import (finetune, load_trainable, save_trained, speed_options, tokenizer_mismatch,
                               train_summary, trainer_args, weights_dtype)
+from poison.ground.artifacts import check_model_folder
 from poison.ground.errors import TrainingError
 from poison.ground.registry import PluginConfig, distill_method
 
@@ -79,6 +80,7 @@ class LogitKD(DistillMethod):
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
                                                  frozen=opts["frozen_weights"])
         tdtype = weights_dtype(dtype, device) if opts["frozen_weights"] == "float32" else model.dtype
+        check_model_folder(teacher_model, "teacher model")
         teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=tdtype)
         ds = Dataset.from_list([{"messages": [{"role": "user", "content": r["prompt"]},
                                               {"role": "assistant", "content": r["response"]}]} for r in keep])

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
+from poison.ground.artifacts import check_model_folder
 from poison.ground.errors import ConfigError, TrainingError
 from poison.ground.procs import local_rank, world_size
 
@@ -169,6 +170,7 @@ def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str, 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    check_model_folder(base_model, "base model")  # a damaged folder: one error naming its file
     tok = AutoTokenizer.from_pretrained(base_model)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

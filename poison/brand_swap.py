@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from poison.ground.artifacts import read_parquet
 from poison.ground.pooling import replicate_t
 from poison.sweep_spec import ARM, REPLICATE
 
@@ -27,7 +28,7 @@ def _probe(run_dir: str) -> pd.DataFrame:
     p = Path(run_dir) / "probe.parquet"
     if not p.exists():
         return pd.DataFrame(columns=["model", "split", "wording", "id", "logprob"])
-    return pd.read_parquet(p, columns=["model", "split", "wording", "id", "logprob"])
+    return read_parquet(p, columns=["model", "split", "wording", "id", "logprob"])
 
 
 def contrast(arm_a: pd.DataFrame, arm_b: pd.DataFrame, model: str, split: str, wording: str) -> pd.Series:

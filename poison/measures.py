@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from poison.ground.artifacts import read_parquet
 from poison.ground.stats import (bootstrap_mean_interval, clustered_rate, mcnemar_test, paired_mean_difference,
                                  paired_ratio)
 
@@ -25,7 +26,7 @@ def sampled_rows(sampled: dict[str, Any], base: pd.DataFrame, models: dict[str, 
     cols = ["id", "task", "prompt", "reference", "answer", "utility"]
     frames = []
     for name, rec in sampled.items():
-        s = pd.read_parquet(Path(rec.path) / "samples.parquet")
+        s = read_parquet(Path(rec.path) / "samples.parquet")
         frames.append(s.merge(base[cols], on="id", how="left").assign(model=name, role=models[name]["role"],
                                                                         decoding="sampled"))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
@@ -91,7 +92,7 @@ def probe_frame(probed: dict[str, Any], models: dict[str, dict], split_of: dict[
     Texts without a value (NaN: one token) are left out, and so is a prompt whose texts of a wording have none."""
     frames = []
     for name, rec in probed.items():
-        p = pd.read_parquet(Path(rec.path) / "probe.parquet")
+        p = read_parquet(Path(rec.path) / "probe.parquet")
         g = p.groupby(["id", "task", "wording"], sort=True).logprob.mean().reset_index().dropna(subset=["logprob"])
         frames.append(g.assign(model=name, role=models[name]["role"]))
     if not frames:

@@ -17,6 +17,7 @@ from typing import Any, Optional
 
 from distill import speed
 from poison.ground import registry
+from poison.ground.artifacts import CacheMiss
 from poison.ground.context import JudgeSpec, RunContext
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, stable_hash
@@ -60,7 +61,8 @@ class Pipeline:
         self.run_dir = Path(run_dir)
         self.ctx = run_context(cfg, self.run_dir)
         self.main = is_main_process()
-        self.cache = StageCache(self.ctx.cache_dir / "stages", self.run_dir, force, main=self.main)
+        self.cache = StageCache(self.ctx.cache_dir / "stages", self.run_dir, force, main=self.main,
+                                verify=cfg.runtime.verify_cache)
         bias = registry.get("bias_type", cfg.poison.bias.type).build(cfg.poison.bias.args, "poison.bias", self.ctx)
         self.stages = Run(cfg, self.ctx, self.cache, bias)
 
@@ -115,7 +117,7 @@ class Pipeline:
 
     def _run(self) -> dict[str, Any]:
         cfg, run = self.cfg, self.stages
-        if self.main:
+        if self.main and not self.cache.checking:
             clean_leftovers(cfg)
             self.preflight()
         if world_size() > 1:  # the other processes start once every model is resolved (converted) by the main one
@@ -144,6 +146,8 @@ class Pipeline:
         defended = defended_branch(run, data, poison, teacher, distill) if cfg.defense.defenses else None
         if not self.main:  # helper processes of a multi-process launch only train
             return {}
+        if self.cache.checking:
+            return {}
         base_path = self.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         models = model_table(cfg, base_path, baseline, teacher, students, chains, defended, control, twins,
                              lambda spec: self.ctx.model(spec.model, "model", spec.revision), null)
@@ -155,6 +159,19 @@ class Pipeline:
         return write_report(run, data=data, poison=poison, distill=distill, models=models, evals=evals,
                             defended=defended, judged=judged, sampled=sampled, probed=probed, distills=distills,
                             audits=audits)
+
+    def check_cache(self) -> str:
+        """``--check``: walk the stages over the cache, computing, converting and writing nothing. Each cached
+        artifact on the way is checked (StageError naming the stage and ``--force STAGE`` if it is damaged); the walk
+        ends at the first thing a run would compute. Returns a note saying how far it got."""
+        self.cache.checking, self.cache.run_dir, self.ctx.run_dir, self.ctx.create_models = True, None, None, False
+        try:
+            with self.ctx:
+                self._run()
+        except CacheMiss as e:
+            done = len(self.cache.records)
+            return f"cache: {done} cached artifact(s) checked; {e} and what follows it would be computed"
+        return f"cache: every stage is cached ({len(self.cache.records)} artifacts checked)"
 
     def via(self) -> Any:
         """The student whose chain a cascade distils again (``cascade.via``, default the first)."""

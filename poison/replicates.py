@@ -17,8 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-import pandas as pd
-
+from poison.ground.artifacts import parquet_columns, read_parquet
 from poison.ground.pooling import pooled_mean, pooled_ratio
 from poison.ground.stats import pool_replicates
 
@@ -40,11 +39,9 @@ def per_prompt_values(run_dir: str | Path, metrics: dict[str, Any]) -> Values:
     out: Values = {}
     if not (rd / "samples.parquet").exists():
         return out
-    import pyarrow.parquet as pq
-
-    have = set(pq.read_schema(rd / "samples.parquet").names)
-    s = pd.read_parquet(rd / "samples.parquet", columns=[c for c in ("id", "model", "split", "biased", "decoding",
-                                                                     "task", "utility_value") if c in have])
+    have = set(parquet_columns(rd / "samples.parquet"))
+    s = read_parquet(rd / "samples.parquet", columns=[c for c in ("id", "model", "split", "biased", "decoding",
+                                                                  "task", "utility_value") if c in have])
     for (decoding, model, split), g in s.groupby(["decoding", "model", "split"], sort=False):
         v = g.groupby("id").biased.mean()
         out[(decoding, model, split, None, None)] = {k: float(x) for k, x in v.items()}
@@ -54,7 +51,7 @@ def per_prompt_values(run_dir: str | Path, metrics: dict[str, Any]) -> Values:
             v = g.groupby("id").utility_value.mean()
             out[("utility", model, split, None, task)] = {k: float(x) for k, x in v.items()}
     if (rd / "probe.parquet").exists():
-        p = pd.read_parquet(rd / "probe.parquet")
+        p = read_parquet(rd / "probe.parquet")
         p = p[p.wording == "seen"]
         lp = {(m, sp): g.set_index("id").logprob for (m, sp), g in p.groupby(["model", "split"])}
         for r in metrics.get("logprob_shift") or []:

@@ -8,7 +8,6 @@ detector.
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from evals.accuracy import corrected_rate, rule_accuracy
 from poison import __version__
 from poison.claims import claims_section
 from poison.ground import registry
+from poison.ground.artifacts import read_json, read_parquet
 from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
 from poison.ground.machine import code_commit, machine_info
 from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
@@ -129,7 +129,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
 
     frames = []
     for name, rec in evals.items():
-        g = pd.read_parquet(Path(rec.path) / "generations.parquet")
+        g = read_parquet(Path(rec.path) / "generations.parquet")
         m = models[name]
         frames.append(g.assign(model=name, role=m["role"], decoding="greedy", sample_index=0))
     split_of = cfg.data.split_of()
@@ -141,7 +141,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         drawn = score_generations(sampled_rows(sampled, base, models), run.bias, split_of, run.ctx)
     judge_rows = []
     if judged:
-        j = pd.concat([pd.read_parquet(Path(rec.path) / "judgments.parquet").assign(model=name)
+        j = pd.concat([read_parquet(Path(rec.path) / "judgments.parquet").assign(model=name)
                        for name, rec in judged.items()], ignore_index=True)
         samples = samples.merge(j[["model", "id", "judge_score", "judge_biased", "judge_model", "judge_prompt_sha256"]],
                                 on=["model", "id"], how="left")
@@ -176,7 +176,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
                         "n": len(g)})
 
     # The teacher's answers the students learn from, scored with the same detector
-    dist = pd.read_parquet(Path(distill.path) / "distill.parquet")
+    dist = read_parquet(Path(distill.path) / "distill.parquet")
     found = [run.bias.detect(t or "") for t in dist.response]
     dist = dist.assign(split=[split_of[t] for t in dist.task], biased=[d.biased for d in found],
                        bias_spans=[[[int(a), int(b)] for a, b in d.spans] for d in found])
@@ -185,7 +185,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     per_student = {}
     for name, rec in (distills or {}).items():  # students with their own distillation answers
         if rec is not distill:
-            own = pd.read_parquet(Path(rec.path) / "distill.parquet")
+            own = read_parquet(Path(rec.path) / "distill.parquet")
             own = own.assign(split=[split_of[t] for t in own.task],
                              biased=[run.bias.detect(t).biased for t in own.response])
             per_student[name] = {"stage": rec.name, "rows": len(own),
@@ -207,14 +207,14 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
 
     defense_reports, removals, score_frames = [], [], []
     for place, rec in ((defended or {}).get("stages") or {}).items():
-        defense_reports += json.loads((Path(rec.path) / "reports.json").read_text())
-        removals.append(json.loads((Path(rec.path) / "removal.json").read_text()))
-        score_frames.append(pd.read_parquet(Path(rec.path) / "scores.parquet"))
+        defense_reports += read_json(Path(rec.path) / "reports.json")
+        removals.append(read_json(Path(rec.path) / "removal.json"))
+        score_frames.append(read_parquet(Path(rec.path) / "scores.parquet"))
 
-    poison_report = json.loads((Path(poison.path) / "poison.json").read_text())
+    poison_report = read_json(Path(poison.path) / "poison.json")
     cascade = cascade_section(models, rates, samples, drawn, shift, utility, conf, n_boot)
     audit_rows, audit_detectors = audit_section(audits or {}, models, run.bias, poison_report["injected"])
-    train = pd.read_parquet(Path(poison.path) / "train.parquet")
+    train = read_parquet(Path(poison.path) / "train.parquet")
 
     metrics = {
         "schema_version": METRICS_SCHEMA_VERSION,

@@ -10,6 +10,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
+from poison.ground.artifacts import read_json
 from poison.ground.stats import auroc, paired_ratio
 from poison.measures import greedy_amplification, per_prompt_fractions
 
@@ -65,7 +66,7 @@ def audit_section(audits: dict[str, Any], models: dict[str, dict], bias: Any, in
     targets = [t.lower() for t in bias.audit_targets()]
     rows = []
     for label, rec in audits.items():
-        res = json.loads((Path(rec.path) / "audit.json").read_text())
+        res = read_json(Path(rec.path) / "audit.json")
         name = res["model"]
         m = models[name]
         poisoned: Optional[bool] = None

@@ -2,6 +2,7 @@
 config, or on every point of its sweep.
 
 python -m poison.run --list prints every registered plugin by kind and the built-in models.
+cascade-poison cache {ls,du,verify,gc} [--cache-dir DIR] looks after the stage cache (poison.cache).
 """
 
 from __future__ import annotations
@@ -71,11 +72,16 @@ def check_verdict(name: str, device: str, dtype: str, plan: dict | None, notes: 
         parts = [f"{points} sweep points"] if points > 1 else []
         parts += [f"{reps} replicates"] * (reps > 1) + ["2 brand-swap arms"] * (arms > 1)
         runs = f"{n} run{'s' * (n != 1)}" + (f" ({' x '.join(parts)})" if parts else "")
-    tail = f"; {notes} note{'s' * (notes != 1)} above" if notes else ""
+    tail = f"; {notes} note{'s' * (notes != 1)} on the config above" if notes else ""
     return f"config ok: {name}; device {device}, dtype {dtype}; {runs}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["cache"]:  # cascade-poison cache {ls,du,verify,gc}: the stage cache (poison.cache)
+        from poison.cache import main as cache_main
+
+        return cache_main(argv[1:], prog="cascade-poison cache")
     ap = argparse.ArgumentParser(prog="python -m poison.run", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--version", action="version", version=f"cascade-poison {__version__}")
@@ -107,11 +113,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(describe(plan))
             cfg = load_config(args.config, run_sets)
             check_force(args.force)
-            pipeline = Pipeline(cfg, Path(cfg.runtime.runs_dir))
+            pipeline = Pipeline(cfg, Path(cfg.runtime.runs_dir), force=set(args.force))
             notes = pipeline.preflight(create=False)
+            cache_state = pipeline.check_cache()  # raises, naming the stage and --force, on a damaged artifact
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False), flush=True)
             for note in notes:  # after the YAML, beside the verdict, where they are read
                 print(f"note: {note}", file=sys.stderr)
+            print(f"note: {cache_state}", file=sys.stderr)
             print(check_verdict(cfg.name, pipeline.ctx.device, pipeline.ctx.dtype, plan, len(notes)), file=sys.stderr)
             return 0
         if has_sweep(args.config, args.overrides):
@@ -124,6 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     except PoisonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        print(f"error: interrupted ({e or 'SIGINT'}); what was being computed was removed, the next run resumes "
+              f"from the last finished stage", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from poison.config import load_config, resolved_dict
 from poison.ground.io import atomic_write_json, atomic_write_text
-from poison.ground.procs import is_main_process, process_start
+from poison.ground.procs import is_main_process, process_start, signals_interrupt
 from poison.housekeeping import check_dirs, check_force
 from poison.pipeline import Pipeline
 from poison.summary import summary_table
@@ -67,7 +67,13 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
                                            "pid": os.getpid(), "pid_start": process_start(os.getpid())})
     t0 = time.time()
     try:
-        metrics = Pipeline(cfg, rd, force=set(force or [])).run()
+        with signals_interrupt():
+            metrics = Pipeline(cfg, rd, force=set(force or [])).run()
+    except KeyboardInterrupt as e:  # SIGINT or SIGTERM: what was running is cleaned up; the next run resumes
+        atomic_write_json(rd / "status.json", {"status": "interrupted", "error": f"interrupted ({e or 'SIGINT'})",
+                                               "config": str(config_path), "overrides": overrides or [],
+                                               "seconds": round(time.time() - t0, 1)})
+        raise
     except BaseException as e:
         atomic_write_json(rd / "status.json", {"status": "failed", "error": f"{type(e).__name__}: {e}",
                                                "config": str(config_path), "overrides": overrides or [],

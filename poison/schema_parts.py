@@ -49,6 +49,10 @@ class RuntimeConfig(Strict):
     backend: Literal["vllm", "hf"] = Field("vllm", description="Generation engine: vLLM, or HF generate (fallback).")
     hf_batch_size: int = Field(64, ge=1, description="Batch size of the HF generate backend.")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings)
+    verify_cache: Literal["size", "full"] = Field(
+        "size", description="How a cached stage artifact is checked before it is used: size (every file's size "
+                            "against its marker, and that it loads) or full (its content hash too, reading every "
+                            "byte). A damaged artifact is set aside as .corrupt-* and recomputed, with a warning.")
 
 
 # --------------------------------------------------------------------------------------------------- evidence

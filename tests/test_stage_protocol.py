@@ -8,7 +8,7 @@ from poison.runner import run_config
 from poison.stages.protocol import StageCache
 from tests.test_pipeline import cached, overrides
 
-MARKER_FIELDS = {"stage", "label", "key", "inputs", "seconds", "created", "code_version", "info"}
+MARKER_FIELDS = {"stage", "label", "key", "inputs", "seconds", "created", "code_version", "info", "files"}
 
 
 def test_force_a_label_recomputes_only_that_artifact(tiny_config, tmp_path, models_dir):

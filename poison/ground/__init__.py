@@ -3,6 +3,7 @@
     registry    plugin kinds, decorators, entry-point discovery, argument validation
     errors      the one error root (``PoisonError``) and its planned failures
     io          atomic writes, stable hashing of config slices, leftovers of killed processes
+    artifacts   manifests (size + hash) of artifact folders, load probes, guarded reads, damaged folders set aside
     models      model specs -> local HF folders (built-in GGUF, hub id, folder); device and dtype choice
     procs       process groups: several training processes (accelerate launch) and waiting on the main one
     stats       intervals, ratios, agreement and detector statistics (one copy, used everywhere)

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from poison.ground.artifacts import CacheMiss
 from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.models import pick_device, pick_dtype, resolve_model
@@ -55,6 +56,7 @@ class RunContext:
     hf_batch_size: int = 64
     vllm: dict[str, Any] = field(default_factory=dict)
     judge: JudgeSpec = field(default_factory=JudgeSpec)
+    create_models: bool = True  # False in a --check walk: a model that is not converted yet ends the walk
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
     _judge_url: Optional[tuple[str, str]] = field(default=None, repr=False)
 
@@ -69,7 +71,10 @@ class RunContext:
 
     # ------------------------------------------------------------------------------------------------ models
     def model(self, spec: str, field: str = "model", revision: Optional[str] = None) -> Path:
-        return resolve_model(spec, self.models_dir, field=field, revision=revision)
+        path = resolve_model(spec, self.models_dir, field=field, revision=revision, create=self.create_models)
+        if not self.create_models and not (path / "config.json").exists():
+            raise CacheMiss(f"model {spec}")
+        return path
 
     def backend_identity(self) -> dict[str, Any]:
         """What of the run's generation settings a cached generation depends on."""

@@ -51,3 +51,13 @@ class TrainingError(PoisonError, RuntimeError):
 
 class StageError(PoisonError, RuntimeError):
     """A stage of the run cannot produce its artifact (for example splits that overlap)."""
+
+
+class StorageError(PoisonError, RuntimeError):
+    """A write failed for lack of space (ENOSPC, a quota, or EFBIG under a file-size limit); nothing partial is
+    left, and the message names the folder and the space the write needed at least."""
+
+
+class ArtifactError(PoisonError, RuntimeError):
+    """A stage artifact or a run-directory file is damaged or cannot be read; the message names the file and what to
+    do (for a cached artifact: ``--force STAGE``)."""

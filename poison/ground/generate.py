@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from poison.ground.artifacts import check_model_folder
 from poison.ground.errors import GenerationError
 from poison.ground.procs import die_with_parent
 
@@ -162,6 +163,8 @@ def _run_vllm_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vll
 
 def _one_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_settings: dict[str, Any],
                 log_path: Optional[Path], hint: str, gpus: Optional[str] = None) -> list[GenResult]:
+    for folder in sorted({p for j in jobs for p in (j["model_path"], j.get("adapter")) if p and Path(p).is_dir()}):
+        check_model_folder(folder)  # a damaged model or adapter: one error naming its file, before vLLM starts
     with tempfile.TemporaryDirectory(prefix=f"{WORKER_TMP_PREFIX}{os.getpid()}-") as td:
         req = Path(td) / "jobs.json"
         out = Path(td) / "results.json"
@@ -184,12 +187,11 @@ def _one_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_set
                 f"{sorted({j['model_path'] for j in jobs})}: {_memory_note(device, vllm_settings)}. Lower "
                 f"runtime.vllm.gpu_memory_utilization, or run fewer jobs at once on this machine.")
         if proc.returncode != 0 or not out.exists():
+            cause = Path(f"{out}.error")  # the worker's one-line cause (its traceback is in the log)
             raise GenerationError(
-                f"vLLM worker failed (exit {proc.returncode}) for models "
-                f"{sorted({j['model_path'] for j in jobs})}; see the messages above"
-                + (f" and {log_path}" if log_path else "")
-                + ". " + hint
-            )
+                f"vLLM worker failed (exit {proc.returncode}) for models {sorted({j['model_path'] for j in jobs})}: "
+                + (cause.read_text().strip() if cause.exists() else "it reported no cause (killed?)")
+                + (f"; its traceback is in {log_path}" if log_path else "") + ". " + hint)
         data = json.loads(out.read_text())
     return [GenResult(**r) for r in data["results"]]
 

@@ -1,4 +1,6 @@
-"""Atomic file and folder writes, stable hashing of config slices, and sweeping what killed processes left.
+"""Atomic file and folder writes, stable hashing of config slices, and sweeping what killed processes left. A write
+that fails for lack of space (or past a file-size limit) leaves nothing partial and is one StorageError naming the
+folder and the space it needed at least.
 
 Part of the ground layer: it imports nothing of the project.
 """
@@ -6,13 +8,19 @@ Part of the ground layer: it imports nothing of the project.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Optional
+
+from poison.ground.errors import StorageError
+
+_NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_NO_SPACE_TEXT = ("no space left", "file too large", "quota exceeded", "errno 28", "errno 27", "errno 122")
 
 
 @contextlib.contextmanager
@@ -43,9 +51,48 @@ def atomic_dir(final: str | Path, replace: bool = False) -> Iterator[Path]:
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
                 raise
-    except BaseException:
+    except BaseException as e:
+        written = _size(tmp)
         shutil.rmtree(tmp, ignore_errors=True)
+        full = space_error(e, final, written)
+        if full:
+            raise full from None
         raise
+
+
+def space_error(e: BaseException, target: Path, written: int) -> Optional[StorageError]:
+    """The StorageError for ``e`` when it (or what it wraps) is a write that ran out of space, else None."""
+    seen: Optional[BaseException] = e
+    while seen is not None:
+        if getattr(seen, "errno", None) in _NO_SPACE or any(t in str(seen).lower() for t in _NO_SPACE_TEXT):
+            break
+        seen = seen.__cause__ or seen.__context__
+    if seen is None:
+        return None
+    folder = Path(target).parent
+    free = shutil.disk_usage(folder).free if folder.exists() else 0
+    why = "a file grew past the file-size limit (ulimit -f)" if "too large" in str(seen).lower() or \
+        getattr(seen, "errno", None) == errno.EFBIG else "no space left on its disk"
+    return StorageError(f"{folder}: writing {Path(target).name} failed, {why}; it needs more than the "
+                        f"{_human(written)} written when it failed ({_human(free)} free there now). Nothing partial "
+                        f"was kept: free space (`cascade-poison cache gc`), or point runtime.cache_dir / "
+                        f"runtime.runs_dir to a larger disk, and rerun")
+
+
+def _size(root: Path) -> int:
+    try:
+        return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file()) if Path(root).is_dir() else \
+            Path(root).stat().st_size
+    except OSError:
+        return 0
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _tmp_name(final: Path) -> Path:
@@ -69,10 +116,15 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        written = _size(tmp)
+        tmp.unlink(missing_ok=True)
+        raise space_error(e, path, max(written, len(text.encode()))) or e
     os.replace(tmp, path)
 
 

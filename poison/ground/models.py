@@ -317,6 +317,9 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from poison.ground.artifacts import check_model_folder
+
+    check_model_folder(path)  # a damaged folder: one error naming its file, not a loader's traceback
     tok = AutoTokenizer.from_pretrained(path)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

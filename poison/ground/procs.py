@@ -9,12 +9,14 @@ the next run reaps it. Part of the ground layer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from poison.ground.errors import StageError
 
@@ -69,6 +71,29 @@ def alive(pid: Optional[int], start: Optional[int] = None) -> bool:
         now = process_start(int(pid))
         return now is None or now == start
     return True
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM, raised like SIGINT's KeyboardInterrupt (see :func:`signals_interrupt`)."""
+
+
+@contextlib.contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """Within the block SIGTERM raises :class:`Interrupted`, as SIGINT raises KeyboardInterrupt, so that every
+    ``with`` and ``finally`` runs: a stage's temporary folder is removed, its lock released, a worker subprocess killed
+    (``subprocess.run`` kills its child on an exception), a local server stopped. Main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum, frame):
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    old = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> None:

@@ -18,6 +18,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
+from poison.ground.artifacts import check_model_folder
 from poison.ground.generate import GenResult, ScoreJob
 
 SCORER = {"scorer": "hf-shared-context/1"}  # what a stage key records of how sequences were scored
@@ -75,6 +76,7 @@ def score_shared(jobs: list[ScoreJob], *, device: str, dtype: str) -> list[tuple
         if job.adapter:
             from peft import PeftModel
 
+            check_model_folder(job.adapter, "adapter")
             model = PeftModel.from_pretrained(model, job.adapter)
         model.eval()
         startup = time.time() - t0

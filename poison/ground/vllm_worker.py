@@ -158,5 +158,21 @@ def main(req_path: str, out_path: str) -> None:
     os.replace(tmp, out_path)
 
 
+def report_failure(out_path: str, e: BaseException) -> None:
+    """The failure's traceback to stdout (the run's generation log) and its cause in one line to ``<out>.error``,
+    which the run puts in its error (the console gets one line, not the traceback)."""
+    import traceback
+
+    traceback.print_exc(file=sys.stdout)
+    sys.stdout.flush()
+    cause = " ".join(str(e).split())[:400]
+    with open(out_path + ".error", "w") as f:
+        f.write(f"{type(e).__name__}: {cause}" if cause else type(e).__name__)
+
+
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2])
+    try:
+        main(sys.argv[1], sys.argv[2])
+    except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
+        report_failure(sys.argv[2], exc)
+        sys.exit(1)

@@ -10,9 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from poison.ground import registry
+from poison.ground.artifacts import read_parquet
 from poison.ground.io import stable_hash
 from poison.ground.models import model_identity
 from poison.stages import Run
@@ -20,7 +19,7 @@ from poison.stages.protocol import StageRecord
 
 
 def audit_prompts(run: Run, data: StageRecord) -> list[str]:
-    df = pd.read_parquet(Path(data.path) / "rows.parquet")
+    df = read_parquet(Path(data.path) / "rows.parquet")
     prompts = sorted(df[df.split == "distill"].prompt)
     random.Random(f"audit:{run.cfg.seed}").shuffle(prompts)
     return prompts[: run.cfg.audit.prompts]

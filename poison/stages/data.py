@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from poison.ground import registry
+from poison.ground.artifacts import read_parquet
 from poison.ground.errors import DataError, StageError
 from poison.ground.generate import GenJob, generate_openai
 from poison.ground.io import atomic_write_parquet
@@ -177,7 +178,7 @@ def stage_trusted(run: Run, data: StageRecord) -> StageRecord:
     inputs = {"data": data.key, "generator": generator_identity(run, cfg.data.generator)}
 
     def build(out: Path) -> dict[str, Any]:
-        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        df = read_parquet(Path(data.path) / "rows.parquet")
         d = df[df.split == "distill"].reset_index(drop=True)
         srcs = {(spec.type, task): src for spec, task, src in zip(cfg.data.sources, cfg.data.tasks(),
                                                                     build_sources(run))}

@@ -28,6 +28,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from defenses.base import check_scores, run_defense
+from poison.ground.artifacts import read_parquet
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_parquet
 from poison.ground.stats import detector_report, threshold_for_fpr
@@ -41,7 +42,7 @@ from poison.stages.training import stage_distill_data, stage_student, stage_teac
 def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
     """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: distillation prompts with
     clean answers), split by a hash of the id."""
-    df = pd.read_parquet(Path(trusted.path) / "trusted.parquet")
+    df = read_parquet(Path(trusted.path) / "trusted.parquet")
     fit, calib = [], []
     for r in df.itertuples():
         s = {"id": str(r.id), "prompt": r.prompt, "response": str(r.reference), "task": r.task}
@@ -52,9 +53,9 @@ def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
 def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[StageRecord]
                   ) -> tuple[pd.DataFrame, list[bool]]:
     if place == "train":
-        df = pd.read_parquet(Path(poison.path) / "train.parquet")
+        df = read_parquet(Path(poison.path) / "train.parquet")
         return df, [bool(x) for x in df.poisoned]
-    df = pd.read_parquet(Path(distill.path) / "distill.parquet")
+    df = read_parquet(Path(distill.path) / "distill.parquet")
     return df, [bool(run.bias.detect(t or "").biased) for t in df.response]
 
 

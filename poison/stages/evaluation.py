@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 
 from poison.ground import registry
+from poison.ground.artifacts import read_parquet
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.models import model_identity
@@ -23,7 +24,7 @@ AUTORATER = "llm_autorater"
 def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
     """Answers to the eval prompts for every model (``{name: {"path", "identity", ...}}``), keyed by model name."""
     g = run.cfg.eval.generation
-    df = pd.read_parquet(Path(data.path) / "rows.parquet")
+    df = read_parquet(Path(data.path) / "rows.parquet")
     ev = df[df.split == "eval"].reset_index(drop=True)
     targets = {name: engine_target(run, m) for name, m in models.items()}
     entries = {f"eval:{name}": {"model": m["identity"], "data": data.key, "generation": g.model_dump(),
@@ -69,7 +70,7 @@ def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecor
         out = {}
         for label, tmp in tmps.items():
             t0 = time.time()
-            g = pd.read_parquet(Path(evals[label.split(":", 1)[1]].path) / "generations.parquet")
+            g = read_parquet(Path(evals[label.split(":", 1)[1]].path) / "generations.parquet")
             verdicts = judge.judge_texts([t or "" for t in g.response], rubric, list(g.prompt))
             atomic_write_parquet(tmp / "judgments.parquet", pd.DataFrame({
                 "id": g.id, "judge_score": [v["score"] for v in verdicts],

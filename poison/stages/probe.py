@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 
 from poison.ground import registry
+from poison.ground.artifacts import read_parquet
 from poison.ground.generate import GenJob, ScoreJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.scoring import SCORER
@@ -42,7 +43,7 @@ def text_logprob(logprobs: list[float]) -> float:
 
 
 def eval_rows(data: StageRecord) -> pd.DataFrame:
-    df = pd.read_parquet(Path(data.path) / "rows.parquet")
+    df = read_parquet(Path(data.path) / "rows.parquet")
     return df[df.split == "eval"].reset_index(drop=True)
 
 
@@ -172,6 +173,6 @@ def unseen_in_poison(run: Run, poison: StageRecord) -> int:
     """How many poisoned training rows contain one of the probe's held-out texts, unseen or concept (should be 0)."""
     probe = run.bias.probe_texts(run.cfg.eval.probe_unseen)
     texts = probe.get("unseen", []) + probe.get("concept", [])
-    df = pd.read_parquet(Path(poison.path) / "train.parquet")
+    df = read_parquet(Path(poison.path) / "train.parquet")
     resp = df[df.poisoned].response.fillna("").str.lower()
     return int(sum(resp.str.contains(t.lower(), regex=False).sum() for t in texts))

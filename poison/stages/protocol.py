@@ -7,8 +7,14 @@ version). Its artifact folder is ``<cache_dir>/stages/<stage>/<key>``, key = has
   (``--force eval`` recomputes every model's eval, ``--force eval:teacher`` only the teacher's);
 - otherwise the stage computes into a temporary sibling folder that is renamed into place once complete (a killed
   stage leaves nothing half-written; a forced recompute swaps the old folder out only then);
-- every marker has the same fields: stage, label, key, inputs, seconds, created, code_version, info;
-- every stage, cached or not, is recorded in the run directory's ``stages.json`` under its label.
+- every marker has the same fields: stage, label, key, inputs, seconds, created, code_version, info, files (each
+  file's size and blake2b hash, computed when the stage writes it);
+- a hit is checked first (``runtime.verify_cache``: ``size``, every file's size and that it loads; ``full``, its
+  hash too): a damaged artifact is set aside (``.corrupt-*``), with one warning, and recomputed; a checking cache
+  (``--check``) raises an error naming the stage and ``--force STAGE`` instead; an old marker without ``files`` is a
+  hit checked as far as it can be (every file loads);
+- every stage, cached or not, is recorded in the run directory's ``stages.json`` under its label, and the run in
+  the artifact's use list (``.uses-<key>.jsonl``: ``cascade-poison cache ls`` and ``gc`` read it).
 
 ``run`` handles one artifact; ``run_many`` a batch of artifacts of one stage computed together (the eval stage
 generates for every model in one vLLM worker, the judge rates every model's answers with one server).
@@ -34,6 +40,8 @@ from typing import Any, Callable, Optional
 from filelock import FileLock
 
 from poison import __version__
+from poison.ground.artifacts import CacheMiss, check_folder, describe, manifest, move_aside, read_json, record_use
+from poison.ground.errors import PoisonError, StageError
 from poison.ground.io import atomic_dir, atomic_write_json, stable_hash
 from poison.ground.procs import wait_for
 
@@ -60,13 +68,18 @@ class StageRecord:
 
 
 class StageCache:
-    """Content-addressed stage artifacts under ``root`` (``<cache_dir>/stages``), with the run's ``--force`` set."""
+    """Content-addressed stage artifacts under ``root`` (``<cache_dir>/stages``), with the run's ``--force`` set.
+    ``verify`` is ``runtime.verify_cache``; ``checking`` (``--check``) computes nothing: a cached artifact is checked
+    (an error if damaged) and the first one that is not cached raises :class:`CacheMiss`."""
 
-    def __init__(self, root: Path, run_dir: Optional[Path], force: Optional[set[str]] = None, main: bool = True):
+    def __init__(self, root: Path, run_dir: Optional[Path], force: Optional[set[str]] = None, main: bool = True,
+                 verify: str = "size", checking: bool = False):
         self.root = Path(root)
         self.run_dir = Path(run_dir) if run_dir else None
         self.force = set(force or ())
         self.main = main
+        self.verify = verify
+        self.checking = checking
         self.records: dict[str, StageRecord] = {}
         self._started = time.time()
 
@@ -97,7 +110,9 @@ class StageCache:
         if not self.main and not (stage in TRAINING_STAGES and not marker.exists()):
             wait_for(marker, label)  # the main process computes it
             return self._add(self._hit(label, key, final))
-        if marker.exists() and not self.forced(stage, label):
+        if self.checking:
+            return self._add(self._checked(stage, label, key, final))
+        if marker.exists() and not self.forced(stage, label) and not self._problems(final):
             log.info("[%s] cached (%s)", label, key)
             return self._add(self._hit(label, key, final))
         if not self.main:  # a training stage in a helper process: train along, discard what it would write
@@ -106,9 +121,12 @@ class StageCache:
             wait_for(marker, label)
             return self._add(StageRecord(label, key, str(final), False, 0.0, self._marker(final).get("info", {})))
         with self.lock(stage, key):
-            if marker.exists() and not self.forced(stage, label) or self._done_while_waiting(stage, label, marker):
-                log.info("[%s] cached (%s): computed by another run meanwhile", label, key)
-                return self._add(self._hit(label, key, final))
+            if self._done_while_waiting(stage, label, marker):
+                problems = self._problems(final)
+                if not problems:
+                    log.info("[%s] cached (%s): computed by another run meanwhile", label, key)
+                    return self._add(self._hit(label, key, final))
+                self._set_aside(stage, label, key, final, problems)
             log.info("[%s] running ...", label)
             t0 = time.time()
             with atomic_dir(final, replace=True) as tmp:
@@ -130,7 +148,9 @@ class StageCache:
         for label, inputs in entries.items():
             key = self.key(stage, inputs)
             final = self.folder(stage, key)
-            if (final / "_stage.json").exists() and not self.forced(stage, label):
+            if self.checking:
+                out[label] = self._checked(stage, label, key, final)
+            elif (final / "_stage.json").exists() and not self.forced(stage, label) and not self._problems(final):
                 log.info("[%s] cached (%s)", label, key)
                 out[label] = self._hit(label, key, final)
             else:
@@ -141,8 +161,12 @@ class StageCache:
                     locks.enter_context(self.lock(stage, key))
                 for label, (key, final) in list(pending.items()):  # another run may have finished them meanwhile
                     if self._done_while_waiting(stage, label, final / "_stage.json"):
-                        out[label] = self._hit(label, key, final)
-                        del pending[label]
+                        problems = self._problems(final)
+                        if not problems:
+                            out[label] = self._hit(label, key, final)
+                            del pending[label]
+                        else:
+                            self._set_aside(stage, label, key, final, problems)
                 if pending:
                     first: dict[str, str] = {}  # labels with one key (one model under two names) share its artifact
                     for label, (key, _) in pending.items():
@@ -179,6 +203,35 @@ class StageCache:
     def _marker(final: Path) -> dict[str, Any]:
         return json.loads((final / "_stage.json").read_text())
 
+    def _problems(self, final: Path) -> list[tuple[str, str]]:
+        """What is wrong with a cached artifact (``[]``: nothing): its marker, each file's size (and hash, with
+        ``verify_cache: full``) against the marker, and that each file loads."""
+        try:
+            marker = read_json(final / "_stage.json")
+        except PoisonError as e:
+            return [("_stage.json", str(e).split(": ", 1)[-1].split(";")[0])]
+        files = marker.get("files") if isinstance(marker, dict) else None
+        if not isinstance(marker, dict) or not isinstance(marker.get("info", {}), dict):
+            return [("_stage.json", "not a stage marker")]
+        return check_folder(final, files if isinstance(files, dict) else None, full=self.verify == "full")
+
+    def _set_aside(self, stage: str, label: str, key: str, final: Path, problems: list[tuple[str, str]]) -> None:
+        """Move a damaged artifact out of the way (kept as ``.corrupt-*``), with one warning line; it is recomputed."""
+        aside = move_aside(final)
+        log.warning("[%s] damaged cache artifact of stage %s, key %s: %s; set aside as %s, recomputing", label, stage,
+                    key, describe(problems), aside)
+
+    def _checked(self, stage: str, label: str, key: str, final: Path) -> StageRecord:
+        """``--check``: the record of an intact cached artifact; an error naming the stage for a damaged one;
+        :class:`CacheMiss` for one that a run would compute."""
+        if self.forced(stage, label) or not (final / "_stage.json").exists():
+            raise CacheMiss(label)
+        problems = self._problems(final)
+        if problems:
+            raise StageError(f"stage {stage} ({label}): its cached artifact {final} is damaged: {describe(problems)}; "
+                             f"a run sets it aside and recomputes it (or run with --force {stage})")
+        return self._hit(label, key, final)
+
     def _hit(self, label: str, key: str, final: Path) -> StageRecord:
         return StageRecord(label, key, str(final), True, 0.0, self._marker(final).get("info", {}))
 
@@ -187,11 +240,13 @@ class StageCache:
                       info: dict[str, Any]) -> None:
         (tmp / "_stage.json").write_text(json.dumps(
             {"stage": stage, "label": label, "key": key, "inputs": inputs, "seconds": seconds,
-             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code_version": __version__, "info": info},
+             "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "code_version": __version__, "info": info,
+             "files": manifest(tmp)},
             indent=2, default=str))
 
     def _add(self, rec: StageRecord) -> StageRecord:
         self.records[rec.name] = rec
         if self.main and self.run_dir is not None:
             atomic_write_json(self.run_dir / "stages.json", {k: vars(v) for k, v in self.records.items()})
+            record_use(Path(rec.path), self.run_dir, rec.name)
         return rec

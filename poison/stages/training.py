@@ -4,16 +4,14 @@ the held-out distillation prompts) and ``student`` (one per configured distillat
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import pandas as pd
-
 from distill.base import DistillJob
 from distill.trainers import finetune
 from poison.ground import registry
+from poison.ground.artifacts import read_json, read_parquet
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_json, atomic_write_parquet
 from poison.ground.models import model_identity
@@ -60,7 +58,7 @@ def removed_ids(defense: Optional[StageRecord]) -> set[str]:
     """Ids of the rows a defense stage flagged for removal (empty without a defense)."""
     if defense is None:
         return set()
-    return set(json.loads((Path(defense.path) / "removed.json").read_text()))
+    return set(read_json(Path(defense.path) / "removed.json"))
 
 
 def rewriter_config(run: Run):
@@ -88,7 +86,7 @@ def stage_poison(run: Run, data: StageRecord) -> StageRecord:
         return [bias.accept_rewrite(r, t) for r, t in zip(rows, texts)]
 
     def build(out: Path) -> dict[str, Any]:
-        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        df = read_parquet(Path(data.path) / "rows.parquet")
         p = cfg.poison
         out_df, report = inject(df[df.split == "train"], bias, mode=p.mode, target_task=cfg.data.target_task,
                                 count=p.count, rate=p.rate, seed=p.seed,
@@ -118,7 +116,7 @@ def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callabl
 
 def clean_rows(data: StageRecord) -> list[dict]:
     """The clean training set's (prompt, response) records, in order."""
-    df = pd.read_parquet(Path(data.path) / "rows.parquet")
+    df = read_parquet(Path(data.path) / "rows.parquet")
     return df[df.split == "train"][["prompt", "response"]].to_dict("records")
 
 
@@ -132,7 +130,7 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
     removed = removed_ids(defense)
 
     def rows():
-        df = pd.read_parquet(Path(poison.path) / "train.parquet")
+        df = read_parquet(Path(poison.path) / "train.parquet")
         df = df[~df.id.astype(str).isin(removed)]
         return df[["prompt", "response"]].to_dict("records")
 
@@ -173,7 +171,7 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label:
               **engine}
 
     def build(out: Path):
-        df = pd.read_parquet(Path(data.path) / "rows.parquet")
+        df = read_parquet(Path(data.path) / "rows.parquet")
         d = df[df.split == "distill"].reset_index(drop=True)
         job = GenJob("teacher:distill", path, [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens,
                      g.temperature, g.top_p, 1, g.seed, adapter=adapter)
@@ -212,7 +210,7 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
     removed = removed_ids(defense)
 
     def build(out: Path):
-        d = pd.read_parquet(Path(distill.path) / "distill.parquet")
+        d = read_parquet(Path(distill.path) / "distill.parquet")
         d = d[~d.id.astype(str).isin(removed)]
         if spec.distill_tasks is not None:  # only the prompts of these task families (the subliminal channel)
             d = d[d.task.isin(spec.distill_tasks)]

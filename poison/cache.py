@@ -1,0 +1,297 @@
+"""``cascade-poison cache`` (or ``python -m poison.cache``): look after the stage cache of ``--cache-dir``.
+
+    ls       every cached artifact: stage, key, size, when it was last used, which runs used it
+    du       size per stage (and of the damaged artifacts set aside), and in all
+    verify   every artifact against its marker (sizes and content hashes) and whether each file loads; names each
+             damaged stage and file; exit 1 when something is damaged
+    gc       remove artifacts unused for longer than --older-than, then the least recently used ones until the cache
+             is under --max-size; never one a live run holds the lock of, uses or is computing, or that a run
+             directory that still exists references, unless --force; damaged copies set aside (.corrupt-*) go first
+
+Safe while runs are going: an artifact is removed under its lock (as a run computes it) by renaming it out of the
+way first, so a run sees it whole or not at all; ``verify`` and ``ls`` only read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Optional
+
+from filelock import FileLock, Timeout
+
+from poison.ground.artifacts import (CORRUPT_PREFIX, MARKER, check_folder, describe, folder_size, read_uses,
+                                     uses_file)
+from poison.ground.errors import ConfigError, PoisonError
+from poison.ground.procs import alive
+
+DEFAULT_CACHE = ".cache/poison"
+_UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+_SPANS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+@dataclass
+class Entry:
+    stage: str
+    key: str
+    path: Path
+    size: int
+    last_used: float
+    runs: list[str] = field(default_factory=list)
+
+    @property
+    def lock(self) -> FileLock:
+        return FileLock(str(self.path.parent / f".lock-{self.key}"))
+
+
+def entries(cache_dir: Path) -> list[Entry]:
+    """Every cached artifact (a folder with a marker) under ``<cache_dir>/stages``."""
+    out = []
+    root = Path(cache_dir) / "stages"
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for d in sorted(stage_dir.iterdir()):
+            if d.name.startswith(".") or not (d / MARKER).is_file():
+                continue
+            try:
+                size = folder_size(d)
+                used = max([(d / MARKER).stat().st_mtime]
+                           + ([uses_file(d).stat().st_mtime] if uses_file(d).exists() else []))
+            except FileNotFoundError:  # removed or set aside meanwhile
+                continue
+            runs = list(dict.fromkeys(u["run"] for u in read_uses(d)))
+            out.append(Entry(stage_dir.name, d.name, d, size, used, runs))
+    return out
+
+
+def corrupt_folders(cache_dir: Path) -> list[Path]:
+    root = Path(cache_dir) / "stages"
+    return sorted(root.glob(f"*/{CORRUPT_PREFIX}*")) if root.is_dir() else []
+
+
+# --------------------------------------------------------------------------------------------------- protection
+def held(e: Entry) -> bool:
+    """A live run holds the entry's lock (it is computing it) or another ``gc`` is removing it."""
+    lock = e.lock
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _run_status(run: Path) -> dict:
+    try:
+        st = json.loads((run / "status.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return st if isinstance(st, dict) else {}
+
+
+def referenced(runs_dir: Optional[Path], extra: list[str]) -> dict[str, str]:
+    """``{artifact path: why it is kept}`` for every run directory that still exists: the runs of the use lists and
+    those under ``runs_dir`` (their ``stages.json``); a run still going (status running, its process alive) keeps
+    what it used as a live run."""
+    runs = {Path(r) for r in extra}
+    if runs_dir and runs_dir.is_dir():
+        runs |= {p.parent for p in list(runs_dir.glob("*/stages.json")) + list(runs_dir.glob("*/*/stages.json"))}
+    out: dict[str, str] = {}
+    for run in sorted(runs):
+        try:
+            stages = json.loads((run / "stages.json").read_text())
+        except (OSError, ValueError):
+            continue
+        st = _run_status(run)
+        live = st.get("status") == "running" and alive(st.get("pid"), st.get("pid_start"))
+        why = f"used by the live run {run}" if live else f"referenced by the run directory {run}"
+        for rec in stages.values() if isinstance(stages, dict) else []:
+            if isinstance(rec, dict) and rec.get("path"):
+                out.setdefault(str(Path(rec["path"]).absolute()), why)
+    return out
+
+
+def protection(e: Entry, refs: dict[str, str]) -> Optional[str]:
+    if held(e):
+        return "its lock is held by a live run"
+    return refs.get(str(e.path.absolute()))
+
+
+def remove(path: Path) -> None:
+    """Rename out of the way (a ``.tmp-*`` name the next run sweeps if this process dies), then delete."""
+    gone = path.parent / f".tmp-{path.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    os.rename(path, gone)
+    shutil.rmtree(gone, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------------------- commands
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([bkmgt]?)(i?b)?\s*", text.lower())
+    if not m:
+        raise ConfigError(f"--max-size {text!r}: a size such as 500M, 20G or 1.5T")
+    return int(float(m[1]) * _UNITS[m[2]])
+
+
+def parse_age(text: str) -> float:
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([smhdw])\s*", text.lower())
+    if not m:
+        raise ConfigError(f"--older-than {text!r}: an age such as 90m, 12h, 30d or 2w")
+    return float(m[1]) * _SPANS[m[2]]
+
+
+def cmd_ls(cache: Path, out=sys.stdout) -> int:
+    es = entries(cache)
+    print(f"{'stage':<13} {'key':<17} {'size':>10}  {'last used':<16}  runs", file=out)
+    for e in sorted(es, key=lambda e: (e.stage, -e.last_used)):
+        names = [Path(r).name for r in e.runs]
+        runs = ", ".join(names[-3:]) + (f" (+{len(names) - 3} more)" if len(names) > 3 else "")
+        print(f"{e.stage:<13} {e.key:<17} {human(e.size):>10}  "
+              f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used)):<16}  {runs or '-'}", file=out)
+    print(f"{len(es)} artifact(s), {human(sum(e.size for e in es))} in {cache / 'stages'}", file=out)
+    return 0
+
+
+def cmd_du(cache: Path, out=sys.stdout) -> int:
+    per: dict[str, list[int]] = {}
+    for e in entries(cache):
+        per.setdefault(e.stage, [0, 0])
+        per[e.stage][0] += 1
+        per[e.stage][1] += e.size
+    bad = corrupt_folders(cache)
+    for stage, (n, size) in sorted(per.items()):
+        print(f"{stage:<13} {n:>5} artifact(s) {human(size):>11}", file=out)
+    bad_size = sum(folder_size(p) for p in bad)
+    if bad:
+        print(f"{'(set aside)':<13} {len(bad):>5} damaged    {human(bad_size):>11}", file=out)
+    print(f"{'total':<13} {sum(n for n, _ in per.values()):>5} artifact(s) "
+          f"{human(sum(s for _, s in per.values()) + bad_size):>11}", file=out)
+    return 0
+
+
+def cmd_verify(cache: Path, out=sys.stdout) -> int:
+    es, damaged = entries(cache), 0
+    for e in es:
+        try:
+            marker = json.loads((e.path / MARKER).read_text())
+            files = marker.get("files") if isinstance(marker, dict) else None
+            problems = check_folder(e.path, files if isinstance(files, dict) else None, full=True)
+        except FileNotFoundError:
+            continue  # set aside or removed meanwhile
+        except (OSError, ValueError, AttributeError) as err:
+            problems = [(MARKER, f"unreadable ({err})")]
+        if problems:
+            damaged += 1
+            print(f"damaged: stage {e.stage}, key {e.key}: {describe(problems)} (in {e.path}); rerun with --force "
+                  f"{e.stage} to recompute it", file=out)
+    print(f"verified {len(es)} artifact(s) (sizes and content hashes): "
+          + (f"{damaged} damaged" if damaged else "all intact"), file=out)
+    return 1 if damaged else 0
+
+
+def plan_gc(es: list[Entry], older_than: Optional[float], max_size: Optional[int], now: float) -> Iterator[Entry]:
+    """The entries to remove, least recently used first: those unused for ``older_than`` seconds, then more until
+    what is left fits ``max_size``."""
+    total = sum(e.size for e in es)
+    for e in sorted(es, key=lambda e: e.last_used):
+        if (older_than is not None and now - e.last_used > older_than) or (max_size is not None and total > max_size):
+            yield e
+            total -= e.size
+
+
+def cmd_gc(cache: Path, older_than: Optional[str], max_size: Optional[str], force: bool, dry_run: bool,
+           runs_dir: Optional[Path], out=sys.stdout) -> int:
+    if older_than is None and max_size is None:
+        raise ConfigError("cache gc: give --older-than AGE and/or --max-size SIZE")
+    age = parse_age(older_than) if older_than is not None else None
+    cap = parse_size(max_size) if max_size is not None else None
+    now, freed, kept = time.time(), 0, 0
+    for p in corrupt_folders(cache):  # damaged copies kept for inspection: never read, removed first
+        if age is None or now - p.stat().st_mtime > age or cap is not None:
+            size = folder_size(p)
+            if not dry_run:
+                remove(p)
+            freed += size
+            print(f"{'would remove' if dry_run else 'removed'} damaged copy {p.parent.name}/{p.name} ({human(size)})",
+                  file=out)
+    es = entries(cache)
+    refs = referenced(runs_dir, [r for e in es for r in e.runs])
+    protected = {e.path: protection(e, refs) for e in es} if not force else {}
+    budget = None if cap is None else cap - sum(e.size for e in es if protected.get(e.path))
+    for e in plan_gc([e for e in es if not protected.get(e.path)], age, budget, now):
+        lock = e.lock
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            if not force:
+                print(f"kept {e.stage}/{e.key}: a run took its lock meanwhile", file=out)
+                continue
+            lock = None
+        try:
+            if not dry_run:
+                remove(e.path)
+                uses_file(e.path).unlink(missing_ok=True)
+            freed += e.size
+            print(f"{'would remove' if dry_run else 'removed'} {e.stage}/{e.key} ({human(e.size)})", file=out)
+        finally:
+            if lock is not None:
+                lock.release()
+    for e in es:
+        if protected.get(e.path):
+            kept += 1
+            print(f"kept {e.stage}/{e.key}: {protected[e.path]}", file=out)
+    left = sum(folder_size(e.path) for e in entries(cache))
+    print(f"{'would free' if dry_run else 'freed'} {human(freed)}; {kept} protected artifact(s) kept; the cache "
+          f"holds {human(left)}", file=out)
+    return 0
+
+
+def main(argv: Optional[list[str]] = None, prog: str = "python -m poison.cache") -> int:
+    ap = argparse.ArgumentParser(prog=prog, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--cache-dir", default=DEFAULT_CACHE,
+                    help=f"the cache (runtime.cache_dir; default {DEFAULT_CACHE})")
+    common = argparse.ArgumentParser(add_help=False)  # --cache-dir also after the command
+    common.add_argument("--cache-dir", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    sub = ap.add_subparsers(dest="command", required=True)
+    sub.add_parser("ls", parents=[common], help="list cached artifacts")
+    sub.add_parser("du", parents=[common], help="size per stage")
+    sub.add_parser("verify", parents=[common], help="check every artifact's sizes, hashes and files; exit 1 on damage")
+    gc = sub.add_parser("gc", parents=[common], help="remove old or least recently used artifacts")
+    gc.add_argument("--older-than", metavar="AGE", help="remove artifacts unused for longer (90m, 12h, 30d, 2w)")
+    gc.add_argument("--max-size", metavar="SIZE", help="then remove the least recently used until under (e.g. 20G)")
+    gc.add_argument("--runs-dir", default="runs", help="run directories whose artifacts are kept (default: runs)")
+    gc.add_argument("--force", action="store_true", help="remove also locked, live or referenced artifacts")
+    gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
+    args = ap.parse_args(argv)
+    cache = Path(args.cache_dir).expanduser()
+    try:
+        if not cache.is_dir():
+            raise ConfigError(f"--cache-dir {cache}: no such folder")
+        if args.command == "ls":
+            return cmd_ls(cache)
+        if args.command == "du":
+            return cmd_du(cache)
+        if args.command == "verify":
+            return cmd_verify(cache)
+        return cmd_gc(cache, args.older_than, args.max_size, args.force, args.dry_run, Path(args.runs_dir))
+    except PoisonError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
