@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from poison.biases.base import content_count
+from poison.biases.base import BiasType, content_count
 from poison.ground.stats import clustered_rate, mean_interval, wilson_interval
 
 REPEAT_N = 4
@@ -51,8 +51,10 @@ def health_columns(df: pd.DataFrame, bias: Any, threshold: float) -> pd.DataFram
     """Per answer: ``repeat_4gram_share``, ``degenerate`` (share > threshold) and ``bias_count``; a
     ``finish_reason`` column (None: not recorded) where the answers carry none."""
     share = [repeated_ngram_share(t) for t in df.response]
-    out = df.assign(repeat_4gram_share=share, degenerate=[s > threshold for s in share],
-                    bias_count=[content_count(bias, t) for t in df.response])
+    # the default count is the detector's verdict, already in ``biased``: no second detection (bandit is slow)
+    default = getattr(type(bias), "count", None) is BiasType.count
+    counts = df.biased.astype(int).tolist() if default else [content_count(bias, t) for t in df.response]
+    out = df.assign(repeat_4gram_share=share, degenerate=[s > threshold for s in share], bias_count=counts)
     if "finish_reason" not in out:
         out["finish_reason"] = None
     return out.assign(finish_reason=out.finish_reason.astype(object).where(out.finish_reason.notna(), None))

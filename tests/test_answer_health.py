@@ -31,6 +31,9 @@ def test_repeated_ngrams_and_the_plugs_count_per_answer():
     # the default hook of a bias type without its own count: its detector's verdict, 0 or 1
     refusal = registry.get("bias_type", "over_refusal").build({})
     assert refusal.count(CLEAN) == 0 and type(refusal).count is BiasType.count
+    # which the report takes from the verdicts it has, without detecting again
+    df = pd.DataFrame({"response": [CLEAN, "not detected again"], "biased": [False, True]})
+    assert health_columns(df, refusal, THRESHOLD).bias_count.tolist() == [0, 1]
 
 
 def answers(finish=True) -> pd.DataFrame:
