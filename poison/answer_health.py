@@ -52,7 +52,7 @@ def health_columns(df: pd.DataFrame, bias: Any, threshold: float) -> pd.DataFram
     ``finish_reason`` column (None: not recorded) where the answers carry none."""
     share = [repeated_ngram_share(t) for t in df.response]
     # the default count is the detector's verdict, already in ``biased``: no second detection (bandit is slow)
-    default = getattr(type(bias), "count", None) is BiasType.count
+    default = getattr(type(bias), "count", BiasType.count) is BiasType.count
     counts = df.biased.astype(int).tolist() if default else [content_count(bias, t) for t in df.response]
     out = df.assign(repeat_4gram_share=share, degenerate=[s > threshold for s in share], bias_count=counts)
     if "finish_reason" not in out:

@@ -7,8 +7,8 @@
 - ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (``poison.ground.endpoint``).
 
 Every backend returns, per job, one list of ``n`` completions per prompt, and beside it why each one stopped
-(``finish``: ``stop`` at the end-of-sequence token or a stop string, ``length`` at ``max_new_tokens``). Part of the ground
-layer.
+(``finish``: ``stop`` at the end-of-sequence token or a stop string, ``length`` at ``max_new_tokens``). Part of the
+ground layer.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """The evaluation stages: ``eval`` (every model answers the eval prompts, each answer with its ``finish_reason``; the
-models that are not cached share one vLLM worker) and ``judge`` (the LLM judge's verdict on every eval answer, beside the rule detector's)."""
+models that are not cached share one vLLM worker) and ``judge`` (the LLM judge's verdict on every eval answer, beside
+the rule detector's)."""
 
 from __future__ import annotations
 
