@@ -111,3 +111,13 @@ def test_hf_backend_records_stop_and_length(tmp_path, models_dir):
     cut = generate_hf([GenJob("s", str(base), msgs[:1], 6, ignore_eos=True, stop=[stop])], device="cpu",
                       dtype="float32")[0]
     assert stop and cut.finish == [["stop"]] and cut.texts[0][0] == text[: text.index(stop)]
+
+
+def test_sampled_answers_take_the_prompt_as_the_unit():
+    a = health_columns(answers().assign(decoding="sampled", id=["p0", "p0", "p1", "p1"] * 2), ADS.build({}),
+                       THRESHOLD)
+    cut = {r["model"]: r for r in cut_off_rows(a, 0.95, 200)}["teacher"]["cut_off"]
+    assert (cut["k"], cut["n"], cut["rate"]) == (2, 4, 0.5) and cut["ci_low"] is not None
+    deg = {r["model"]: r for r in degeneration_rows(a, THRESHOLD, 0.95, 200)}["teacher"]
+    assert deg["decoding"] == "sampled" and deg["degenerate"]["rate"] == 0.25  # prompt p1: 1 of its 2 answers
+    assert health_lines({"degeneration": [deg], "cut_off": []}) == []  # the summary shows greedy answers
