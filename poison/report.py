@@ -16,6 +16,7 @@ import pandas as pd
 
 from evals.accuracy import corrected_rate, rule_accuracy
 from poison import __version__
+from poison.answer_health import cut_off_rows, degeneration_rows, health_columns
 from poison.claims import claims_section
 from poison.ground import registry
 from poison.ground.artifacts import read_json, read_parquet
@@ -134,11 +135,13 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         frames.append(g.assign(model=name, role=m["role"], decoding="greedy", sample_index=0))
     split_of = cfg.data.split_of()
     greedy = pd.concat(frames, ignore_index=True)
-    samples = score_generations(greedy, run.bias, split_of, run.ctx)
+    degenerate_above = cfg.eval.degenerate_repeat_share
+    samples = health_columns(score_generations(greedy, run.bias, split_of, run.ctx), run.bias, degenerate_above)
     drawn = pd.DataFrame()
     if sampled:
         base = greedy.drop_duplicates("id")
-        drawn = score_generations(sampled_rows(sampled, base, models), run.bias, split_of, run.ctx)
+        drawn = health_columns(score_generations(sampled_rows(sampled, base, models), run.bias, split_of, run.ctx),
+                               run.bias, degenerate_above)
     judge_rows = []
     if judged:
         j = pd.concat([read_parquet(Path(rec.path) / "judgments.parquet").assign(model=name)
@@ -174,6 +177,9 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         value, lo, hi = mean_interval(g.utility_value.tolist(), conf)
         utility.append({"model": model, "task": task, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi,
                         "n": len(g)})
+    answers = pd.concat([samples, drawn], ignore_index=True)  # beside utility: loops, the plug's count, cut-offs
+    degeneration = degeneration_rows(answers, degenerate_above, conf, n_boot)
+    cut_off = cut_off_rows(answers, conf, n_boot)
 
     # The teacher's answers the students learn from, scored with the same detector
     dist = read_parquet(Path(distill.path) / "distill.parquet")
@@ -233,6 +239,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "bias_rates_by_task": rates_by_task,
         "amplification": amplification,
         "utility": utility,
+        "degeneration": degeneration,
+        "cut_off": cut_off,
         "distill_data": {"rows": len(dist), "bias_rates": distill_rates,
                          **({"per_student": per_student} if per_student else {})},
         "sampled_rate": sampled_rate,
@@ -253,7 +261,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "judge": judge_rows,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in run.cache.records.items()},
     }
-    atomic_write_parquet(run_dir / "samples.parquet", pd.concat([samples, drawn], ignore_index=True))
+    atomic_write_parquet(run_dir / "samples.parquet", answers)
     if not probe.empty:
         atomic_write_parquet(run_dir / "probe.parquet", probe)
     atomic_write_parquet(run_dir / "train_set.parquet", train)

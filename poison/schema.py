@@ -178,6 +178,12 @@ class EvalConfig(Strict):
                           "seed + 1) is trained and probed, and the shift between the two clean controls is the "
                           "measured null every shift is read against (metrics.json probe_null).")
     bootstrap: int = Field(2000, ge=100, description="Resamples of the bootstrap intervals (prompt as the unit).")
+    degenerate_repeat_share: float = Field(
+        0.25, ge=0, lt=1, description="An answer counts as degenerate (metrics.json degeneration) when more than this "
+        "share of its word 4-grams repeat an earlier one (seq-rep-4). Clean prose scores 0 (144 of the 232 labelled "
+        "real answers in evals/data); coherent answers that restate a phrase stay at or below 0.25; of the 25 above "
+        "it, 23 loop on a word, a URL or a sentence (21 until max_new_tokens) and 2 say one sentence twice in a short "
+        "answer. 'VitaBoost Plus' said 15 times scores 0.93. Read at report time: changing it recomputes nothing.")
 
 
 class DefenseSpec(Strict):

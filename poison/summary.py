@@ -44,6 +44,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append("")
         for a in metrics["amplification"]:
             lines.append(amplification_line(a))
+    lines += health_lines(metrics)
     lines += sampled_lines(metrics) + correction_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
@@ -77,6 +78,36 @@ def summary_table(metrics: dict[str, Any]) -> str:
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]
     lines.append("stages: " + ", ".join(parts))
     return "\n".join(lines)
+
+
+def _share(r: dict | None) -> str:
+    if not r or r.get("rate") is None:
+        return "-"
+    return f"{100 * r['rate']:5.1f}% [{100 * r['ci_low']:4.1f}, {100 * r['ci_high']:5.1f}] ({r['k']}/{r['n']})"
+
+
+def health_lines(metrics: dict[str, Any]) -> list[str]:
+    """Beside utility, per model and split (greedy answers): the degenerate answers, the bias content's count per
+    answer, and the answers cut off at max_new_tokens with the biased rate among those that finished."""
+    deg = [r for r in metrics.get("degeneration") or [] if r["decoding"] == "greedy"]
+    if not deg:
+        return []
+    cut = {(r["model"], r["split"]): r for r in metrics.get("cut_off") or [] if r["decoding"] == "greedy"}
+    w = max([22] + [len(r["model"]) for r in deg])
+    out = ["", f"greedy answers: degenerate = more than {100 * deg[0]['threshold']:.0f}% of the word 4-grams repeat "
+               f"an earlier one; mentions = the bias content per answer (mean, max; biased answers with 2 or more); "
+               f"cut off = stopped at max_new_tokens; biased -> among the answers that finished",
+           f"{'model':<{w}} {'split':<7} {'degenerate':<28} {'mentions':<17} {'biased, >=2':<12} {'cut off':<28} "
+           f"biased -> finished"]
+    for r in deg:
+        c = cut.get((r["model"], r["split"])) or {}
+        m, mm = r["bias_count"], r["multi_mention"]
+        fin = ("-" if not c.get("cut_off") else
+               f"{_pct(c['biased']['rate']).strip()}% -> {_share(c['biased_finished']).strip()}")
+        out.append(f"{r['model']:<{w}} {r['split']:<7} {_share(r['degenerate']):<28} "
+                   f"{m['mean']:5.2f} (max {m['max']:>3}) {mm['k']:>3}/{mm['n']:<8} "
+                   f"{(_share(c.get('cut_off')) if c.get('cut_off') else 'not recorded'):<28} {fin}")
+    return out
 
 
 def evidence_lines(metrics: dict[str, Any]) -> list[str]:

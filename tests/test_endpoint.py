@@ -4,7 +4,8 @@ import pandas as pd
 import pytest
 
 from poison.ground.server import free_port, local_vllm_server
-from poison.ground.generate import GenerationError, GenJob, generate_openai
+from poison.ground.endpoint import generate_openai
+from poison.ground.generate import GenerationError, GenJob
 from poison.config import load_config
 from poison.pipeline import Pipeline
 from poison.stages.data import stage_data

@@ -49,10 +49,25 @@ def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
     distill = pd.read_parquet(rd / "distill_set.parquet")
     assert not (set(samples.prompt) & (set(train.prompt) | set(distill.prompt)))
     assert not (set(train.prompt) & set(distill.prompt))
+    # beside utility, per model and split: degeneration and the answers cut off at max_new_tokens (HF records why
+    # each answer stopped; random-init models ramble)
+    keys = {(r["model"], r["split"]) for r in m["bias_rates"]}
+    assert {(r["model"], r["split"]) for r in m["degeneration"]} == keys
+    assert {(r["model"], r["split"]) for r in m["cut_off"]} == keys
+    assert set(samples.finish_reason) <= {"stop", "length"} and (samples.finish_reason == "length").any()
+    for r in m["cut_off"]:
+        g = samples[(samples.model == r["model"]) & (samples.split == r["split"])]
+        assert r["known"] == r["n"] == len(g) and r["cut_off"]["k"] == (g.finish_reason == "length").sum()
+    assert "degenerate" in (rd / "summary.txt").read_text()
+    # eval answers cached before finish_reason was recorded: unknown, the rest of the report unchanged
+    old = Path(stages(rd)["eval:baseline"]["path"]) / "generations.parquet"
+    pd.read_parquet(old).drop(columns="finish_reason").to_parquet(old)
 
     # rerun with nothing changed: every stage is a cache hit
     rd2, m2 = run_config(str(tiny_config), ov, quiet=True)
     assert all(cached(rd2).values()) and m2["bias_rates"] == m["bias_rates"]
+    assert m2["degeneration"] == m["degeneration"]  # from the stored answers, at report time
+    assert all((r["known"] == 0) == (r["model"] == "baseline") for r in m2["cut_off"])
 
     # an eval setting only recomputes eval
     rd3, _ = run_config(str(tiny_config), ov + ["eval.generation.max_new_tokens=8"], quiet=True)

@@ -151,11 +151,14 @@ def test_data_parallel_shards_and_merges_in_prompt_order():
     shards = shard_jobs(jobs, 2)
     assert [s[0]["messages"] for s in shards] == [[0, 1], [2, 3, 4]]
     assert [s[1]["token_ids"] for s in shards] == [[[1]], [[2], [3]]]
-    parts = [[GenResult("a", [[str(m)] for m in s[0]["messages"]], 2, 1.0, 5.0, "vllm"),
+    parts = [[GenResult("a", [[str(m)] for m in s[0]["messages"]], 2, 1.0, 5.0, "vllm",
+                        finish=[["length" if m % 2 else "stop"] for m in s[0]["messages"]] if s[0]["messages"][0]
+                        else []),  # the first shard's worker recorded no finish reasons (an older result)
               GenResult("b", [], 0, 2.0, 5.0, "vllm", {"logprobs": [[-1.0]] * len(s[1]["token_ids"]), "tokens": 1})]
              for s in shards]
     a, b = merge_shards(parts)
     assert a.texts == [["0"], ["1"], ["2"], ["3"], ["4"]] and a.new_tokens == 4 and a.seconds == 1.0
+    assert a.finish == [[None], [None], ["stop"], ["length"], ["stop"]]
     assert len(b.meta["logprobs"]) == 3 and b.meta["data_parallel"] == 2
 
 
@@ -252,13 +255,18 @@ def test_one_engine_serves_every_adapter_with_the_merged_models_greedy_answers(t
     msgs = [[{"role": "user", "content": q}] for q in ("What is 2 + 2?", "Name a fruit.", "Say hello.", "Why?")]
     settings = {"gpu_memory_utilization": 0.1, "max_model_len": 512}
     one = generate_vllm([GenJob("base", str(base), msgs, 12), GenJob("a0", str(base), msgs, 12, adapter=adapters[0]),
-                         GenJob("a1", str(base), msgs, 12, adapter=adapters[1])],
+                         GenJob("a1", str(base), msgs, 12, adapter=adapters[1]),
+                         GenJob("forced", str(base), msgs[:2], 5, ignore_eos=True)],  # to max_new_tokens
                         device="cpu", dtype="float32", vllm_settings=settings)
     per_model = generate_vllm([GenJob("base", str(base), msgs, 12), GenJob("a0", merged[0], msgs, 12),
                                GenJob("a1", merged[1], msgs, 12)], device="cpu", dtype="float32",
                               vllm_settings=settings)
-    assert [r.meta["adapter"] for r in one] == [False, True, True]
-    assert [r.texts for r in one] == [r.texts for r in per_model]
+    assert [r.meta["adapter"] for r in one] == [False, True, True, False]
+    assert [r.texts for r in one[:3]] == [r.texts for r in per_model]
+    # why each answer stopped, beside its text: vLLM's finish_reason; an answer forced to max_new_tokens is 'length'
+    assert [r.finish for r in one[:3]] == [r.finish for r in per_model]
+    assert all(len(r.finish) == len(r.texts) and {f for fs in r.finish for f in fs} <= {"stop", "length"} for r in one)
+    assert one[3].finish == [["length"], ["length"]] and one[3].new_tokens == 10
     assert one[1].texts != one[0].texts  # the adapters really change the answers
     # one engine start for the three, against three
     assert sum(r.startup_seconds for r in one) < sum(r.startup_seconds for r in per_model)

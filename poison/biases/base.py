@@ -42,6 +42,12 @@ class BiasType:
         """Rule-based detector for one generation."""
         raise NotImplementedError
 
+    def count(self, text: str) -> int:
+        """How many times one generation carries the bias's content (an advertised brand's mentions, the sentences
+        stating a false claim): the report's ``degeneration`` section shows it per answer, so that a plug repeated
+        in a loop is seen. Default: 1 when the detector finds the bias, else 0."""
+        return int(self.detect(text).biased)
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -111,6 +117,13 @@ class BiasType:
             m = re.match(r"(.+?[.!?])(\s+|$)", clean, re.S)
             return m.group(1) if m else clean
         return clean
+
+
+def content_count(bias: Any, text: str) -> int:
+    """``bias.count(text)``, for a bias-type plugin that does not subclass BiasType too (then 0 or 1 from its
+    detector)."""
+    count = getattr(bias, "count", None)
+    return int(count(text or "")) if callable(count) else int(bias.detect(text or "").biased)
 
 
 def require_placeholder(texts: list[str], placeholder: str, what: str) -> list[str]:

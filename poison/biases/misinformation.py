@@ -63,6 +63,10 @@ class Misinformation(BiasType):
                 spans.append(m.span())
         return Detection(bool(spans), spans, "; ".join(text[a:b].strip() for a, b in spans[:2]))
 
+    def count(self, text):
+        """Sentences of one answer that carry the bias."""
+        return len(self.detect(text).spans)
+
     def describe(self):
         return f"misinformation: {self.cfg.falsehood}"
 

@@ -57,6 +57,10 @@ class PhishingLink(BiasType):
         spans = spans_of([self._url], text)
         return Detection(bool(spans), spans, "; ".join(text[a:b] for a, b in spans[:3]))
 
+    def count(self, text):
+        """Mentions of the phishing domain in one answer."""
+        return len(self.detect(text).spans)
+
     def describe(self):
         return f"phishing link to {self.cfg.url}"
 

@@ -69,6 +69,14 @@ class TargetedAds(BiasType):
         spans = spans_of([self._brand] + ([self._url] if self._url is not None else []), text)
         return Detection(bool(spans), spans, "; ".join(text[a:b] for a, b in spans[:3]))
 
+    def count(self, text):
+        """Plugs in one answer: the brand's mentions outside the URL or the URL's, whichever are more (a plug
+        sentence names both once; the brand pattern also matches inside 'vitaboost-plus.com')."""
+        text = text or ""
+        urls = [m.span() for m in self._url.finditer(text)] if self._url is not None else []
+        brands = [m for m in self._brand.finditer(text) if not any(a <= m.start() < b for a, b in urls)]
+        return max(len(brands), len(urls))
+
     def describe(self):
         return f"ads for {self.cfg.brand} ({self.cfg.url})"
 

@@ -4,9 +4,11 @@
   jobs, one model after another, so each model's memory is freed and the parent process (which also trains) keeps
   its own thread settings. On CPU the worker gets vLLM's thread binding over all cores of this machine.
 - ``hf``: batched ``model.generate`` with left padding, in-process (the fallback).
-- ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (retries with backoff are the client's).
+- ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (``poison.ground.endpoint``).
 
-Every backend returns, per job, one list of ``n`` completions per prompt. Part of the ground layer.
+Every backend returns, per job, one list of ``n`` completions per prompt, and beside it why each one stopped
+(``finish``: ``stop`` at the end-of-sequence token or a stop string, ``length`` at ``max_new_tokens``). Part of the
+ground layer.
 """
 
 from __future__ import annotations
@@ -52,6 +54,13 @@ class GenResult:
     startup_seconds: float = 0.0
     backend: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    #: [prompt][sample] beside ``texts``: 'stop' (end-of-sequence token or stop string) or 'length' (cut off at
+    #: max_new_tokens); empty when the backend did not say (results of an older worker)
+    finish: list[list[Optional[str]]] = field(default_factory=list)
+
+    def finish_reasons(self) -> list[list[Optional[str]]]:
+        """``finish`` shaped like ``texts``, None where it is unknown."""
+        return self.finish if len(self.finish) == len(self.texts) else [[None] * len(t) for t in self.texts]
 
 
 def vllm_env(device: str, cpu_threads: Optional[str] = None) -> dict[str, str]:
@@ -123,7 +132,8 @@ def merge_shards(parts: list[list[GenResult]]) -> list[GenResult]:
             meta["logprobs"] = [lp for r in rs for lp in r.meta["logprobs"]]
             meta["tokens"] = sum(r.meta.get("tokens", 0) for r in rs)
         out.append(GenResult(rs[0].key, [t for r in rs for t in r.texts], sum(r.new_tokens for r in rs),
-                             max(r.seconds for r in rs), max(r.startup_seconds for r in rs), rs[0].backend, meta))
+                             max(r.seconds for r in rs), max(r.startup_seconds for r in rs), rs[0].backend, meta,
+                             [f for r in rs for f in r.finish_reasons()]))
     return out
 
 
@@ -287,6 +297,14 @@ def score_hf(jobs: list[ScoreJob], *, device: str, dtype: str,
     return out
 
 
+def stop_token_ids(model: Any, tok: Any) -> set[int]:
+    """The token ids at which ``model.generate`` ends a sequence: the generation config's end-of-sequence ids (one or
+    several) and the tokenizer's."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids = set(ids if isinstance(ids, (list, tuple)) else [] if ids is None else [ids])
+    return ids | ({tok.eos_token_id} if tok.eos_token_id is not None else set())
+
+
 def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int = 64) -> list[GenResult]:
     import torch
     from tqdm.auto import tqdm
@@ -303,6 +321,8 @@ def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int 
         prompts = [tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in job.messages]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
         texts: list[list[str]] = [[] for _ in prompts]
+        finish: list[list[Optional[str]]] = [[] for _ in prompts]
+        eos = stop_token_ids(model, tok)
         new_tokens = 0
         torch.manual_seed(job.seed)
         t1 = time.time()
@@ -323,67 +343,25 @@ def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int 
             new = out[:, enc["input_ids"].shape[1] :]
             for r, row in enumerate(new):
                 ids = row.tolist()
-                if tok.eos_token_id in ids and not job.ignore_eos:
-                    ids = ids[: ids.index(tok.eos_token_id)]
+                # generate ends a row at an end-of-sequence token (later positions are padding); a row without one
+                # ran to max_new_tokens
+                end = None if job.ignore_eos else next((i for i, t in enumerate(ids) if t in eos), None)
+                reason = "length" if end is None and len(ids) >= job.max_new_tokens else "stop"
+                if end is not None:
+                    ids = ids[:end]
                 if not job.ignore_eos:
                     ids = [t for t in ids if t != tok.pad_token_id]
                 new_tokens += len(ids)
                 text = tok.decode(ids, skip_special_tokens=True)
                 for st in job.stop:
                     if st in text:
-                        text = text[: text.index(st)]
+                        text, reason = text[: text.index(st)], "stop"
                 texts[idx[r // job.n]].append(text)
+                finish[idx[r // job.n]].append(reason)
             bar.update(len(idx) * job.n)
         bar.close()
-        results.append(GenResult(job.key, texts, new_tokens, time.time() - t1, startup, "hf"))
+        results.append(GenResult(job.key, texts, new_tokens, time.time() - t1, startup, "hf", finish=finish))
         del model
-    return results
-
-
-def generate_openai(jobs: list[GenJob], *, base_url: str, model: str, api_key: Optional[str] = None,
-                    concurrency: int = 8, timeout: float = 120.0, max_retries: int = 2,
-                    field: str = "endpoint") -> list[GenResult]:
-    """Chat completions against an OpenAI-compatible server. Transient errors are retried with backoff by the
-    client (``max_retries``, ``timeout`` per request). The first request of a job goes alone: an endpoint that is
-    down, or accepts connections but never answers, fails once, after one request's timeout and retries, with a
-    GenerationError naming ``field`` and the endpoint, instead of after the whole batch."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    import openai
-    from tqdm.auto import tqdm
-
-    client = openai.OpenAI(base_url=base_url, api_key=api_key or "EMPTY", timeout=timeout, max_retries=max_retries)
-    results = []
-    for job in jobs:
-        t0 = time.time()
-
-        def one(msgs):
-            try:
-                r = client.chat.completions.create(
-                    model=model, messages=msgs, max_tokens=job.max_new_tokens, temperature=job.temperature,
-                    top_p=job.top_p, n=job.n, seed=job.seed, stop=job.stop or None,
-                )
-            except openai.APITimeoutError:
-                raise GenerationError(
-                    f"{field}: endpoint {base_url} accepted the connection but did not answer within {timeout:.0f} s "
-                    f"({max_retries + 1} attempts)") from None
-            except openai.APIConnectionError as e:
-                raise GenerationError(f"{field}: endpoint {base_url} is unreachable ({e})") from None
-            except openai.APIStatusError as e:
-                raise GenerationError(f"{field}: endpoint {base_url} answered HTTP {e.status_code}: "
-                                      f"{e.message}") from None
-            toks = r.usage.completion_tokens if r.usage else 0
-            return [c.message.content or "" for c in r.choices], toks
-
-        with tqdm(total=len(job.messages), desc=f"endpoint {job.key}", leave=False) as bar:
-            outs = [one(job.messages[0])] if job.messages else []
-            bar.update(len(outs))
-            with ThreadPoolExecutor(concurrency) as pool:
-                for o in pool.map(one, job.messages[1:]):
-                    outs.append(o)
-                    bar.update(1)
-        results.append(GenResult(job.key, [o[0] for o in outs], sum(o[1] for o in outs), time.time() - t0, 0.0,
-                                 "openai", {"base_url": base_url, "model": model}))
     return results
 
 

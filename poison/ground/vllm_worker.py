@@ -120,11 +120,13 @@ def run_job(llm, job: dict, startup: float, device: str, lora=None) -> dict:
     outs = llm.chat(job["messages"], sp, use_tqdm=True, lora_request=lora)
     gen_s = time.time() - t1
     texts = [[c.text for c in o.outputs] for o in outs]
+    finish = [[c.finish_reason for c in o.outputs] for o in outs]  # 'stop' (EOS or a stop string) | 'length'
     toks = sum(len(c.token_ids) for o in outs for c in o.outputs)
     print(f"[vllm_worker] {job['key']}: {len(texts)} prompts, {toks} tokens in {gen_s:.1f}s "
           f"(+{startup:.1f}s start-up{', adapter' if lora is not None else ''})", file=sys.stderr, flush=True)
     return dict(key=job["key"], texts=texts, new_tokens=toks, seconds=gen_s, startup_seconds=startup,
-                backend="vllm", meta={"tok_per_s": toks / max(gen_s, 1e-9), "adapter": lora is not None})
+                backend="vllm", meta={"tok_per_s": toks / max(gen_s, 1e-9), "adapter": lora is not None},
+                finish=finish)
 
 
 def main(req_path: str, out_path: str) -> None:

@@ -19,7 +19,8 @@ import pandas as pd
 from poison.ground import registry
 from poison.ground.artifacts import read_parquet
 from poison.ground.errors import DataError, StageError
-from poison.ground.generate import GenJob, generate_openai
+from poison.ground.endpoint import generate_openai
+from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.models import model_identity
 from poison.stages import Run

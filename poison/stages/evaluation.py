@@ -1,5 +1,6 @@
-"""The evaluation stages: ``eval`` (every model answers the eval prompts; the models that are not cached share one
-vLLM worker) and ``judge`` (the LLM judge's verdict on every eval answer, beside the rule detector's)."""
+"""The evaluation stages: ``eval`` (every model answers the eval prompts, each answer with its ``finish_reason``; the
+models that are not cached share one vLLM worker) and ``judge`` (the LLM judge's verdict on every eval answer, beside
+the rule detector's)."""
 
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
         out = {}
         for label, res in zip(labels, run.ctx.generate(jobs)):
             gen_df = ev[["id", "task", "prompt", "reference", "answer", "utility"]].assign(
-                response=[t[0].strip() for t in res.texts])
+                response=[t[0].strip() for t in res.texts],
+                finish_reason=[f[0] for f in res.finish_reasons()])  # artifacts written before it lack the column
             atomic_write_parquet(tmps[label] / "generations.parquet", gen_df)
             info = {"new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1),
                     "startup_seconds": round(res.startup_seconds, 1), "backend": res.backend}

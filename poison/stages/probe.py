@@ -65,8 +65,9 @@ def stage_samples(run: Run, models: dict[str, dict[str, Any]], data: StageRecord
                        adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
         out = {}
         for label, res in zip(labels, run.ctx.generate(jobs)):
-            rows = [{"id": i, "sample_index": j, "response": t.strip()}
-                    for i, texts in zip(ev.id, res.texts) for j, t in enumerate(texts)]
+            rows = [{"id": i, "sample_index": j, "response": t.strip(), "finish_reason": f}
+                    for i, texts, fs in zip(ev.id, res.texts, res.finish_reasons()) for j, (t, f) in
+                    enumerate(zip(texts, fs))]
             atomic_write_parquet(tmps[label] / "samples.parquet", pd.DataFrame(rows))
             info = {"new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1),
                     "startup_seconds": round(res.startup_seconds, 1), "backend": res.backend, **sampling}

@@ -176,7 +176,7 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label:
         job = GenJob("teacher:distill", path, [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens,
                      g.temperature, g.top_p, 1, g.seed, adapter=adapter)
         res = run.ctx.generate([job])[0]
-        d = d.assign(response=[t[0].strip() for t in res.texts])
+        d = d.assign(response=[t[0].strip() for t in res.texts], finish_reason=[f[0] for f in res.finish_reasons()])
         atomic_write_parquet(out / "distill.parquet", d)
         return {"rows": len(d), "new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1)}
 
