@@ -135,11 +135,10 @@ def test_model_ids_a_typo_check_leaves_alone(tmp_path, monkeypatch):
     with pytest.raises(ModelError, match=r"students.0.model: 'tiny-random-lama:2:64' is not a built-in model "
                                          r"\(did you mean 'tiny-random-llama:2:64'\?\)"):
         resolve_model("tiny-random-lama:2:64", tmp_path, "students.0.model", create=False)
-    with pytest.raises(ModelError, match=r"'nothing-like-it' is not a built-in model, an existing local folder"):
-        resolve_model("nothing-like-it", tmp_path, create=False)
-    asked = []  # an org/name hub id still goes to the hub (here a stand-in for its local cache)
+    asked = []  # an org/name hub id, and a bare legacy one far from every built-in (gpt2), still go to the hub
     monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda spec, **kw: asked.append(spec) or str(tmp_path))
     assert resolve_model("SomeOrg/some-model", tmp_path, create=False) == tmp_path and asked == ["SomeOrg/some-model"]
+    assert resolve_model("gpt2", tmp_path, create=False) == tmp_path and asked[-1] == "gpt2"
     (tmp_path / "local").mkdir()  # an existing local folder still resolves, by a bare relative name too
     (tmp_path / "local" / "config.json").write_text("{}")
     monkeypatch.chdir(tmp_path)

@@ -212,7 +212,7 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
         return p.resolve()
     if spec.startswith((".", "/", "~")) or os.sep in spec and spec.count("/") != 1:
         raise ModelError(f"{field}: local model folder {spec} does not exist")
-    if "/" not in spec:  # neither a built-in, nor a local path, nor a hub id (org/name): most likely a typo
+    if "/" not in spec and near_builtin(spec):  # close to a built-in id and no local path: a typo, not a hub id
         raise ModelError(unknown_model(spec, field))
     # A hub id: works for users who can reach the hub (or have it in their HF cache).
     try:
@@ -240,14 +240,22 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
         ) from None
 
 
-def unknown_model(spec: str, field: str) -> str:
-    """The message for a model spec that is no built-in, no local path and no hub id, with a did-you-mean."""
-    head, _, tail = spec.partition(":")
+def near_builtin(spec: str) -> str | None:
+    """The built-in id (or the tiny prefix) a bare spec is close to, if any. A bare id far from all of them may be a
+    legacy hub id without an org (``gpt2``, ``distilgpt2``), which goes to the hub."""
+    head = spec.partition(":")[0]
     names = [*BUILTIN_MODELS, TINY_PREFIX]
     close = difflib.get_close_matches(spec, names, n=1) or difflib.get_close_matches(head, names, n=1)
+    return close[0] if close else None
+
+
+def unknown_model(spec: str, field: str) -> str:
+    """The message for a model spec that is no built-in, no local path and no hub id, with a did-you-mean."""
+    tail = spec.partition(":")[2]
+    close = near_builtin(spec)
     hint = ""
     if close:
-        hint = f" (did you mean {close[0] + (':' + tail if close[0] == TINY_PREFIX and tail else '')!r}?)"
+        hint = f" (did you mean {close + (':' + tail if close == TINY_PREFIX and tail else '')!r}?)"
     return (f"{field}: {spec!r} is not a built-in model{hint}, an existing local folder or .gguf file, or a hub id "
             f"(org/name); built-in models: {', '.join(BUILTIN_MODELS)}, {TINY_PREFIX}[:L[:H]]")
 
