@@ -32,12 +32,13 @@ class PointJob:
     label: str
     sets: list[str]
     run_dir: str
+    total: int = 0  # the sweep's number of points (a resumed sweep runs fewer jobs than that)
 
 
 def run_local(config: str, jobs: list[PointJob], on_done: Callable[[PointJob, dict], None], quiet: bool) -> None:
     for job in jobs:
         if not quiet:
-            print(f"\n=== sweep point {job.index + 1}/{len(jobs)}: {job.label}", flush=True)
+            print(f"\n=== sweep point {job.index + 1}/{job.total or len(jobs)}: {job.label}", flush=True)
         _, metrics = run_config(config, job.sets, run_dir=job.run_dir, quiet=quiet)
         on_done(job, metrics)
 
@@ -102,8 +103,8 @@ def run_ray(config: str, jobs: list[PointJob], on_done: Callable[[PointJob, dict
                               f" (see {job.run_dir}/run.log)")
                 continue
             if not quiet:
-                print(f"  point {job.index + 1}/{len(jobs)} {job.label}: done after {time.time() - t0:.0f}s",
-                      flush=True)
+                took = time.time() - t0
+                print(f"  point {job.index + 1}/{job.total or len(jobs)} {job.label}: done after {took:.0f}s", flush=True)
             on_done(job, metrics)
         if failed:
             raise SweepError(f"{len(failed)} of {len(jobs)} sweep points failed (the others are in the sweep "

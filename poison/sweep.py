@@ -142,7 +142,7 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
     crossed = "data_draw" not in rep["vary"]
     replicated = any(REPLICATE in p for p in points)
     group_of = lambda pt: label({k: v for k, v in pt.items() if k != REPLICATE})  # noqa: E731
-    jobs = [PointJob(i, label(pt), run_sets + sets, str(sweep_dir / f"{i:02d}-{label(pt)}"))
+    jobs = [PointJob(i, label(pt), run_sets + sets, str(sweep_dir / f"{i:02d}-{label(pt)}"), len(points))
             for i, (pt, sets) in enumerate(zip(points, plan["point_sets"]))]
 
     def write(job: PointJob, metrics: dict[str, Any]) -> dict[str, Any]:
