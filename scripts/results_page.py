@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poison import load_run  # noqa: E402
-from poison.ground.io import stable_hash  # noqa: E402
+from poison.ground.io import atomic_write_text, stable_hash  # noqa: E402
 
 KEEP_SUFFIXES = {".json", ".yaml", ".txt", ".parquet", ".csv"}
 MAX_ARCHIVED_BYTES = 5 * 1024 * 1024
@@ -73,17 +73,21 @@ def header(sweep: dict, runs: list, name: str, title: str, claim: str | None, ar
     design = sweep.get("replicate_design") or {}
     planned = len(sweep.get("points") or [])
     reps = sorted({p.get("seeds") for p in sweep.get("points") or [] if p.get("seeds") is not None})
-    done_reps = sorted({r["point"].get("seeds") for r in sweep.get("runs") or [] if r["point"].get("seeds") is not None})
+    done_runs = [r["point"] for r in sweep.get("runs") or []]
+    # a replicate is complete when every point of it ran (both arms, in a brand-swap design)
+    done_reps = [s for s in reps if all(p in done_runs for p in sweep.get("points") or [] if p.get("seeds") == s)]
     resolved = {k: v for k, v in cfg.items() if k not in ("replicates", "seed", "design")}
     lines = [f"# {title}", "", cfg.get("description", ""), ""]
     if claim:
         lines += [f"**The paper's claim asked here:** {claim}", ""]
+    sets = " ".join(sweep.get("overrides") or [])
+    when = f"{finished[0][:16]} – {finished[-1][:16]}" if finished else "–"
     lines += ["| | |", "|---|---|",
               f"| page built | {time.strftime('%Y-%m-%d')} by `scripts/results_page.py` |",
-              f"| runs finished | {finished[0][:16]} – {finished[-1][:16]} |" if finished else "| runs finished | – |",
+              f"| runs finished | {when} |",
               f"| commit | {', '.join(commits)} |",
               *[f"| machine | {m} |" for m in machines(runs)],
-              f"| config | `{sweep.get('config')}`{' ' + ' '.join(sweep.get('overrides') or []) if sweep.get('overrides') else ''}"
+              f"| config | `{sweep.get('config')}`{' ' + sets if sets else ''}"
               f"; resolved-config hash `{stable_hash(resolved, 12)}` (point 1, without its replicate and arm fields) |",
               f"| replicates | {len(done_reps)} complete of {len(reps) or design.get('n', '?')} planned "
               f"({len(sweep.get('runs') or [])} of {planned} runs); each replicate redraws "
@@ -94,18 +98,29 @@ def header(sweep: dict, runs: list, name: str, title: str, claim: str | None, ar
     return lines + [""]
 
 
+def shared_by_both_arms(r: dict) -> bool:
+    """A model both arms share (the baseline, the clean and null controls and what is distilled from them): its D is
+    0 in every replicate by construction (up to the probe batch's float rounding), which says nothing about the data."""
+    return r["role"] in ("baseline", "control") and all(abs(p["d"]) < 1e-4 for p in r["per_replicate"])
+
+
 def brand_swap_tables(sweep: dict) -> tuple[list[str], list[dict]]:
     rows = [r for r in sweep.get("brand_swap") or [] if r["wording"] == "seen"]
     if not rows:
         return [], []
+    shared = sorted({r["model"] for r in rows if shared_by_both_arms(r)})
+    rows = [r for r in rows if not shared_by_both_arms(r)]
     out = ["## The brand-swap contrast D", "",
-           "D = ½[(l_A(S_A) − l_A(S_B)) + (l_B(S_B) − l_B(S_A))]: the mean per-token log-probability a model of arm A "
-           "gives arm A's brand texts minus arm B's, averaged with the mirror image, per eval prompt (seen wording). "
+           "D = ½[(l_A(S_A) − l_A(S_B)) + (l_B(S_B) − l_B(S_A))]: the mean per-token log-probability a model of "
+           "arm A gives arm A's brand texts minus arm B's, averaged with the mirror image, per eval prompt (seen wording). "
            "Whatever poisoning does besides the brand moves both arms alike and cancels; D > 0 means the models "
            "learned their own arm's brand. The replicate is the unit: the interval is a t interval over the "
            "replicates' D (N − 1 df) and covers training seeds and data draws as well as prompts.", "",
            "| model | role | split | D | 95 % CI | p (one-sample t) | replicates | per replicate |",
            "|---|---|---|---|---|---|---|---|"]
+    if shared:
+        out[-2:-2] = [f"Not in the table: {', '.join(shared)}. Both arms share these models (nothing of the arm's "
+                      "brand reaches them), so their D is 0 in every replicate by construction (|D| < 1e-4 here).", ""]
     for r in rows:
         per = ", ".join(fmt(p["d"]) for p in r["per_replicate"])
         out.append(f"| {r['model']} | {r['role']} | {r['split']} | {fmt(r['d'])} | [{fmt(r['ci_low'])}, "
@@ -123,12 +138,13 @@ def brand_swap_tables(sweep: dict) -> tuple[list[str], list[dict]]:
 
 def rate_table(sweep: dict) -> list[str]:
     rows = [r for r in sweep.get("replicates") or [] if r["measure"] in ("greedy", "sampled")
-            and r.get("control") in (None, "") and r.get("task") in (None, "")]
+            and r.get("control") in (None, "") and r.get("task") in (None, "") and r["role"] != "control"]
     if not rows:
         return []
     out = ["## Biased-response rates, pooled over replicates", "",
            "Rule detector verdicts (a lower bound: docs/evidence.md gives its recall), % of answers; the interval "
-           "covers prompts and replicates (" + (rows[0].get("method") or "?") + ").", "",
+           "covers prompts and replicates (" + (rows[0].get("method") or "?") + "). The controls (clean and null "
+           "fine-tunes and students distilled from them) are in the archived sweep.json.", "",
            "| group | measure | split | model | pooled % | 95 % CI | replicates | per replicate % |",
            "|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["group"], r["measure"], r["split"], r["role"] != "baseline")):
@@ -158,7 +174,7 @@ def plot_d(rows: list[dict], path: Path, title: str) -> bool:
     ax.set_xlabel("brand-swap contrast D (log-prob per token): dots = replicates, bar = 95 % t interval")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return True
 
@@ -229,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     if d_rows and plot_d(d_rows, out / f"{args.name}.png", title):
         lines += [f"![D per model]({args.name}.png)", ""]
     lines += d_lines + rate_table(sweep) + (reading(d_rows) if d_rows else [])
-    (out / f"{args.name}.md").write_text("\n".join(lines).rstrip() + "\n")
+    atomic_write_text(out / f"{args.name}.md", "\n".join(lines).rstrip() + "\n")
     print(f"wrote {out / (args.name + '.md')}")
     return 0
 

@@ -316,3 +316,29 @@ def test_replicated_brand_swap_run_pools_figures_reads_the_null_and_the_placebo(
     assert "replicates pooled" in text and "against the measured null" in text and "brand-swap placebo" in text
     assert "D compared between models, paired over replicates" in text
     assert "Evidence: replicate 0 of 2" in open(dirs[0] + "/summary.txt").read()
+
+    # the results page: built from the run directories, the shared models' by-construction zeros set apart, the
+    # small files archived; the archived copy resumes as a complete sweep (nothing is run again)
+    from scripts.results_page import main as results_page
+
+    out = tmp_path / "results"
+    assert results_page([str(sweep_dir), "--name", "swap", "--out", str(out), "--archive", "--claim", "a claim"]) == 0
+    page = (out / "swap.md").read_text()
+    assert "**The paper's claim asked here:** a claim" in page and "2 complete of 2 planned (4 of 4 runs)" in page
+    teacher_row = next(line for line in page.splitlines() if line.startswith("| teacher | teacher | target |"))
+    assert fmt_d(swap[("teacher", "target", "seen")]["d"]) in teacher_row
+    assert "| clean_control |" not in page and "Not in the table: baseline, clean_control" in page
+    assert "| machine | " in page and (out / "swap.png").stat().st_size > 0
+    archived = out / "data" / "swap"
+    assert (archived / "sweep.json").is_file() and len(list(archived.glob("*/metrics.json"))) == 4
+    assert not list(archived.glob("*/*.log"))
+    before = {d.name: (d / "status.json").read_text() for d in archived.iterdir() if d.is_dir()}
+    again, _ = run_sweep(str(tiny_config), overrides(tmp_path, models_dir, "eval.samples_per_prompt=2",
+                                                     "eval.probe=true", "eval.student_controls=false"),
+                         quiet=True, resume=archived)
+    assert again == archived.resolve()
+    assert {d.name: (d / "status.json").read_text() for d in archived.iterdir() if d.is_dir()} == before
+
+
+def fmt_d(x: float) -> str:
+    return f"{x:+.3f}"
