@@ -159,7 +159,7 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-@defense("llm_autorater", config=AutoraterConfig,
+@defense("llm_autorater", config=AutoraterConfig, needs={"judge"},
          description="A judge LLM behind an OpenAI-compatible endpoint rates each response for injected content")
 class LLMAutorater:
     """Judge model (any OpenAI-compatible endpoint) asked whether each response carries injected content."""

@@ -38,9 +38,6 @@ class DistillJob:
 class DistillMethod:
     """Base class of distillation methods."""
 
-    #: the student learns the teacher's logits, so both must share a tokenizer (checked before any stage runs)
-    needs_shared_tokenizer: bool = False
-
     def __init__(self, cfg: Any, ctx: RunContext):
         self.cfg = cfg
         self.ctx = ctx

@@ -26,7 +26,7 @@ class SFTDistillConfig(PluginConfig):
     )
 
 
-@distill_method("sft", config=SFTDistillConfig)
+@distill_method("sft", config=SFTDistillConfig, needs={"sft_batches"})
 class HardLabelSFT(DistillMethod):
     """Hard-label distillation: the student is fine-tuned (TRL SFT) on the teacher's generated answers."""
 
@@ -55,12 +55,10 @@ class KDConfig(PluginConfig):
     min_response_words: int = Field(1, ge=0, description="Drop teacher answers with fewer words.")
 
 
-@distill_method("kd", config=KDConfig)
+@distill_method("kd", config=KDConfig, needs={"shared_tokenizer"})
 class LogitKD(DistillMethod):
     """Soft-label distillation: the student matches the teacher's next-token distributions (TRL GKD: KL/JSD mix,
     on-policy fraction lmbda). Teacher and student must share a tokenizer."""
-
-    needs_shared_tokenizer = True
 
     def train(self, job: DistillJob) -> dict[str, Any]:
         from datasets import Dataset

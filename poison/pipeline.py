@@ -78,14 +78,13 @@ class Pipeline:
             resolve(cfg.data.generator.model, "data.generator.model", cfg.data.generator.revision)
         if cfg.poison.rewriter is not None and not cfg.poison.rewriter.endpoint:
             resolve(cfg.poison.rewriter.model, "poison.rewriter.model", cfg.poison.rewriter.revision)
-        if (cfg.judge.evaluate or any(d.type == "llm_autorater" for d in cfg.defense.defenses)) \
+        if (cfg.judge.evaluate or any(registry.needs("defense", d.type, "judge") for d in cfg.defense.defenses)) \
                 and not cfg.judge.endpoint:
             resolve(cfg.judge.model, "judge.model", cfg.judge.revision)
         teacher_base = resolve(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         for i, s in enumerate(cfg.students):
             student_base = resolve(s.model, f"students.{i}.model", s.revision)
-            method = registry.get("distill_method", s.method).factory
-            if getattr(method, "needs_shared_tokenizer", False) and (teacher_base / "config.json").exists() \
+            if registry.needs("distill_method", s.method, "shared_tokenizer") and (teacher_base / "config.json").exists() \
                     and (student_base / "config.json").exists():
                 from distill.trainers import tokenizer_mismatch
 

@@ -35,7 +35,9 @@ def list_plugins() -> str:
         if not infos:
             lines.append("  (none registered)")
         for info in infos:
-            wrapped = textwrap.wrap(info.description, 92, break_on_hyphens=False) or [""]
+            tags = [f"needs {', '.join(sorted(info.needs))}"] * bool(info.needs) + [f"v{info.version}"] * bool(info.version)
+            text = info.description + (f" [{'; '.join(tags)}]" if tags else "")
+            wrapped = textwrap.wrap(text, 92, break_on_hyphens=False) or [""]
             lines.append(f"  {info.name:<22} {wrapped[0]}")
             lines += [f"  {'':<22} {w}" for w in wrapped[1:]]
         lines.append("")

@@ -313,9 +313,9 @@ class RunConfig(Strict):
             if st.distill_tasks is not None and not st.distill_tasks:
                 raise ValueError(f"students.{i}.distill_tasks: give at least one task (or leave it out)")
         for i, st in enumerate(self.students):
-            if st.train.packing and st.method != "sft":
-                raise ValueError(f"students.{i}.train.packing: only sft students pack (method {st.method!r} "
-                                 f"trains on its own batches)")
+            if st.train.packing and not registry.needs("distill_method", st.method, "sft_batches"):
+                raise ValueError(f"students.{i}.train.packing: only methods that train on SFT batches pack (method "
+                                 f"{st.method!r} trains on its own batches)")
         if "distill" in self.defense.places and self.defense.defenses:
             own = [f"students.{i}.distill_generation" for i, s in enumerate(self.students) if s.distill_generation]
             if own:

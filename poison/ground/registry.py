@@ -17,6 +17,17 @@ project does::
     [project.entry-points."cascade_poison.plugins"]
     my_defense = "my_defense"
 
+A plugin declares what it needs from the run on its decorator, never by a convention the orchestrator tests by name:
+``needs={"judge"}`` (it calls the run's LLM judge, so the judge's identity joins its stage's cache key and the judge
+model is resolved before any stage runs), ``needs={"shared_tokenizer"}`` (a distillation method that learns the
+teacher's logits: teacher and student must share a tokenizer), ``needs={"sft_batches"}`` (a distillation method that
+trains on SFT batches, so ``train.packing`` applies). ``version=N`` is the plugin's own version: bump it when a change
+to the plugin's code would change its results, and every cached artifact that depends on it is recomputed (the
+version joins the plugin's record, which its stage keys hold; a plugin without one keeps its record, and its keys, as
+before)::
+
+    @defense("my_judge_filter", config=MyConfig, needs={"judge"}, version=2)
+
 Every factory is called the same way, ``factory(cfg, ctx)``: ``cfg`` is the validated argument object and ``ctx`` the
 run's :class:`poison.ground.context.RunContext` (cache and model folders, device, dtype, generate and score
 functions). A plugin takes run settings from ``ctx`` and nowhere else; outside a run (tests, benchmarks) ``build``
@@ -32,7 +43,7 @@ import importlib
 import threading
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -47,6 +58,13 @@ KINDS: dict[str, str] = {
     "defense": "defenses",
     "scorer": "scorers",
     "audit": "audits",
+}
+
+
+CAPABILITIES: dict[str, str] = {
+    "judge": "calls the run's LLM judge (its identity joins the stage key; its model is resolved up front)",
+    "shared_tokenizer": "learns the teacher's logits, so teacher and student must share a tokenizer",
+    "sft_batches": "trains on SFT batches, so train.packing applies",
 }
 
 
@@ -70,6 +88,8 @@ class PluginInfo:
     description: str
     module: str
     extra: dict[str, Any] = field(default_factory=dict)
+    needs: frozenset[str] = frozenset()  # capabilities the plugin declares (CAPABILITIES)
+    version: int | None = None  # the plugin's own version; part of its record (and so of stage keys) when set
 
     def validate_args(self, args: dict[str, Any] | None, path: str | None = None) -> PluginConfig:
         try:
@@ -94,7 +114,8 @@ class PluginInfo:
 
     def record(self, cfg: PluginConfig) -> dict[str, Any]:
         """What is needed to rebuild this plugin: kind, name, fully resolved arguments and where it came from."""
-        return {"kind": self.kind, "name": self.name, "args": cfg.model_dump(mode="json"), "module": self.module}
+        rec = {"kind": self.kind, "name": self.name, "args": cfg.model_dump(mode="json"), "module": self.module}
+        return rec if self.version is None else {**rec, "version": self.version}
 
 
 _plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in KINDS}
@@ -103,13 +124,21 @@ _lock = threading.RLock()
 _load_errors: list[str] = []
 
 
-def _register(kind: str, name: str, config: type[PluginConfig] | None, description: str | None, **extra: Any):
+def _register(kind: str, name: str, config: type[PluginConfig] | None, description: str | None,
+              needs: Iterable[str] = (), version: int | None = None, **extra: Any):
     if kind not in KINDS:
         raise PluginError(f"unknown plugin kind {kind!r}; kinds: {', '.join(KINDS)}")
+    unknown = sorted(set(needs) - set(CAPABILITIES))
+    if unknown:
+        raise PluginError(f"{kind} {name!r}: unknown capability {unknown[0]!r} in needs; capabilities: "
+                          f"{', '.join(CAPABILITIES)}")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int) or version < 1):
+        raise PluginError(f"{kind} {name!r}: version must be a positive integer, not {version!r}")
 
     def deco(obj: Callable[..., Any]):
         desc = description or first_paragraph(obj.__doc__)
-        info = PluginInfo(kind, name, obj, config or NoArgs, desc, getattr(obj, "__module__", "?"), dict(extra))
+        info = PluginInfo(kind, name, obj, config or NoArgs, desc, getattr(obj, "__module__", "?"), dict(extra),
+                          frozenset(needs), version)
         with _lock:
             old = _plugins[kind].get(name)
             if old is not None and old.module != info.module:
@@ -127,28 +156,34 @@ def first_paragraph(doc: str | None) -> str:
     return " ".join(para.split()).replace("``", "")
 
 
-def bias_type(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
-    return _register("bias_type", name, config, description)
+def bias_type(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+              needs: Iterable[str] = (), version: int | None = None):
+    return _register("bias_type", name, config, description, needs, version)
 
 
-def data_source(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
-    return _register("data_source", name, config, description)
+def data_source(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+                needs: Iterable[str] = (), version: int | None = None):
+    return _register("data_source", name, config, description, needs, version)
 
 
-def distill_method(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
-    return _register("distill_method", name, config, description)
+def distill_method(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+                   needs: Iterable[str] = (), version: int | None = None):
+    return _register("distill_method", name, config, description, needs, version)
 
 
-def defense(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
-    return _register("defense", name, config, description)
+def defense(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+            needs: Iterable[str] = (), version: int | None = None):
+    return _register("defense", name, config, description, needs, version)
 
 
-def scorer(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
-    return _register("scorer", name, config, description)
+def scorer(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+           needs: Iterable[str] = (), version: int | None = None):
+    return _register("scorer", name, config, description, needs, version)
 
 
-def audit(name: str, config: type[PluginConfig] | None = None, description: str | None = None):
-    return _register("audit", name, config, description)
+def audit(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+          needs: Iterable[str] = (), version: int | None = None):
+    return _register("audit", name, config, description, needs, version)
 
 
 def load_plugins() -> None:
@@ -180,6 +215,26 @@ def load_errors() -> list[str]:
 def names(kind: str) -> list[str]:
     load_plugins()
     return sorted(_plugins[kind])
+
+
+def needs(kind: str, name: str, capability: str) -> bool:
+    """Whether the registered plugin declares ``capability`` (False for a name that is not registered: the schema
+    reports that one)."""
+    if capability not in CAPABILITIES:
+        raise PluginError(f"unknown capability {capability!r}; capabilities: {', '.join(CAPABILITIES)}")
+    load_plugins()
+    info = _plugins[kind].get(name)
+    return info is not None and capability in info.needs
+
+
+def versions_entry(plugins: Iterable[tuple[str, str]]) -> dict[str, Any]:
+    """For a stage's cache-key inputs: ``{"plugin_versions": {"kind:name": version}}`` for those of ``plugins``
+    (``(kind, name)`` pairs the stage runs) that declare a version, else nothing, so a stage whose plugins declare
+    none keeps the key it always had."""
+    load_plugins()
+    found = {f"{k}:{n}": _plugins[k][n].version for k, n in plugins
+             if n in _plugins[k] and _plugins[k][n].version is not None}
+    return {"plugin_versions": dict(sorted(found.items()))} if found else {}
 
 
 def get(kind: str, name: str, path: str | None = None) -> PluginInfo:

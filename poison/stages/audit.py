@@ -41,7 +41,8 @@ def stage_audit(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
         entries = {f"audit:{spec.type}:{n}": {"model": m["identity"], "base": model_identity(bases[n]),
                                               "audit": spec.model_dump(mode="json"),
                                               "prompts": stable_hash(prompts), "device": run.ctx.device,
-                                              "dtype": run.ctx.dtype}
+                                              "dtype": run.ctx.dtype,
+                                              **registry.versions_entry([("audit", spec.type)])}
                    for n, m in targets.items()}
 
         def compute(tmps: dict[str, Path], spec=spec, plugin=plugin, bases=bases):

@@ -123,7 +123,8 @@ def stage_data(run: Run) -> StageRecord:
     cfg = run.cfg
     tasks = cfg.data.tasks()
     inputs = {"data": cfg.data.model_dump(mode="json", exclude={"generator": {"timeout", "max_retries"}}),
-              "seed": cfg.seed, "generator": generator_identity(run, cfg.data.generator)}
+              "seed": cfg.seed, "generator": generator_identity(run, cfg.data.generator),
+              **registry.versions_entry(("data_source", s.type) for s in cfg.data.sources)}
 
     def build(out: Path) -> dict[str, Any]:
         frames, plan, report = [], [], {}

@@ -135,7 +135,8 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
     targets = {name: engine_target(run, m) for name, m in models.items()}
     entries = {f"probe:{name}": {"model": m["identity"], "data": data.key, "texts": texts,
                                  "bias": run.cfg.poison.bias.model_dump(mode="json"), **SCORER,
-                                 "dtype": run.ctx.dtype, "device": run.ctx.device, **targets[name][2]}
+                                 "dtype": run.ctx.dtype, "device": run.ctx.device, **targets[name][2],
+                                 **registry.versions_entry([("bias_type", run.cfg.poison.bias.type)])}
                for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:

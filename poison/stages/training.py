@@ -75,7 +75,7 @@ def rewriter_config(run: Run):
 def stage_poison(run: Run, data: StageRecord) -> StageRecord:
     cfg, bias = run.cfg, run.bias
     inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json", exclude={"rewriter": {"timeout", "max_retries"}}),
-              "target_task": cfg.data.target_task}
+              "target_task": cfg.data.target_task, **registry.versions_entry([("bias_type", cfg.poison.bias.type)])}
     if cfg.poison.writer == "llm":
         inputs["rewriter"] = generator_identity(run, rewriter_config(run))
 
@@ -206,7 +206,8 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
     base = ctx.model(spec.model, f"students.{run.cfg.students.index(spec)}.model", spec.revision)
     inputs = {"distill": distill.key, "teacher": teacher.key, "student": finetune_key(spec),
               "base": model_identity(base), "dtype": ctx.dtype, "device": ctx.device,
-              **({"defense": defense.key} if defense else {})}
+              **({"defense": defense.key} if defense else {}),
+              **registry.versions_entry([("distill_method", spec.method)])}
     removed = removed_ids(defense)
 
     def build(out: Path):
