@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 
 from poison.ground.errors import ModelError
 from poison.ground.io import atomic_dir
+from poison.ground.submodel import base_layer_count, build_layer_subset, folder_name, kept_layers, split_spec
 
 
 @dataclass(frozen=True)
@@ -181,6 +182,18 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
     cache = Path(models_dir)
     if not spec or not isinstance(spec, str):
         raise ModelError(f"{field}: empty model spec")
+    subset = split_spec(spec)
+    if subset:  # a smaller model: some of the base's decoder layers (poison.ground.submodel)
+        base = resolve_model(subset[0], models_dir, field, revision, create, notes)
+        if not (base / "config.json").is_file():  # --check of a base not converted yet: only the syntax is checked
+            kept_layers(subset[1], 10**6, field)
+            return cache / f"{base.name}-layers-{subset[1]}"
+        keep = kept_layers(subset[1], base_layer_count(base), field)
+        out = cache / folder_name(base, keep)
+        if create and not (out / "config.json").exists():
+            build_layer_subset(base, keep, out, {"kind": "layer_subset", "base": model_identity(base), "keep": keep},
+                               IDENTITY_FILE)
+        return out
     if spec in BUILTIN_MODELS:
         b = BUILTIN_MODELS[spec]
         try:
