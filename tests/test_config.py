@@ -21,9 +21,17 @@ def err(raw, overrides=None) -> str:
 
 
 def test_shipped_configs_validate():
-    for p in sorted((REPO / "configs").glob("*.yaml")):
+    """Every shipped config, the claims' included, and every point of a sweep or replicated one."""
+    from poison.run import has_sweep
+    from poison.sweep import load_sweep
+
+    paths = sorted((REPO / "configs").glob("*.yaml")) + sorted((REPO / "configs" / "claims").glob("*.yaml"))
+    assert len(paths) > 20
+    for p in paths:
         cfg = load_config(p)
         assert cfg.name
+        if has_sweep(str(p)):
+            assert load_sweep(str(p))["points"], p
 
 
 def test_unknown_key_names_path_and_suggests():
