@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from scripts.dose_units import main, read_runs, table
+from scripts.dose_units import fit, main, read_runs, table
 
 
 def sweep(root, name, points, rng):
@@ -41,8 +41,9 @@ def test_the_joint_fit_credits_the_unit_that_moves_the_shift(tmp_path, capsys):
     coef = float(joint["poisoned rows"].split(" | ")[2])
     lo, hi = (float(x) for x in joint["poisoned rows"].split(" | ")[3].strip("[]").split(", "))
     assert abs(coef - 0.5) < 0.05 and lo > 0
-    lo, hi = (float(x) for x in joint["share of the target task's rows"].split(" | ")[3].strip("[]").split(", "))
-    assert lo < 0 < hi
+    res, n = fit(df, ["count", "task_share"])
+    assert n == 24 and res.pvalues["task_share"] > 0.01 and res.pvalues["count"] < 1e-6
+    assert abs(res.params["task_share"]) < 0.05
     out = tmp_path / "units.md"
     assert main([str(a), str(b), "--out", str(out)]) == 0 and "| count + task_share |" in out.read_text()
     assert main([str(tmp_path / "nope")]) == 2 and "error:" in capsys.readouterr().err
