@@ -144,3 +144,13 @@ def test_extending_guide_runs(guide, own_registry, monkeypatch, capsys):
             registry.get("distill_method", "long_answers").validate_args({"min_words": 0})
     else:
         assert capsys.readouterr().out.strip()  # the guide prints what it shows the reader
+
+
+def test_the_layer_table_is_the_import_linter_contract():
+    import tomllib
+
+    contracts = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["tool"]["importlinter"]
+    layers = next(c["layers"] for c in contracts["contracts"] if c["type"] == "layers")
+    page = (DOCS / "reference" / "architecture.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\s*\| `([^`]+)` \|", page, re.M)
+    assert [r.replace("\\|", "|") for r in rows] == layers
