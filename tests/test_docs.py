@@ -73,7 +73,10 @@ def test_site_takes_pages_outside_the_nav_and_lists_new_results_pages(tmp_path):
     (root / "scripts").mkdir()
     shutil.copy(REPO / "scripts" / "mkdocs_hooks.py", root / "scripts")
     (root / "docs" / "a-new-page.md").write_text("# A page no nav names\n\nSee [concepts](concepts.md).\n")
-    (root / "docs" / "results" / "zz_demo.md").write_text("# Demo results\n\nA generated page.\n")
+    (root / "docs" / "results" / "data" / "zz_demo").mkdir(parents=True)  # as scripts/results_page.py --archive
+    (root / "docs" / "results" / "data" / "zz_demo" / "sweep.json").write_text("{}")
+    (root / "docs" / "results" / "zz_demo.md").write_text(
+        "# Demo results\n\n| data | [`data/zz_demo/`](data/zz_demo/): the run directories' small files |\n|---|---|\n")
     out = mkdocs_build(root, tmp_path / "site")
     assert out.returncode == 0, out.stderr[-3000:]
     assert (tmp_path / "site" / "a-new-page" / "index.html").is_file()
