@@ -157,3 +157,25 @@ def test_the_layer_table_is_the_import_linter_contract():
     page = (DOCS / "reference" / "architecture.md").read_text(encoding="utf-8")
     rows = re.findall(r"^\s*\| `([^`]+)` \|", page, re.M)
     assert [r.replace("\\|", "|") for r in rows] == layers
+
+
+def test_method_guide_trains_a_tiny_student(own_registry, monkeypatch, models_dir, tmp_path):
+    """The method guide's plugin, run as the student stage runs it: a tiny random-init student trained on the
+    teacher answers that are long enough, saved where the stage expects it."""
+    from distill.base import DistillJob
+    from poison.ground.models import resolve_model
+    from poison.schema import StudentSpec
+
+    text = (DOCS / "extending" / "method.md").read_text(encoding="utf-8")
+    module = types.ModuleType("docs_guide_method_train")
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    exec(compile("\n".join(re.findall(r"```python\n(.*?)```", text, re.S)), "method.md", "exec"), module.__dict__)
+    base = resolve_model("tiny-random-llama:1:64", models_dir)
+    spec = StudentSpec(name="long", model="tiny-random-llama:1:64", method="long_answers",
+                       train={"epochs": 1, "batch_size": 4, "max_length": 64})
+    rows = [{"id": str(i), "task": "t", "prompt": f"Question {i}?", "response": " ".join(["word"] * (1 + i)),
+             "answer": None, "utility": "rouge_l"} for i in range(6)]
+    method = registry.get("distill_method", "long_answers").build({"min_words": 3})
+    summary = method.train(DistillJob(spec, base, base, rows, tmp_path))
+    assert summary["dropped_short"] == 2 and summary["rows"] == 4  # answers of 1 and 2 words are not distilled
+    assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "config.json").is_file()
