@@ -20,8 +20,10 @@ from poison.answer_health import cut_off_rows, degeneration_rows, health_columns
 from poison.claims import claims_section
 from poison.ground import registry
 from poison.ground.artifacts import read_json, read_parquet
-from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from poison.ground.io import atomic_write_parquet
 from poison.ground.machine import code_commit, machine_info
+from poison.ground.results import METRICS_SCHEMA_VERSION
+from poison.ground.results.writer import write_results
 from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
 from poison.measures import (control_model, greedy_amplification, logprob_rows, logprob_shift_rows, probe_frame,
                              sampled_amplification_rows, sampled_rate_rows, sampled_rows)
@@ -31,7 +33,6 @@ from poison.stages import Run
 from poison.stages.probe import unseen_in_poison
 from poison.summary import SPLITS, summary_table
 
-METRICS_SCHEMA_VERSION = 1
 
 
 def score_generations(df: pd.DataFrame, bias, split_of: dict[str, str], ctx=None) -> pd.DataFrame:
@@ -268,9 +269,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     atomic_write_parquet(run_dir / "distill_set.parquet", dist)
     if score_frames:
         atomic_write_parquet(run_dir / "defense_scores.parquet", pd.concat(score_frames, ignore_index=True))
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    table = summary_table(metrics)
-    atomic_write_text(run_dir / "summary.txt", table + "\n")
+    write_results(run_dir, metrics, summary_table(metrics))
     return metrics
 
 
