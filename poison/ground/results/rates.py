@@ -3,7 +3,7 @@ distillation set's rates, the detector's error and the LLM judge. Part of the gr
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Optional
 
 from pydantic import Field
 
@@ -174,7 +174,3 @@ class Judge(Section):
 
 Rationales = dict[str, dict[str, Rate]]
 """student -> group of texts its method names (teacher_samples, chosen_positives, ...) -> biased rate."""
-
-
-def rows_any(v: Any) -> list:
-    return v if isinstance(v, list) else []
