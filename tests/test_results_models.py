@@ -1,16 +1,21 @@
 """metrics.json typed (poison.ground.results): a real tiny run's file read back by the typed reader, every older run
 directory of the fixtures read leniently, damaged rows and sections skipped and named, the one writer, the typed
-``load_run`` and the generated reference page."""
+``load_run``, the generated reference page, and the section registry (a section that is one file)."""
 
 from __future__ import annotations
 
 import json
 import shutil
+from types import SimpleNamespace
 
 import pytest
+from pydantic import Field
 
 from poison import load_run
-from poison.ground.results import METRICS_SCHEMA_VERSION, Metrics, check_metrics, read_metrics
+from poison.ground.results import (METRICS_SCHEMA_VERSION, Metrics, ReportInputs, check_metrics, read_metrics,
+                                   register_section, registry)
+from poison.ground.results.base import Section
+from poison.ground.results.registry import add_sections, section_lines
 from poison.ground.results.reference import PAGE, reference_page
 from poison.ground.results.writer import write_results
 from tests.conftest import REPO
@@ -113,7 +118,53 @@ def test_the_reference_page_is_generated_from_the_models():
     assert PAGE.read_text(encoding="utf-8") == reference_page(), \
         "docs/results-schema.md is out of date: python -m poison.ground.results.reference"
     page = reference_page()
-    for name in Metrics.model_fields:
+    for name in [*Metrics.model_fields, "replicates"]:
         assert f"| `{name}` |" in page
     assert "| `splits` | {str: str} |" in page and "task -> its split" in page
     assert "baseline / teacher / student / control" in page
+
+
+def test_the_summary_of_a_run_written_before_the_registry_is_unchanged():
+    from poison.summary import summary_table
+
+    raw = tiny()  # its summary.txt was written by the report of the code before this package, from this file
+    assert summary_table(raw) + "\n" == (TINY / "summary.txt").read_text()
+    assert "\nEvidence: one training seed and one data draw" in summary_table(raw)  # the registered section's line
+
+
+def test_a_registered_section_is_computed_placed_read_checked_and_documented():
+    raw = tiny()
+    replicates = raw.pop("replicates")
+    inputs = ReportInputs(cfg=SimpleNamespace(replicates=SimpleNamespace(n=1, index=0, vary=("train_seed",
+                                                                                           "data_draw"))),
+                          models=raw["models"], samples=None, drawn=None, probe=None, conf=0.95, n_boot=100,
+                          metrics=raw)
+    out = add_sections(raw, inputs)
+    assert list(out) == list(tiny()) and out["replicates"] == replicates  # same place, same value
+
+    class Mentions(Section):
+        """How many answers mention the brand."""
+
+        n: int = Field(description="answers")
+
+    def lines(m):
+        return [f"mentions: {m['mentions']['n']}"]
+
+    try:
+        register_section("mentions", Mentions, summary=lines, description="answers naming the brand")(
+            lambda i: {"n": len(i.models)})
+        out = add_sections(raw, inputs)
+        assert list(out)[-2:] == ["mentions", "stages"] and out["mentions"] == {"n": len(raw["models"])}
+        assert check_metrics(out) == []
+        assert read_metrics(out).mentions.n == len(raw["models"])
+        assert section_lines(out, "tail") == [f"mentions: {len(raw['models'])}"]
+        assert "| `mentions` | [Mentions](#mentions) | answers naming the brand" in reference_page()
+        out["mentions"] = {"n": "lots"}
+        assert check_metrics(out) == ["mentions.n: Input should be a valid integer, unable to parse string as an "
+                                      "integer"]
+        problems: list[str] = []
+        assert "mentions" not in (read_metrics(out, problems).model_extra or {})
+        assert problems[0].startswith("metrics.json: mentions unreadable, left out (mentions.n:")
+    finally:
+        registry._SECTIONS.pop("mentions", None)
+    assert "| `mentions` |" not in reference_page() and "mentions" not in {s.name for s in registry.sections()}

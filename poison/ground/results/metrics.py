@@ -12,21 +12,23 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Optional
 
-from pydantic import Field, PrivateAttr, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
+from poison.ground.results import registry
 from poison.ground.results.base import Section
 from poison.ground.results.defenses import AuditDetector, AuditRow, DefenseRemoval, DefenseReport
 from poison.ground.results.probe import Cascade, Claims, Logprob, LogprobShift, Probe, ProbeNull
 from poison.ground.results.rates import (Amplification, BiasRate, CutOff, Degeneration, DetectorAccuracy, DistillData,
                                          Judge, Rationales, SampledAmplification, SampledRate, TaskRate, Utility)
-from poison.ground.results.run import DataInfo, ModelInfo, PoisonInfo, Replicates, RunInfo, StageRecord
+from poison.ground.results.run import DataInfo, ModelInfo, PoisonInfo, RunInfo, StageRecord
 
 METRICS_SCHEMA_VERSION = 2
 
 
 class Metrics(Section):
-    """metrics.json. Attribute access is typed (``m.run.name``, ``m.bias_rates[0].rate``); item access reads the
-    file's own JSON (``m["run"]["name"]``), as code written for the plain dict did."""
+    """metrics.json. Attribute access is typed (``m.run.name``, ``m.bias_rates[0].rate``, and the registered
+    sections: ``m.replicates.n``); item access reads the file's own JSON (``m["run"]["name"]``), as code written for
+    the plain dict did."""
 
     schema_version: int = Field(1, description="this file's schema version (absent or 1: written before 2026-12-05)")
     code_version: Optional[str] = Field(None, description="the package version that wrote it")
@@ -49,7 +51,6 @@ class Metrics(Section):
     logprob: list[Logprob] = Field(default_factory=list, description="eval.probe: log-probability of the probe texts")
     logprob_shift: list[LogprobShift] = Field(default_factory=list, description="eval.probe: shift to the control")
     probe_null: list[ProbeNull] = Field(default_factory=list, description="eval.probe_null: the measured null")
-    replicates: Optional[Replicates] = Field(None, description="which replicate this run is")
     cascade: Optional[Cascade] = Field(None, description="cascade.generations > 1 (empty otherwise)")
     audit: list[AuditRow] = Field(default_factory=list, description="audit.audits: one row per model and audit")
     audit_detector: list[AuditDetector] = Field(default_factory=list, description="each audit as a detector")
@@ -62,6 +63,19 @@ class Metrics(Section):
     stages: dict[str, StageRecord] = Field(default_factory=dict, description="stage -> cache key, hit, seconds")
 
     _raw: dict = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _registered(self) -> "Metrics":
+        """The registered sections (poison.ground.results.sections) typed by their own models; one that does not fit
+        stays as read (``read_metrics`` names it and leaves it out)."""
+        extra = self.__pydantic_extra__ or {}
+        for spec in registry.sections():
+            if spec.name in extra and isinstance(extra[spec.name], dict):
+                try:
+                    extra[spec.name] = spec.model.model_validate(extra[spec.name])
+                except ValidationError:
+                    pass
+        return self
 
     # item access: the file's own JSON, for code written against the plain dict
     def __getitem__(self, key: str) -> Any:
@@ -105,12 +119,19 @@ def _where(loc: tuple) -> str:
 def check_metrics(raw: dict) -> list[str]:
     """Strict: every problem of a metrics.json the writer is about to write (a section missing, one the model does not
     know, a field of the wrong type). Empty when it matches the models."""
-    problems = [f"no section {k!r}" for k in Metrics.model_fields if k not in raw]
-    problems += [f"section {k!r} has no model (poison.ground.results)" for k in raw if k not in Metrics.model_fields]
+    known = [*Metrics.model_fields, *(s.name for s in registry.sections())]
+    problems = [f"no section {k!r}" for k in known if k not in raw]
+    problems += [f"section {k!r} has no model (poison.ground.results)" for k in raw if k not in known]
     try:
         Metrics.model_validate(raw)
     except ValidationError as e:
         problems += [f"{_where(err['loc'])}: {err['msg']}" for err in e.errors()]
+    for spec in registry.sections():
+        try:
+            if spec.name in raw:
+                spec.model.model_validate(raw[spec.name])
+        except ValidationError as e:
+            problems += [f"{_where((spec.name, *err['loc']))}: {err['msg']}" for err in e.errors()]
     return problems
 
 
@@ -122,12 +143,23 @@ def read_metrics(raw: dict, problems: Optional[list[str]] = None) -> Metrics:
     if isinstance(version, int) and version > METRICS_SCHEMA_VERSION:
         problems.append(f"metrics.json: schema_version {version} is newer than this reader's "
                         f"({METRICS_SCHEMA_VERSION}); fields it does not know are kept as they are")
+    data = dict(raw)
+    for spec in registry.sections():  # a registered section that does not fit its model is left out
+        v = raw.get(spec.name)
+        if v is None or (not v and isinstance(v, (dict, list))):
+            continue
+        try:
+            spec.model.model_validate(v)
+        except ValidationError as e:
+            err = e.errors()[0]
+            problems.append(f"metrics.json: {spec.name} unreadable, left out ({_where((spec.name, *err['loc']))}: "
+                            f"{err['msg']})")
+            data.pop(spec.name)
     try:
-        return _from(raw, raw)
+        return _from(raw, data)
     except ValidationError as e:
         bad = {err["loc"][:2] if err["loc"][0] in LIST_SECTIONS and len(err["loc"]) > 1 else err["loc"][:1]: err
                for err in e.errors()}
-    data = dict(raw)
     for loc, err in bad.items():
         section = loc[0]
         if len(loc) == 2 and isinstance(loc[1], int):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from poison.ground.results import registry
 from poison.ground.results.metrics import METRICS_SCHEMA_VERSION, Metrics
 
 PAGE = Path(__file__).resolve().parents[3] / "docs" / "results-schema.md"
@@ -91,12 +92,56 @@ def reference_page() -> str:
     lines += [f"| {v} | {what} |" for v, what in VERSIONS]
     lines += ["", "### Sections", "", "| section | type | description |", "|---|---|---|"]
     lines += [f"| `{n}` | {_type(f.annotation)} | {f.description or ''} |" for n, f in Metrics.model_fields.items()]
+    lines += [f"| `{s.name}` | {_type(s.model)} | {s.description} (one file: `{_file(s)}`) |"
+              for s in registry.sections()]
     seen: list[type] = []
     for f in Metrics.model_fields.values():
         _models(f.annotation, seen)
+    for s in registry.sections():
+        _models(s.model, seen)
     for cls in seen:
         lines += ["", f"### {cls.__name__}", "", _doc(cls), "", *_table(cls)]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ADDING) + "\n"
+
+
+def _file(spec: registry.SectionSpec) -> str:
+    return spec.compute.__module__.replace(".", "/") + ".py"
+
+
+ADDING = """
+## Adding a section: one file
+
+A new figure of metrics.json is one module in `poison/ground/results/sections/` (imported by that package's
+`__init__.py`): its pydantic model, the function that computes it from the report's inputs (`ReportInputs`: the
+config, the models, the scored greedy and sampled answers, the probe table, the confidence level, the bootstrap
+resamples and the sections computed so far) and its summary lines. The report computes it after its own sections,
+the summary prints its lines, `Metrics` reads it typed (`m.<name>`), the writer checks it against the model and this
+page lists it. `replicates` is written this way (`poison/ground/results/sections/replicates.py`):
+
+```python
+class Replicates(Section):
+    \"\"\"Which replicate this run is.\"\"\"
+
+    n: int = Field(description="replicates of the sweep (1: a lone run)")
+    index: int = 0
+    vary: list[str] = Field(default_factory=list, description="what varies between replicates")
+    note: str = ""
+
+
+def evidence_lines(metrics: dict) -> list[str]:
+    return [f"Evidence: {metrics['replicates']['note']}"]
+
+
+@register_section("replicates", Replicates, summary=evidence_lines, place="head", after="probe_null",
+                  description="which replicate this run is")
+def compute(inputs: ReportInputs) -> dict:
+    return replicate_note(inputs.cfg)
+```
+
+`after` places the section in metrics.json (default: before `stages`); `place` puts its summary lines at the head of
+the summary (under the poison line) or at its tail (before the stages line). Then regenerate this page:
+`python -m poison.ground.results.reference`. A section whose computation needs the orchestrator (the stages, a
+plugin) is still added in `poison/report.py` with its model in this package.""".splitlines()
 
 
 def main(argv: list[str]) -> int:

@@ -1,4 +1,4 @@
-"""metrics.json's description of the run: ``run``, ``data``, ``poison``, ``models``, ``replicates`` and ``stages``.
+"""metrics.json's description of the run: ``run``, ``data``, ``poison``, ``models`` and ``stages``.
 Part of the ground layer."""
 
 from __future__ import annotations
@@ -87,15 +87,6 @@ class ModelInfo(Section):
     base_model: Optional[str] = None
     adapter: Optional[str] = None
     note: Optional[str] = None
-
-
-class Replicates(Section):
-    """Which replicate this run is."""
-
-    n: int = Field(description="replicates of the sweep (1: a lone run)")
-    index: int = 0
-    vary: list[str] = Field(default_factory=list, description="train_seed, data_draw")
-    note: str = ""
 
 
 class StageRecord(Section):
