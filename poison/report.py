@@ -36,7 +36,6 @@ from poison.stages.probe import unseen_in_poison
 from poison.summary import SPLITS, summary_table
 
 
-
 def score_generations(df: pd.DataFrame, bias, split_of: dict[str, str], ctx=None) -> pd.DataFrame:
     """Add rule verdicts, injected spans and utility to a generations table."""
     rule = registry.get("scorer", "rule").build({}, ctx=ctx)
