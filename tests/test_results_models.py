@@ -67,6 +67,7 @@ def test_every_older_run_directory_reads_without_problems():
         for k, field in Metrics.model_fields.items():  # a section the file lacks reads as its default
             if k not in raw:
                 assert getattr(m, k) == field.get_default(call_default_factory=True), (f, k)
+        assert m.replicates is None if "replicates" not in raw else m.replicates.n == raw["replicates"]["n"]
         read += 1
     assert read >= 15
 

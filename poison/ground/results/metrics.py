@@ -77,6 +77,12 @@ class Metrics(Section):
                     pass
         return self
 
+    def __getattr__(self, name: str) -> Any:
+        """A registered section the file lacks (an older run) reads as None, as the model's own sections do."""
+        if not name.startswith("_") and registry.section(name) is not None:
+            return (self.__pydantic_extra__ or {}).get(name)
+        return super().__getattr__(name)
+
     # item access: the file's own JSON, for code written against the plain dict
     def __getitem__(self, key: str) -> Any:
         return self._raw[key]
