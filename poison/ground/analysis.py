@@ -1,8 +1,8 @@
 """Analysing runs with code: ``poison.load_run(run_dir)`` reads a run directory back (metrics.json typed by
 ``poison.ground.results``, config, status, every metrics section and per-sample table as pandas frames) with the same
-safe readers the dashboard uses (``poison.ground.rundir``). A path that is not a run directory, and a section name that is no section of metrics.json,
-raise ``DataError`` naming the path or the valid names; a run still in progress reads as such (status running, no
-metrics yet, every list section an empty frame). Part of the ground layer."""
+safe readers the dashboard uses (``poison.ground.rundir``). A path that is not a run directory, and a section name
+that is no section of metrics.json, raise ``DataError`` naming the path or the valid names; a run still in progress
+reads as such (status running, no metrics yet, every list section an empty frame). Part of the ground layer."""
 
 from __future__ import annotations
 
