@@ -13,7 +13,7 @@ import pandas as pd
 
 from dashboard import fmt
 from dashboard.data import auroc_or_none, checked_num
-from poison.ground.rundir import _str
+from poison.ground.rundir import as_text
 from poison.ground.stats import threshold_stats
 
 ROW_COLUMNS = ["audit", "model", "role", "generation", "point", "who", "poisoned", "label", "score", "hit", "top",
@@ -53,19 +53,19 @@ def read_audit(section: Any, detector: Any = None, where: str = "audit") -> dict
         if not isinstance(r, dict):
             problems.append(f"{at} is not an object (skipped)")
             continue
-        model = _str(r.get("model")) or "?"
+        model = as_text(r.get("model")) or "?"
         at = f"{at} ({model})"
-        point = _str(r.get("point")) or ""
+        point = as_text(r.get("point")) or ""
         top = r.get("top") if isinstance(r.get("top"), list) else []
         if r.get("top") is not None and not isinstance(r.get("top"), list):
             problems.append(f"{at}: top is not a list")
         strings = []
         for t in top:
-            if isinstance(t, dict) and _str(t.get("string")):
+            if isinstance(t, dict) and as_text(t.get("string")):
                 s = checked_num(t.get("score"), f"{at}: top string score", problems)
                 strings.append((str(t["string"]), s))
         poisoned = _flag(r.get("poisoned"), f"{at}: poisoned", problems)
-        rows.append({"audit": _str(r.get("audit")) or "?", "model": model, "role": _str(r.get("role")) or "",
+        rows.append({"audit": as_text(r.get("audit")) or "?", "model": model, "role": as_text(r.get("role")) or "",
                      "generation": checked_num(r.get("generation"), f"{at}: generation", problems), "point": point,
                      "who": f"{point} · {model}" if point else model, "poisoned": poisoned,
                      "label": {True: "poisoned", False: "clean", None: "unlabelled"}[poisoned],
@@ -92,7 +92,7 @@ def read_detector(section: Any, where: str, problems: list[str]) -> pd.DataFrame
         if not isinstance(d, dict):
             problems.append(f"{at} is not an object (skipped)")
             continue
-        rec = {"audit": _str(d.get("audit")) or "?"}
+        rec = {"audit": as_text(d.get("audit")) or "?"}
         for k in ("n", "n_poisoned", "auroc", "hits", "hit_rate"):
             rec[k] = checked_num(d.get(k), f"{at}: {k}", problems)
         for k, names in _OPTIONAL.items():

@@ -14,7 +14,7 @@ import pandas as pd
 from dashboard import fmt
 from dashboard.data import checked_num
 from dashboard.measures import sampled_frame
-from poison.ground.rundir import _str
+from poison.ground.rundir import as_text
 
 SHIFT_KEY = re.compile(r"shift_(?P<wording>[A-Za-z0-9]+)_vs_(?P<against>twin|clean_control)")
 AGAINST = {"twin": "vs its clean twin", "clean_control": "vs the clean control"}
@@ -55,7 +55,7 @@ def read_cascade(metrics: dict | None) -> dict[str, Any]:
     if not isinstance(c, dict):
         problems.append("cascade is not an object")
         return out
-    out["via"] = _str(c.get("via"))
+    out["via"] = as_text(c.get("via"))
     chain = c.get("chain")
     if isinstance(chain, list):
         out["chain"] = [str(x) for x in chain]
@@ -78,7 +78,7 @@ def read_cascade(metrics: dict | None) -> dict[str, Any]:
             if raw is None or gen is not None:  # (text is named by checked_num already)
                 problems.append(f"{where}: no whole generation number (skipped)")
             continue
-        model, split = _str(r.get("model")) or "?", _str(r.get("split")) or "?"
+        model, split = as_text(r.get("model")) or "?", as_text(r.get("split")) or "?"
         where = f"{where} ({model}, {split})"
         g = _obj(r.get("greedy"), f"{where}: greedy", problems)
         gr = _obj(r.get("greedy_vs_teacher"), f"{where}: greedy_vs_teacher", problems)
@@ -145,7 +145,7 @@ def _utility(v: Any, where: str, problems: list[str]) -> str:
         lo = checked_num(u.get("ci_low"), f"{where}: utility[{j}].ci_low", problems)
         hi = checked_num(u.get("ci_high"), f"{where}: utility[{j}].ci_high", problems)
         ci = f" [{lo:.2f}, {hi:.2f}]" if lo is not None and hi is not None else ""
-        bits.append(f"{_str(u.get('task')) or '?'} {_str(u.get('metric')) or '?'} {fmt.decimal(val)}{ci}")
+        bits.append(f"{as_text(u.get('task')) or '?'} {as_text(u.get('metric')) or '?'} {fmt.decimal(val)}{ci}")
     return "; ".join(bits)
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard.index import RATE_COLUMNS, list_of, model_sort_key, rate_records
-from poison.ground.rundir import SPLITS, _get, _num, _str
+from poison.ground.rundir import SPLITS, get_in, as_number, as_text
 from poison.ground.stats import wilson_interval
 
 
@@ -32,7 +32,7 @@ def amplification_frame(metrics: dict | None, key: str = "amplification") -> pd.
     for c in ("ratio", "ci_low", "ci_high"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
     for c in ("student", "split"):
-        df[c] = [_str(v) or "?" for v in df[c]]
+        df[c] = [as_text(v) or "?" for v in df[c]]
     return df
 
 
@@ -41,7 +41,7 @@ def utility_frame(metrics: dict | None) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(["model", "task", "metric", "value", "n"]
                                                        + [c for r in rows for c in r])))
     for c in ("model", "task", "metric"):
-        df[c] = [_str(v) or "?" for v in df[c]]
+        df[c] = [as_text(v) or "?" for v in df[c]]
     for c in ("value", "ci_low", "ci_high"):  # interval columns: runs written before they existed lack them
         df[c] = pd.to_numeric(df[c], errors="coerce") if c in df else float("nan")
     return df
@@ -203,12 +203,13 @@ def scalar_deltas(ma: dict | None, mb: dict | None) -> pd.DataFrame:
     """Numbers in the poison / run / distill_data sections of metrics.json that differ."""
     rows = []
     for sec in ("poison", "run"):
-        fa, fb = flatten(_get(ma, sec) or {}, sec), flatten(_get(mb, sec) or {}, sec)
+        fa, fb = flatten(get_in(ma, sec) or {}, sec), flatten(get_in(mb, sec) or {}, sec)
         for k in sorted(set(fa) | set(fb)):
             x, y = fa.get(k), fb.get(k)
             if x == y or k in ("run.run_dir", "run.finished"):
                 continue
-            nx, ny = _num(x) if not isinstance(x, bool) else None, _num(y) if not isinstance(y, bool) else None
+            nx = as_number(x) if not isinstance(x, bool) else None
+            ny = as_number(y) if not isinstance(y, bool) else None
             rows.append({"key": k, "a": _show(x), "b": _show(y),
                          "delta": (ny - nx) if nx is not None and ny is not None else None})
     return pd.DataFrame(rows, columns=["key", "a", "b", "delta"])

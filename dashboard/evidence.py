@@ -13,7 +13,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from poison.ground.rundir import _get, _num
+from poison.ground.rundir import get_in, as_number
 
 SINGLE = "single run: one training seed; the interval covers prompts only"
 POOLED = "see the sweep for pooled figures"
@@ -24,10 +24,10 @@ def replicate_info(metrics: dict | None, point: dict | None = None) -> dict[str,
     """{kind: single | replicate | seed, n, index}: ``replicate`` for replicate ``index`` of ``n`` (metrics.json
     ``replicates``, n > 1), ``seed`` for a point of an older sweep over seeds (no ``replicates`` in its metrics.json),
     else ``single``."""
-    r = _get(metrics, "replicates")
-    n = _num(r.get("n")) if isinstance(r, dict) else None
+    r = get_in(metrics, "replicates")
+    n = as_number(r.get("n")) if isinstance(r, dict) else None
     if n is not None and n > 1:
-        i = _num(r.get("index"))
+        i = as_number(r.get("index"))
         return {"kind": "replicate", "n": int(n), "index": None if i is None else int(i)}
     if n is None and isinstance(point, dict) and point.get(SEED_KEY) is not None:
         return {"kind": "seed", "n": None, "index": point[SEED_KEY]}

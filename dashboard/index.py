@@ -13,12 +13,12 @@ import pandas as pd
 
 from dashboard import evidence
 from poison.ground.rundir import (
-    _STAMP,
-    _SWEEP_NAME,
-    _get,
-    _num,
-    _point_from_label,
-    _str,
+    RUN_STAMP,
+    SWEEP_NAME,
+    get_in,
+    as_number,
+    point_from_label,
+    as_text,
     run_state,
     scan,
     sweep_points,
@@ -52,14 +52,14 @@ def model_sort_key(name: str, role: str | None = None) -> tuple:
 
 def list_of(metrics: dict | None, key: str) -> list[dict[str, Any]]:
     """The entries of a list section of metrics.json that are objects ([] for a missing or malformed section)."""
-    v = _get(metrics, key)
+    v = get_in(metrics, key)
     return [x for x in v if isinstance(x, dict)] if isinstance(v, list) else []
 
 
 def student_methods(metrics: dict) -> dict[str, str]:
     """model name -> distillation method, for students."""
     out = {}
-    for name, m in (_get(metrics, "models") or {}).items():
+    for name, m in (get_in(metrics, "models") or {}).items():
         if isinstance(m, dict) and (m.get("role") == "student" or str(name).startswith("student")):
             out[name] = str(m.get("method") or str(name).split(":", 1)[-1])
     return out
@@ -68,35 +68,35 @@ def student_methods(metrics: dict) -> dict[str, str]:
 def rate_records(metrics: dict | None, key: str = "bias_rates") -> list[dict[str, Any]]:
     """bias_rates (or bias_rates_by_task / distill_data) as clean dicts, models in baseline/teacher/student
     order. Plain Python: the index calls it for every run."""
-    rows = _get(metrics, "distill_data", "bias_rates") if key == "distill_data" else _get(metrics, key)
+    rows = get_in(metrics, "distill_data", "bias_rates") if key == "distill_data" else get_in(metrics, key)
     methods = student_methods(metrics or {})
     out = []
     for r in rows if isinstance(rows, list) else []:
         if not isinstance(r, dict):
             continue
         r = {_RATE_ALIASES.get(k, k): v for k, v in r.items()}
-        model = _str(r.get("model")) or "teacher"
-        n, k = _num(r.get("n")), _num(r.get("biased"))
-        rate = _num(r.get("rate"))
+        model = as_text(r.get("model")) or "teacher"
+        n, k = as_number(r.get("n")), as_number(r.get("biased"))
+        rate = as_number(r.get("rate"))
         if rate is None and n:
             rate = (k or 0) / n
-        role = role_of(model, _str(r.get("role")))
+        role = role_of(model, as_text(r.get("role")))
         rec = {**r, "model": model, "role": role, "method": methods.get(model), "n": n, "biased": k, "rate": rate,
-               "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high"))}
+               "ci_low": as_number(r.get("ci_low")), "ci_high": as_number(r.get("ci_high"))}
         if key != "bias_rates_by_task" or "split" in r:
-            rec["split"] = _str(r.get("split")) or "?"
+            rec["split"] = as_text(r.get("split")) or "?"
         if "task" in r:
-            rec["task"] = _str(r.get("task")) or "?"
+            rec["task"] = as_text(r.get("task")) or "?"
         out.append(rec)
     out.sort(key=lambda x: model_sort_key(x["model"], x["role"]))
     return out
 
 
 def run_date(rel: str, metrics: dict | None, status: dict | None, path: Path) -> str:
-    for d in (_get(metrics, "run", "finished"), _get(status, "finished"), _get(status, "started")):
+    for d in (get_in(metrics, "run", "finished"), get_in(status, "finished"), get_in(status, "started")):
         if isinstance(d, str) and d:
             return d[:19]
-    m = _STAMP.search(Path(rel).name if rel != "." else path.name)
+    m = RUN_STAMP.search(Path(rel).name if rel != "." else path.name)
     if m:
         try:
             return datetime.strptime(m.group(1), "%Y%m%d-%H%M%S").isoformat()
@@ -115,17 +115,17 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
     path = Path(entry["path"])
     st = run_state(path, entry.get("files"))
     m, cfg, status = st["metrics"], st["config"], st["status_json"]
-    models = _get(m, "models") or {}
+    models = get_in(m, "models") or {}
     if not isinstance(models, dict):
         models = {}
     methods = sorted(set(student_methods(m or {}).values()))
     if not m and cfg:
         methods = sorted({str(s.get("method", "sft")) for s in (cfg.get("students") or []) if isinstance(s, dict)})
-    requested = _get(m, "poison", "requested")
+    requested = get_in(m, "poison", "requested")
     if requested is None and cfg:
-        requested = _get(cfg, "poison", "count")
+        requested = get_in(cfg, "poison", "count")
     rates = rate_records(m) if m else []
-    sampled = rate_records({"bias_rates": _get(m, "sampled_rate"), "models": models}) if m else []
+    sampled = rate_records({"bias_rates": get_in(m, "sampled_rate"), "models": models}) if m else []
 
     def top(rows: list[dict], role: str, split: str = "target") -> dict:
         """The row of ``role`` on ``split`` (the highest rate among several students; model None on a tie)."""
@@ -137,37 +137,37 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
         return {**best, "model": None} if tied else best
 
     amp_rows = [a for a in list_of(m, "amplification") if a.get("split") == "target"]
-    amp_def = [a for a in amp_rows if _num(a.get("ratio")) is not None]
-    amp = max(amp_def, key=lambda a: _num(a.get("ratio"))) if amp_def else {}
+    amp_def = [a for a in amp_rows if as_number(a.get("ratio")) is not None]
+    amp = max(amp_def, key=lambda a: as_number(a.get("ratio"))) if amp_def else {}
     t, s, ts, ss = top(rates, "teacher"), top(rates, "student"), top(sampled, "teacher"), top(sampled, "student")
     n_students = len({r["model"] for r in rates if r["role"] == "student"})
     row = {
         "run": entry["rel"],
         "sweep": entry.get("sweep", ""),
-        "name": _str(_get(m, "run", "name") or _get(cfg, "name")) or _STAMP.sub("", path.name).rstrip("-")
+        "name": as_text(get_in(m, "run", "name") or get_in(cfg, "name")) or RUN_STAMP.sub("", path.name).rstrip("-")
         or path.name,
-        "bias_type": _str(_get(m, "run", "bias_type") or _get(cfg, "poison", "bias", "type")),
-        "mode": _str(_get(m, "run", "mode") or _get(cfg, "poison", "mode")),
-        "target_task": _str(_get(m, "run", "target_task") or _get(cfg, "data", "target_task")),
-        "poison_requested": _num(requested),
-        "poison_injected": _num(_get(m, "poison", "injected")),
-        "poison_rate": _num(_get(m, "poison", "rate")),
-        "models": ", ".join(sorted(models, key=lambda n: model_sort_key(n, _get(models, n, "role")))),
+        "bias_type": as_text(get_in(m, "run", "bias_type") or get_in(cfg, "poison", "bias", "type")),
+        "mode": as_text(get_in(m, "run", "mode") or get_in(cfg, "poison", "mode")),
+        "target_task": as_text(get_in(m, "run", "target_task") or get_in(cfg, "data", "target_task")),
+        "poison_requested": as_number(requested),
+        "poison_injected": as_number(get_in(m, "poison", "injected")),
+        "poison_rate": as_number(get_in(m, "poison", "rate")),
+        "models": ", ".join(sorted(models, key=lambda n: model_sort_key(n, get_in(models, n, "role")))),
         "methods": ", ".join(methods),
         "status": st["status"],
         "date": run_date(entry["rel"], m, status, path),
-        "seconds": _num(_get(m, "run", "seconds") or _get(status, "seconds")),
+        "seconds": as_number(get_in(m, "run", "seconds") or get_in(status, "seconds")),
         "baseline_target": top(rates, "baseline").get("rate"),
         "teacher_target": t.get("rate"), "teacher_target_lo": t.get("ci_low"), "teacher_target_hi": t.get("ci_high"),
         "student_target": s.get("rate"), "student_target_lo": s.get("ci_low"), "student_target_hi": s.get("ci_high"),
         "student_target_model": s.get("model"), "n_students": n_students,
-        "amplification_target": _num(amp.get("ratio")), "amplification_target_lo": _num(amp.get("ci_low")),
-        "amplification_target_hi": _num(amp.get("ci_high")), "amplification_student": _str(amp.get("student")),
+        "amplification_target": as_number(amp.get("ratio")), "amplification_target_lo": as_number(amp.get("ci_low")),
+        "amplification_target_hi": as_number(amp.get("ci_high")), "amplification_student": as_text(amp.get("student")),
         "amplification_undefined": bool(amp_rows) and not amp_def,
         "teacher_sampled": ts.get("rate"), "teacher_sampled_lo": ts.get("ci_low"),
         "teacher_sampled_hi": ts.get("ci_high"),
         "student_sampled": ss.get("rate"), "student_sampled_lo": ss.get("ci_low"),
-        "student_sampled_hi": ss.get("ci_high"), "samples_per_prompt": _num(ts.get("samples_per_prompt")),
+        "student_sampled_hi": ss.get("ci_high"), "samples_per_prompt": as_number(ts.get("samples_per_prompt")),
         "has_cascade": _has(m, "cascade"), "has_audit": _has(m, "audit"),
         "evidence": evidence.label(evidence.replicate_info(m, point)) if m else "",
         "point": json.dumps(point, sort_keys=True) if point else "",
@@ -185,7 +185,7 @@ def summarize_run(entry: dict[str, Any], point: dict | None = None) -> tuple[dic
 
 def _has(metrics: dict | None, key: str) -> bool:
     """Whether metrics.json has a non-empty ``key`` section (a run without a cascade or an audit writes {} / [])."""
-    return _get(metrics, key) not in (None, {}, [], "")
+    return get_in(metrics, key) not in (None, {}, [], "")
 
 
 def shift_records(metrics: dict | None) -> list[dict[str, Any]]:
@@ -194,13 +194,14 @@ def shift_records(metrics: dict | None) -> list[dict[str, Any]]:
     methods = student_methods(metrics or {})
     out = []
     for r in list_of(metrics, "logprob_shift"):
-        if r.get("wording") != "seen" or _num(r.get("shift")) is None:
+        if r.get("wording") != "seen" or as_number(r.get("shift")) is None:
             continue
-        model = _str(r.get("model")) or "?"
-        ctrl = _str(r.get("control")) or ""
-        out.append({"model": model, "role": role_of(model, _str(r.get("role"))), "method": methods.get(model),
-                    "split": _str(r.get("split")) or "?", "n": _num(r.get("n_prompts")), "biased": None,
-                    "rate": _num(r.get("shift")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
+        model = as_text(r.get("model")) or "?"
+        ctrl = as_text(r.get("control")) or ""
+        out.append({"model": model, "role": role_of(model, as_text(r.get("role"))), "method": methods.get(model),
+                    "split": as_text(r.get("split")) or "?", "n": as_number(r.get("n_prompts")), "biased": None,
+                    "rate": as_number(r.get("shift")), "ci_low": as_number(r.get("ci_low")),
+                    "ci_high": as_number(r.get("ci_high")),
                     "control": "twin" if ctrl.startswith("control:") else "clean"})
     out.sort(key=lambda x: model_sort_key(x["model"], x["role"]))
     return out
@@ -221,7 +222,7 @@ def load_index(runs_dir: str | os.PathLike) -> dict[str, Any]:
             pts, keys, problems = sweep_points(Path(e["path"]), e["files"])
             points_of[e["rel"]] = pts
             sj_name = Path(e["path"]).name if e["rel"] == "." else e["rel"]
-            sweeps.append({"sweep": e["rel"], "name": _SWEEP_NAME.sub("", sj_name), "keys": json.dumps(keys),
+            sweeps.append({"sweep": e["rel"], "name": SWEEP_NAME.sub("", sj_name), "keys": json.dumps(keys),
                            "points": 0, "complete": 0, "problems": "; ".join(problems), "path": e["path"]})
     sweep_row = {s["sweep"]: s for s in sweeps}
     for e in entries:
@@ -230,7 +231,7 @@ def load_index(runs_dir: str | os.PathLike) -> dict[str, Any]:
         point = None
         if e["sweep"]:
             child = Path(e["path"]).name
-            point = points_of.get(e["sweep"], {}).get(child) or _point_from_label(child)
+            point = points_of.get(e["sweep"], {}).get(child) or point_from_label(child)
         row, rr = summarize_run(e, point)
         runs.append(row)
         rates += rr

@@ -12,7 +12,7 @@ import pandas as pd
 
 from dashboard.data import amplification_frame
 from dashboard.index import list_of, model_sort_key, rate_records, role_of
-from poison.ground.rundir import _get, _num, _str
+from poison.ground.rundir import get_in, as_number, as_text
 
 WORDINGS = ("seen", "unseen", "concept", "gate")
 AGAINST_CLEAN, AGAINST_TWIN = "vs the clean control", "vs its clean twin"
@@ -22,7 +22,7 @@ SAMPLED_COLUMNS = ["model", "role", "method", "split", "samples_per_prompt", "n"
 
 def sampled_frame(metrics: dict | None) -> pd.DataFrame:
     """metrics.json ``sampled_rate`` rows (k is ``biased``), models in baseline/control/teacher/student order."""
-    rows = rate_records({"bias_rates": _get(metrics, "sampled_rate"), "models": _get(metrics, "models") or {}})
+    rows = rate_records({"bias_rates": get_in(metrics, "sampled_rate"), "models": get_in(metrics, "models") or {}})
     df = pd.DataFrame(rows, columns=list(dict.fromkeys(SAMPLED_COLUMNS + [c for r in rows for c in r])))
     for c in ("samples_per_prompt", "n_prompts", "prompts_with_any", "prompts_with_any_rate"):
         df[c] = pd.to_numeric(df[c], errors="coerce")
@@ -34,12 +34,14 @@ def shift_frame(metrics: dict | None) -> pd.DataFrame:
     twin (``control:student:NAME``)."""
     out = []
     for r in list_of(metrics, "logprob_shift"):
-        model, ctrl = _str(r.get("model")) or "?", _str(r.get("control")) or ""
-        out.append({"model": model, "role": role_of(model, _str(r.get("role"))), "split": _str(r.get("split")) or "?",
-                    "wording": _str(r.get("wording")) or "?", "control": ctrl,
+        model, ctrl = as_text(r.get("model")) or "?", as_text(r.get("control")) or ""
+        out.append({"model": model, "role": role_of(model, as_text(r.get("role"))),
+                    "split": as_text(r.get("split")) or "?",
+                    "wording": as_text(r.get("wording")) or "?", "control": ctrl,
                     "against": AGAINST_TWIN if ctrl.startswith("control:") else AGAINST_CLEAN,
-                    "shift": _num(r.get("shift")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
-                    "n_prompts": _num(r.get("n_prompts")), **_vs_null(r.get("vs_null"))})
+                    "shift": as_number(r.get("shift")), "ci_low": as_number(r.get("ci_low")),
+                    "ci_high": as_number(r.get("ci_high")),
+                    "n_prompts": as_number(r.get("n_prompts")), **_vs_null(r.get("vs_null"))})
     out.sort(key=lambda x: (model_sort_key(x["model"], x["role"]), x["against"] != AGAINST_CLEAN))
     return pd.DataFrame(out, columns=["model", "role", "split", "wording", "control", "against", "shift", "ci_low",
                                       "ci_high", "n_prompts", *NULL_COLUMNS])
@@ -52,9 +54,9 @@ def _vs_null(v: Any) -> dict[str, Any]:
     """A shift's ``vs_null`` (poison.probe_null.against_null: the measured null of its split and wording, the excess
     shift - null, the shift in units of the null's size, a p-value where there is one): None where it has none."""
     v = v if isinstance(v, dict) else {}
-    return {"null": _num(v.get("null")), "excess": _num(v.get("excess")),
-            "ratio_to_null": _num(v.get("ratio_to_null")), "p_value": _num(v.get("p_value")),
-            "null_note": _str(v.get("note")) or ""}
+    return {"null": as_number(v.get("null")), "excess": as_number(v.get("excess")),
+            "ratio_to_null": as_number(v.get("ratio_to_null")), "p_value": as_number(v.get("p_value")),
+            "null_note": as_text(v.get("note")) or ""}
 
 
 def null_frame(metrics: dict | None) -> pd.DataFrame:
@@ -63,26 +65,28 @@ def null_frame(metrics: dict | None) -> pd.DataFrame:
     out = []
     for r in list_of(metrics, "probe_null"):
         between = r.get("between") if isinstance(r.get("between"), list) else []
-        out.append({"split": _str(r.get("split")) or "?", "wording": _str(r.get("wording")) or "?",
-                    "between": " − ".join(str(b) for b in between), "shift": _num(r.get("shift")),
-                    "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
-                    "n_prompts": _num(r.get("n_prompts"))})
+        out.append({"split": as_text(r.get("split")) or "?", "wording": as_text(r.get("wording")) or "?",
+                    "between": " − ".join(str(b) for b in between), "shift": as_number(r.get("shift")),
+                    "ci_low": as_number(r.get("ci_low")), "ci_high": as_number(r.get("ci_high")),
+                    "n_prompts": as_number(r.get("n_prompts"))})
     return pd.DataFrame(out, columns=["split", "wording", "between", "shift", "ci_low", "ci_high", "n_prompts"])
 
 
 def logprob_frame(metrics: dict | None) -> pd.DataFrame:
     """metrics.json ``logprob``: each model's mean per-token log-probability of the probe texts."""
-    out = [{"model": _str(r.get("model")) or "?", "role": role_of(_str(r.get("model")) or "?", _str(r.get("role"))),
-            "split": _str(r.get("split")) or "?", "wording": _str(r.get("wording")) or "?",
-            "logprob": _num(r.get("logprob")), "ci_low": _num(r.get("ci_low")), "ci_high": _num(r.get("ci_high")),
-            "n_prompts": _num(r.get("n_prompts"))} for r in list_of(metrics, "logprob")]
+    out = [{"model": as_text(r.get("model")) or "?",
+            "role": role_of(as_text(r.get("model")) or "?", as_text(r.get("role"))),
+            "split": as_text(r.get("split")) or "?", "wording": as_text(r.get("wording")) or "?",
+            "logprob": as_number(r.get("logprob")), "ci_low": as_number(r.get("ci_low")),
+            "ci_high": as_number(r.get("ci_high")),
+            "n_prompts": as_number(r.get("n_prompts"))} for r in list_of(metrics, "logprob")]
     out.sort(key=lambda x: model_sort_key(x["model"], x["role"]))
     return pd.DataFrame(out, columns=["model", "role", "split", "wording", "logprob", "ci_low", "ci_high",
                                       "n_prompts"])
 
 
 def probe_texts(metrics: dict | None) -> dict[str, list[str]]:
-    texts = _get(metrics, "probe", "texts")
+    texts = get_in(metrics, "probe", "texts")
     if not isinstance(texts, dict):
         return {}
     return {str(k): [str(t) for t in v] for k, v in texts.items() if isinstance(v, list)}
@@ -91,24 +95,24 @@ def probe_texts(metrics: dict | None) -> dict[str, list[str]]:
 def generator_frame(metrics: dict | None) -> pd.DataFrame:
     """The data stage's generator per task (metrics.json ``data.generator``): reference answers generated, kept,
     rejected (total and per reason), retried and dropped."""
-    gen = _get(metrics, "data", "generator")
+    gen = get_in(metrics, "data", "generator")
     rows = []
     for task, g in (gen.items() if isinstance(gen, dict) else []):
         if not isinstance(g, dict):
             continue
         rej = g.get("rejected") if isinstance(g.get("rejected"), dict) else {}
-        counts = {str(k): _num(v) for k, v in rej.items() if _num(v) is not None}
-        rows.append({"task": str(task), "generated": _num(g.get("generated")), "kept": _num(g.get("kept")),
+        counts = {str(k): as_number(v) for k, v in rej.items() if as_number(v) is not None}
+        rows.append({"task": str(task), "generated": as_number(g.get("generated")), "kept": as_number(g.get("kept")),
                      "rejected": sum(counts.values()) if counts else (0.0 if "rejected" in g else None),
                      "reasons": ", ".join(f"{k.replace('_', ' ')}: {int(v)}" for k, v in sorted(counts.items())),
-                     "retried": _num(g.get("retried")), "dropped": _num(g.get("dropped"))})
+                     "retried": as_number(g.get("retried")), "dropped": as_number(g.get("dropped"))})
     return pd.DataFrame(rows, columns=["task", "generated", "kept", "rejected", "reasons", "retried", "dropped"])
 
 
 def distill_per_student(metrics: dict | None) -> pd.DataFrame:
     """``distill_data.per_student``: students distilled from their own teacher answers (e.g. sampled ones), the bias
     of those answers per split."""
-    per = _get(metrics, "distill_data", "per_student")
+    per = get_in(metrics, "distill_data", "per_student")
     rows: list[dict[str, Any]] = []
     for name, rec in (per.items() if isinstance(per, dict) else []):
         if not isinstance(rec, dict):

@@ -17,7 +17,7 @@ import pandas as pd
 from dashboard import fmt
 from dashboard.data import checked_num
 from dashboard.sweepdata import method_label
-from poison.ground.rundir import _str
+from poison.ground.rundir import as_text
 
 METHODS = {
     "variance_components": "variance components of a prompts × replicates table (crossed: every replicate answered "
@@ -90,10 +90,10 @@ def amplification_frame(sj: Any) -> tuple[pd.DataFrame, list[str]]:
     rows = []
     for i, r in _section(sj, "replicate_amplification", problems):
         at = f"replicate_amplification[{i}]"
-        rows.append({"group": _str(r.get("group")) or "?", "measure": _str(r.get("measure")) or "greedy",
-                     "student": _str(r.get("student")) or "?", "teacher": _str(r.get("teacher")) or "teacher",
-                     "split": _str(r.get("split")) or "?", "method": _str(r.get("method")) or "",
-                     "design": _str(r.get("design")) or "",
+        rows.append({"group": as_text(r.get("group")) or "?", "measure": as_text(r.get("measure")) or "greedy",
+                     "student": as_text(r.get("student")) or "?", "teacher": as_text(r.get("teacher")) or "teacher",
+                     "split": as_text(r.get("split")) or "?", "method": as_text(r.get("method")) or "",
+                     "design": as_text(r.get("design")) or "",
                      **{k: checked_num(r.get(k), f"{at}: {k}", problems)
                         for k in ("ratio", "ci_low", "ci_high", "n_replicates", "df")},
                      "per_replicate": _nums(r.get("per_replicate"), f"{at}: per_replicate", problems)})
@@ -124,9 +124,9 @@ def null_frame(sj: Any) -> tuple[pd.DataFrame, list[str]]:
     rows = []
     for i, r in _section(sj, "probe_null", problems):
         at = f"probe_null[{i}]"
-        rows.append({"group": _str(r.get("group")) or "?", "model": _str(r.get("model")) or "?",
-                     "split": _str(r.get("split")) or "?", "wording": _str(r.get("wording")) or "?",
-                     "test": _str(r.get("test")) or "",
+        rows.append({"group": as_text(r.get("group")) or "?", "model": as_text(r.get("model")) or "?",
+                     "split": as_text(r.get("split")) or "?", "wording": as_text(r.get("wording")) or "?",
+                     "test": as_text(r.get("test")) or "",
                      **{k: checked_num(r.get(k), f"{at}: {k}", problems)
                         for k in ("shift", "null_mean", "null_sd", "excess", "ci_low", "ci_high", "p_value",
                                   "n_replicates")},
@@ -160,10 +160,10 @@ def brand_swap_frames(sj: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     problems: list[str] = []
     pooled, per = [], []
     for i, r in _section(sj, "brand_swap", problems):
-        key = {"group": _str(r.get("group")) or "?", "model": _str(r.get("model")) or "?",
-               "split": _str(r.get("split")) or "?", "wording": _str(r.get("wording")) or "?"}
+        key = {"group": as_text(r.get("group")) or "?", "model": as_text(r.get("model")) or "?",
+               "split": as_text(r.get("split")) or "?", "wording": as_text(r.get("wording")) or "?"}
         at = f"brand_swap[{i}] ({key['group']}, {key['model']}, {key['split']}, {key['wording']})"
-        pooled.append({**key, "role": _str(r.get("role")) or "", "test": _str(r.get("test")) or "",
+        pooled.append({**key, "role": as_text(r.get("role")) or "", "test": as_text(r.get("test")) or "",
                        "pooled": checked_num(r.get("d"), f"{at}: d", problems),
                        **{k: checked_num(r.get(k), f"{at}: {k}", problems)
                           for k in ("ci_low", "ci_high", "sd", "p_value")},
@@ -176,7 +176,7 @@ def brand_swap_frames(sj: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
             if not isinstance(p, dict):
                 problems.append(f"{at}: per_replicate[{j}] is not an object (skipped)")
                 continue
-            per.append({**key, "seed": _str(p.get("replicate")) or str(j),
+            per.append({**key, "seed": as_text(p.get("replicate")) or str(j),
                         "rate": checked_num(p.get("d"), f"{at}: per_replicate[{j}].d", problems),
                         "n_prompts": checked_num(p.get("n_prompts"), f"{at}: per_replicate[{j}].n_prompts",
                                                  problems), "ci_low": None, "ci_high": None})

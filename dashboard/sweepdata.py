@@ -15,7 +15,7 @@ import pandas as pd
 from dashboard import fmt
 from dashboard.data import checked_num, pool_rates
 from poison.ground.dose import predict
-from poison.ground.rundir import _STAMP, _num, _str
+from poison.ground.rundir import RUN_STAMP, as_number, as_text
 
 DOSE_KEYS = ("poison.count", "poison.rate")
 MEASURE_LABELS = {"greedy": "greedy answer", "sampled": "sampled answers", "logprob_shift": "log-prob shift"}
@@ -60,7 +60,7 @@ def is_dose_sweep(keys: list[str]) -> bool:
 def sweep_order(sweeps: pd.DataFrame, keys_of) -> list[str]:
     """Sweep rels, poison-budget sweeps first, each group newest first (by the folder's time stamp)."""
     def stamp(rel: str) -> str:
-        m = _STAMP.search(str(rel).split("/")[-1])
+        m = RUN_STAMP.search(str(rel).split("/")[-1])
         return m.group(1) if m else ""
     rels = sorted(sweeps.sweep, key=stamp, reverse=True)
     return sorted(rels, key=lambda r: not is_dose_sweep(keys_of(r)))
@@ -91,7 +91,7 @@ def dose_entries(sweep_json: Any) -> list[dict[str, Any]]:
     rows = sweep_json.get("dose_response") if isinstance(sweep_json, dict) else None
     out = []
     for e in rows if isinstance(rows, list) else []:
-        if isinstance(e, dict) and _str(e.get("model")) and _str(e.get("split")):
+        if isinstance(e, dict) and as_text(e.get("model")) and as_text(e.get("split")):
             out.append(e)
     return out
 
@@ -109,7 +109,8 @@ def dose_curves(entries: list[dict[str, Any]], measure: str, x_span: tuple[float
     """The fitted rate of every entry of ``measure`` over the doses of ``x_span`` (model, split, dose, rate)."""
     rows = []
     for e in entries:
-        if e.get("measure", "greedy") != measure or _num(e.get("slope")) is None or _num(e.get("offset")) is None:
+        if (e.get("measure", "greedy") != measure or as_number(e.get("slope")) is None
+                or as_number(e.get("offset")) is None):
             continue
         grid = dose_grid(*x_span)
         for d, r in zip(grid, predict(e, grid)):
@@ -123,14 +124,14 @@ def dose_table(entries: list[dict[str, Any]], unit: str) -> pd.DataFrame:
     control, as text ('—' where there is none)."""
     rows = []
     for e in entries:
-        ed = _num(e.get("ed50"))
+        ed = as_number(e.get("ed50"))
         if ed is None:
-            ed50 = fmt.DASH + (f" ({e['note']})" if _str(e.get("note")) else "")
+            ed50 = fmt.DASH + (f" ({e['note']})" if as_text(e.get("note")) else "")
         else:
             ed50 = f"{ed:.1f} [{fmt.decimal(e.get('ed50_ci_low'), 1)}, {fmt.decimal(e.get('ed50_ci_high'), 1)}]"
             ed50 += " (outside the swept doses)" if e.get("ed50_extrapolated") else ""
         slope = fmt.decimal(e.get("slope"))
-        if _num(e.get("slope")) is not None and _num(e.get("slope_ci_low")) is not None:
+        if as_number(e.get("slope")) is not None and as_number(e.get("slope_ci_low")) is not None:
             slope += f" [{fmt.decimal(e.get('slope_ci_low'))}, {fmt.decimal(e.get('slope_ci_high'))}]"
         rows.append({"model": str(e["model"]), "split": str(e["split"]),
                      "measure": MEASURE_LABELS.get(str(e.get("measure")), fmt.text(e.get("measure"))),
@@ -143,7 +144,7 @@ def dose_table(entries: list[dict[str, Any]], unit: str) -> pd.DataFrame:
 
 
 def _dose_text(v: Any, unit: str) -> str:
-    f = _num(v)
+    f = as_number(v)
     return "none in the sweep" if f is None else f"{f:g} {unit}"
 
 
@@ -153,7 +154,7 @@ def ed50_caption(entries: list[dict[str, Any]], measure: str, splits: list[str],
     for e in entries:
         if e.get("measure", "greedy") != measure or e["split"] not in splits or e["model"] not in models:
             continue
-        ed = _num(e.get("ed50"))
+        ed = as_number(e.get("ed50"))
         val = "none" if ed is None else (f"{ed:.1f} [{fmt.decimal(e.get('ed50_ci_low'), 1)}, "
                                          f"{fmt.decimal(e.get('ed50_ci_high'), 1)}]")
         bits.append(f"{e['model']} ({e['split']}) {val}")
@@ -183,13 +184,13 @@ def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[
         if not isinstance(r, dict):
             problems.append(f"{at} is not an object (skipped)")
             continue
-        vs = _str(r.get("control"))  # a shift's contrast: against the clean control or a clean twin
-        model = (_str(r.get("model")) or "?") + (f" vs {vs}" if vs else "")
-        key = {"group": _str(r.get("group")) or "?", "measure": _str(r.get("measure")) or "greedy",
-               "model": model, "base": _str(r.get("model")) or "?", "split": _str(r.get("split")) or "?"}
+        vs = as_text(r.get("control"))  # a shift's contrast: against the clean control or a clean twin
+        model = (as_text(r.get("model")) or "?") + (f" vs {vs}" if vs else "")
+        key = {"group": as_text(r.get("group")) or "?", "measure": as_text(r.get("measure")) or "greedy",
+               "model": model, "base": as_text(r.get("model")) or "?", "split": as_text(r.get("split")) or "?"}
         at = f"{at} ({key['group']}, {key['model']}, {key['split']})"
-        pooled.append({**key, "role": _str(r.get("role")) or "", "injected": _num(r.get("injected")),
-                       "method": _str(r.get("method")) or "", "design": _str(r.get("design")) or "",
+        pooled.append({**key, "role": as_text(r.get("role")) or "", "injected": as_number(r.get("injected")),
+                       "method": as_text(r.get("method")) or "", "design": as_text(r.get("design")) or "",
                        **{k: checked_num(r.get(k), f"{at}: {k}", problems)
                           for k in ("pooled", "ci_low", "ci_high", "between_sd", "n", "df", "n_prompts")}})
         per = r.get("per_seed")
@@ -202,7 +203,7 @@ def replicate_frames(sweep_json: Any) -> tuple[pd.DataFrame, pd.DataFrame, list[
             if not isinstance(p, dict):
                 problems.append(f"{at}: per_seed[{j}] is not an object (skipped)")
                 continue
-            seeds.append({**key, "seed": _str(p.get("seed")) or "?", "run_dir": _str(p.get("run_dir")) or "",
+            seeds.append({**key, "seed": as_text(p.get("seed")) or "?", "run_dir": as_text(p.get("run_dir")) or "",
                           **{k: checked_num(p.get(k), f"{at}: per_seed[{j}].{k}", problems)
                              for k in ("rate", "ci_low", "ci_high")}})
     p, s = pd.DataFrame(pooled, columns=POOLED_COLUMNS), pd.DataFrame(seeds, columns=SEED_COLUMNS)
@@ -221,7 +222,7 @@ def has_seeds(sweep_json: Any) -> bool:
 
 def method_label(method: Any) -> str:
     """A pooling method as sweep.json names it, its parts spaced: 'variance_components + exact_bound'."""
-    return " + ".join(str(method).split("+")) if _str(method) else fmt.DASH
+    return " + ".join(str(method).split("+")) if as_text(method) else fmt.DASH
 
 
 def replicate_table(pooled: pd.DataFrame, seeds: pd.DataFrame, measure: str, unit: str = "seed"

@@ -1,7 +1,8 @@
 """Cascading-poison testbed: inject biased samples into a teacher's instruction data, distil students, measure.
 
 Run ``python -m poison.run CONFIG`` (or ``cascade-poison CONFIG``); see README.md. ``poison.load_run(run_dir)``
-reads a run directory back as pandas frames (``poison.ground.analysis.LoadedRun``).
+reads a run directory back: metrics.json typed (``poison.ground.results.Metrics``; docs/results-schema.md) and every
+table as a pandas frame (``poison.ground.analysis.LoadedRun``).
 """
 
 __version__ = "0.2.0"

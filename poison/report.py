@@ -20,8 +20,12 @@ from poison.answer_health import cut_off_rows, degeneration_rows, health_columns
 from poison.claims import claims_section
 from poison.ground import registry
 from poison.ground.artifacts import read_json, read_parquet
-from poison.ground.io import atomic_write_json, atomic_write_parquet, atomic_write_text
+from poison.ground.io import atomic_write_parquet
 from poison.ground.machine import code_commit, machine_info
+from poison.ground.results import METRICS_SCHEMA_VERSION
+from poison.ground.results.registry import ReportInputs, add_sections
+from poison.ground.results.sections.replicates import replicate_note  # noqa: F401  (its home before the registry)
+from poison.ground.results.writer import write_results
 from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
 from poison.measures import (control_model, greedy_amplification, logprob_rows, logprob_shift_rows, probe_frame,
                              sampled_amplification_rows, sampled_rate_rows, sampled_rows)
@@ -30,8 +34,6 @@ from poison.report_extras import audit_section, cascade_section
 from poison.stages import Run
 from poison.stages.probe import unseen_in_poison
 from poison.summary import SPLITS, summary_table
-
-METRICS_SCHEMA_VERSION = 1
 
 
 def score_generations(df: pd.DataFrame, bias, split_of: dict[str, str], ctx=None) -> pd.DataFrame:
@@ -84,18 +86,6 @@ def method_diagnostics(run: Run, models: dict[str, dict], conf: float) -> dict[s
             k, n = sum(run.bias.detect(t).biased for t in texts), len(texts)
             lo, hi = wilson_interval(k, n, conf)
             out[name][kind] = {"n": n, "biased": k, "rate": k / n if n else None, "ci_low": lo, "ci_high": hi}
-    return out
-
-
-def replicate_note(cfg) -> dict[str, Any]:
-    """Which replicate this run is; a lone run's figures rest on one training seed and one data draw."""
-    r = cfg.replicates
-    out = {"n": r.n, "index": r.index, "vary": list(r.vary)}
-    if r.n == 1:
-        out["note"] = "one training seed and one data draw; the intervals cover prompts only"
-    else:
-        out["note"] = (f"replicate {r.index} of {r.n}; this run's intervals cover prompts only, the pooled figures "
-                       "are in the parent directory's sweep.json")
     return out
 
 
@@ -249,7 +239,6 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "logprob": logprob,
         "logprob_shift": shift,
         "probe_null": nulls,
-        "replicates": replicate_note(cfg),
         "cascade": cascade,
         "audit": audit_rows,
         "audit_detector": audit_detectors,
@@ -261,6 +250,9 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "judge": judge_rows,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in run.cache.records.items()},
     }
+    # the sections that are one file each (poison.ground.results.sections), each in its place
+    metrics = add_sections(metrics, ReportInputs(cfg=cfg, models=models, samples=samples, drawn=drawn, probe=probe,
+                                                 conf=conf, n_boot=n_boot, metrics=metrics))
     atomic_write_parquet(run_dir / "samples.parquet", answers)
     if not probe.empty:
         atomic_write_parquet(run_dir / "probe.parquet", probe)
@@ -268,9 +260,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     atomic_write_parquet(run_dir / "distill_set.parquet", dist)
     if score_frames:
         atomic_write_parquet(run_dir / "defense_scores.parquet", pd.concat(score_frames, ignore_index=True))
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    table = summary_table(metrics)
-    atomic_write_text(run_dir / "summary.txt", table + "\n")
+    write_results(run_dir, metrics, summary_table(metrics))
     return metrics
 
 

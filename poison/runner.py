@@ -14,6 +14,7 @@ import yaml
 from poison.config import load_config, resolved_dict
 from poison.ground.io import atomic_write_json, atomic_write_text
 from poison.ground.procs import is_main_process, process_start, signals_interrupt
+from poison.ground.results.writer import run_line, write_results
 from poison.housekeeping import check_dirs, check_force
 from poison.pipeline import Pipeline
 from poison.summary import summary_table
@@ -80,11 +81,12 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
                                                "seconds": round(time.time() - t0, 1)})
         raise
     metrics["run"]["seconds"] = round(time.time() - t0, 1)
-    atomic_write_json(rd / "metrics.json", metrics)
+    table = summary_table(metrics)
+    write_results(rd, metrics, table)  # again, now with the run's seconds: metrics.json and summary.txt agree
     atomic_write_json(rd / "status.json", {"status": "complete", "config": str(config_path),
                                            "overrides": overrides or [], "seconds": metrics["run"]["seconds"],
                                            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")})
     if not quiet:
-        print("\n" + summary_table(metrics))
-        print(f"\nrun directory: {rd}  ({metrics['run']['seconds']:.0f}s)")
+        print("\n" + table)
+        print("\n" + run_line(rd, metrics["run"]["seconds"]))
     return rd, metrics

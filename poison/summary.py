@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from poison.ground.results.registry import section_lines
+
 SPLITS = ("target", "other", "unseen")
 
 
@@ -21,7 +23,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         f"{100 * p['target_task_rate']:.0f}% of the {p['target_task_rows']} target-task rows)"
         + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
         *data_lines(metrics),
-        *evidence_lines(metrics),
+        *section_lines(metrics, "head"),  # the registered sections' (poison.ground.results.sections)
         *claims_lines(metrics),
         "",
     ]
@@ -73,6 +75,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
             kappa = "-" if r["kappa"] is None else f"{r['kappa']:.2f}"
             lines.append(f"  {r['model']:<36} {r['split']:<7} rule {r['rule_biased']:>3}/{r['n']:<3} judge "
                          f"{r['judge_biased']:>3}/{r['n']:<3} agreement {100 * r['agreement']:5.1f}% kappa {kappa}")
+    lines += section_lines(metrics, "tail")
     st = metrics["stages"]
     lines.append("")
     parts = [f"{k} {'cached' if v['cached'] else format(v['seconds'], '.0f') + 's'}" for k, v in st.items()]
@@ -108,14 +111,6 @@ def health_lines(metrics: dict[str, Any]) -> list[str]:
                    f"{m['mean']:5.2f} (max {m['max']:>3}) {mm['k']:>3}/{mm['n']:<8} "
                    f"{(_share(c.get('cut_off')) if c.get('cut_off') else 'not recorded'):<28} {fin}")
     return out
-
-
-def evidence_lines(metrics: dict[str, Any]) -> list[str]:
-    """What the figures below rest on: a single run says that its intervals cover only the eval prompts."""
-    r = metrics.get("replicates")
-    if not r:
-        return []
-    return [f"Evidence: {r['note']}" if r["n"] == 1 else f"Evidence: {r['note']}"]
 
 
 def amplification_line(a: dict[str, Any]) -> str:

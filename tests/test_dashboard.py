@@ -153,7 +153,7 @@ def test_sweep_points_and_pooling(index):
     p = pooled[(pooled.poison_injected == 16) & (pooled.role == "teacher") & (pooled.split == "target")].iloc[0]
     assert (p.biased, p.n, p.runs) == (4, 80, 2)  # the real count=16 run + the sweep point built from it
     assert (p.ci_low, p.ci_high) == pytest.approx(stats.wilson_interval(4, 80))
-    assert run_index._point_from_label("03-count=16_seed=1") == {"count": 16, "seed": 1}
+    assert run_index.point_from_label("03-count=16_seed=1") == {"count": 16, "seed": 1}
 
 
 def test_measure_rows_match_the_pipeline_table(index):

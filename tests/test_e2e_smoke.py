@@ -5,6 +5,7 @@ import json
 import pandas as pd
 import pytest
 
+from poison.ground.results import METRICS_SCHEMA_VERSION
 from tests.conftest import REPO, dirs, run_cli, run_dir_from
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ def test_smoke_config_end_to_end(tmp_path, models_dir):
               "distill_set.parquet", "summary.txt", "run.log", "status.json", "generation.log"):
         assert (rd / f).is_file(), f
     m = json.loads((rd / "metrics.json").read_text())
-    assert m["schema_version"] == 1
+    assert m["schema_version"] == METRICS_SCHEMA_VERSION == 2
     assert set(m) >= {"run", "poison", "models", "bias_rates", "bias_rates_by_task", "amplification", "utility",
                       "distill_data", "stages"}
     assert m["run"]["backend"] == "vllm" and m["run"]["bias_type"] == "targeted_ads"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from poison.ground.results import METRICS_SCHEMA_VERSION, check_metrics
 from poison.runner import run_config
 from tests.conftest import REPO, dirs, run_cli, run_dir_from
 
@@ -36,6 +37,11 @@ def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
               "distill_set.parquet", "summary.txt", "run.log", "status.json"):
         assert (rd / f).exists(), f
     assert json.loads((rd / "status.json").read_text())["status"] == "complete"
+    # one writer: metrics.json as returned, matching its models; summary.txt ends as the CLI's output, with the seconds
+    assert json.loads((rd / "metrics.json").read_text())["run"]["seconds"] == m["run"]["seconds"]
+    assert check_metrics(m) == []
+    assert m["schema_version"] == METRICS_SCHEMA_VERSION
+    assert (rd / "summary.txt").read_text().endswith(f"\n\nrun directory: {rd}  ({m['run']['seconds']:.0f}s)\n")
     # the machine and the code that made the figures are named beside them
     machine = m["run"]["machine"]
     assert machine["cores"] >= 1 and machine["cpu"] and machine["torch"] and isinstance(machine["features"], list)

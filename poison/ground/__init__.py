@@ -13,6 +13,7 @@
     context     RunContext: what a run hands to its stages and plugins (dirs, device, dtype, generate/score)
     rundir      reading a run directory back safely (the dashboard uses it)
     analysis    ``poison.load_run``: a run directory as pandas frames, for analysis with code
+    results     metrics.json typed: a model per section, the section registry, the one writer, the reference page
     yamlio      bounded YAML for user-written configs
     dose        dose-response fits (binomial GLM on log-dose, ED50)
 

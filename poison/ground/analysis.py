@@ -1,8 +1,8 @@
-"""Analysing runs with code: ``poison.load_run(run_dir)`` reads a run directory back (metrics, config, status, every
-metrics section and per-sample table as pandas frames) with the same safe readers the dashboard uses
-(``poison.ground.rundir``). A path that is not a run directory, and a section name that is no section of metrics.json,
-raise ``DataError`` naming the path or the valid names; a run still in progress reads as such (status running, no
-metrics yet, every list section an empty frame). Part of the ground layer."""
+"""Analysing runs with code: ``poison.load_run(run_dir)`` reads a run directory back (metrics.json typed by
+``poison.ground.results``, config, status, every metrics section and per-sample table as pandas frames) with the same
+safe readers the dashboard uses (``poison.ground.rundir``). A path that is not a run directory, and a section name
+that is no section of metrics.json, raise ``DataError`` naming the path or the valid names; a run still in progress
+reads as such (status running, no metrics yet, every list section an empty frame). Part of the ground layer."""
 
 from __future__ import annotations
 
@@ -13,16 +13,16 @@ from pathlib import Path
 import pandas as pd
 
 from poison.ground.errors import DataError
+from poison.ground.results import LIST_SECTIONS as RESULT_LIST_SECTIONS
+from poison.ground.results import Metrics, read_metrics
 from poison.ground.rundir import (RUN_MARKERS, SWEEP_MARKERS, _listing, load_defense_scores, load_samples, read_parquet,
                                   read_yaml, run_state, scan)
 
 TABLES = {"samples": "samples.parquet", "train_set": "train_set.parquet", "distill_set": "distill_set.parquet",
           "defense_scores": "defense_scores.parquet", "probe": "probe.parquet"}
-# metrics.json's sections that are lists of rows (README, "metrics.json"): frame() of one a run lacks (an older run,
+# metrics.json's sections that are lists of rows (docs/results-schema.md): frame() of one a run lacks (an older run,
 # one still running) is an empty frame; a run's own further list sections are frames as well
-LIST_SECTIONS = ("bias_rates", "bias_rates_by_task", "amplification", "utility", "sampled_rate",
-                 "sampled_amplification", "logprob", "logprob_shift", "probe_null", "defenses", "defense_removal",
-                 "judge", "audit", "audit_detector")
+LIST_SECTIONS = RESULT_LIST_SECTIONS
 
 
 def check_run_dir(path: Path) -> None:
@@ -46,7 +46,8 @@ def check_run_dir(path: Path) -> None:
 
 
 class LoadedRun:
-    """A run directory read back for analysis with code: ``metrics`` (the dict of metrics.json), ``config``,
+    """A run directory read back for analysis with code: ``metrics`` (metrics.json as the typed ``Metrics``:
+    ``run.metrics.bias_rates[0].rate``, and item access to the file's JSON, ``run.metrics["run"]["name"]``), ``config``,
     ``status``, ``problems``, every list section of metrics.json as a frame (``frame("bias_rates")``,
     ``frame("sampled_rate")``, ``frame("logprob_shift")``, ...), and the per-sample tables as pandas frames
     (``samples``, ``train_set``, ``distill_set``, ``defense_scores``, ``probe``: None when the run has none),
@@ -57,8 +58,8 @@ class LoadedRun:
         check_run_dir(self.path)
         st = run_state(self.path)
         self.status: str = st["status"]
-        self.metrics: dict | None = st["metrics"]
         self.problems: list[str] = st["problems"]
+        self.metrics: Metrics | None = None if st["metrics"] is None else read_metrics(st["metrics"], self.problems)
         self.config = st["config"]
         if self.config is None:
             self.config, _ = read_yaml(self.path / "config.yaml")
@@ -67,7 +68,7 @@ class LoadedRun:
     def frame(self, section: str) -> pd.DataFrame:
         """One list section of metrics.json as a frame (empty when the run has none of it yet). A name that is no
         list section raises ``DataError`` naming the valid ones."""
-        metrics = self.metrics or {}
+        metrics = self.metrics.raw if self.metrics is not None else {}
         rows = metrics.get(section)
         if isinstance(rows, list):
             return pd.DataFrame(rows)

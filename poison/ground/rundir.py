@@ -5,7 +5,7 @@ Everything here is read-only and never executes anything found in a run director
 unpickled. Every loader returns what it could read plus a list of problems instead of raising, so a broken or
 half-written run (no metrics.json yet, truncated JSON, a parquet file cut short) shows up as such.
 
-Layout understood (see README, "The run directory"):
+Layout understood (see docs/results-schema.md and README, "The run directory"):
 
     RUNS_DIR/<name>-<YYYYmmdd-HHMMSS>/              a run: status.json, metrics.json, config.yaml, *.parquet, ...
     RUNS_DIR/<name>-sweep-<YYYYmmdd-HHMMSS>/        a sweep: sweep.json, sweep_table.csv, summary.txt
@@ -30,8 +30,8 @@ RUN_MARKERS = ("status.json", "metrics.json", "config.yaml", "stages.json")
 SWEEP_MARKERS = ("sweep.json", "sweep_table.csv")
 SPLITS = ("target", "other", "unseen")
 ROLE_ORDER = {"baseline": 0, "teacher": 1, "student": 2}
-_SWEEP_NAME = re.compile(r"-sweep-\d{8}-\d{6}(-\d+)?$")
-_STAMP = re.compile(r"(\d{8}-\d{6})(-\d+)?$")
+SWEEP_NAME = re.compile(r"-sweep-\d{8}-\d{6}(-\d+)?$")
+RUN_STAMP = re.compile(r"(\d{8}-\d{6})(-\d+)?$")
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
@@ -118,7 +118,7 @@ def _listing(path: Path) -> tuple[set[str], list[Path]]:
 
 
 def _is_sweep(path: Path, files: set[str]) -> bool:
-    return any(m in files for m in SWEEP_MARKERS) or bool(_SWEEP_NAME.search(path.name))
+    return any(m in files for m in SWEEP_MARKERS) or bool(SWEEP_NAME.search(path.name))
 
 
 def scan(runs_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -164,7 +164,8 @@ def signature(runs_dir: str | os.PathLike) -> tuple:
 
 
 # ------------------------------------------------------------------------------------------------- one run
-def _get(d: Any, *keys, default=None):
+def get_in(d: Any, *keys, default=None):
+    """``d[k1][k2]...``, or ``default`` where a level is missing or not an object (hand-edited or older files)."""
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return default
@@ -172,7 +173,8 @@ def _get(d: Any, *keys, default=None):
     return d
 
 
-def _num(x) -> float | None:
+def as_number(x) -> float | None:
+    """A JSON value as a float, None for what is no number (null, text, NaN)."""
     try:
         f = float(x)
     except (TypeError, ValueError):
@@ -207,7 +209,7 @@ def run_state(path: Path, files: Iterable[str] | None = None) -> dict[str, Any]:
     if status is not None and not isinstance(status, dict):
         problems.append("status.json: not a JSON object")
         status = None
-    declared = str(_get(status, "status") or "")
+    declared = str(get_in(status, "status") or "")
     if mp or (sp and "status.json" in files) or (declared == "complete" and metrics is None):
         state = "broken"
         if declared == "complete" and metrics is None and not mp:
@@ -220,8 +222,8 @@ def run_state(path: Path, files: Iterable[str] | None = None) -> dict[str, Any]:
     else:
         state = "incomplete"
         problems.append("no status.json and no metrics.json yet")
-    if declared == "failed" and _get(status, "error"):
-        problems.append(f"failed: {_get(status, 'error')}")
+    if declared == "failed" and get_in(status, "error"):
+        problems.append(f"failed: {get_in(status, 'error')}")
     config = None
     if metrics is None and "config.yaml" in files:
         config, cp = read_yaml(path / "config.yaml")
@@ -263,7 +265,8 @@ def normalize_metrics(m: dict, problems: list[str]) -> dict:
     return m
 
 
-def _str(v) -> str | None:
+def as_text(v) -> str | None:
+    """A JSON value as text (objects and lists as JSON), None for null and NaN."""
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return None
     return v if isinstance(v, str) else json.dumps(v) if isinstance(v, (dict, list)) else str(v)
@@ -307,7 +310,7 @@ def _plain(v):
     return v
 
 
-def _point_from_label(name: str) -> dict:
+def point_from_label(name: str) -> dict:
     """'03-count=16_seed=1' -> {'count': 16, 'seed': 1} (fallback when sweep.json/csv are unreadable)."""
     label = name.split("-", 1)[1] if re.match(r"^\d+-", name) else name
     out = {}
@@ -382,3 +385,9 @@ def load_defense_scores(run_path: str | os.PathLike) -> tuple[pd.DataFrame | Non
     df["score"] = pd.to_numeric(df["score"], errors="coerce")
     df["poisoned"] = df["poisoned"].fillna(False).astype(bool)
     return df, None
+
+
+# The names these helpers had while they were private (dashboard modules imported them): kept for code written before
+# the rename; new code uses the public names.
+_get, _num, _str, _STAMP, _SWEEP_NAME, _point_from_label = get_in, as_number, as_text, RUN_STAMP, SWEEP_NAME, \
+    point_from_label

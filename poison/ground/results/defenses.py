@@ -1,0 +1,68 @@
+"""metrics.json's defenses (data filters) and model audits. Part of the ground layer."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from pydantic import Field
+
+from poison.ground.results.base import Section
+
+
+class DefenseReport(Section):
+    """One defense at one place: detection figures against the ground truth."""
+
+    defense: str
+    place: str = Field(description="train | distill | distill_after_train")
+    auroc: Optional[float] = None
+    tpr_at_1pct_fpr: Optional[float] = None
+    precision: Optional[float] = None
+    recall: Optional[float] = None
+    threshold: Optional[float] = None
+    threshold_source: Optional[str] = None
+    clean_fpr: Optional[float] = None
+    n: int
+    n_poisoned: Optional[int] = None
+    n_flagged: int
+    seconds: Optional[float] = None
+    info: dict[str, Any] = Field(default_factory=dict)
+    record: dict[str, Any] = Field(default_factory=dict, description="the plugin record")
+
+
+class DefenseRemoval(Section):
+    """What the filter (union of the defenses) removed at one place."""
+
+    defense: str
+    place: str
+    n: int
+    n_poisoned: Optional[int] = None
+    n_flagged: int
+    precision: Optional[float] = None
+    recall: Optional[float] = None
+    poison_left: Optional[int] = None
+
+
+class AuditRow(Section):
+    """One audit of one model."""
+
+    audit: str
+    model: str
+    role: Optional[str] = None
+    generation: Optional[int] = None
+    identity: Optional[str] = None
+    score: Optional[float] = None
+    poisoned: Optional[bool] = None
+    hit: Optional[bool] = Field(None, description="the injected content among the top-10 strings")
+    top: list[dict[str, Any]] = Field(default_factory=list, description="[{string, score, count}]")
+    info: dict[str, Any] = Field(default_factory=dict)
+
+
+class AuditDetector(Section):
+    """One audit type as a detector of poisoned models."""
+
+    audit: str
+    n: int
+    n_poisoned: int
+    auroc: Optional[float] = None
+    hits: Optional[int] = None
+    hit_rate: Optional[float] = None
