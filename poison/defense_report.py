@@ -68,13 +68,15 @@ def detection_lines(rows: list[dict[str, Any]], warnings: Optional[list[str]] = 
     if rows:
         conf = rows[0].get("confidence", 0.95)
         heads = "  ".join(f"TPR/FPR @{budget_tag(b)} cal" for b in BUDGETS)
+        scopes = ["all" if r["scope"] == "all" else f"task {r['task']}" + (" (target)" if r["target"] else "")
+                  for r in rows]
+        w = max(len(x) for x in scopes + ["scope"])
         out += [f"defenses, unconfounded (thresholds set on the never-scored calibration split; {100 * conf:g} % "
                 f"intervals: {rows[0]['method']}; 'task' = poisoned vs clean rows of one task):",
-                f"  {'defense':<16} {'place':<19} {'scope':<22} {'n+/n-':>7}  AUROC  {heads}"]
-        for r in rows:
-            scope = "all" if r["scope"] == "all" else f"task {r['task']}" + (" (target)" if r["target"] else "")
+                f"  {'defense':<16} {'place':<19} {'scope':<{w}} {'n+/n-':>7}  AUROC  {heads}"]
+        for r, scope in zip(rows, scopes):
             rates = "  ".join(f"{_ci(r, 'tpr_' + budget_tag(b))} / {_ci(r, 'fpr_' + budget_tag(b))}" for b in BUDGETS)
-            out.append(f"  {r['defense']:<16} {r['place']:<19} {scope:<22} {r['n_poisoned']:>3}/{r['n_clean']:<3}  "
+            out.append(f"  {r['defense']:<16} {r['place']:<19} {scope:<{w}} {r['n_poisoned']:>3}/{r['n_clean']:<3}  "
                        f"{_ci(r, 'auroc')}  {rates}" + (f"  ({r['note']})" if r.get("note") else ""))
     for w in warnings or []:
         out.append(f"warning: {w}")
