@@ -172,3 +172,16 @@ def test_writer_reference_error_and_warning(tmp_path, models_dir):
     raw["defense"]["defenses"][0]["allow_writer_reference"] = False
     with pytest.raises(ConfigError, match=r"is the data generator 'tiny-random-llama:1:64' \(data.generator.model\)"):
         writer_reference_checks(run_of(raw), data, ["train", "distill"])
+
+
+def test_dashboard_shows_detection_rows_with_intervals():
+    from dashboard.data import detection_records
+
+    row = {"defense": "ppl", "place": "train", "scope": "task", "task": "ads", "target": True, "n_poisoned": 8,
+           "n_clean": 24, "auroc": 0.81, "auroc_low": 0.64, "auroc_high": 0.94, "tpr_1pct": 0.125,
+           "tpr_1pct_low": None, "tpr_1pct_high": None, "fpr_5pct": None, "note": "n"}
+    rec = detection_records({"defense_detection": [row, {**row, "scope": "all", "task": None, "target": False}]})
+    assert rec[0]["scope"] == "task ads (target)" and rec[1]["scope"] == "all rows"
+    assert rec[0]["AUROC"] == "0.810 [0.640, 0.940]" and rec[0]["TPR at 1 % FPR budget"] == "0.125"
+    assert rec[0]["FPR at 5 % FPR budget"] is None and rec[0]["poisoned / clean"] == "8 / 24"
+    assert detection_records({}) == []
