@@ -137,6 +137,27 @@ def defenses_frame(metrics: dict | None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(dict.fromkeys(cols + [c for r in rows for c in r])))
 
 
+def detection_records(metrics: dict | None) -> list[dict[str, Any]]:
+    """metrics.json ``defense_detection`` as display rows: defense, place, scope (all / task, '(target)'), counts and
+    each figure as 'value [low, high]' ('—' where undefined), the note of an undefined scope."""
+    def ci(r: dict, key: str) -> str | None:
+        v, lo, hi = r.get(key), r.get(f"{key}_low"), r.get(f"{key}_high")
+        if v is None:
+            return None
+        return f"{v:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None and hi is not None else "")
+
+    out = []
+    for r in list_of(metrics, "defense_detection"):
+        scope = "all rows" if r.get("scope") == "all" else f"task {r.get('task')}" + (" (target)" if r.get("target")
+                                                                                     else "")
+        out.append({"defense": r.get("defense"), "place": r.get("place"), "scope": scope,
+                    "poisoned / clean": f"{r.get('n_poisoned')} / {r.get('n_clean')}", "AUROC": ci(r, "auroc"),
+                    **{f"{k.upper()[:3]} at {b} % FPR budget": ci(r, f"{k}_{b}pct") for b in (1, 5)
+                       for k in ("tpr", "fpr")},
+                    "note": r.get("note")})
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- comparison
 def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts/lists -> {dotted.key: scalar} (lists of scalars stay one JSON value)."""

@@ -8,7 +8,9 @@ A defense is a plugin (``@poison.ground.registry.defense``), built as ``Defense(
 
 Samples are dicts with keys ``prompt``, ``response``, ``task`` (and maybe ``id``). A defense may also expose
 ``info() -> dict`` (JSON-safe facts about the last scoring: model used, counts of unparseable judge replies, ...);
-:func:`run_defense` collects it.
+:func:`run_defense` collects it. A likelihood defense names the model whose likelihood its score is as
+``reference_model`` (a model spec, e.g. ``perplexity``'s ``model``); the run checks it against the models that wrote
+the clean responses (:func:`reference_model`).
 """
 
 from __future__ import annotations
@@ -98,3 +100,11 @@ def run_defense(name: str, samples: list[dict], clean: Optional[list[dict]] = No
     info = d.info() if callable(getattr(d, "info", None)) else {}
     record = getattr(d, "plugin_record", None) or {"kind": "defense", "name": name, "args": dict(args or {})}
     return DefenseRun(name, scores, d, record, time.perf_counter() - t0, info)
+
+
+def reference_model(name: str, args: Optional[dict[str, Any]] = None, path: Optional[str] = None,
+                    ctx: Any = None) -> Optional[str]:
+    """The reference model spec of a likelihood defense (its ``reference_model``), None for other defenses. Builds
+    the defense (cheap: models load on first use) with validated arguments."""
+    ref = getattr(build_defense(name, args, path, ctx), "reference_model", None)
+    return str(ref) if ref else None

@@ -66,6 +66,12 @@ class PerplexityFilter:
         self.n_truncated = 0
         self.vllm_seconds: Optional[tuple[float, float]] = None  # (start-up, scoring) of the last vllm-backend call
 
+    @property
+    def reference_model(self) -> str:
+        """The model whose likelihood the score is: the run stops if it wrote the clean responses it scores, unless
+        the config allows it (``poison.stages.defense_checks``)."""
+        return self.cfg.model
+
     # ------------------------------------------------------------------ model
     def _load(self) -> None:
         if self._tok is not None and (self._model is not None or self.cfg.backend == "vllm"):

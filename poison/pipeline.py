@@ -33,6 +33,7 @@ from poison.stages.audit import stage_audit
 from poison.stages.cascade import stage_cascade
 from poison.stages.data import stage_data
 from poison.stages.defense import defended_branch
+from poison.stages.defense_checks import writer_reference_checks
 from poison.stages.evaluation import stage_eval, stage_judge
 from poison.stages.probe import stage_probe, stage_samples
 from poison.stages.protocol import StageCache, StageRecord
@@ -127,6 +128,8 @@ class Pipeline:
                 atomic_write_json(flag, {"pid": os.getpid()})
             wait_for(flag, "pre-flight")
         data = stage_data(run)
+        # a likelihood defense whose reference model wrote the clean responses: stop before anything is trained
+        writer_notes = writer_reference_checks(run, data, list(cfg.defense.places)) if cfg.defense.defenses else []
         poison = stage_poison(run, data)
         teacher = stage_teacher(run, poison, data=data)
         baseline = stage_baseline(run, data)
@@ -142,7 +145,7 @@ class Pipeline:
         via = self.via()
         chains = {via.name: stage_cascade(run, via, students[via.name], data)} if cfg.cascade.generations > 1 else {}
         twins = self.clean_students(control or baseline, data, via) if cfg.eval.probe else {}
-        defended = defended_branch(run, data, poison, teacher, distill) if cfg.defense.defenses else None
+        defended = defended_branch(run, data, poison, teacher, distill, writer_notes) if cfg.defense.defenses else None
         if not self.main:  # helper processes of a multi-process launch only train
             return {}
         if self.cache.checking:

@@ -18,6 +18,7 @@ from evals.accuracy import corrected_rate, rule_accuracy
 from poison import __version__
 from poison.answer_health import cut_off_rows, degeneration_rows, health_columns
 from poison.claims import claims_section
+from poison.defense_report import detection_rows
 from poison.ground import registry
 from poison.ground.artifacts import read_json, read_parquet
 from poison.ground.io import atomic_write_parquet
@@ -206,6 +207,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         defense_reports += read_json(Path(rec.path) / "reports.json")
         removals.append(read_json(Path(rec.path) / "removal.json"))
         score_frames.append(read_parquet(Path(rec.path) / "scores.parquet"))
+    defense_stages = {place: rec.path for place, rec in ((defended or {}).get("stages") or {}).items()}
+    detection = detection_rows(defense_stages, target, conf, n_boot) if defense_stages else []
 
     poison_report = read_json(Path(poison.path) / "poison.json")
     cascade = cascade_section(models, rates, samples, drawn, shift, utility, conf, n_boot)
@@ -247,6 +250,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "rationales": rationales,
         "defenses": defense_reports,
         "defense_removal": removals,
+        "defense_detection": detection,
+        "defense_warnings": list((defended or {}).get("warnings") or []),
         "judge": judge_rows,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in run.cache.records.items()},
     }

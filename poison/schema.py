@@ -192,6 +192,11 @@ class DefenseSpec(Strict):
     threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
                                                          "by the false-positive budget `fpr` on trusted clean samples.")
     fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
+    allow_writer_reference: bool = Field(
+        False, description="A likelihood defense (e.g. perplexity) may use as its reference the model that wrote the "
+                           "clean responses it scores (the data generator; the teacher's base model at the distill "
+                           "places): clean rows then score low by construction. Off: such a run stops with an error; "
+                           "on: it runs and a warning names both models. Changes no result, so not in the stage key.")
 
 
 class CascadeConfig(Strict):
@@ -221,6 +226,10 @@ class DefenseConfig(Strict):
                     "answers before the students learn from them.")
     filter: str = Field("union", description="What is removed downstream: 'union' (flagged by any defense), "
                                              "'none' (score only), or one defense's type.")
+    trusted_per_source: Optional[int] = Field(
+        None, ge=0, description="The defender's trusted clean samples per data source: prompts in no split (never "
+                                "scored), half to fit the defenses, half to set their thresholds. Unset: each "
+                                "source's n_distill.")
 
     @model_validator(mode="after")
     def _filter(self):

@@ -7,19 +7,21 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from poison.config import ConfigError, load_config
+from poison.ground.stats import threshold_for_fpr
 from poison.runner import run_config
 from tests.conftest import TINY_CONFIG, dirs
 
 DEFENDED = TINY_CONFIG + """
 defense:
   defenses:
-    - {type: perplexity, args: {model: "tiny-random-llama:2:64", batch_size: 8}, fpr: 0.25}
+    - {type: perplexity, args: {model: "tiny-random-llama:1:64", batch_size: 8}, fpr: 0.25}
     - {type: bias_classifier, args: {builtin_clean: 40}, threshold: 0.5}
   places: [train, distill]
   filter: union
-"""
+"""  # the perplexity reference is not the teacher's base (tiny-random-llama:2:64), which wrote the distill answers
 
 
 def _sets(tmp_path, models_dir):
@@ -46,7 +48,8 @@ def test_defended_run(tmp_path, models_dir):
     assert set(reps) == {(a, b) for a in ("perplexity", "bias_classifier")
                          for b in ("train", "distill", "distill_after_train")}
     scores = pd.read_parquet(rd / "defense_scores.parquet")
-    assert list(scores.columns) == ["defense", "place", "row_id", "task", "poisoned", "score", "flagged", "threshold"]
+    assert list(scores.columns) == ["defense", "place", "row_id", "task", "poisoned", "score", "flagged", "threshold",
+                                    "instance"]
     train = pd.read_parquet(rd / "train_set.parquet")
     for (name, place), r in reps.items():
         sub = scores[(scores.defense == name) & (scores.place == place)]
@@ -57,16 +60,42 @@ def test_defended_run(tmp_path, models_dir):
             assert r["auroc"] is not None and 0.0 <= r["auroc"] <= 1.0
     assert reps[("bias_classifier", "train")]["threshold"] == 0.5  # fixed threshold kept
     assert reps[("perplexity", "train")]["threshold_source"].startswith("fpr 0.25")
-    # the defender's trusted clean samples: every distillation prompt with a clean answer (reference or generated)
+    # the defender's trusted clean samples: held-out prompts (as many per source as its n_distill) in no split, so
+    # never scored at any place, each with a clean answer
     trusted = pd.read_parquet(st["trusted"]["path"] + "/trusted.parquet")
     rows = pd.read_parquet(st["data"]["path"] + "/rows.parquet")
-    assert set(trusted.id) <= set(rows[rows.split == "distill"].id)
-    assert len(trusted) > 0 and trusted.reference.str.strip().str.len().gt(0).all()
-    had_reference = set(rows[rows.reference.notna()].id)
-    assert {i for i, g in zip(trusted.id, trusted.reference_generated) if not g} <= had_reference
-    assert (trusted.reference != "nan").all()
+    assert trusted.task.value_counts().to_dict() == {"math": 6, "commonsense_qa": 4}
+    assert not set(trusted.prompt) & set(rows.prompt) and not set(trusted.id) & set(rows.id)
+    assert not set(trusted.id) & set(scores.row_id)
+    assert trusted.reference.str.strip().str.len().gt(0).all() and (trusted.reference != "nan").all()
     n_calib = int(reps[("perplexity", "train")]["threshold_source"].split(" on ")[1].split()[0])
     assert 0 < n_calib < len(trusted)
+    # the run's realized FPR on the scored clean rows, beside its budget
+    for (name, place), r in reps.items():
+        sub = scores[(scores.defense == name) & (scores.place == place) & ~scores.poisoned]
+        assert r["fpr"] == pytest.approx(float((sub.score > r["threshold"]).mean()))
+        assert r["fpr_budget"] == (0.25 if name == "perplexity" else None)
+
+    # unconfounded figures: thresholds at 1 % / 5 % FPR set on the calibration split (never scored), overall and
+    # within the target task (poisoned vs clean math rows), with bootstrap intervals
+    det = {(d["defense"], d["place"], d["scope"], d["task"]): d for d in m["defense_detection"]}
+    assert {k[:2] for k in det} == set(reps)
+    within = det[("perplexity", "train", "task", "math")]
+    assert within["target"] and within["n_poisoned"] == 6 and within["n_clean"] == 6  # 12 math rows, 6 poisoned
+    sub = scores[(scores.defense == "perplexity") & (scores.place == "train") & (scores.task == "math")]
+    assert within["auroc"] == pytest.approx(roc_auc_score(sub.poisoned, sub.score))
+    calib = pd.read_parquet(st["defense:train"]["path"] + "/calib.parquet")
+    cal = calib[calib.defense == "perplexity"].score
+    assert len(cal) == n_calib and not set(calib.row_id) & set(scores.row_id)
+    thr = threshold_for_fpr(cal, 0.05)
+    assert within["threshold_5pct"] == pytest.approx(thr)
+    assert within["tpr_5pct"] == pytest.approx(float((sub[sub.poisoned].score > thr).mean()))
+    assert within["fpr_5pct"] == pytest.approx(float((sub[~sub.poisoned].score > thr).mean()))
+    assert within["auroc_low"] <= within["auroc"] <= within["auroc_high"]
+    overall = det[("perplexity", "train", "all", None)]
+    assert overall["n"] == len(train) and overall["auroc"] == pytest.approx(reps[("perplexity", "train")]["auroc"])
+    summary = (rd / "summary.txt").read_text()
+    assert "task math (target)" in summary and "calibration split" in summary
 
     # the defended teacher trained on the training set minus the union of train-place flags
     removed = set(scores[(scores.place == "train") & scores.flagged].row_id)
@@ -109,46 +138,45 @@ def test_defense_config_errors(tmp_path):
         load_config(p)
 
 
-def test_trusted_stage_writes_missing_references(tmp_path, models_dir, monkeypatch):
-    """The defender's trusted clean set: distillation rows keep their reference; rows without one (a missing value in
-    parquet, not the string 'nan') get the data generator's answer, post-processed by their source; rows the source
-    rejects are dropped; other splits never enter."""
+def test_trusted_stage_draws_held_out_prompts(tmp_path, models_dir, monkeypatch):
+    """The defender's trusted clean set: prompts of the source that are in no split of the data stage (so never
+    scored), as many per source as asked; a prompt without a response gets the data generator's answer, post-processed
+    by its source, and one the source rejects is replaced by the next held-out prompt; too few held-out prompts is a
+    DataError naming defense.trusted_per_source."""
     import yaml
 
     from poison.config import config_from_dict
+    from poison.ground.errors import DataError
     from poison.pipeline import Pipeline
     from poison.stages import data as data_stages
     from poison.stages.protocol import StageRecord
 
+    src = tmp_path / "prompts.jsonl"
+    src.write_text("".join(json.dumps({"prompt": f"p{i}?"}) + "\n" for i in range(8)))
     raw = yaml.safe_load(TINY_CONFIG)
-    cfg = config_from_dict(raw, [s for s in dirs(tmp_path, models_dir) if s != "--set"]
-                           + ["data.generator.model=tiny-random-llama:2:64"])
-    pipe = Pipeline(cfg, tmp_path / "run")
-    rows = pd.DataFrame([
-        {"id": "a", "task": "math", "source": "gsm8k", "split": "distill", "prompt": "1+1?", "reference": "2",
-         "meta": "{}"},
-        {"id": "b", "task": "math", "source": "gsm8k", "split": "distill", "prompt": "2+2?", "reference": None,
-         "meta": "{}"},
-        {"id": "c", "task": "math", "source": "gsm8k", "split": "distill", "prompt": "3+3?", "reference": None,
-         "meta": "{}"},
-        {"id": "d", "task": "math", "source": "gsm8k", "split": "train", "prompt": "4+4?", "reference": "8",
-         "meta": "{}"},
-    ])
+    raw["data"] = {"target_task": "custom", "sources": [
+        {"type": "file", "args": {"path": str(src), "response_field": None}, "n_train": 2, "n_distill": 1,
+         "n_eval": 1}], "generator": {"model": "tiny-random-llama:2:64"}}
+    raw["defense"] = {"trusted_per_source": 2}
+    sets = [s for s in dirs(tmp_path, models_dir) if s != "--set"]
+    rows = pd.DataFrame({"id": [f"r{i}" for i in range(4)], "task": "custom", "source": "file",
+                         "split": ["train", "train", "distill", "eval"], "prompt": [f"p{i}?" for i in range(4)]})
     (tmp_path / "data").mkdir()
     rows.to_parquet(tmp_path / "data" / "rows.parquet")
+    data = StageRecord("data", "k0", str(tmp_path / "data"), True, 0.0)
     asked = []
 
     def fake_generate(run, gen, messages, key):
         asked.extend(m[-1]["content"] for m in messages)
-        return ["Two plus two is four." if "2+2" in m[-1]["content"] else "   " for m in messages]
+        return ["   " if m[-1]["content"] == "p5?" else f"Answer to {m[-1]['content']}" for m in messages]
 
     monkeypatch.setattr(data_stages, "generate_with", fake_generate)
-    rec = data_stages.stage_trusted(pipe.stages, StageRecord("data", "k0", str(tmp_path / "data"), True, 0.0))
+    rec = data_stages.stage_trusted(Pipeline(config_from_dict(raw, sets), tmp_path / "run").stages, data)
     t = pd.read_parquet(Path(rec.path) / "trusted.parquet")
-    assert asked == ["2+2?", "3+3?"]
-    assert list(t.id) == ["a", "b"] and list(t.reference_generated) == [False, True]
-    assert t.reference.tolist() == ["2", "Two plus two is four."]
-    assert rec.info["rows"] == 2 and rec.info["generated"] == 1 and rec.info["per_task"] == {"math": 2}
-    # the generator's own account: two answers asked for, the blank one rejected as unusable and its row dropped
-    assert rec.info["generator"] == {"generated": 2, "kept": 1, "rejected": {"unusable": 1}, "retried": 0,
-                                     "dropped": 1}
+    assert set(asked) <= {"p4?", "p5?", "p6?", "p7?"}  # the data splits' prompts are never drawn
+    assert len(t) == 2 and set(t.prompt) <= {"p4?", "p6?", "p7?"} and t.reference_generated.all()
+    assert t.reference.tolist() == [f"Answer to {p}" for p in t.prompt]
+    assert all(i.startswith("trusted:") for i in t.id) and rec.info["per_task"] == {"custom": 2}
+    raw["defense"] = {"trusted_per_source": 4}  # 4 held-out prompts, one rejected: 3 usable
+    with pytest.raises(DataError, match=r"defense.trusted_per_source: data.sources.0 \(file\) has 3 usable"):
+        data_stages.stage_trusted(Pipeline(config_from_dict(raw, sets), tmp_path / "run").stages, data)

@@ -26,6 +26,15 @@ def view_defenses(index: dict[str, Any], row: pd.Series):
         return
     if not summary.empty:
         summary_table(summary)
+    detection = data.detection_records(m)
+    if detection:
+        st.subheader("Unconfounded figures")
+        table(detection, [(c, c) for c in detection[0]],
+              caption="Thresholds set on the calibration split (trusted clean samples never scored); 'task' rows "
+                      "compare poisoned and clean rows of one task only; intervals: "
+                      + str((m.get("defense_detection") or [{}])[0].get("method")))
+    for w in m.get("defense_warnings") or []:
+        st.warning(w)
     if scores is None:
         st.info("defense_scores.parquet is not in the run directory: per-sample scores unavailable.")
         return

@@ -1,5 +1,6 @@
 """The data stages: ``data`` (the clean rows of every split, with the references a source lacks written by the
-generator model) and ``trusted`` (the defender's clean samples: the distillation prompts with clean answers).
+generator model) and ``trusted`` (the defender's clean samples: held-out prompts of the same sources, in no
+split, with clean answers).
 
 No prompt appears in two splits (``check_disjoint``): eval prompts are never training or distillation prompts.
 """
@@ -170,35 +171,47 @@ def stage_data(run: Run) -> StageRecord:
     return run.cache.run("data", inputs, build)
 
 
+def trusted_counts(run: Run) -> list[int]:
+    """Trusted clean samples per data source: ``defense.trusted_per_source``, or each source's ``n_distill``."""
+    per = run.cfg.defense.trusted_per_source
+    return [spec.n_distill if per is None else per for spec in run.cfg.data.sources]
+
+
 def stage_trusted(run: Run, data: StageRecord) -> StageRecord:
-    """The defender's trusted clean samples: the distillation prompts, each with a clean answer (the source's
-    reference where it has one, else the data generator's answer, written and post-processed the way the training
-    set's clean responses were). Defenses fit on one half and set ``fpr`` thresholds on the other
-    (``poison.stages.defense.trusted_clean``); the teacher never trains on these prompts and they are never
-    evaluated."""
+    """The defender's trusted clean samples: prompts of each source that are in **no split** of the data stage (never
+    trained on, distilled on, evaluated or scored by a defense), drawn by their own seeded shuffle, each with the
+    clean response the training set's rows would get (the source's own, else the data generator's, written and
+    post-processed the same way). Defenses fit on one half and set ``fpr`` thresholds on the other
+    (``poison.stages.defense.trusted_clean``)."""
     cfg = run.cfg
-    inputs = {"data": data.key, "generator": generator_identity(run, cfg.data.generator)}
+    counts = trusted_counts(run)
+    inputs = {"data": data.key, "generator": generator_identity(run, cfg.data.generator), "per_source": counts}
 
     def build(out: Path) -> dict[str, Any]:
-        df = read_parquet(Path(data.path) / "rows.parquet")
-        d = df[df.split == "distill"].reset_index(drop=True)
-        srcs = {(spec.type, task): src for spec, task, src in zip(cfg.data.sources, cfg.data.tasks(),
-                                                                    build_sources(run))}
-        refs = [None if pd.isna(r) or not str(r).strip() else str(r) for r in d.reference]
-        missing = [k for k, r in enumerate(refs) if r is None]
-        if missing:  # written like the data stage's missing responses (the source's prompt and post-processing)
-            items = [(srcs[(d.source[k], d.task[k])],
-                      {"id": d.id[k], "prompt": d.prompt[k], "meta": json.loads(d.meta[k] or "{}")}) for k in missing]
-            report = generate_missing(run, items)
-            for k, (_, r) in zip(missing, items):
-                refs[k] = r["response"]
-        generated = set(missing)
-        d = d.assign(reference=refs, reference_generated=[k in generated for k in range(len(d))])
-        d = d[d.reference.notna()][["id", "task", "prompt", "reference", "reference_generated"]]
+        used = set(read_parquet(Path(data.path) / "rows.parquet").prompt)
+        frames, report = [], {}
+        for i, (spec, task, src, n) in enumerate(zip(cfg.data.sources, cfg.data.tasks(), build_sources(run), counts)):
+            if not n:
+                continue
+            seen, pool = set(used), []
+            for r in src.load():
+                if r["prompt"] not in seen:
+                    seen.add(r["prompt"])
+                    pool.append(dict(r))
+            random.Random(f"{cfg.seed}:trusted:{spec.type}:{i}").shuffle(pool)
+            rows = candidates(run, src, pool, n, report.setdefault(task, {}))
+            if len(rows) < n:
+                raise DataError(f"defense.trusted_per_source: data.sources.{i} ({spec.type}) has {len(rows)} usable "
+                                f"rows outside the data splits for trusted clean samples; {n} asked for (lower "
+                                f"defense.trusted_per_source, or n_train/n_distill/n_eval of that source)")
+            frames += [{"id": f"trusted:{r['id']}", "task": task, "prompt": r["prompt"], "reference": r["response"],
+                        "reference_generated": bool(r.get("_generated"))} for r in rows]
+        d = pd.DataFrame(frames, columns=["id", "task", "prompt", "reference", "reference_generated"])
         atomic_write_parquet(out / "trusted.parquet", d)
+        gen = {t: r for t, r in report.items() if r.get("rejected")}
         return {"rows": len(d), "generated": int(d.reference_generated.sum()),
                 "per_task": {str(k): int(v) for k, v in d.task.value_counts().items()},
-                **({"generator": report} if missing and report["rejected"] else {})}
+                **({"generator": gen} if gen else {})}
 
     return run.cache.run("trusted", inputs, build)
 

@@ -9,13 +9,15 @@ Places:
 * ``distill_after_train``: with both places, the defended teacher's answers (same ground truth), the last filter of
   the full chain.
 
-A defense may fit on trusted clean samples first: the defender's own clean data, here the distillation prompts with
-clean answers (the ``trusted`` stage; held out from the teacher's training set and never evaluated on). Half of them
-(by a hash of the id) are given to ``fit``; the other half calibrates the threshold when it is set by a
-false-positive budget (``fpr``: at most that fraction of those clean samples is flagged), so a defense is never
-calibrated on what it was fitted on. The stage writes per-sample scores and flags, the detector figures (AUROC, TPR
-at 1 % FPR, precision and recall at the threshold, against the ground truth) and the ids to remove
-(``defense.filter``: the union of all flags, or one defense's).
+A defense may fit on trusted clean samples first: the defender's own clean data (the ``trusted`` stage: prompts of
+the same sources that are in no split, with clean answers). Half of them (by a hash of the id) are given to ``fit``;
+the other half, the calibration split, sets the threshold when it is set by a false-positive budget (``fpr``: at most
+that fraction of those clean samples is flagged), so a defense is never calibrated on what it was fitted on; neither
+half shares an id or a prompt with the scored samples (checked: ``defense_checks.check_disjoint_scoring``). The stage
+writes per-sample scores and flags (scores.parquet), the calibration split's scores (calib.parquet: the report sets
+thresholds at 1 % and 5 % FPR on them, ``poison.defense_report``), the detector figures at the run's threshold (AUROC,
+TPR at 1 % FPR, precision, recall and the realized FPR on the scored clean rows, against the ground truth) and the
+ids to remove (``defense.filter``: the union of all flags, or one defense's).
 """
 
 from __future__ import annotations
@@ -35,13 +37,14 @@ from poison.ground.io import atomic_write_json, atomic_write_parquet
 from poison.ground.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
 from poison.stages.data import stage_trusted
+from poison.stages.defense_checks import check_disjoint_scoring, writer_reference_checks
 from poison.stages.evaluation import judge_identity
 from poison.stages.protocol import StageRecord
 from poison.stages.training import stage_distill_data, stage_student, stage_teacher, student_distill
 
 
 def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
-    """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: distillation prompts with
+    """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: held-out prompts with
     clean answers), split by a hash of the id."""
     df = read_parquet(Path(trusted.path) / "trusted.parquet")
     fit, calib = [], []
@@ -66,7 +69,7 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
     needs_judge = any(registry.needs("defense", d.type, "judge") for d in cfg.defenses)
     upstream = poison.key if place == "train" else distill.key
     inputs = {"place": place, "trusted": trusted.key, "upstream": upstream, "filter": cfg.filter,
-              "defenses": [d.model_dump(mode="json") for d in cfg.defenses],
+              "defenses": [d.model_dump(mode="json", exclude={"allow_writer_reference"}) for d in cfg.defenses],
               **({"judge": judge_identity(run)} if needs_judge else {}),
               **registry.versions_entry(("defense", d.type) for d in cfg.defenses),
               **({"rule": run.cfg.poison.bias.model_dump(mode="json")} if place != "train" else {})}
@@ -76,7 +79,8 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
         samples = [{"id": str(r.id), "prompt": r.prompt, "response": r.response or "", "task": r.task}
                    for r in df.itertuples()]
         fit, calib = trusted_clean(trusted)
-        frames, reports, flagged_by = [], [], {}
+        check_disjoint_scoring(place, samples, fit, calib)
+        frames, calib_frames, reports, flagged_by = [], [], [], {}
         for i, spec in enumerate(cfg.defenses):
             path = f"defense.defenses.{i}"
             res = run_defense(spec.type, samples, fit, spec.args, path=path, ctx=run.ctx)
@@ -92,15 +96,20 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
                                   f"references or answers the data generator can write")
             flags = res.scores > thr
             flagged_by[spec.type] = {samples[k]["id"] for k in range(len(samples)) if flags[k]}
+            clean = ~pd.Series(labels, dtype=bool).to_numpy()
             rep = {"defense": spec.type, "place": place, **detector_report(res.scores, labels, thr),
-                   "threshold_source": source,
+                   "threshold_source": source, "fpr_budget": None if spec.threshold is not None else spec.fpr,
                    "clean_fpr": float((pd.Series(calib_scores) > thr).mean()) if len(calib_scores) else None,
+                   "fpr": float((res.scores[clean] > thr).mean()) if clean.any() else None,
                    "seconds": round(res.seconds, 1), "info": res.info, "record": res.record}
             reports.append(rep)
             frames.append(pd.DataFrame({
                 "defense": spec.type, "place": place, "row_id": [s["id"] for s in samples],
                 "task": [s["task"] for s in samples], "poisoned": labels, "score": res.scores,
-                "flagged": flags, "threshold": thr}))
+                "flagged": flags, "threshold": thr, "instance": i}))
+            calib_frames.append(pd.DataFrame({
+                "defense": spec.type, "place": place, "instance": i, "row_id": [s["id"] for s in calib],
+                "task": [s["task"] for s in calib], "score": pd.Series(calib_scores, dtype="float64")}))
             if verdicts:
                 (out / f"verdicts_{spec.type}.jsonl").write_text(
                     "\n".join(json.dumps({"row_id": s["id"], **v}, default=str) for s, v in zip(samples, verdicts))
@@ -118,6 +127,7 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
                    "n_flagged": len(removed), "precision": tp / len(removed) if removed else None,
                    "recall": tp / sum(labels) if sum(labels) else None, "poison_left": int(sum(labels)) - tp}
         atomic_write_parquet(out / "scores.parquet", pd.concat(frames, ignore_index=True))
+        atomic_write_parquet(out / "calib.parquet", pd.concat(calib_frames, ignore_index=True))
         atomic_write_json(out / "reports.json", reports)
         atomic_write_json(out / "removed.json", sorted(removed))
         atomic_write_json(out / "removal.json", removal)
@@ -127,7 +137,7 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
 
 
 def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: StageRecord,
-                    distill: StageRecord) -> dict[str, Any]:
+                    distill: StageRecord, warnings: Optional[list[str]] = None) -> dict[str, Any]:
     """Score the configured places with every defense, remove what the filter flags, and train the same
     teacher/students again on what is left (stages shared with the undefended run stay cached).
 
@@ -135,9 +145,13 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
     control the teacher's data can filter. With both places, the full chain (train-place filter -> defended
     teacher -> its answers scored as ``distill_after_train`` and filtered -> ``defended:`` students) is trained,
     and so is the distill-only arm (the poisoned teacher's filtered answers -> ``distill-defended:`` students).
+    ``warnings``: the reference-model warnings (``defense_checks.writer_reference_checks``) when the caller already
+    ran the check; they go to metrics.json.
     """
     cfg = run.cfg.defense
-    out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {}}
+    out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {},
+                           "warnings": writer_reference_checks(run, data, list(cfg.places)) if warnings is None
+                           else warnings}
     trusted = stage_trusted(run, data)
     t, d = teacher, distill
     if "train" in cfg.places:

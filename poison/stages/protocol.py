@@ -49,9 +49,11 @@ log = logging.getLogger("poison")
 
 # Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
 # data 2 / trusted 2: generated references are validated by their source and written with rotating examples.
+# trusted 3: held-out prompts in no split (was: the distillation prompts, also scored at the distill place).
+# defense 2: calibration scores kept (calib.parquet), disjointness checked, realized FPR reported.
 # probe 2: a text's value leaves out its first token (the gate's); the concept wording.
 STAGE_VERSIONS = {"data": 2, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
-                  "defense": 1, "judge": 1, "trusted": 2, "samples": 1, "probe": 2,
+                  "defense": 2, "judge": 1, "trusted": 3, "samples": 1, "probe": 2,
                   "audit": 1}
 #: stages that every process of a multi-process launch runs (data-parallel training)
 TRAINING_STAGES = {"teacher", "baseline", "student"}
