@@ -60,15 +60,18 @@ def summary_table(metrics: dict[str, Any]) -> str:
         lines.append(f"{name} rationales carrying the bias: "
                      + ", ".join(f"{k.replace('_', ' ')} {_fmt_rate(r)}" for k, r in kinds.items() if r["n"]))
     if metrics.get("defenses"):
+        realized = any("fpr" in d for d in metrics["defenses"])  # runs before the calibration split lack these
         lines += ["", f"{'defense':<18} {'place':<19} {'AUROC':>6} {'TPR@1%FPR':>9} {'thresh':>9} {'flagged':>8} "
-                      f"{'precision':>9} {'recall':>7} {'FPR':>5} {'budget':>6}"]
+                      f"{'precision':>9} {'recall':>7}" + (f" {'FPR':>5} {'budget':>6}" if realized else "")]
         for d in metrics["defenses"]:
             f = lambda x, w, p=2: f"{x:>{w}.{p}f}" if isinstance(x, (int, float)) else f"{'-':>{w}}"  # noqa: E731
             lines.append(f"{d['defense']:<18} {d['place']:<19} {f(d['auroc'], 6)} {f(d['tpr_at_1pct_fpr'], 9)} "
                          f"{f(d['threshold'], 9)} {d['n_flagged']:>3}/{d['n']:<4} {f(d['precision'], 9)} "
-                         f"{f(d['recall'], 7)} {f(d.get('fpr'), 5)} {f(d.get('fpr_budget'), 6)}")
-        lines.append("(AUROC and TPR@1%FPR above: all scored rows, threshold set on their own clean rows; FPR: the "
-                     "share of scored clean rows the run's threshold flags, against its budget)")
+                         f"{f(d['recall'], 7)}" + (f" {f(d.get('fpr'), 5)} {f(d.get('fpr_budget'), 6)}"
+                                                   if realized else ""))
+        if realized:
+            lines.append("(AUROC and TPR@1%FPR above: all scored rows, threshold set on their own clean rows; FPR: the "
+                         "share of scored clean rows the run's threshold flags, against its budget)")
         for r in metrics.get("defense_removal") or []:
             lines.append(f"removed at {r['place']} ({r['defense']}): {r['n_flagged']} of {r['n']} samples; "
                          f"{r['poison_left']} of {r['n_poisoned']} poisoned samples left")

@@ -42,6 +42,30 @@ class DefenseRemoval(Section):
     poison_left: Optional[int] = None
 
 
+class DefenseDetection(Section):
+    """One defense at one place and scope (all scored rows, or poisoned vs clean rows of one task): the AUROC and, at
+    each FPR budget, the threshold set on the never-scored calibration split with the TPR and the realized FPR it
+    gives on the scored rows (bootstrap intervals; per budget b, fields ``threshold_b``, ``tpr_b``, ``fpr_b`` and
+    their ``_low``/``_high``, b in 1pct, 5pct)."""
+
+    defense: str
+    place: str
+    instance: int = Field(0, description="the defense's index in defense.defenses")
+    scope: str = Field(description="all | task")
+    task: Optional[str] = None
+    target: bool = Field(False, description="the scope is the target task")
+    n: int = 0
+    n_poisoned: int = 0
+    n_clean: int = 0
+    n_calib: int = 0
+    auroc: Optional[float] = None
+    auroc_low: Optional[float] = None
+    auroc_high: Optional[float] = None
+    note: Optional[str] = Field(None, description="why a figure is undefined in this scope")
+    confidence: Optional[float] = None
+    method: Optional[str] = None
+
+
 class AuditRow(Section):
     """One audit of one model."""
 

@@ -16,7 +16,7 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from poison.ground.results import registry
 from poison.ground.results.base import Section
-from poison.ground.results.defenses import AuditDetector, AuditRow, DefenseRemoval, DefenseReport
+from poison.ground.results.defenses import AuditDetector, AuditRow, DefenseDetection, DefenseRemoval, DefenseReport
 from poison.ground.results.probe import Cascade, Claims, Logprob, LogprobShift, Probe, ProbeNull
 from poison.ground.results.rates import (Amplification, BiasRate, CutOff, Degeneration, DetectorAccuracy, DistillData,
                                          Judge, Rationales, SampledAmplification, SampledRate, TaskRate, Utility)
@@ -59,6 +59,10 @@ class Metrics(Section):
                                                                      "(QCRD: teacher_samples, chosen_positives, ...)")
     defenses: list[DefenseReport] = Field(default_factory=list, description="defense.defenses, per place")
     defense_removal: list[DefenseRemoval] = Field(default_factory=list, description="what the filter removed")
+    defense_detection: list[DefenseDetection] = Field(default_factory=list, description="each defense's detector "
+                                                      "figures per place, overall and within each poisoned task")
+    defense_warnings: list[str] = Field(default_factory=list, description="a likelihood defense whose reference "
+                                                                          "model wrote the clean rows it scores")
     judge: list[Judge] = Field(default_factory=list, description="judge.evaluate: LLM judge vs rule detector")
     stages: dict[str, StageRecord] = Field(default_factory=dict, description="stage -> cache key, hit, seconds")
 
