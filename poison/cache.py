@@ -325,7 +325,13 @@ def cmd_gc(cache: Path, older_than: Optional[str], max_size: Optional[str], forc
         finally:
             if lock is not None:
                 lock.release()
-    for e in es + ds:
+    for e in ds:  # derived from an artifact removed just now
+        if e.path.exists() and not protected.get(e.path) and e.source and not Path(e.source).exists() \
+                and not dry_run:
+            remove(e.path)
+            freed += e.size
+            print(f"removed derived folder {e.stage}/{e.key} ({human(e.size)}): its artifact is gone", file=out)
+    for e in (es if age is not None or cap is not None else []) + ds:
         if protected.get(e.path):
             kept += 1
             print(f"kept {'derived folder ' if e.derived else ''}{e.stage}/{e.key}: {protected[e.path]}", file=out)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -209,3 +210,15 @@ def test_a_recomputed_artifact_makes_its_derived_folder_stale(trained, tmp_path)
     assert len(lines.lines) == 1 and "earlier copy of its artifact" in lines.lines[0]
     assert not same_weights(load_causal_lm(folder)[0], before)
     assert same_weights(load_causal_lm(folder)[0], load_merged(copy, base, dtype="float32", merge_in="float32"))
+
+
+def test_gc_removes_the_derived_folder_of_an_artifact_it_removes(trained, tmp_path):
+    cache, art, base = trained
+    copy = tmp_path / "cache" / "stages" / "teacher" / art.name
+    shutil.copytree(art, copy)
+    folder = ensure_merged(copy, base, dtype="float32", merge_in="float32")
+    os.utime(copy / "_stage.json", (1, 1))
+    os.utime(folder / "_derived.json", (time.time() + 60,) * 2)  # used later than its artifact: not too old itself
+    r = cache_cli("gc", "--cache-dir", str(tmp_path / "cache"), "--older-than", "1d", "--runs-dir", str(tmp_path))
+    assert r.returncode == 0 and not copy.exists() and not folder.exists(), r.stdout
+    assert "its artifact is gone" in r.stdout
