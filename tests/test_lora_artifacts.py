@@ -222,3 +222,34 @@ def test_gc_removes_the_derived_folder_of_an_artifact_it_removes(trained, tmp_pa
     r = cache_cli("gc", "--cache-dir", str(tmp_path / "cache"), "--older-than", "1d", "--runs-dir", str(tmp_path))
     assert r.returncode == 0 and not copy.exists() and not folder.exists(), r.stdout
     assert "its artifact is gone" in r.stdout
+
+
+def test_model_table_fields_of_each_layout(tmp_path):
+    """A LoRA artifact's engine folder is its derived merged folder (built by ``ready``); an artifact written before
+    adapters alone were kept, and a full fine-tune, use their own ``model/`` (old caches stay usable as they are)."""
+    from types import SimpleNamespace
+
+    from poison.stages.engine import trained_fields
+
+    def artifact(name, model, adapter):
+        art = tmp_path / "cache" / "stages" / "teacher" / name
+        for sub, make in (("model", model), ("adapter", adapter)):
+            if make:
+                (art / sub).mkdir(parents=True)
+                (art / sub / ("config.json" if sub == "model" else "adapter_config.json")).write_text("{}")
+        return art
+
+    lora, resolve = SimpleNamespace(finetune="lora"), lambda spec: Path("/m/base")
+    new = artifact("0000000000000001", model=False, adapter=True)
+    assert trained_fields(new, lora, resolve, "bfloat16") == {
+        "path": str(tmp_path / "cache" / "derived" / "teacher" / "0000000000000001-bfloat16"),
+        "tokenizer": str(new / "tokenizer"), "adapter": str(new / "adapter"), "adapter_base": "/m/base",
+        "artifact": str(new)}
+    old = artifact("0000000000000002", model=True, adapter=True)
+    assert trained_fields(old, lora, resolve, "bfloat16") == {
+        "path": str(old / "model"), "tokenizer": str(old / "model"), "adapter": str(old / "adapter"),
+        "adapter_base": "/m/base"}
+    full = artifact("0000000000000003", model=True, adapter=False)
+    assert trained_fields(full, SimpleNamespace(finetune="full"), resolve, "bfloat16") == {
+        "path": str(full / "model"), "tokenizer": str(full / "model")}
+    assert ensure_merged(full, "/m/base", dtype="bfloat16", merge_in="float32") == full / "model"
