@@ -70,9 +70,9 @@ def run_arm(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         info = finetune(base, rows, ft, Path(tmp) / "out", dtype=dtype, device=device)
-        from transformers import AutoModelForCausalLM
+        from poison.ground.merged import load_merged, merge_dtype
 
-        merged = AutoModelForCausalLM.from_pretrained(Path(tmp) / "out" / "model")
+        merged = load_merged(Path(tmp) / "out", base, dtype="float32", merge_in=merge_dtype(dtype, device))
         merged_params = sum(p.numel() for p in merged.parameters())
     peak = (torch.cuda.max_memory_allocated() if device == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)

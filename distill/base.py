@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from poison.ground.context import RunContext
+from poison.ground.artifacts import check_model_folder
 from poison.ground.errors import TrainingError
+from poison.ground.merged import adapter_only, load_merged, merge_dtype
 
 
 @dataclass
@@ -22,10 +24,14 @@ class DistillJob:
 
     student        the StudentSpec (model, finetune, lora, qlora, train settings, name)
     student_base   the student's base model, resolved to a local folder
-    teacher_model  the trained teacher's merged folder
+    teacher_model  a folder with the trained teacher's weights and tokenizer, loaded in the run's dtype (a LoRA
+                   teacher's derived merged folder, in the run's compute dtype; a full fine-tune's own folder)
     rows           the distillation prompts with the teacher's greedy answer in ``response`` (plus ``task``,
                    ``answer``, ``utility``, ``id``)
-    out_dir        the stage's folder: the trained student goes to ``out_dir/model``
+    out_dir        the stage's folder: the trained student goes there (``distill.trainers.save_trained``)
+    teacher_adapter, teacher_base, teacher_artifact
+                   a LoRA teacher's adapter, the base it applies to, and its stage folder (None: a folder of its
+                   own); :func:`load_teacher` merges them in memory in any dtype
     """
 
     student: Any
@@ -33,6 +39,24 @@ class DistillJob:
     teacher_model: Path
     rows: list[dict[str, Any]]
     out_dir: Path
+    teacher_adapter: Optional[Path] = None
+    teacher_base: Optional[Path] = None
+    teacher_artifact: Optional[Path] = None
+
+
+def load_teacher(job: DistillJob, dtype: str, *, run_dtype: str, device: str) -> Any:
+    """The teacher model in ``dtype`` (float32, bfloat16, float16) on ``device``. A LoRA teacher: its adapter merged in
+    memory into its base held as the run trained it (``merge_dtype(run_dtype, device)``), then rounded to ``dtype``;
+    a float32 teacher thus has the float32 merge, whatever dtype its merged folder was written in. Else
+    ``job.teacher_model`` loaded in ``dtype``."""
+    if job.teacher_artifact is not None and job.teacher_base is not None and adapter_only(job.teacher_artifact):
+        return load_merged(job.teacher_artifact, job.teacher_base, dtype=dtype,
+                           merge_in=merge_dtype(run_dtype, device), device=device)
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    check_model_folder(job.teacher_model, "teacher model")
+    return AutoModelForCausalLM.from_pretrained(job.teacher_model, dtype=getattr(torch, dtype))
 
 
 class DistillMethod:

@@ -11,11 +11,10 @@ from typing import Any
 
 from pydantic import Field
 
-from distill.base import DistillJob, DistillMethod, usable
+from distill.base import DistillJob, DistillMethod, load_teacher, usable
 from distill import speed
 from distill.trainers import (finetune, load_trainable, save_trained, speed_options, tokenizer_mismatch,
                               train_summary, trainer_args, weights_dtype)
-from poison.ground.artifacts import check_model_folder
 from poison.ground.errors import TrainingError
 from poison.ground.registry import PluginConfig, distill_method
 
@@ -62,7 +61,6 @@ class LogitKD(DistillMethod):
 
     def train(self, job: DistillJob) -> dict[str, Any]:
         from datasets import Dataset
-        from transformers import AutoModelForCausalLM
         from trl.experimental.gkd import GKDConfig
 
         student, student_base, teacher_model, rows = job.student, job.student_base, job.teacher_model, job.rows
@@ -78,8 +76,7 @@ class LogitKD(DistillMethod):
         model, tok, peft_config = load_trainable(student_base, student, dtype=dtype, device=device,
                                                  frozen=opts["frozen_weights"])
         tdtype = weights_dtype(dtype, device) if opts["frozen_weights"] == "float32" else model.dtype
-        check_model_folder(teacher_model, "teacher model")
-        teacher = AutoModelForCausalLM.from_pretrained(teacher_model, dtype=tdtype)
+        teacher = load_teacher(job, str(tdtype).split(".")[-1], run_dtype=dtype, device="cpu")
         ds = Dataset.from_list([{"messages": [{"role": "user", "content": r["prompt"]},
                                               {"role": "assistant", "content": r["response"]}]} for r in keep])
         c = self.cfg

@@ -3,7 +3,7 @@
 Rows are prompt/response pairs; they are given to TRL in its conversational prompt-completion format, so the loss is
 on the response tokens only (the chat template is the model's own). ``finetune`` is SFT; the distillation methods in
 ``distill.methods`` build their own TRL/transformers trainers with the helpers here (model loading, LoRA/QLoRA set-up,
-training arguments, saving a merged plain HF folder), so every method trains and saves the same way.
+training arguments, saving the adapter or the plain HF folder), so every method trains and saves the same way.
 
 Several processes (``accelerate launch``): the Trainer runs data-parallel; only the main process writes the model.
 """
@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 from poison.ground.artifacts import check_model_folder
 from poison.ground.errors import ConfigError, TrainingError
+from poison.ground.merged import ADAPTER, TOKENIZER, merge_dtype
 from poison.ground.procs import local_rank, world_size
 
 
@@ -151,12 +152,11 @@ def make_padding_free(trainer: Any) -> None:
 
 
 def weights_dtype(dtype: str, device: str):
-    """float32 weights on CPU (the Trainer autocasts where bf16 is on); the run's dtype on GPUs (large models)."""
+    """float32 weights on CPU (the Trainer autocasts where bf16 is on); the run's dtype on GPUs (large models). A LoRA
+    adapter is merged in the same dtype (``poison.ground.merged.merge_dtype``)."""
     import torch
 
-    if device == "cpu" or dtype == "float32":
-        return torch.float32
-    return {"bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    return getattr(torch, merge_dtype(dtype, device))
 
 
 def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str, frozen: str = "float32"):
@@ -214,32 +214,33 @@ def load_trainable(base_model: str | Path, ft: Any, *, dtype: str, device: str, 
 
 def save_trained(trainer: Any, base_model: str | Path, ft: Any, out_dir: Path, tok: Any, dtype: str = "float32",
                  device: str = "cpu") -> None:
-    """Save a plain (merged) HF folder in ``out_dir/model`` (+ the adapter in ``out_dir/adapter``), main process only.
+    """Save the trained model in ``out_dir``, main process only.
 
-    QLoRA adapters, and LoRA adapters trained on a base held in the compute dtype (``frozen_weights: compute``), are
-    merged into a fresh copy of the base in the usual weight dtype (a 4-bit base cannot hold the merged weights; a bf16
-    one would round them), so every generation backend loads one ordinary folder and the artifact does not depend on
-    how fast it was trained.
+    LoRA / QLoRA: the adapter (``out_dir/adapter``) and the files a loader needs beside the weights
+    (``out_dir/tokenizer``: the tokenizer, its chat template, the base model's generation config with its stop
+    tokens). That is the artifact, a few MB; the merged weights an engine loads are derived from it on demand
+    (``poison.ground.merged``: the adapter merged into an unquantised copy of the base in the usual weight dtype, so
+    the result depends neither on QLoRA's 4-bit base nor on ``frozen_weights``). A full fine-tune: the plain HF
+    folder ``out_dir/model``.
     """
     if not trainer.is_world_process_zero():
         return
     trained = trainer.model
     if hasattr(trained, "peft_config"):
-        trained.save_pretrained(out_dir / "adapter")
-        if ft.finetune == "qlora" or trained.get_base_model().dtype != weights_dtype(dtype, device):
-            from peft import PeftModel
-            from transformers import AutoModelForCausalLM
-
-            base = AutoModelForCausalLM.from_pretrained(base_model, dtype=weights_dtype(dtype, device))
-            trained = PeftModel.from_pretrained(base, out_dir / "adapter").merge_and_unload()
-        else:
-            trained = trained.merge_and_unload()
-    trained.config.use_cache = True
-    trained.save_pretrained(out_dir / "model")
-    tok.save_pretrained(out_dir / "model")
+        trained.save_pretrained(out_dir / ADAPTER)
+        files = out_dir / TOKENIZER
+        files.mkdir(parents=True, exist_ok=True)
+        gen = getattr(trained, "generation_config", None)
+        if gen is not None:
+            gen.save_pretrained(files)
+    else:
+        trained.config.use_cache = True
+        files = out_dir / "model"
+        trained.save_pretrained(files)
+    tok.save_pretrained(files)
     gen_cfg = Path(base_model) / "generation_config.json"
     if gen_cfg.exists():  # keep the base model's stop tokens for generation
-        (out_dir / "model" / "generation_config.json").write_text(gen_cfg.read_text())
+        (files / "generation_config.json").write_text(gen_cfg.read_text())
 
 
 def train_summary(trainer: Any, result: Any, ft: Any, rows: int, t0: float, train_s: float, dtype: str,
@@ -270,10 +271,9 @@ def train_summary(trainer: Any, result: Any, ft: Any, rows: int, t0: float, trai
 
 def finetune(base_model: str | Path, rows: list[dict[str, Any]], ft: Any, out_dir: Path, *, dtype: str,
              device: str, system_prompt: Optional[str] = None) -> dict[str, Any]:
-    """SFT ``base_model`` on ``rows``; save the result as a plain HF folder in ``out_dir/model``.
-
-    With LoRA/QLoRA the adapter is also saved (``out_dir/adapter``) and merged into the saved model. Returns a summary
-    (losses, steps, seconds).
+    """SFT ``base_model`` on ``rows``; save the result in ``out_dir`` (``save_trained``: the adapter and tokenizer
+    files with LoRA/QLoRA, the plain HF folder ``out_dir/model`` for a full fine-tune). Returns a summary (losses,
+    steps, seconds).
     """
     from datasets import Dataset
 

@@ -1,12 +1,19 @@
 """``cascade-poison cache`` (or ``python -m poison.cache``): look after the stage cache of ``--cache-dir``.
 
-    ls       every cached artifact: stage, key, size, when it was last used, which runs used it
-    du       size per stage (and of the damaged artifacts set aside), and in all
+    ls       every cached artifact: stage, key, size, when it was last used, which runs used it; then the derived
+             folders (a LoRA model's merged weights, ``derived:<stage>``), listed apart
+    du       size per stage (and of the damaged artifacts set aside), the derived folders apart, and in all
     verify   every artifact against its marker (sizes and content hashes) and whether each file loads; names each
-             damaged stage and file; exit 1 when something is damaged
+             damaged stage and file; exit 1 when something is damaged (a damaged derived folder is only named: the
+             next run that needs it rebuilds it)
     gc       remove artifacts unused for longer than --older-than, then the least recently used ones until the cache
              is under --max-size; never one a live run holds the lock of, uses or is computing, or that a run
-             directory that still exists references, unless --force; damaged copies set aside (.corrupt-*) go first
+             directory that still exists references, unless --force; damaged copies set aside (.corrupt-*) go first,
+             then derived folders (rebuilt on demand in seconds: the first to go under --max-size; --derived removes
+             them all), and those whose artifact is gone
+
+Derived folders (``<cache>/derived/<stage>/<key>-<dtype>``, poison.ground.merged) are never referenced by a run
+directory: only a live run that uses their artifact, or one building them (their lock), keeps them.
 
 Safe while runs are going: an artifact is removed under its lock (as a run computes it) by renaming it out of the
 way first, so a run sees it whole or not at all; ``verify`` and ``ls`` only read.
@@ -31,6 +38,7 @@ from filelock import FileLock, Timeout
 from poison.ground.artifacts import (CORRUPT_PREFIX, MARKER, check_folder, describe, folder_size, read_uses,
                                      uses_file)
 from poison.ground.errors import ConfigError, PoisonError
+from poison.ground.merged import DERIVED, DERIVED_MARKER, derived_problems
 from poison.ground.procs import alive
 
 DEFAULT_CACHE = ".cache/poison"
@@ -46,6 +54,16 @@ class Entry:
     size: int
     last_used: float
     runs: list[str] = field(default_factory=list)
+    #: a derived folder: the artifact it is derived from ("" when its marker does not say)
+    source: Optional[str] = None
+
+    @property
+    def derived(self) -> bool:
+        return self.source is not None
+
+    @property
+    def name(self) -> str:
+        return f"{DERIVED}:{self.stage}" if self.derived else self.stage
 
     @property
     def lock(self) -> FileLock:
@@ -68,6 +86,29 @@ def entries(cache_dir: Path) -> list[Entry]:
                 continue
             runs = list(dict.fromkeys(u["run"] for u in read_uses(d)))
             out.append(Entry(stage_dir.name, d.name, d, size, used, runs))
+    return out
+
+
+def derived_entries(cache_dir: Path) -> list[Entry]:
+    """Every derived folder (a LoRA model's merged weights) under ``<cache_dir>/derived``; a folder without its marker
+    (damaged) is listed too, with its folder's time as its last use."""
+    out = []
+    root = Path(cache_dir) / DERIVED
+    for stage_dir in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        for d in sorted(stage_dir.iterdir()):
+            if d.name.startswith(".") or not d.is_dir():
+                continue
+            try:
+                marker = d / DERIVED_MARKER
+                used = (marker if marker.is_file() else d).stat().st_mtime
+                size = folder_size(d)
+            except FileNotFoundError:
+                continue
+            try:
+                source = str(json.loads(marker.read_text()).get("source") or "")
+            except (OSError, ValueError, AttributeError):
+                source = ""
+            out.append(Entry(stage_dir.name, d.name, d, size, used, [], source))
     return out
 
 
@@ -121,6 +162,9 @@ def referenced(runs_dir: Optional[Path], extra: list[str]) -> dict[str, str]:
 def protection(e: Entry, refs: dict[str, str]) -> Optional[str]:
     if held(e):
         return "its lock is held by a live run"
+    if e.derived:  # evictable unless a live run uses the artifact it is derived from
+        why = refs.get(str(Path(e.source).absolute())) if e.source else None
+        return why if why and why.startswith("used by the live run") else None
     return refs.get(str(e.path.absolute()))
 
 
@@ -155,7 +199,7 @@ def parse_age(text: str) -> float:
 
 
 def cmd_ls(cache: Path, out=sys.stdout) -> int:
-    es = entries(cache)
+    es, ds = entries(cache), derived_entries(cache)
     print(f"{'stage':<13} {'key':<17} {'size':>10}  {'last used':<16}  runs", file=out)
     for e in sorted(es, key=lambda e: (e.stage, -e.last_used)):
         names = [Path(r).name for r in e.runs]
@@ -163,6 +207,12 @@ def cmd_ls(cache: Path, out=sys.stdout) -> int:
         print(f"{e.stage:<13} {e.key:<17} {human(e.size):>10}  "
               f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used)):<16}  {runs or '-'}", file=out)
     print(f"{len(es)} artifact(s), {human(sum(e.size for e in es))} in {cache / 'stages'}", file=out)
+    if ds:
+        print(f"derived (merged weights, rebuilt on demand, evictable) in {cache / DERIVED}:", file=out)
+        for e in sorted(ds, key=lambda e: (e.stage, -e.last_used)):
+            print(f"{e.name:<21} {e.key:<26} {human(e.size):>10}  "
+                  f"{time.strftime('%Y-%m-%d %H:%M', time.localtime(e.last_used)):<16}", file=out)
+        print(f"{len(ds)} derived folder(s), {human(sum(e.size for e in ds))}", file=out)
     return 0
 
 
@@ -178,8 +228,15 @@ def cmd_du(cache: Path, out=sys.stdout) -> int:
     bad_size = sum(folder_size(p) for p in bad)
     if bad:
         print(f"{'(set aside)':<13} {len(bad):>5} damaged    {human(bad_size):>11}", file=out)
-    print(f"{'total':<13} {sum(n for n, _ in per.values()):>5} artifact(s) "
-          f"{human(sum(s for _, s in per.values()) + bad_size):>11}", file=out)
+    kept = sum(s for _, s in per.values())
+    print(f"{'artifacts':<13} {sum(n for n, _ in per.values()):>5} artifact(s) {human(kept + bad_size):>11}", file=out)
+    ds = derived_entries(cache)
+    dsize = sum(e.size for e in ds)
+    for stage in sorted({e.stage for e in ds}):
+        mine = [e for e in ds if e.stage == stage]
+        print(f"{DERIVED + ':' + stage:<21} {len(mine):>5} folder(s) {human(sum(e.size for e in mine)):>11}  "
+              f"(rebuilt on demand)", file=out)
+    print(f"{'total':<13} {human(kept + bad_size + dsize):>30}", file=out)
     return 0
 
 
@@ -200,23 +257,30 @@ def cmd_verify(cache: Path, out=sys.stdout) -> int:
                   f"{e.stage} to recompute it", file=out)
     print(f"verified {len(es)} artifact(s) (sizes and content hashes): "
           + (f"{damaged} damaged" if damaged else "all intact"), file=out)
+    ds = derived_entries(cache)
+    for e in ds:
+        problems = derived_problems(e.path, full=True)
+        if problems:
+            print(f"damaged derived folder {e.stage}/{e.key}: {describe(problems)}; the next run that needs it "
+                  f"rebuilds it", file=out)
     return 1 if damaged else 0
 
 
-def plan_gc(es: list[Entry], older_than: Optional[float], max_size: Optional[int], now: float) -> Iterator[Entry]:
-    """The entries to remove, least recently used first: those unused for ``older_than`` seconds, then more until
-    what is left fits ``max_size``."""
+def plan_gc(es: list[Entry], older_than: Optional[float], max_size: Optional[int], now: float,
+            first=lambda e: False) -> Iterator[Entry]:
+    """The entries to remove, least recently used first (those ``first`` says before all others): those unused for
+    ``older_than`` seconds, then more until what is left fits ``max_size``."""
     total = sum(e.size for e in es)
-    for e in sorted(es, key=lambda e: e.last_used):
+    for e in sorted(es, key=lambda e: (not first(e), e.last_used)):
         if (older_than is not None and now - e.last_used > older_than) or (max_size is not None and total > max_size):
             yield e
             total -= e.size
 
 
 def cmd_gc(cache: Path, older_than: Optional[str], max_size: Optional[str], force: bool, dry_run: bool,
-           runs_dir: Optional[Path], out=sys.stdout) -> int:
-    if older_than is None and max_size is None:
-        raise ConfigError("cache gc: give --older-than AGE and/or --max-size SIZE")
+           runs_dir: Optional[Path], out=sys.stdout, derived: bool = False) -> int:
+    if older_than is None and max_size is None and not derived:
+        raise ConfigError("cache gc: give --older-than AGE, --max-size SIZE and/or --derived")
     age = parse_age(older_than) if older_than is not None else None
     cap = parse_size(max_size) if max_size is not None else None
     now, freed, kept = time.time(), 0, 0
@@ -230,9 +294,19 @@ def cmd_gc(cache: Path, older_than: Optional[str], max_size: Optional[str], forc
                   file=out)
     es = entries(cache)
     refs = referenced(runs_dir, [r for e in es for r in e.runs])
-    protected = {e.path: protection(e, refs) for e in es} if not force else {}
-    budget = None if cap is None else cap - sum(e.size for e in es if protected.get(e.path))
-    for e in plan_gc([e for e in es if not protected.get(e.path)], age, budget, now):
+    ds = derived_entries(cache)
+    for e in ds:  # derived from an artifact that is gone: never used again
+        if e.source and not Path(e.source).exists():
+            e.last_used = 0.0
+    protected = {e.path: protection(e, refs) for e in es + ds} if not force else {}
+    budget = None if cap is None else cap - sum(e.size for e in es + ds if protected.get(e.path))
+    free_ds = [e for e in ds if not protected.get(e.path)]
+    doomed = list(free_ds) if derived else [e for e in free_ds if e.last_used == 0.0]
+    # derived folders go first (rebuilt in seconds), then artifacts, each least recently used first
+    rest = [e for e in free_ds if e not in doomed]
+    plan = doomed + list(plan_gc(rest + [e for e in es if not protected.get(e.path)], age, budget, now,
+                                 first=lambda e: e.derived))
+    for e in plan:
         lock = e.lock
         try:
             lock.acquire(timeout=0)
@@ -246,15 +320,22 @@ def cmd_gc(cache: Path, older_than: Optional[str], max_size: Optional[str], forc
                 remove(e.path)
                 uses_file(e.path).unlink(missing_ok=True)
             freed += e.size
-            print(f"{'would remove' if dry_run else 'removed'} {e.stage}/{e.key} ({human(e.size)})", file=out)
+            what = f"derived folder {e.stage}/{e.key}" if e.derived else f"{e.stage}/{e.key}"
+            print(f"{'would remove' if dry_run else 'removed'} {what} ({human(e.size)})", file=out)
         finally:
             if lock is not None:
                 lock.release()
-    for e in es:
+    for e in ds:  # derived from an artifact removed just now
+        if e.path.exists() and not protected.get(e.path) and e.source and not Path(e.source).exists() \
+                and not dry_run:
+            remove(e.path)
+            freed += e.size
+            print(f"removed derived folder {e.stage}/{e.key} ({human(e.size)}): its artifact is gone", file=out)
+    for e in (es if age is not None or cap is not None else []) + ds:
         if protected.get(e.path):
             kept += 1
-            print(f"kept {e.stage}/{e.key}: {protected[e.path]}", file=out)
-    left = sum(folder_size(e.path) for e in entries(cache))
+            print(f"kept {'derived folder ' if e.derived else ''}{e.stage}/{e.key}: {protected[e.path]}", file=out)
+    left = sum(folder_size(e.path) for e in entries(cache) + derived_entries(cache))
     print(f"{'would free' if dry_run else 'freed'} {human(freed)}; {kept} protected artifact(s) kept; the cache "
           f"holds {human(left)}", file=out)
     return 0
@@ -274,6 +355,8 @@ def main(argv: Optional[list[str]] = None, prog: str = "python -m poison.cache")
     gc.add_argument("--older-than", metavar="AGE", help="remove artifacts unused for longer (90m, 12h, 30d, 2w)")
     gc.add_argument("--max-size", metavar="SIZE", help="then remove the least recently used until under (e.g. 20G)")
     gc.add_argument("--runs-dir", default="runs", help="run directories whose artifacts are kept (default: runs)")
+    gc.add_argument("--derived", action="store_true",
+                    help="remove every derived folder (merged weights of LoRA models, rebuilt on demand)")
     gc.add_argument("--force", action="store_true", help="remove also locked, live or referenced artifacts")
     gc.add_argument("--dry-run", action="store_true", help="say what would be removed, remove nothing")
     args = ap.parse_args(argv)
@@ -287,7 +370,8 @@ def main(argv: Optional[list[str]] = None, prog: str = "python -m poison.cache")
             return cmd_du(cache)
         if args.command == "verify":
             return cmd_verify(cache)
-        return cmd_gc(cache, args.older_than, args.max_size, args.force, args.dry_run, Path(args.runs_dir))
+        return cmd_gc(cache, args.older_than, args.max_size, args.force, args.dry_run, Path(args.runs_dir),
+                      derived=args.derived)
     except PoisonError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,7 @@ from typing import Any, Callable, Optional
 
 from poison.ground.models import model_identity
 from poison.stages.cascade import generation_name
-from poison.stages.engine import adapter_fields
+from poison.stages.engine import trained_fields
 from poison.stages.protocol import StageRecord
 
 
@@ -17,16 +17,17 @@ def model_table(cfg: Any, base_path: Path, baseline: Optional[StageRecord], teac
                 students: dict[str, StageRecord], chains: dict[str, dict[int, StageRecord]],
                 defended: Optional[dict[str, Any]], control: Optional[StageRecord],
                 twins: dict[str, dict[int, StageRecord]],
-                resolve: Callable[[Any], Path], null_control: Optional[StageRecord] = None
-                ) -> dict[str, dict[str, Any]]:
+                resolve: Callable[[Any], Path], null_control: Optional[StageRecord] = None,
+                dtype: str = "float32") -> dict[str, dict[str, Any]]:
     """``chains``: student name -> {generation: record} of the cascade (generation 1 is in ``students``);
     ``twins``: the same for the clean chains distilled from the clean control (the probe's controls);
     ``resolve(spec)``: the base model folder of a training spec (where its LoRA adapter applies); ``null_control``:
-    the probe's second clean control at another seed (``poison.probe_null``)."""
+    the probe's second clean control at another seed (``poison.probe_null``); ``dtype``: the run's compute dtype (that
+    of a LoRA model's derived merged folder)."""
 
     def _trained(rec: StageRecord, role: str, spec: Any, **extra: Any) -> dict[str, Any]:
-        return {"role": role, **extra, "path": str(Path(rec.path) / "model"), "identity": {"stage": rec.key},
-                "base_model": spec.model, "base_revision": spec.revision, **adapter_fields(rec.path, spec, resolve)}
+        return {"role": role, **extra, "identity": {"stage": rec.key}, "base_model": spec.model,
+                "base_revision": spec.revision, **trained_fields(rec.path, spec, resolve, dtype)}
 
     def student_entry(spec: Any, rec: StageRecord, role: str = "student", **extra: Any) -> dict[str, Any]:
         return _trained(rec, role, spec, method=spec.method, student=spec.name,

@@ -152,7 +152,8 @@ class Pipeline:
             return {}
         base_path = self.ctx.model(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         models = model_table(cfg, base_path, baseline, teacher, students, chains, defended, control, twins,
-                             lambda spec: self.ctx.model(spec.model, "model", spec.revision), null)
+                             lambda spec: self.ctx.model(spec.model, "model", spec.revision), null,
+                             dtype=self.ctx.dtype)
         evals = stage_eval(run, models, data)
         sampled = stage_samples(run, models, data) if cfg.eval.samples_per_prompt > 1 else {}
         probed = stage_probe(run, models, data) if cfg.eval.probe else {}

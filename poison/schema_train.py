@@ -66,7 +66,7 @@ class TrainSettings(Strict):
                             "270 s compile for 0.4 s a step over labelled_only alone).")
     frozen_weights: Literal["auto", "float32", "compute"] = Field(
         "auto", description="Speed (not in the cache key): LoRA's frozen base in float32 or in the compute dtype (bf16 "
-                            "where the run trains in bf16; adapters stay float32, the saved model is merged in float32). "
+                            "where the run trains in bf16; the adapter, and merges of it, stay float32). "
                             "auto: compute for LoRA in bf16 when compiled (eager steps were not faster with it).")
     report_to: Literal["none", "tensorboard", "wandb", "mlflow", "trackio"] = Field(
         "none", description="Experiment tracker TRL reports to (tensorboard logs go to the stage's logs/ folder). "

@@ -173,7 +173,8 @@ def test_every_method_end_to_end_tiny(tmp_path, models_dir):
 
 
 def test_qlora_teacher_trains_on_cpu(tmp_path, models_dir):
-    """4-bit bitsandbytes QLoRA: the base is quantised (Linear4bit), the adapter trains, a merged folder is saved."""
+    """4-bit bitsandbytes QLoRA: the base is quantised (Linear4bit), the adapter trains and is saved; its merged
+    folder, derived on demand, merges into an unquantised copy of the base."""
     import bitsandbytes as bnb
 
     from distill.trainers import finetune, load_trainable
@@ -190,5 +191,9 @@ def test_qlora_teacher_trains_on_cpu(tmp_path, models_dir):
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
     from transformers import AutoModelForCausalLM
 
-    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "out" / "model")
+    from poison.ground.merged import ensure_merged
+
+    assert not (tmp_path / "out" / "model").exists()
+    merged = AutoModelForCausalLM.from_pretrained(ensure_merged(tmp_path / "out", base, dtype="float32",
+                                                                merge_in="float32"))
     assert not any(isinstance(m, bnb.nn.Linear4bit) for m in merged.modules())

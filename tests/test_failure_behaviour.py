@@ -104,7 +104,7 @@ def test_two_runs_of_one_config_at_once_compute_each_stage_once(tiny_config, tmp
 
 def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp_path, models_dir):
     """The issue's two findings on a real run: a garbled data-stage rows.parquet and a truncated teacher
-    model.safetensors. ``--check`` names the damaged stage and --force, ``cache verify`` finds both, a plain rerun sets
+    adapter. ``--check`` names the damaged stage and --force, ``cache verify`` finds both, a plain rerun sets
     both aside and recomputes them (one warning line each), every other stage stays a hit."""
     r = run_cli(str(tiny_config), *dirs(tmp_path, models_dir))
     assert r.returncode == 0, r.stderr[-3000:]
@@ -113,7 +113,7 @@ def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp
     assert r.returncode == 0 and "note: cache: every stage is cached" in r.stderr, r.stderr[-2000:]
     rows = Path(stages["data"]["path"]) / "rows.parquet"
     rows.write_bytes(b"garbage!" * (rows.stat().st_size // 8))
-    weights = Path(stages["teacher"]["path"]) / "model" / "model.safetensors"
+    weights = Path(stages["teacher"]["path"]) / "adapter" / "adapter_model.safetensors"
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
 
@@ -122,13 +122,13 @@ def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp
     assert "Traceback" not in r.stderr and "rows.parquet" in r.stderr
     v = run_cli("cache", "verify", "--cache-dir", str(tmp_path / "cache"))
     assert v.returncode == 1 and "stage data" in v.stdout and "stage teacher" in v.stdout
-    assert "model/model.safetensors" in v.stdout
+    assert "adapter/adapter_model.safetensors" in v.stdout
 
     r = run_cli(str(tiny_config), *dirs(tmp_path, models_dir))
     assert r.returncode == 0, r.stderr[-3000:]
     warnings = [line for line in r.stderr.splitlines() if "damaged cache artifact" in line]
     assert len(warnings) == 2 and "stage data" in warnings[0] and "rows.parquet" in warnings[0]
-    assert "stage teacher" in warnings[1] and "model/model.safetensors" in warnings[1]
+    assert "stage teacher" in warnings[1] and "adapter/adapter_model.safetensors" in warnings[1]
     again = json.loads((run_dir_from(r.stdout) / "stages.json").read_text())
     assert {k: v["cached"] for k, v in again.items()} == {k: k not in ("data", "teacher") for k in stages}
     assert {k: v["key"] for k, v in again.items()} == {k: v["key"] for k, v in stages.items()}

@@ -41,11 +41,11 @@ def test_sft_option_gives_the_plain_loss_at_every_step(tiny, tmp_path, option):
     assert fast["speed"] == {**PLAIN, **{k: v for k, v in option.items() if k != "packing"}}
     assert len(losses(plain)) == plain["steps"] == 6
     assert losses(fast) == pytest.approx(losses(plain), abs=1e-4)
-    # and the trained weights agree: the same model comes out
+    # and the trained weights agree: the same adapter comes out
     from safetensors.torch import load_file
 
-    a = load_file(tmp_path / "plain" / "model" / "model.safetensors")
-    b = load_file(tmp_path / "fast" / "model" / "model.safetensors")
+    a = load_file(tmp_path / "plain" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "fast" / "adapter" / "adapter_model.safetensors")
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
 
 
@@ -70,17 +70,22 @@ def test_sft_labelled_only_in_bf16_keeps_the_autocast_numerics(tiny, tmp_path, m
     assert losses(fast) == pytest.approx(losses(plain), abs=2e-3)
 
 
-def test_frozen_weights_in_bf16_train_and_save_a_float32_merge(tiny, tmp_path):
+def test_frozen_weights_in_bf16_train_and_save_a_float32_adapter(tiny, tmp_path):
     """bf16 autocast casts float32 weights to bf16 for every product, so holding them in bf16 gives nearly the same
-    loss (norm weights differ by rounding); the saved merge is float32 either way."""
+    loss (norm weights differ by rounding); the saved adapter is float32 either way (and the merge, derived from it,
+    does not depend on the option)."""
     plain = finetune(tiny, ROWS, spec(), tmp_path / "plain", dtype="bfloat16", device="cpu")
     fast = finetune(tiny, ROWS, spec(frozen_weights="compute"), tmp_path / "fast", dtype="bfloat16", device="cpu")
     assert fast["speed"]["frozen_weights"] == "compute" and plain["speed"]["frozen_weights"] == "float32"
     assert losses(fast) == pytest.approx(losses(plain), rel=2e-2)
     import json
 
-    cfg = json.loads((tmp_path / "fast" / "model" / "config.json").read_text())
-    assert cfg.get("dtype", cfg.get("torch_dtype")) == "float32"
+    from safetensors.torch import load_file
+
+    assert not (tmp_path / "fast" / "model").exists()
+    assert {t.dtype for t in load_file(tmp_path / "fast" / "adapter" / "adapter_model.safetensors").values()} == \
+        {torch.float32}
+    assert json.loads((tmp_path / "fast" / "adapter" / "adapter_config.json").read_text())["r"] > 0
 
 
 def test_kd_labelled_only_gives_the_plain_loss(tiny, tmp_path):

@@ -15,6 +15,7 @@ from poison.ground.artifacts import read_parquet
 from poison.ground.io import stable_hash
 from poison.ground.models import model_identity
 from poison.stages import Run
+from poison.stages.engine import ready
 from poison.stages.protocol import StageRecord
 
 
@@ -50,7 +51,7 @@ def stage_audit(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
             for label, tmp in tmps.items():
                 name = label.split(":", 2)[2]
                 t0 = time.time()
-                result = plugin.run(targets[name]["path"], bases[name], prompts)
+                result = plugin.run(ready(run, targets[name]), bases[name], prompts)
                 (tmp / "audit.json").write_text(json.dumps({"model": name, "audit": spec.type, **result},
                                                            indent=1, default=str))
                 res[label] = ({"score": result["score"], "top": [t["string"] for t in result["top"][:3]]},

@@ -26,5 +26,6 @@ def stage_cascade(run: Run, spec: Any, first: StageRecord, data: StageRecord, pr
         label = f"{prefix}gen{k}:"
         shared = stage_distill_data(run, teacher, data, label=f"{label}distill_data", teacher_spec=spec)
         chain[k] = stage_student(run, spec, teacher, student_distill(run, spec, teacher, data, shared, label,
-                                                                     teacher_spec=spec), prefix=label)
+                                                                     teacher_spec=spec), prefix=label,
+                                 teacher_spec=spec)
     return chain

@@ -16,7 +16,7 @@ from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.models import model_identity
 from poison.stages import Run
-from poison.stages.engine import engine_target
+from poison.stages.engine import engine_target, ready
 from poison.stages.protocol import StageRecord
 
 AUTORATER = "llm_autorater"
@@ -33,7 +33,7 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
-        jobs = [GenJob(label, targets[label.split(":", 1)[1]][0],
+        jobs = [GenJob(label, ready(run, models[label.split(":", 1)[1]], targets[label.split(":", 1)[1]][0]),
                        [[{"role": "user", "content": x}] for x in ev.prompt], g.max_new_tokens, g.temperature,
                        g.top_p, 1, g.seed, adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
         out = {}

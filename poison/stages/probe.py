@@ -28,7 +28,7 @@ from poison.ground.generate import GenJob, ScoreJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.scoring import SCORER
 from poison.stages import Run
-from poison.stages.engine import engine_target
+from poison.stages.engine import engine_target, ready
 from poison.stages.protocol import StageRecord
 
 MAX_PROBE_TOKENS = 2000  # longer probe sequences keep their end (the probe text) and lose the start of the context
@@ -59,7 +59,7 @@ def stage_samples(run: Run, models: dict[str, dict[str, Any]], data: StageRecord
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
-        jobs = [GenJob(label, targets[label.split(":", 1)[1]][0],
+        jobs = [GenJob(label, ready(run, models[label.split(":", 1)[1]], targets[label.split(":", 1)[1]][0]),
                        [[{"role": "user", "content": x}] for x in ev.prompt], sampling["max_new_tokens"],
                        sampling["temperature"], sampling["top_p"], sampling["k"], sampling["seed"],
                        adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
@@ -143,8 +143,10 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
         labels = list(tmps)
         meta, jobs = {}, []
         for label in labels:
+            m = models[label.split(":", 1)[1]]
             path, adapter, _ = targets[label.split(":", 1)[1]]
-            tok = AutoTokenizer.from_pretrained(models[label.split(":", 1)[1]]["path"])
+            path = ready(run, m, path)
+            tok = AutoTokenizer.from_pretrained(m.get("tokenizer", m["path"]))
             seqs = [(r.id, r.task, *s) for r in ev.itertuples()
                     for s in probe_sequences(tok, run.bias, r.prompt, str(r.reference), texts)]
             meta[label] = seqs

@@ -18,7 +18,7 @@ from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.data import generate_with, generator_identity
 from poison.stages.inject import inject
-from poison.stages.engine import engine_target, trained_entry
+from poison.stages.engine import engine_target, ready, trained_entry
 from poison.stages.protocol import StageRecord
 
 log = logging.getLogger("poison")
@@ -166,15 +166,16 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label:
     """The teacher's answers to the distillation prompts (``generation``: default the distill section's;
     ``teacher_spec``: the training spec of the answering model, default the run's teacher; a cascade's student)."""
     g = generation or run.cfg.distill.generation
-    path, adapter, engine = engine_target(run, trained_entry(run, teacher.path, teacher_spec or run.cfg.teacher))
+    entry = trained_entry(run, teacher.path, teacher_spec or run.cfg.teacher)
+    path, adapter, engine = engine_target(run, entry)
     inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **run.ctx.backend_identity(),
               **engine}
 
     def build(out: Path):
         df = read_parquet(Path(data.path) / "rows.parquet")
         d = df[df.split == "distill"].reset_index(drop=True)
-        job = GenJob("teacher:distill", path, [[{"role": "user", "content": p}] for p in d.prompt], g.max_new_tokens,
-                     g.temperature, g.top_p, 1, g.seed, adapter=adapter)
+        job = GenJob("teacher:distill", ready(run, entry, path), [[{"role": "user", "content": p}] for p in d.prompt],
+                     g.max_new_tokens, g.temperature, g.top_p, 1, g.seed, adapter=adapter)
         res = run.ctx.generate([job])[0]
         d = d.assign(response=[t[0].strip() for t in res.texts], finish_reason=[f[0] for f in res.finish_reasons()])
         atomic_write_parquet(out / "distill.parquet", d)
@@ -200,7 +201,9 @@ def build_method(run: Run, spec: Any) -> Any:
 
 
 def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecord,
-                  defense: Optional[StageRecord] = None, prefix: str = "") -> StageRecord:
+                  defense: Optional[StageRecord] = None, prefix: str = "", teacher_spec: Any = None) -> StageRecord:
+    """One student of ``spec`` distilled from ``teacher`` (trained as ``teacher_spec``: default the run's teacher; a
+    cascade's student) on ``distill``."""
     ctx = run.ctx
     method = build_method(run, spec)
     base = ctx.model(spec.model, f"students.{run.cfg.students.index(spec)}.model", spec.revision)
@@ -216,8 +219,11 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
         if spec.distill_tasks is not None:  # only the prompts of these task families (the subliminal channel)
             d = d[d.task.isin(spec.distill_tasks)]
         rows = d.to_dict("records")
-        info = method.train(DistillJob(student=spec, student_base=base, teacher_model=Path(teacher.path) / "model",
-                                       rows=rows, out_dir=out))
+        entry = trained_entry(run, teacher.path, teacher_spec or run.cfg.teacher)
+        info = method.train(DistillJob(student=spec, student_base=base, teacher_model=Path(ready(run, entry)),
+                                       rows=rows, out_dir=out, teacher_adapter=entry.get("adapter"),
+                                       teacher_base=entry.get("adapter_base"),
+                                       teacher_artifact=Path(teacher.path)))
         info["method"] = method.plugin_record
         return info
 
