@@ -134,3 +134,33 @@ def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp
     assert {k: v["key"] for k, v in again.items()} == {k: v["key"] for k, v in stages.items()}
     assert len(list((tmp_path / "cache" / "stages").glob("*/.corrupt-*"))) == 2
     assert run_cli("cache", "verify", "--cache-dir", str(tmp_path / "cache")).returncode == 0
+
+
+def test_sigint_during_training_marks_the_run_interrupted_and_the_next_run_resumes(tmp_path, models_dir):
+    """A whole run from the command line, interrupted (Ctrl-C) while the teacher trains: exit 130 with one line,
+    status.json says interrupted, the teacher's temporary folder and lock are gone, no child process is left; the same
+    command then completes, taking the stages before the teacher from the cache."""
+    cfg = tmp_path / "t.yaml"
+    cfg.write_text(TINY_CONFIG)
+    args = [str(cfg), *dirs(tmp_path, models_dir), "--set", "teacher.train.epochs=30"]
+    rd = tmp_path / "runs" / "first"
+    run = subprocess.Popen([sys.executable, "-m", "poison.run", *args, "--run-dir", str(rd)], cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    teacher = tmp_path / "cache" / "stages" / "teacher"
+    deadline = time.time() + 600
+    while time.time() < deadline and run.poll() is None and not list(teacher.glob(".tmp-*")):
+        time.sleep(0.2)
+    assert run.poll() is None, run.stderr.read()[-2000:]
+    time.sleep(2)  # inside the training loop
+    run.send_signal(signal.SIGINT)
+    assert run.wait(timeout=60) == 130
+    err = run.stderr.read()
+    assert "error: interrupted" in err and "Traceback" not in err, err[-2000:]
+    assert json.loads((rd / "status.json").read_text())["status"] == "interrupted"
+    assert not list(teacher.glob(".tmp-*")) and not list(teacher.glob("[0-9a-f]*"))
+    kids = Path(f"/proc/{run.pid}/task/{run.pid}/children")
+    assert not kids.exists() or not kids.read_text().split()
+    r = run_cli(*args)
+    assert r.returncode == 0, r.stderr[-2000:]
+    stages = json.loads((run_dir_from(r.stdout) / "stages.json").read_text())
+    assert stages["data"]["cached"] and stages["poison"]["cached"] and not stages["teacher"]["cached"]
