@@ -23,8 +23,8 @@ model is resolved before any stage runs), ``needs={"shared_tokenizer"}`` (a dist
 teacher's logits: teacher and student must share a tokenizer), ``needs={"sft_batches"}`` (a distillation method that
 trains on SFT batches, so ``train.packing`` applies). ``version=N`` is the plugin's own version: bump it when a change
 to the plugin's code would change its results, and every cached artifact that depends on it is recomputed (the
-version joins the plugin's record, which its stage keys hold; a plugin without one keeps its record, and its keys, as
-before)::
+version joins the plugin's record and, through ``versions_entry``, the cache-key inputs of the stages that run it; a
+plugin without one keeps its record, and those keys, as before)::
 
     @defense("my_judge_filter", config=MyConfig, needs={"judge"}, version=2)
 
