@@ -67,7 +67,9 @@ class DistillMethod:
         self.ctx = ctx
 
     def train(self, job: DistillJob) -> dict[str, Any]:
-        """Train the student into ``job.out_dir / "model"``; return a JSON-safe summary (losses, steps, seconds)."""
+        """Train the student into ``job.out_dir`` (LoRA / QLoRA: ``adapter/`` + ``tokenizer/``; a full fine-tune:
+        ``model/``, the layout ``distill.trainers.save_trained`` writes); return a JSON-safe summary (losses, steps,
+        seconds)."""
         raise NotImplementedError
 
     def bias_diagnostics(self, out_dir: Path) -> dict[str, list[str]]:

@@ -178,4 +178,7 @@ def test_method_guide_trains_a_tiny_student(own_registry, monkeypatch, models_di
     method = registry.get("distill_method", "long_answers").build({"min_words": 3})
     summary = method.train(DistillJob(spec, base, base, rows, tmp_path))
     assert summary["dropped_short"] == 2 and summary["rows"] == 4  # answers of 1 and 2 words are not distilled
-    assert (tmp_path / "model" / "model.safetensors").is_file() and (tmp_path / "model" / "config.json").is_file()
+    # saved as the student stage stores a LoRA student: the adapter and the files a loader needs beside it
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert (tmp_path / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "tokenizer" / "tokenizer_config.json").is_file()
