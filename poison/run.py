@@ -2,7 +2,7 @@
 config, or on every point of its sweep.
 
 python -m poison.run --list prints every registered plugin by kind and the built-in models.
-cascade-poison cache {ls,du,verify,gc} [--cache-dir DIR] looks after the stage cache (poison.cache).
+cascade-poison cache {ls,du,verify,gc,slim} [--cache-dir DIR] looks after the stage cache (poison.cache).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def check_verdict(name: str, device: str, dtype: str, plan: dict | None, notes: 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["cache"]:  # cascade-poison cache {ls,du,verify,gc}: the stage cache (poison.cache)
+    if argv[:1] == ["cache"]:  # cascade-poison cache {ls,du,verify,gc,slim}: the stage cache (poison.cache)
         from poison.cache import main as cache_main
 
         return cache_main(argv[1:], prog="cascade-poison cache")
