@@ -37,6 +37,7 @@ from importlib import metadata
 from typing import Any, Callable
 
 from poison.ground.errors import PluginError
+from poison.ground.registry import first_paragraph
 
 ENTRY_POINT_GROUP = "cascade_poison.views"
 BUILTIN_PACKAGE = "dashboard.views"
@@ -78,7 +79,7 @@ def view(name: str, title: str | None = None, scope: str = "run", order: int = D
 
     def deco(func: Callable[..., Any]):
         info = ViewInfo(name, title or name.replace("_", " ").capitalize(), scope, order, func,
-                        getattr(func, "__module__", "?"), description or first_line(func.__doc__))
+                        getattr(func, "__module__", "?"), description or first_paragraph(func.__doc__))
         with _lock:
             old = _views.get(name)
             if old is not None and old.module != info.module:
@@ -88,10 +89,6 @@ def view(name: str, title: str | None = None, scope: str = "run", order: int = D
         return func
 
     return deco
-
-
-def first_line(doc: str | None) -> str:
-    return " ".join((doc or "").strip().split("\n\n", 1)[0].split())
 
 
 def load_views() -> None:
