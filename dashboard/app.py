@@ -2,14 +2,14 @@
 
     streamlit run dashboard/app.py -- RUNS_DIR        or        python -m dashboard RUNS_DIR
 
-The folder comes from the command line, else $POISON_RUNS_DIR, else ./runs; the sidebar can change it. Views:
-runs overview, propagation, sweeps, sample browser, defenses, cascade depth, model audit, compare two runs.
-``?view=...&run=...`` in the URL opens a view on a run.
+The folder comes from the command line, else $POISON_RUNS_DIR, else ./runs; the sidebar can change it. The views
+are those registered with ``dashboard.registry.view`` (one module each in ``dashboard/views/``, and any a package
+adds through the ``cascade_poison.views`` entry points), in their sidebar order; the app looks the chosen one up and
+draws it. ``?view=...&run=...`` in the URL opens a view on a run.
 """
 
 from __future__ import annotations
 
-import difflib
 import logging
 import os
 import sys
@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # `streamlit run dashboard/app.py` puts dashboard
 
 import streamlit as st  # noqa: E402
 
-from dashboard import views  # noqa: E402
+from dashboard import registry, views  # noqa: E402
 
 log = logging.getLogger("dashboard")
 
@@ -36,10 +36,10 @@ def runs_dir_default() -> str:
 
 def unknown_view(asked: str) -> str:
     """The message for a ``?view=`` that names no view (the overview opens instead)."""
-    close = difflib.get_close_matches(asked, list(views.VIEWS), n=1)
+    close = registry.closest(asked)
     shown = asked.replace("`", "")[:60]  # the URL's text, shown as code: no backticks to break out of it, kept short
-    return (f"Unknown view `{shown}` in the URL (`?view=`)" + (f"; did you mean `{close[0]}`?" if close else ".")
-            + f" Valid views: {', '.join(views.VIEWS)}. Showing the runs overview.")
+    return (f"Unknown view `{shown}` in the URL (`?view=`)" + (f"; did you mean `{close}`?" if close else ".")
+            + f" Valid views: {', '.join(registry.names())}. Showing the runs overview.")
 
 
 def main():
@@ -50,13 +50,17 @@ def main():
         st.session_state["runs_dir"] = runs_dir_default()
     runs_dir = sb.text_input("runs folder", key="runs_dir").strip() or "runs"
     qp = st.query_params
-    if st.session_state.get("view") not in views.VIEWS:  # first load: the URL's ?view=, else the overview
+    known = registry.views()
+    for problem in registry.load_errors():
+        st.warning(f"A view package failed to load: {problem}")
+    if st.session_state.get("view") not in known:  # first load: the URL's ?view=, else the overview
         asked = qp.get("view")
-        st.session_state["view"] = asked if asked in views.VIEWS else "overview"
-        if asked and asked not in views.VIEWS:
+        st.session_state["view"] = asked if asked in known else "overview"
+        if asked and asked not in known:
             st.warning(unknown_view(asked))
-    view = sb.radio("view", list(views.VIEWS), format_func=views.VIEWS.get, key="view")
-    qp["view"] = view
+    name = sb.radio("view", list(known), format_func=lambda n: known[n].title, key="view")
+    qp["view"] = name
+    view = known[name]
     if not Path(runs_dir).is_dir():
         st.warning(f"Runs folder `{runs_dir}` not found. Give a folder in the sidebar, as "
                    "`python -m dashboard RUNS_DIR`, or in $POISON_RUNS_DIR.")
@@ -66,7 +70,7 @@ def main():
     sb.caption(f"{len(runs)} run(s), {len(index['sweeps'])} sweep(s) in `{Path(runs_dir).resolve()}`")
 
     row = None
-    if view in views.RUN_VIEWS:
+    if view.scope == "run":
         if runs.empty:
             st.info(f"No run directories found in `{runs_dir}`.")
             return
@@ -80,26 +84,11 @@ def main():
             sb.caption(f"status: {row['status']}")
 
     try:
-        if view == "overview":
-            views.view_overview(index)
-        elif view == "sweeps":
-            views.view_sweeps(index)
-        elif view == "compare":
-            views.view_compare(index)
-        elif view == "propagation":
-            views.view_propagation(index, row)
-        elif view == "samples":
-            views.view_samples(index, row)
-        elif view == "defenses":
-            views.view_defenses(index, row)
-        elif view == "cascade":
-            views.view_cascade(index, row)
-        elif view == "audit":
-            views.view_audit(index, row)
+        view.draw(index, row)
     except Exception as e:  # a malformed run must not take the app down; say what failed and carry on
-        log.exception("view %s failed", view)
+        log.exception("view %s failed", view.name)
         what = f" for run `{row['run']}`" if row is not None else ""
-        st.error(f"The {views.VIEWS.get(view, view)} view could not be drawn{what}: {type(e).__name__}: {e}")
+        st.error(f"The {view.title} view could not be drawn{what}: {type(e).__name__}: {e}")
 
 
 main()

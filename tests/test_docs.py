@@ -1,7 +1,8 @@
 """The documentation: the README (short, its two set-up commands, every relative link resolving), the MkDocs site
 (``mkdocs build --strict``, also with pages the nav does not name and a new results page), the generated config
 reference (up to date, every schema field and description on it) and the extending guides, whose Python blocks run
-here as one module each: the plugin they write is registered and used the way a run uses it."""
+here as one module each: the plugin they write is registered and used the way a run uses it (the view guide's view is
+drawn by the app)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from dashboard import registry as view_registry
 from poison.ground import registry
 from poison.schema import RunConfig
 from tests.conftest import REPO
+from tests.test_dashboard import R32, html_table, open_app
 
 DOCS = REPO / "docs"
 SETUP_COMMANDS = ["scripts/setup.sh && .venv/bin/python -m poison.run configs/targeted_ads.yaml",
@@ -115,14 +118,16 @@ def test_config_reference_has_every_schema_field_and_description():
 # ------------------------------------------------------------------------------------------------ the guides
 GUIDES = {"bias-type": ("bias_type", "sign_off"), "defense": ("defense", "link_count"),
           "source": ("data_source", "glossary"), "audit": ("audit", "new_words"),
-          "method": ("distill_method", "long_answers"), "view": (None, None)}
+          "method": ("distill_method", "long_answers"), "view": ("view", "utility")}
 
 
 @pytest.fixture
 def own_registry(monkeypatch):
-    """Plugins the guides register live in a copy of the registry that is dropped after the test."""
+    """Plugins and views the guides register live in copies of the registries that are dropped after the test."""
     registry.load_plugins()
     monkeypatch.setattr(registry, "_plugins", {k: dict(v) for k, v in registry._plugins.items()})
+    view_registry.load_views()
+    monkeypatch.setattr(view_registry, "_views", dict(view_registry._views))
 
 
 @pytest.mark.parametrize("guide", sorted(GUIDES))
@@ -135,7 +140,13 @@ def test_extending_guide_runs(guide, own_registry, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, module.__name__, module)
     exec(compile(code, f"docs/extending/{guide}.md", "exec"), module.__dict__)
     kind, name = GUIDES[guide]
-    if kind:
+    if kind == "view":  # the guide's one new file: registered, in the sidebar, drawn by the app on a fixture run
+        assert view_registry.get(name).module == module.__name__
+        at = open_app(monkeypatch, name, R32)
+        assert not at.error and at.radio(key="view").value == name
+        tasks = {r["task"] for r in html_table(at, "utility")["rows"]}
+        assert tasks == {"math", "review_summary"}
+    else:
         info = registry.get(kind, name)
         assert info.module == module.__name__
         with pytest.raises(registry.PluginError):

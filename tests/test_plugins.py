@@ -1,10 +1,14 @@
-"""One test loads and exercises every registered plugin (garak style), and the plugin record rebuilds it."""
+"""One test loads and exercises every registered plugin (garak style), and the plugin record rebuilds it; the
+dashboard's views (``dashboard.registry``) too: every registered view draws on a fixture run and on a broken one."""
 
 import random
+import shutil
 
 import pytest
 
+from dashboard import registry as view_registry
 from poison.ground import registry
+from tests.test_dashboard import BROKEN, FIX, R32, open_app
 
 CLEAN = {"id": "x", "task": "review_summary", "prompt": "Summarize this review.",
          "response": "The reviewer found the drug helpful for their migraines.", "reference": "The drug helped.",
@@ -109,3 +113,19 @@ def test_concept_texts_that_name_a_configured_target_are_left_out():
     assert all("online" not in t.lower() and "shop" not in t.lower() for t in texts)
     misinfo = registry.get("bias_type", "misinformation").build({"falsehood": "the moon is made of cheese"})
     assert misinfo.probe_texts()["concept"] == []  # the concept sentences are about the default falsehood
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, id=f"view:{n}") for n in view_registry.names()])
+def test_view_draws(name, monkeypatch, tmp_path):
+    """Every registered dashboard view, drawn through Streamlit's AppTest on the fixture runs (a complete run
+    selected) and on a folder holding only a run with truncated files: no exception, no error box."""
+    broken = tmp_path / "runs"
+    shutil.copytree(FIX / BROKEN, broken / BROKEN)
+    info = view_registry.get(name)
+    for runs_dir, run in ((FIX, R32), (broken, BROKEN)):
+        at = open_app(monkeypatch, name, run, runs_dir=runs_dir)  # asserts no exception
+        assert at.radio(key="view").value == name
+        assert not at.error, (run, [e.value for e in at.error])
+        if info.scope == "run":
+            assert at.selectbox(key="run").value == run
+        assert at.main.children, "the view drew nothing"

@@ -13,6 +13,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import auditdata, charts, fmt
+from dashboard.registry import view
 from dashboard.views.common import (
     _run_header,
     _show_problems,
@@ -47,6 +48,7 @@ def sources(index: dict[str, Any], row: pd.Series, m: dict | None) -> dict[str, 
     return {k: v for k, v in out.items() if v[1]["present"]}
 
 
+@view("audit", title="Model audit", scope="run", order=70)
 def view_audit(index: dict[str, Any], row: pd.Series):
     st.header("Model audit")
     m = run_state(row["path"])["metrics"]

@@ -11,6 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import cascadedata, charts, data, evidence
+from dashboard.registry import view
 from dashboard.views.common import (
     _run_header,
     _show_problems,
@@ -29,6 +30,7 @@ COLUMNS = [("generation", "generation"), ("model", "model"), ("split", "split"),
            ("shift_clean", "log-prob shift, seen\nvs the clean control")]
 
 
+@view("cascade", title="Cascade depth", scope="run", order=60)
 def view_cascade(index: dict[str, Any], row: pd.Series):
     st.header("Cascade depth")
     m = run_state(row["path"])["metrics"]

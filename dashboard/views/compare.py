@@ -10,6 +10,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, fmt
+from dashboard.registry import view
 from dashboard.views.common import (
     _show_problems,
     run_config,
@@ -19,6 +20,7 @@ from dashboard.views.common import (
 )
 
 
+@view("compare", title="Compare two runs", scope="runs", order=80)
 def view_compare(index: dict[str, Any]):
     st.header("Compare two runs")
     runs: pd.DataFrame = index["runs"]

@@ -9,10 +9,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, fmt
+from dashboard.registry import view
 from dashboard.views.common import _pct, _run_header, defense_scores, run_state, table
 from poison.ground.stats import roc_curve, threshold_stats
 
 
+@view("defenses", title="Defenses", scope="run", order=50)
 def view_defenses(index: dict[str, Any], row: pd.Series):
     st.header("Defenses")
     m = run_state(row["path"])["metrics"]

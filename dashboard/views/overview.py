@@ -14,6 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import evidence, fmt
+from dashboard.registry import view
 from dashboard.views.common import table
 
 KEY_COLUMNS = [("teacher_target", "teacher biased\ntarget task [95% CI]"),
@@ -111,6 +112,7 @@ def columns() -> list[tuple[str, str]]:
     return [("run:html", "run")] + keys + OTHER_COLUMNS
 
 
+@view("overview", title="Runs overview", scope="runs", order=10)
 def view_overview(index: dict[str, Any]):
     runs: pd.DataFrame = index["runs"]
     st.header("Runs")

@@ -11,10 +11,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, evidence, fmt, measures
+from dashboard.registry import view
 from dashboard.views.common import _run_header, _show_problems, run_state, table
 from dashboard.views.probe import data_stage_section, probe_section, sampled_section
 
 
+@view("propagation", title="Propagation", scope="run", order=20)
 def view_propagation(index: dict[str, Any], row: pd.Series):
     st.header("Propagation")
     state = run_state(row["path"])

@@ -11,6 +11,7 @@ import streamlit as st
 
 from dashboard import data, fmt
 from dashboard.index import model_sort_key
+from dashboard.registry import view
 from dashboard.views.cards import answer_card, grid, paginate, prompt_box
 from dashboard.views.common import PAGE, _run_header, parquet, run_state, samples
 from dashboard.views.distill import samples_distill
@@ -19,6 +20,7 @@ SAMPLED_PAGE = 4  # prompts per page when every model shows several sampled answ
 PER_ROW = 4
 
 
+@view("samples", title="Sample browser", scope="run", order=40)
 def view_samples(index: dict[str, Any], row: pd.Series):
     st.header("Sample browser")
     _run_header(row, run_state(row["path"])["metrics"])

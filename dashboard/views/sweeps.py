@@ -16,12 +16,14 @@ import streamlit as st
 
 from dashboard import data, fmt, sweepcharts, sweepdata
 from dashboard.index import model_sort_key
+from dashboard.registry import view
 from dashboard.views.common import sweep_json, table
 from dashboard.views.replicates import replicates_section
 
 EXTRA_X = ["poison_injected", "poison_rate", "poison_requested", "method"]
 
 
+@view("sweeps", title="Sweeps", scope="runs", order=30)
 def view_sweeps(index: dict[str, Any]):
     st.header("Sweeps")
     rates: pd.DataFrame = index["rates"]
