@@ -11,9 +11,14 @@ Built-ins (this module is the entry point that registers them):
                       (defenses.classifier)
 - ``llm_autorater``   a judge model behind an OpenAI-compatible endpoint (defenses.autorater; by default the run's
                       judge, a local vLLM server started through the run context)
+- ``spectral_signature`` per-task representation outliers of a reference LM's hidden states: spectral signatures or
+                      activation clustering (defenses.spectral)
+- ``reference_answer`` what a response adds to a reference model's own answer to its prompt (defenses.reference_answer)
 """
 
 from defenses import autorater, classifier, perplexity  # noqa: F401  (registers the built-in defenses)
+from defenses import reference_answer, spectral  # noqa: F401
 from defenses.base import Defense, DefenseRun, build_defense, run_defense  # noqa: F401
 
-__all__ = ["Defense", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier", "perplexity"]
+__all__ = ["Defense", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier", "perplexity",
+           "reference_answer", "spectral"]

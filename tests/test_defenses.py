@@ -66,10 +66,29 @@ def defense_args(request, smollm2):
     return args
 
 
+#: Defenses that score a sample against its task's population: with two rows per task and no clean reference both
+#: rows sit at the same distance from their mean (spectral signatures score them equally by construction; see
+#: tests/test_spectral_reference.py), so they get trusted clean rows of the twins' tasks through fit().
+POPULATION_DEFENSES = {"spectral_signature"}
+
+
+def clean_reference() -> list[dict]:
+    """Trusted clean rows of the twins' tasks: GSM8K test problems 100-111 with their worked answers, and the
+    drug_reviews source's four hand-written example reviews with their summaries."""
+    from poison.sources import GSM8K, GSM8KConfig
+    from poison.sources.reviews import EXAMPLES
+
+    rows = [{"prompt": r["prompt"], "response": r["response"], "task": "math"}
+            for r in GSM8K(GSM8KConfig()).load()[100:112]]
+    return rows + [{"prompt": f"Summarize this review of {d} for {c} in one sentence.\n\nReview: {r}",
+                    "response": s, "task": "review_summary"} for d, c, r, s in EXAMPLES]
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [pytest.param(n, id=n) for n in registry.names("defense")])
 def test_every_defense_ranks_blatant_poison_above_its_clean_twin(name, defense_args, ctx):
-    run = run_defense(name, SAMPLES, args=defense_args(name), ctx=ctx)
+    clean = clean_reference() if name in POPULATION_DEFENSES else None
+    run = run_defense(name, SAMPLES, clean=clean, args=defense_args(name), ctx=ctx)
     s = run.scores
     assert s.shape == (len(SAMPLES),) and s.dtype == np.float64 and np.all(np.isfinite(s))
     for i in range(0, len(SAMPLES), 2):
