@@ -11,9 +11,13 @@ Built-ins (this module is the entry point that registers them):
                       (defenses.classifier)
 - ``llm_autorater``   a judge model behind an OpenAI-compatible endpoint (defenses.autorater; by default the run's
                       judge, a local vLLM server started through the run context)
+- ``training_dynamics`` per-sample loss curve over a short LoRA fine-tune of a proxy model on the scored samples
+                      (defenses.dynamics)
+
 """
 
 from defenses import autorater, classifier, perplexity  # noqa: F401  (registers the built-in defenses)
+from defenses import dynamics  # noqa: F401  (training_dynamics)
 from defenses.base import Defense, DefenseRun, build_defense, run_defense  # noqa: F401
 
 __all__ = ["Defense", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier", "perplexity"]
