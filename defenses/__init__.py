@@ -14,10 +14,11 @@ Built-ins (this module is the entry point that registers them):
 - ``training_dynamics`` per-sample loss curve over a short LoRA fine-tune of a proxy model on the scored samples
                       (defenses.dynamics)
 
+Also the ``adapter_stats`` model audit (defenses.adapter_audit; the ``logit_shift`` audit is in defenses.audit).
 """
 
 from defenses import autorater, classifier, perplexity  # noqa: F401  (registers the built-in defenses)
-from defenses import dynamics  # noqa: F401  (training_dynamics)
+from defenses import adapter_audit, dynamics  # noqa: F401  (training_dynamics, the adapter_stats audit)
 from defenses.base import Defense, DefenseRun, build_defense, run_defense  # noqa: F401
 
 __all__ = ["Defense", "DefenseRun", "build_defense", "run_defense", "autorater", "classifier", "perplexity"]
