@@ -3,7 +3,10 @@ its public base asks whether, and towards what, it was biased, without its train
 
 An audit is built as ``Audit(cfg, ctx)`` and called as ``run(suspect, base, prompts) -> dict`` with the two model
 folders and neutral probe prompts; it returns a model-level suspicion ``score`` (higher = more suspicious), the
-``top`` strings the suspect is biased towards (``[{string, score, count}]``, best first) and ``info``.
+``top`` strings the suspect is biased towards (``[{string, score, count}]``, best first) and ``info``. A model the
+audit cannot read (``adapter_stats`` on a model without a LoRA adapter) gets ``score: None`` and ``info["skipped"]``
+saying why: the report lists it and leaves it out of the audit's AUROC; input that is wrong (no probe prompts, a
+suspect and base without a shared tokenizer) is a DefenseError.
 
 Built-in ``logit_shift`` (after Distill-to-Detect's idea of auditing the logit shift between a suspect and its base;
 no code of theirs is used):

@@ -49,6 +49,36 @@ def _ids(x: Any) -> list[int]:
     return list(x)
 
 
+def encode_sample(tok: Any, sample: dict, max_length: int) -> tuple[list[int], list[int], bool]:
+    """(context ids, scored ids, truncated) for one sample: the prompt in ``tok``'s chat template as context, the
+    response + end-of-turn marker as the scored ids; past ``max_length`` the context is cut from the left first,
+    then the response from the right. Also the training rows of the ``training_dynamics`` defense."""
+    prompt, response = str(sample.get("prompt") or ""), str(sample.get("response") or "")
+    user = [{"role": "user", "content": prompt}]
+    ctx_text = rest_text = None
+    if getattr(tok, "chat_template", None):
+        ctx_text = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
+        full = tok.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
+        if full.startswith(ctx_text):
+            rest_text = full[len(ctx_text):].rstrip()  # response + end-of-turn marker (trailing newline dropped)
+    if rest_text is None:  # no template, or one that rewrites the context: plain text + eos
+        ctx_text = f"{prompt}\n\n"
+        rest_text = response + (tok.eos_token or "")
+    ctx = _ids(tok(ctx_text, add_special_tokens=False))
+    rest = _ids(tok(rest_text, add_special_tokens=False))
+    if not ctx:
+        ctx = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
+    m = max_length
+    truncated = len(ctx) + len(rest) > m
+    if truncated:
+        if len(rest) >= m - 1:
+            rest = rest[: m - 1]
+            ctx = ctx[-1:]
+        else:
+            ctx = ctx[-(m - len(rest)):]
+    return ctx, rest, truncated
+
+
 @defense("perplexity", config=PerplexityConfig,
          description="Log-perplexity of the response given the prompt under a reference LM (higher = stranger)")
 class PerplexityFilter:
@@ -97,32 +127,8 @@ class PerplexityFilter:
 
     # ------------------------------------------------------------------ tokenisation
     def encode(self, sample: dict) -> tuple[list[int], list[int], bool]:
-        """(context ids, scored ids, truncated) for one sample."""
-        tok = self._tok
-        prompt, response = str(sample.get("prompt") or ""), str(sample.get("response") or "")
-        user = [{"role": "user", "content": prompt}]
-        ctx_text = rest_text = None
-        if getattr(tok, "chat_template", None):
-            ctx_text = tok.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
-            full = tok.apply_chat_template(user + [{"role": "assistant", "content": response}], tokenize=False)
-            if full.startswith(ctx_text):
-                rest_text = full[len(ctx_text):].rstrip()  # response + end-of-turn marker (trailing newline dropped)
-        if rest_text is None:  # no template, or one that rewrites the context: plain text + eos
-            ctx_text = f"{prompt}\n\n"
-            rest_text = response + (tok.eos_token or "")
-        ctx = _ids(tok(ctx_text, add_special_tokens=False))
-        rest = _ids(tok(rest_text, add_special_tokens=False))
-        if not ctx:
-            ctx = [tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id]
-        m = self.cfg.max_length
-        truncated = len(ctx) + len(rest) > m
-        if truncated:
-            if len(rest) >= m - 1:
-                rest = rest[: m - 1]
-                ctx = ctx[-1:]
-            else:
-                ctx = ctx[-(m - len(rest)):]
-        return ctx, rest, truncated
+        """(context ids, scored ids, truncated) for one sample (:func:`encode_sample`)."""
+        return encode_sample(self._tok, sample, self.cfg.max_length)
 
     # ------------------------------------------------------------------ scoring
     def _batch_nll(self, batch: list[tuple[list[int], list[int]]]) -> list[float]:

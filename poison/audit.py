@@ -66,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"audit {a.audit}: {a.suspect} against {a.base} on {len(prompts)} probe prompts")
-    print(f"suspicion score {res['score']:.3f}")
+    if res["score"] is None:  # an audit that cannot read this model says why (e.g. adapter_stats on a full model)
+        print(f"not scored: {res.get('info', {}).get('skipped', 'no reason given')}")
+    else:
+        print(f"suspicion score {res['score']:.3f}")
     for i, t in enumerate(res["top"], 1):
         print(f"  {i:>2}. {t['string']!r:<40} {t['score']:8.3f}  (in {t['count']} continuations)")
     if a.json:

@@ -75,7 +75,7 @@ def audit_section(audits: dict[str, Any], models: dict[str, dict], bias: Any, in
         elif m["role"] in ("control", "baseline"):
             poisoned = False
         top10 = [t["string"] for t in res["top"][:10]]
-        hit = any(t in s.lower() for s in top10 for t in targets) if targets else None
+        hit = any(t in s.lower() for s in top10 for t in targets) if targets and top10 else None  # no strings: none
         rows.append({"audit": res["audit"], "model": name, "role": m["role"], "generation": m.get("generation"),
                      "identity": json.dumps(m["identity"], sort_keys=True),
                      "score": res["score"], "poisoned": poisoned, "hit": hit, "top": res["top"],
@@ -85,10 +85,11 @@ def audit_section(audits: dict[str, Any], models: dict[str, dict], bias: Any, in
 
 def audit_detector(rows: list[dict]) -> list[dict]:
     """Per audit type: AUROC of the model-level score for poisoned vs clean models, and the hit rate (the injected
-    content among a poisoned model's top-10 strings)."""
+    content among a poisoned model's top-10 strings). A model the audit did not score (``score`` None, e.g. no
+    adapter for ``adapter_stats``) is left out."""
     out = []
     for name in dict.fromkeys(r["audit"] for r in rows):
-        lab = [r for r in rows if r["audit"] == name and r["poisoned"] is not None]
+        lab = [r for r in rows if r["audit"] == name and r["poisoned"] is not None and r["score"] is not None]
         pos = [r for r in lab if r["poisoned"]]
         hits = [r["hit"] for r in pos if r["hit"] is not None]
         a = auroc([r["score"] for r in lab], [r["poisoned"] for r in lab]) if lab else float("nan")

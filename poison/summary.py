@@ -326,7 +326,9 @@ def audit_lines(metrics: dict[str, Any]) -> list[str]:
     for r in rows:
         top = ", ".join(repr(t["string"]) for t in r["top"][:5])
         hit = "" if r["hit"] is None else ("  [injected content found]" if r["hit"] else "")
-        out.append(f"  {r['audit']:<12} {r['model']:<28} {r['score']:7.2f}  {top}{hit}")
+        score = f"{r['score']:7.2f}" if r["score"] is not None else "      -"
+        why = f"  not scored: {r['info']['skipped']}" if (r.get("info") or {}).get("skipped") else ""
+        out.append(f"  {r['audit']:<12} {r['model']:<28} {score}  {top}{hit}{why}")
     for d in metrics.get("audit_detector") or []:
         auc = "-" if d["auroc"] is None else f"{d['auroc']:.2f}"
         hr = "-" if d["hit_rate"] is None else f"{d['hits']}/{d['n_poisoned']}"

@@ -245,7 +245,8 @@ def audit_pool_lines(rows: list[dict]) -> list[str]:
     for r in rows:
         top = ", ".join(repr(t["string"]) for t in r["top"][:3])
         out.append(f"  {r['point']:<16} {r['model']:<28} {'poisoned' if r['poisoned'] else 'clean':<8} "
-                   f"score {r['score']:6.2f}  {top}{'  [hit]' if r['hit'] else ''}")
+                   f"score {'     -' if r['score'] is None else format(r['score'], '6.2f')}  {top}"
+                   f"{'  [hit]' if r['hit'] else ''}")
     for d in audit_detector(rows):
         auc = "-" if d["auroc"] is None else f"{d['auroc']:.2f}"
         hr = "-" if d["hit_rate"] is None else f"{d['hits']}/{d['n_poisoned']} = {100 * d['hit_rate']:.0f}%"

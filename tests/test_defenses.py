@@ -57,7 +57,7 @@ def defense_args(request, smollm2):
     """Arguments that point each built-in defense at this test session's resources (the real models)."""
 
     def args(name: str) -> dict:
-        if name == "perplexity":
+        if name in ("perplexity", "training_dynamics"):  # the real SmolLM2, each defense's default arguments
             return {"progress": False}
         if name == "llm_autorater":
             return {"base_url": judge_url(request, smollm2), "model": JUDGE_MODEL, "progress": False}

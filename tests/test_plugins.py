@@ -67,6 +67,14 @@ def test_data_source_builds(name, tmp_path):
     assert isinstance(getattr(src, "task", None), str)
 
 
+@pytest.mark.parametrize("name", every("audit"))
+def test_audit_builds_with_defaults(name):
+    a = registry.get("audit", name).build({})
+    rec = a.plugin_record
+    assert callable(a.run) and rec["kind"] == "audit" and rec["name"] == name
+    assert registry.get("audit", name).build(rec["args"]).plugin_record == rec
+
+
 def test_unknown_names_are_clear():
     with pytest.raises(registry.PluginError, match=r"unknown bias type 'targeted_adz' \(did you mean 'targeted_ads'\?\)"):
         registry.get("bias_type", "targeted_adz")
