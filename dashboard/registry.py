@@ -33,11 +33,10 @@ import pkgutil
 import re
 import threading
 from dataclasses import dataclass
-from importlib import metadata
 from typing import Any, Callable
 
 from poison.ground.errors import PluginError
-from poison.ground.registry import first_paragraph
+from poison.ground.registry import first_paragraph, import_entry_points
 
 ENTRY_POINT_GROUP = "cascade_poison.views"
 BUILTIN_PACKAGE = "dashboard.views"
@@ -102,11 +101,7 @@ def load_views() -> None:
         pkg = importlib.import_module(BUILTIN_PACKAGE)
         for mod in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
             importlib.import_module(f"{BUILTIN_PACKAGE}.{mod.name}")
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            try:
-                importlib.import_module(ep.value.split(":")[0])
-            except Exception as e:  # a broken third-party view must not take the dashboard down
-                _load_errors.append(f"{ep.name} ({ep.value}): {type(e).__name__}: {e}")
+        _load_errors.extend(import_entry_points(ENTRY_POINT_GROUP))
         _loaded = True
 
 

@@ -193,11 +193,19 @@ def load_plugins() -> None:
         if _loaded:
             return
         _loaded = True
-        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-            try:
-                importlib.import_module(ep.value.split(":")[0])
-            except Exception as e:  # a broken third-party plugin must not take the testbed down
-                _load_errors.append(f"{ep.name} ({ep.value}): {type(e).__name__}: {e}")
+        _load_errors.extend(import_entry_points(ENTRY_POINT_GROUP))
+
+
+def import_entry_points(group: str) -> list[str]:
+    """Import the module of every entry point of ``group``, in name order; one line for each that failed to import
+    (a broken third-party package must not take the testbed or the dashboard down)."""
+    errors = []
+    for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+        try:
+            importlib.import_module(ep.value.split(":")[0])
+        except Exception as e:
+            errors.append(f"{ep.name} ({ep.value}): {type(e).__name__}: {e}")
+    return errors
 
 
 def reset_for_tests() -> None:
