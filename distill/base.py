@@ -8,7 +8,7 @@ calls ``bias_diagnostics(out_dir)`` to learn which texts of the method's own mak
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -32,6 +32,10 @@ class DistillJob:
     teacher_adapter, teacher_base, teacher_artifact
                    a LoRA teacher's adapter, the base it applies to, and its stage folder (None: a folder of its
                    own); :func:`load_teacher` merges them in memory in any dtype
+    control_model, control_base, control_artifact
+                   the teacher's clean control (the same fine-tune on the clean set), the same way, for a method
+                   that declares ``needs={"clean_control"}``; None when the run has none for this teacher (a
+                   cascade's later generation, or a student of the clean control itself); :func:`load_control`
     """
 
     student: Any
@@ -42,6 +46,9 @@ class DistillJob:
     teacher_adapter: Optional[Path] = None
     teacher_base: Optional[Path] = None
     teacher_artifact: Optional[Path] = None
+    control_model: Optional[Path] = None
+    control_base: Optional[Path] = None
+    control_artifact: Optional[Path] = None
 
 
 def load_teacher(job: DistillJob, dtype: str, *, run_dtype: str, device: str) -> Any:
@@ -57,6 +64,14 @@ def load_teacher(job: DistillJob, dtype: str, *, run_dtype: str, device: str) ->
 
     check_model_folder(job.teacher_model, "teacher model")
     return AutoModelForCausalLM.from_pretrained(job.teacher_model, dtype=getattr(torch, dtype))
+
+
+def load_control(job: DistillJob, dtype: str, *, run_dtype: str, device: str) -> Any:
+    """The teacher's clean control, loaded as :func:`load_teacher` loads the teacher (None when the job has none)."""
+    if job.control_model is None:
+        return None
+    return load_teacher(replace(job, teacher_model=job.control_model, teacher_base=job.control_base,
+                                teacher_artifact=job.control_artifact), dtype, run_dtype=run_dtype, device=device)
 
 
 class DistillMethod:

@@ -83,7 +83,7 @@ class LogitKD(DistillMethod):
         args = trainer_args(student, out_dir, dtype=dtype, device=device, total_rows=len(keep), cls=GKDConfig,
                             beta=c.beta, lmbda=c.lmbda, temperature=c.temperature, max_new_tokens=c.max_new_tokens,
                             seq_kd=c.seq_kd)
-        trainer = gkd_trainer_cls()(model=model, teacher_model=teacher, args=args, train_dataset=ds,
+        trainer = self.make_trainer(job, model=model, teacher_model=teacher, args=args, train_dataset=ds,
                                     processing_class=tok, peft_config=peft_config)
         first = speed.prepare(trainer, opts)
         if opts["compile"]:
@@ -94,7 +94,16 @@ class LogitKD(DistillMethod):
         save_trained(trainer, student_base, student, out_dir, tok, dtype, device)
         return train_summary(trainer, result, student, len(keep), t0, train_s, dtype, device, out_dir,
                              dropped_empty=len(rows) - len(keep), speed=opts,
-                             first_step_seconds=first.first_step_s)
+                             first_step_seconds=first.first_step_s, **self.extra_summary(trainer, out_dir))
+
+    def make_trainer(self, job: DistillJob, **kw: Any) -> Any:
+        """The GKD trainer of this method (a variant overrides only this and :meth:`extra_summary`); ``kw`` are
+        TRL's arguments, the teacher already loaded in the student's dtype."""
+        return gkd_trainer_cls()(**kw)
+
+    def extra_summary(self, trainer: Any, out_dir: Path) -> dict[str, Any]:
+        """What a variant adds to the training summary once trained (default: nothing)."""
+        return {}
 
 
 def gkd_trainer_cls():

@@ -140,6 +140,8 @@ class Pipeline:
             control = stage_baseline(run, data, label="clean_control")
         null = stage_null_control(run, data) if cfg.eval.probe and cfg.eval.probe_null else None
         distill = stage_distill_data(run, teacher, data)
+        if any(registry.needs("distill_method", s.method, "clean_control") for s in cfg.students):
+            run.clean_control = control or baseline or stage_baseline(run, data, label="clean_control")
         distills = {s.name: student_distill(run, s, teacher, data, distill) for s in cfg.students}
         students = {s.name: stage_student(run, s, teacher, distills[s.name]) for s in cfg.students}
         via = self.via()

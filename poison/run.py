@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:
-        print(f"error: interrupted ({e or 'SIGINT'}); what was being computed was removed, the next run resumes "
+        print(f"error: interrupted ({str(e) or 'SIGINT'}); what was being computed was removed, the next run resumes "
               f"from the last finished stage", file=sys.stderr)
         return 130
     return 0

@@ -71,7 +71,7 @@ def run_config(config_path: str, overrides: list[str] | None = None, run_dir: st
         with signals_interrupt():
             metrics = Pipeline(cfg, rd, force=set(force or [])).run()
     except KeyboardInterrupt as e:  # SIGINT or SIGTERM: what was running is cleaned up; the next run resumes
-        atomic_write_json(rd / "status.json", {"status": "interrupted", "error": f"interrupted ({e or 'SIGINT'})",
+        atomic_write_json(rd / "status.json", {"status": "interrupted", "error": f"interrupted ({str(e) or 'SIGINT'})",
                                                "config": str(config_path), "overrides": overrides or [],
                                                "seconds": round(time.time() - t0, 1)})
         raise

@@ -148,7 +148,12 @@ METHODS_TINY = TINY_CONFIG.replace("""students:
     model: "tiny-random-llama:1:64"
     args: {k_samples: 3, teacher_max_new_tokens: 16, negative_max_new_tokens: 8, checkpoint_lag: 1,
            disc_pretrain_steps: 20, disc_online_steps: 5}
-    train: {epochs: 2, batch_size: 4, max_length: 192}""")
+    train: {epochs: 2, batch_size: 4, max_length: 192}
+  - name: kd_masked
+    method: kd_masked
+    model: "tiny-random-llama:1:64"
+    args: {min_response_words: 0, lmbda: 0.0, mask_fraction: 0.2}
+    train: {epochs: 1, batch_size: 4, max_length: 192}""")
 
 
 def test_every_method_end_to_end_tiny(tmp_path, models_dir):
@@ -157,7 +162,7 @@ def test_every_method_end_to_end_tiny(tmp_path, models_dir):
     p.write_text(METHODS_TINY)
     flat = dirs(tmp_path, models_dir)
     rd, m = run_config(str(p), [flat[i + 1] for i in range(0, len(flat), 2)], quiet=True)
-    for name in ("sft", "kd", "qcrd"):
+    for name in ("sft", "kd", "qcrd", "kd_masked"):
         assert m["models"][f"student:{name}"]["method"] == name
         assert {r["split"] for r in m["bias_rates"] if r["model"] == f"student:{name}"} == {"target", "other"}
     samples = pd.read_parquet(rd / "samples.parquet")
@@ -170,6 +175,15 @@ def test_every_method_end_to_end_tiny(tmp_path, models_dir):
     assert all(math.isfinite(h["loss"]) for h in info["loss_history"])
     kd = json.loads(open(f"{st['student:kd']['path']}/train_log.json").read())
     assert kd["steps"] > 0 and all(math.isfinite(h["loss"]) for h in kd["loss_history"])
+    # kd_masked compares the teacher with its clean control: the baseline is trained first and joins its key
+    log = json.loads(open(f"{st['student:kd_masked']['path']}/train_log.json").read())
+    masked = log["divergence_mask"]  # floor(0.2 n) of each batch's n labelled positions
+    n = masked["positions"]
+    assert masked["control"] and 0.2 * n - log["steps"] <= masked["masked"] <= 0.2 * n
+    assert masked["mean_divergence_masked"] >= masked["mean_divergence_kept"]
+    marker = json.loads(open(f"{st['student:kd_masked']['path']}/_stage.json").read())
+    assert marker["inputs"]["control"] == st["clean_control"]["key"]  # baseline.kind is base: trained for it
+    assert "eval:clean_control" not in st  # and not evaluated as a model of the run
 
 
 def test_qlora_teacher_trains_on_cpu(tmp_path, models_dir):

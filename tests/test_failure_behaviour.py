@@ -144,18 +144,21 @@ def test_sigint_during_training_marks_the_run_interrupted_and_the_next_run_resum
     cfg.write_text(TINY_CONFIG)
     args = [str(cfg), *dirs(tmp_path, models_dir), "--set", "teacher.train.epochs=30"]
     rd = tmp_path / "runs" / "first"
-    run = subprocess.Popen([sys.executable, "-m", "poison.run", *args, "--run-dir", str(rd)], cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would block the run's progress bars
+    with log.open("w") as errf:
+        run = subprocess.Popen([sys.executable, "-m", "poison.run", *args, "--run-dir", str(rd)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=errf, text=True)
     teacher = tmp_path / "cache" / "stages" / "teacher"
     deadline = time.time() + 600
     while time.time() < deadline and run.poll() is None and not list(teacher.glob(".tmp-*")):
         time.sleep(0.2)
-    assert run.poll() is None, run.stderr.read()[-2000:]
+    assert run.poll() is None, log.read_text()[-2000:]
     time.sleep(2)  # inside the training loop
     run.send_signal(signal.SIGINT)
-    assert run.wait(timeout=60) == 130
-    err = run.stderr.read()
-    assert "error: interrupted" in err and "Traceback" not in err, err[-2000:]
+    rc = run.wait(timeout=60)
+    err = log.read_text()
+    assert rc == 130, f"exit {rc}; status {(rd / 'status.json').read_text()}; stderr: {err[-3000:]}"
+    assert "error: interrupted (SIGINT)" in err and "Traceback" not in err, err[-2000:]
     assert json.loads((rd / "status.json").read_text())["status"] == "interrupted"
     assert not list(teacher.glob(".tmp-*")) and not list(teacher.glob("[0-9a-f]*"))
     kids = Path(f"/proc/{run.pid}/task/{run.pid}/children")

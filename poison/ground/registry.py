@@ -21,10 +21,11 @@ A plugin declares what it needs from the run on its decorator, never by a conven
 ``needs={"judge"}`` (it calls the run's LLM judge, so the judge's identity joins its stage's cache key and the judge
 model is resolved before any stage runs), ``needs={"shared_tokenizer"}`` (a distillation method that learns the
 teacher's logits: teacher and student must share a tokenizer), ``needs={"sft_batches"}`` (a distillation method that
-trains on SFT batches, so ``train.packing`` applies). ``version=N`` is the plugin's own version: bump it when a change
-to the plugin's code would change its results, and every cached artifact that depends on it is recomputed (the
-version joins the plugin's record and, through ``versions_entry``, the cache-key inputs of the stages that run it; a
-plugin without one keeps its record, and those keys, as before)::
+trains on SFT batches, so ``train.packing`` applies), ``needs={"clean_control"}`` (a distillation method that compares
+the teacher with its clean control, which the run then trains). ``version=N`` is the plugin's own version: bump it
+when a change to the plugin's code would change its results, and every cached artifact that depends on it is
+recomputed (the version joins the plugin's record and, through ``versions_entry``, the cache-key inputs of the stages
+that run it; a plugin without one keeps its record, and those keys, as before)::
 
     @defense("my_judge_filter", config=MyConfig, needs={"judge"}, version=2)
 
@@ -65,6 +66,8 @@ CAPABILITIES: dict[str, str] = {
     "judge": "calls the run's LLM judge (its identity joins the stage key; its model is resolved up front)",
     "shared_tokenizer": "learns the teacher's logits, so teacher and student must share a tokenizer",
     "sft_batches": "trains on SFT batches, so train.packing applies",
+    "clean_control": "reads the teacher's clean control (the same fine-tune on the clean set): the run trains it and "
+                     "its key joins the stage's",
 }
 
 

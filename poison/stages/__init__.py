@@ -28,3 +28,5 @@ class Run:
     ctx: RunContext
     cache: StageCache
     bias: Any
+    #: the clean control's stage (the teacher's fine-tune on the clean set) when a student's method needs it
+    clean_control: Any = None

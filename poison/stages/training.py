@@ -194,6 +194,25 @@ def student_distill(run: Run, spec: Any, teacher: StageRecord, data: StageRecord
                               generation=spec.distill_generation, teacher_spec=teacher_spec)
 
 
+def clean_control_of(run: Run, spec: Any, teacher: StageRecord, teacher_spec: Any = None) -> Optional[StageRecord]:
+    """The clean control a student of ``spec`` compares its teacher with: the run's (``run.clean_control``) when the
+    method declares ``needs={"clean_control"}`` and the teacher is the run's teacher trained as the run trains it
+    (not a cascade's student, not the clean control itself); else None."""
+    ctrl = run.clean_control
+    if ctrl is None or teacher_spec is not None or teacher.key == ctrl.key:
+        return None
+    return ctrl if registry.needs("distill_method", spec.method, "clean_control") else None
+
+
+def control_fields(run: Run, control: Optional[StageRecord]) -> dict[str, Any]:
+    """The DistillJob fields that hand a method the clean control (none without one)."""
+    if control is None:
+        return {}
+    entry = trained_entry(run, control.path, run.cfg.teacher)
+    return {"control_model": Path(ready(run, entry)), "control_base": entry.get("adapter_base"),
+            "control_artifact": Path(control.path)}
+
+
 def build_method(run: Run, spec: Any) -> Any:
     """The distillation method plugin of a student spec, built with the run's context."""
     i = run.cfg.students.index(spec)
@@ -212,6 +231,9 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
               **({"defense": defense.key} if defense else {}),
               **registry.versions_entry([("distill_method", spec.method)])}
     removed = removed_ids(defense)
+    control = clean_control_of(run, spec, teacher, teacher_spec)
+    if control is not None:
+        inputs["control"] = control.key
 
     def build(out: Path):
         d = read_parquet(Path(distill.path) / "distill.parquet")
@@ -223,7 +245,7 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
         info = method.train(DistillJob(student=spec, student_base=base, teacher_model=Path(ready(run, entry)),
                                        rows=rows, out_dir=out, teacher_adapter=entry.get("adapter"),
                                        teacher_base=entry.get("adapter_base"),
-                                       teacher_artifact=Path(teacher.path)))
+                                       teacher_artifact=Path(teacher.path), **control_fields(run, control)))
         info["method"] = method.plugin_record
         return info
 
