@@ -188,6 +188,10 @@ class EvalConfig(Strict):
 
 class DefenseSpec(Strict):
     type: str = Field(description="Registered defense (python -m poison.run --list).")
+    name: Optional[str] = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="This defense's label in reports, its flags and `defense.filter` (default: its type). Two "
+                    "defenses of one type need distinct names.")
     args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the defense plugin.")
     threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
                                                          "by the false-positive budget `fpr` on trusted clean samples.")
@@ -197,6 +201,12 @@ class DefenseSpec(Strict):
                            "clean responses it scores (the data generator; the teacher's base model at the distill "
                            "places): clean rows then score low by construction. Off: such a run stops with an error; "
                            "on: it runs and a warning names both models. Changes no result, so not in the stage key.")
+
+
+    @property
+    def label(self) -> str:
+        """What reports, flags and ``defense.filter`` call this defense: its name, else its type."""
+        return self.name or self.type
 
 
 class CascadeConfig(Strict):
@@ -225,7 +235,7 @@ class DefenseConfig(Strict):
         description="train: score the teacher's training set before fine-tuning; distill: score the teacher's "
                     "answers before the students learn from them.")
     filter: str = Field("union", description="What is removed downstream: 'union' (flagged by any defense), "
-                                             "'none' (score only), or one defense's type.")
+                                             "'none' (score only), or one defense's label (its name, else its type).")
     trusted_per_source: Optional[int] = Field(
         None, ge=0, description="The defender's trusted clean samples per data source: prompts in no split (never "
                                 "scored), half to fit the defenses, half to set their thresholds. Unset: each "
@@ -233,9 +243,14 @@ class DefenseConfig(Strict):
 
     @model_validator(mode="after")
     def _filter(self):
-        types = [d.type for d in self.defenses]
-        if self.filter not in ("union", "none") and self.filter not in types:
-            raise ValueError(f"defense.filter {self.filter!r}: use 'union', 'none' or one of {types}")
+        labels = [d.label for d in self.defenses]
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"defense.defenses: {len([x for x in labels if x == twice[0]])} defenses are called "
+                             f"{twice[0]!r}; give each a distinct `name` (their flags and reports are kept apart "
+                             f"by it)")
+        if self.filter not in ("union", "none") and self.filter not in labels:
+            raise ValueError(f"defense.filter {self.filter!r}: use 'union', 'none' or one of {labels}")
         if len(set(self.places)) != len(self.places):
             raise ValueError(f"defense.places repeats a place: {self.places}")
         return self

@@ -138,6 +138,43 @@ def test_defense_config_errors(tmp_path):
         load_config(p)
 
 
+def test_two_defenses_of_one_type_keep_their_own_flags(tmp_path, models_dir):
+    """Two bias classifiers with different thresholds: without names the config is refused; named, each keeps its
+    own scores and flags, the union removes what either flagged, and a name alone changes no stage key."""
+    two = TINY_CONFIG + """
+defense:
+  defenses:
+    - {type: bias_classifier, args: {builtin_clean: 40}, threshold: 0.2}
+    - {type: bias_classifier, args: {builtin_clean: 40}, threshold: 0.9}
+  places: [train]
+  filter: union
+"""
+    p = tmp_path / "c.yaml"
+    p.write_text(two)
+    with pytest.raises(ConfigError, match=r"2 defenses are called 'bias_classifier'; give each a distinct `name`"):
+        load_config(p)
+    p.write_text(two.replace("threshold: 0.2}", "threshold: 0.2, name: loose}")
+                 .replace("threshold: 0.9}", "threshold: 0.9, name: strict}"))
+    rd, m = run_config(str(p), _sets(tmp_path, models_dir), quiet=True)
+    st = json.loads((rd / "stages.json").read_text())
+    folder = Path(st["defense:train"]["path"])
+    scores = pd.read_parquet(folder / "scores.parquet")
+    assert set(scores.defense) == {"loose", "strict"}
+    flagged = {d: set(g.row_id[g.flagged]) for d, g in scores.groupby("defense")}
+    assert flagged["strict"] <= flagged["loose"] and flagged["loose"]  # the lower threshold flags more
+    removal = json.loads((folder / "removal.json").read_text())
+    assert removal["n_flagged"] == len(flagged["loose"] | flagged["strict"])
+    reports = json.loads((folder / "reports.json").read_text())
+    assert [(r["defense"], r["type"]) for r in reports] == [("loose", "bias_classifier"), ("strict", "bias_classifier")]
+    # an unnamed defense keeps the stage key it had before names existed
+    from poison.schema import DefenseSpec
+    from poison.stages.defense import defense_key
+
+    plain = DefenseSpec(type="bias_classifier", threshold=0.5)
+    assert defense_key(plain) == {"type": "bias_classifier", "args": {}, "threshold": 0.5, "fpr": 0.05}
+    assert defense_key(DefenseSpec(type="bias_classifier", threshold=0.5, name="clf"))["name"] == "clf"
+
+
 def test_trusted_stage_draws_held_out_prompts(tmp_path, models_dir, monkeypatch):
     """The defender's trusted clean set: prompts of the source that are in no split of the data stage (so never
     scored), as many per source as asked; a prompt without a response gets the data generator's answer, post-processed

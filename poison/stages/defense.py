@@ -63,13 +63,19 @@ def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[S
     return df, [bool(run.bias.detect(t or "").biased) for t in df.response]
 
 
+def defense_key(spec: Any) -> dict[str, Any]:
+    """A defense's part of its stage key: its settings, and its name when it has one (the artifact's reports and
+    flags carry it; an unnamed defense keeps the key it had before names existed)."""
+    return spec.model_dump(mode="json", exclude={"allow_writer_reference"} | ({"name"} if spec.name is None else set()))
+
+
 def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecord,
                   distill: Optional[StageRecord]) -> StageRecord:
     cfg = run.cfg.defense
     needs_judge = any(registry.needs("defense", d.type, "judge") for d in cfg.defenses)
     upstream = poison.key if place == "train" else distill.key
     inputs = {"place": place, "trusted": trusted.key, "upstream": upstream, "filter": cfg.filter,
-              "defenses": [d.model_dump(mode="json", exclude={"allow_writer_reference"}) for d in cfg.defenses],
+              "defenses": [defense_key(d) for d in cfg.defenses],
               **({"judge": judge_identity(run)} if needs_judge else {}),
               **registry.versions_entry(("defense", d.type) for d in cfg.defenses),
               **({"rule": run.cfg.poison.bias.model_dump(mode="json")} if place != "train" else {})}
@@ -95,23 +101,23 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
                                   f"`threshold` or give the data sources distillation prompts (n_distill) with "
                                   f"references or answers the data generator can write")
             flags = res.scores > thr
-            flagged_by[spec.type] = {samples[k]["id"] for k in range(len(samples)) if flags[k]}
+            flagged_by[spec.label] = {samples[k]["id"] for k in range(len(samples)) if flags[k]}
             clean = ~pd.Series(labels, dtype=bool).to_numpy()
-            rep = {"defense": spec.type, "place": place, **detector_report(res.scores, labels, thr),
+            rep = {"defense": spec.label, "type": spec.type, "place": place, **detector_report(res.scores, labels, thr),
                    "threshold_source": source, "fpr_budget": None if spec.threshold is not None else spec.fpr,
                    "clean_fpr": float((pd.Series(calib_scores) > thr).mean()) if len(calib_scores) else None,
                    "fpr": float((res.scores[clean] > thr).mean()) if clean.any() else None,
                    "seconds": round(res.seconds, 1), "info": res.info, "record": res.record}
             reports.append(rep)
             frames.append(pd.DataFrame({
-                "defense": spec.type, "place": place, "row_id": [s["id"] for s in samples],
+                "defense": spec.label, "place": place, "row_id": [s["id"] for s in samples],
                 "task": [s["task"] for s in samples], "poisoned": labels, "score": res.scores,
                 "flagged": flags, "threshold": thr, "instance": i}))
             calib_frames.append(pd.DataFrame({
-                "defense": spec.type, "place": place, "instance": i, "row_id": [s["id"] for s in calib],
+                "defense": spec.label, "place": place, "instance": i, "row_id": [s["id"] for s in calib],
                 "task": [s["task"] for s in calib], "score": pd.Series(calib_scores, dtype="float64")}))
             if verdicts:
-                (out / f"verdicts_{spec.type}.jsonl").write_text(
+                (out / f"verdicts_{spec.label}.jsonl").write_text(
                     "\n".join(json.dumps({"row_id": s["id"], **v}, default=str) for s, v in zip(samples, verdicts))
                     + "\n")
         if cfg.filter == "union":
