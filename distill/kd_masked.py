@@ -87,6 +87,8 @@ def masked_gkd_trainer_cls():
 
         def __init__(self, *a, control_model=None, mask_fraction=0.0, **kw):
             super().__init__(*a, **kw)
+            if control_model is not None:  # beside the teacher, which TRL has placed on the training device
+                control_model = control_model.to(next(self.teacher_model.parameters()).device).eval()
             self.control_model, self.mask_fraction = control_model, mask_fraction
             self.masked = Counter()  # token id -> times masked
             self.totals = {"positions": 0, "masked": 0, "div_masked": 0.0, "div_kept": 0.0}
