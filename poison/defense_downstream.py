@@ -89,12 +89,12 @@ def _rate(m: Optional[dict[str, Any]]) -> str:
 
 def downstream_lines(rows: list[dict[str, Any]]) -> list[str]:
     """The summary's table: defense | poison recall | clean lost | teacher bias | student bias | utility (the
-    teacher's, then each student's)."""
+    teacher's / the student's), one line per student."""
     if not rows:
         return []
     lines = ["", f"What each defense buys downstream (train place; greedy biased rate on the {SPLIT} split):",
              f"  {'defense':<18} {'poison recall':>13} {'clean lost':>11} {'teacher bias':>22} "
-             f"{'student bias':>30} {'utility':>16}"]
+             f"{'student bias':>30} {'utility T / S':>16}"]
     for r in rows:
         recall = f"{_pct(r['poison_recall'])} ({r['poison_removed']}/{r['n_poisoned']})"
         lost = f"{_pct(r['clean_lost'])} ({r['clean_removed']})"
@@ -104,5 +104,6 @@ def downstream_lines(rows: list[dict[str, Any]]) -> list[str]:
                               for m in ((r["teacher"], s) if i == 0 else (s,)))
             head = (f"  {r['defense']:<18} {recall:>13} {lost:>11} {_rate(r['teacher']):>22}" if i == 0
                     else f"  {'':<18} {'':>13} {'':>11} {'':>22}")
-            lines.append(f"{head} {name + ' ' + _rate(s):>30} {util:>16}")
+            student = f"{name} {_rate(s)}" if s is not None else "-"
+            lines.append(f"{head} {student:>30} {util:>16}")
     return lines
