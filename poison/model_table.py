@@ -1,6 +1,7 @@
 """The table of a run's evaluated models: name -> role (baseline, control, teacher, student), folder, cache identity,
 public base (what an audit compares it to), generation (0 = the teacher, 1 = its students, k = a cascade's k-th
-distillation), its teacher, method, clean twin, defended places."""
+distillation), its teacher, method, clean twin, defended places (and, for a ``defense.per_defense`` arm, its
+defense)."""
 
 from __future__ import annotations
 
@@ -75,4 +76,13 @@ def model_table(cfg: Any, base_path: Path, baseline: Optional[StageRecord], teac
             if rec is not None:
                 models[f"distill-defended:student:{s.name}"] = student_entry(
                     s, rec, defended=True, defended_places=["distill"], teacher="teacher")
+        for label, arm in (defended.get("per_defense") or {}).items():  # defense.per_defense: each defense alone
+            name = f"per-defense:{label}:teacher"
+            models[name] = _trained(arm["teacher"], "teacher", cfg.teacher, defended=True, defended_places=["train"],
+                                    defense=label)
+            for s in cfg.students:
+                if s.name in arm["students"]:
+                    models[f"per-defense:{label}:student:{s.name}"] = student_entry(
+                        s, arm["students"][s.name], defended=True, defended_places=["train"], teacher=name,
+                        defense=label)
     return models

@@ -18,6 +18,7 @@ from evals.accuracy import corrected_rate, rule_accuracy
 from poison import __version__
 from poison.answer_health import cut_off_rows, degeneration_rows, health_columns
 from poison.claims import claims_section
+from poison.defense_downstream import downstream_rows
 from poison.defense_report import detection_rows
 from poison.ground import registry
 from poison.ground.artifacts import read_json, read_parquet
@@ -209,6 +210,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         score_frames.append(read_parquet(Path(rec.path) / "scores.parquet"))
     defense_stages = {place: rec.path for place, rec in ((defended or {}).get("stages") or {}).items()}
     detection = detection_rows(defense_stages, target, conf, n_boot) if defense_stages else []
+    downstream = downstream_rows(cfg, defended, models, rates, utility)  # defense.per_defense: each defense's arm
 
     poison_report = read_json(Path(poison.path) / "poison.json")
     cascade = cascade_section(models, rates, samples, drawn, shift, utility, conf, n_boot)
@@ -251,6 +253,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "defenses": defense_reports,
         "defense_removal": removals,
         "defense_detection": detection,
+        "defense_downstream": downstream,
         "defense_warnings": list((defended or {}).get("warnings") or []),
         "judge": judge_rows,
         "stages": {k: {"key": v.key, "cached": v.cached, "seconds": v.seconds} for k, v in run.cache.records.items()},

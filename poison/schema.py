@@ -14,7 +14,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from poison.ground import registry
 from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
-from poison.schema_parts import DesignConfig, ReplicatesConfig, RuntimeConfig, VLLMSettings  # noqa: F401
+from poison.schema_parts import (DefenseSpec, DesignConfig, ReplicatesConfig, RuntimeConfig,  # noqa: F401
+                                 VLLMSettings)
 from poison.schema_train import (FinetuneConfig, JSONValue, LoraSettings, QLoraSettings, Strict,  # noqa: F401
                                  TrainSettings)
 
@@ -186,29 +187,6 @@ class EvalConfig(Strict):
         "answer. 'VitaBoost Plus' said 15 times scores 0.93. Read at report time: changing it recomputes nothing.")
 
 
-class DefenseSpec(Strict):
-    type: str = Field(description="Registered defense (python -m poison.run --list).")
-    name: Optional[str] = Field(
-        None, pattern=r"^[A-Za-z0-9_.-]+$",
-        description="This defense's label in reports, its flags and `defense.filter` (default: its type). Two "
-                    "defenses of one type need distinct names.")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the defense plugin.")
-    threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
-                                                         "by the false-positive budget `fpr` on trusted clean samples.")
-    fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
-    allow_writer_reference: bool = Field(
-        False, description="A likelihood defense (e.g. perplexity) may use as its reference the model that wrote the "
-                           "clean responses it scores (the data generator; the teacher's base model at the distill "
-                           "places): clean rows then score low by construction. Off: such a run stops with an error; "
-                           "on: it runs and a warning names both models. Changes no result, so not in the stage key.")
-
-
-    @property
-    def label(self) -> str:
-        """What reports, flags and ``defense.filter`` call this defense: its name, else its type."""
-        return self.name or self.type
-
-
 class CascadeConfig(Strict):
     generations: int = Field(1, ge=1, le=20, description="Distillation generations: 1 = the run's students; with N, "
                                                           "the student `via` is distilled again N-1 times, each "
@@ -240,6 +218,10 @@ class DefenseConfig(Strict):
         None, ge=0, description="The defender's trusted clean samples per data source: prompts in no split (never "
                                 "scored), half to fit the defenses, half to set their thresholds. Unset: each "
                                 "source's n_distill.")
+    per_defense: bool = Field(
+        False, description="Also train the teacher and every student once per defense, on the teacher's training set "
+                           "minus what that defense alone flags at the train place, so the report shows what each "
+                           "defense buys downstream (needs 'train' in places).")
 
     @model_validator(mode="after")
     def _filter(self):
@@ -253,6 +235,9 @@ class DefenseConfig(Strict):
             raise ValueError(f"defense.filter {self.filter!r}: use 'union', 'none' or one of {labels}")
         if len(set(self.places)) != len(self.places):
             raise ValueError(f"defense.places repeats a place: {self.places}")
+        if self.per_defense and "train" not in self.places:
+            raise ValueError(f"defense.per_defense needs 'train' in defense.places (places: {self.places}): each "
+                             f"defense's own arm trains on the teacher's set minus what it flags there")
         return self
 
 
@@ -377,7 +362,7 @@ class RunConfig(Strict):
                                        next(s for s in order if s in splits))
         c.primary = c.primary or primary
         first = parse_comparison(c.primary)
-        loose = ("defended:", "distill-defended:") if self.defense.defenses else ()
+        loose = ("defended:", "distill-defended:", "per-defense:") if self.defense.defenses else ()
         if c.also is None:
             also = default_family(students, resolve_model("control", names), first.measure, first.split)[1]
             c.also = [t for t in also if resolve_comparison("claims.also", parse_comparison(t), names, loose)

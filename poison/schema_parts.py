@@ -1,5 +1,5 @@
 """Config sections kept apart from ``poison.schema`` so each module stays small (it imports them into
-``RunConfig``): the runtime (``RuntimeConfig``, ``VLLMSettings``) and
+``RunConfig``): the runtime (``RuntimeConfig``, ``VLLMSettings``), one defense (``DefenseSpec``) and
 the evidence a run's figures rest on (``ReplicatesConfig``: the replicate as a run's unit)."""
 
 from __future__ import annotations
@@ -96,3 +96,26 @@ class DesignConfig(Strict):
                                        "arm A's value); every other argument stays arm A's. In each arm's own run it "
                                        "holds the other arm's values (the launcher sets arm B's).")
     arm: Literal["A", "B"] = Field("A", description="This run's arm (set by the launcher for each arm; leave it).")
+
+
+# --------------------------------------------------------------------------------------------------- defense
+class DefenseSpec(Strict):
+    type: str = Field(description="Registered defense (python -m poison.run --list).")
+    name: Optional[str] = Field(
+        None, pattern=r"^[A-Za-z0-9_.-]+$",
+        description="This defense's label in reports, its flags and `defense.filter` (default: its type). Two "
+                    "defenses of one type need distinct names.")
+    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the defense plugin.")
+    threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
+                                                         "by the false-positive budget `fpr` on trusted clean samples.")
+    fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")
+    allow_writer_reference: bool = Field(
+        False, description="A likelihood defense (e.g. perplexity) may use as its reference the model that wrote the "
+                           "clean responses it scores (the data generator; the teacher's base model at the distill "
+                           "places): clean rows then score low by construction. Off: such a run stops with an error; "
+                           "on: it runs and a warning names both models. Changes no result, so not in the stage key.")
+
+    @property
+    def label(self) -> str:
+        """What reports, flags and ``defense.filter`` call this defense: its name, else its type."""
+        return self.name or self.type

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from poison.defense_downstream import downstream_lines
 from poison.defense_report import detection_lines
 from poison.ground.results.registry import section_lines
 
@@ -76,6 +77,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
             lines.append(f"removed at {r['place']} ({r['defense']}): {r['n_flagged']} of {r['n']} samples; "
                          f"{r['poison_left']} of {r['n_poisoned']} poisoned samples left")
     lines += detection_lines(metrics.get("defense_detection") or [], metrics.get("defense_warnings") or [])
+    lines += downstream_lines(metrics.get("defense_downstream") or [])
     if metrics.get("judge"):
         lines += ["", "LLM judge vs rule detector (biased answers):"]
         for r in metrics["judge"]:

@@ -175,6 +175,68 @@ defense:
     assert defense_key(DefenseSpec(type="bias_classifier", threshold=0.5, name="clf"))["name"] == "clf"
 
 
+PER_DEFENSE = TINY_CONFIG + """
+defense:
+  defenses:
+    - {type: bias_classifier, args: {builtin_clean: 40}, threshold: 0.2, name: loose}
+    - {type: bias_classifier, args: {builtin_clean: 40}, threshold: 0.9, name: strict}
+  places: [train]
+  filter: none
+  per_defense: true
+"""
+
+
+def test_per_defense_arms_train_and_report_what_each_defense_buys(tmp_path, models_dir):
+    """defense.per_defense with filter none: each defense's own teacher (trained without what it alone flagged) and
+    students are trained, evaluated and reported in defense_downstream beside the undefended arm."""
+    p = tmp_path / "c.yaml"
+    p.write_text(PER_DEFENSE)
+    rd, m = run_config(str(p), _sets(tmp_path, models_dir), quiet=True)
+    st = json.loads((rd / "stages.json").read_text())
+    students = [s["name"] for s in load_config(p).model_dump()["students"]]
+    scores = pd.read_parquet(Path(st["defense:train"]["path"]) / "scores.parquet")
+    flagged = {d: set(g.row_id[g.flagged].astype(str)) for d, g in scores.groupby("defense")}
+    truth = dict(zip(scores.row_id[scores.defense == "loose"].astype(str), scores.poisoned[scores.defense == "loose"]))
+    assert flagged["strict"] <= flagged["loose"] and flagged["loose"]
+    assert "defended:teacher" not in st  # filter none: no filter arm
+    rows = {}
+    for label in ("loose", "strict"):
+        teacher = st[f"per-defense:{label}:teacher"]
+        rows[label] = teacher["info"]["rows"]
+        assert rows[label] == len(truth) - len(flagged[label])
+        assert f"per-defense:{label}:teacher" in m["models"]
+        assert m["models"][f"per-defense:{label}:teacher"]["defense"] == label
+        for s in students:
+            assert f"per-defense:{label}:student:{s}" in st
+            entry = m["models"][f"per-defense:{label}:student:{s}"]
+            assert entry["defense"] == label and entry["teacher"] == f"per-defense:{label}:teacher"
+            assert any(r["model"] == f"per-defense:{label}:student:{s}" for r in m["bias_rates"])
+    assert rows["strict"] >= rows["loose"]  # the strict threshold flags a subset: its teacher keeps more rows
+    down = {r["defense"]: r for r in m["defense_downstream"]}
+    assert set(down) == {"none", "loose", "strict"}
+    n_poisoned = sum(truth.values())
+    assert down["none"]["poison_removed"] == down["none"]["clean_removed"] == 0
+    assert down["none"]["teacher"]["model"] == "teacher"
+    for label in ("loose", "strict"):
+        r = down[label]
+        poison = sum(1 for i in flagged[label] if truth[i])
+        assert r["poison_removed"] == poison and r["clean_removed"] == len(flagged[label]) - poison
+        assert r["poison_recall"] == pytest.approx(poison / n_poisoned)
+        assert r["clean_lost"] == pytest.approx((len(flagged[label]) - poison) / (len(truth) - n_poisoned))
+        rate = next(x for x in m["bias_rates"]
+                    if x["model"] == f"per-defense:{label}:teacher" and x["split"] == "target")
+        assert r["teacher"]["rate"] == rate["rate"] and r["teacher"]["ci_high"] == rate["ci_high"]
+        assert set(r["students"]) == set(students)
+    assert "What each defense buys downstream" in (rd / "summary.txt").read_text()
+
+
+def test_per_defense_needs_the_train_place(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text(PER_DEFENSE.replace("places: [train]", "places: [distill]"))
+    with pytest.raises(ConfigError, match=r"defense.per_defense needs 'train' in defense.places"):
+        load_config(p)
+
+
 def test_trusted_stage_draws_held_out_prompts(tmp_path, models_dir, monkeypatch):
     """The defender's trusted clean set: prompts of the source that are in no split of the data stage (so never
     scored), as many per source as asked; a prompt without a response gets the data generator's answer, post-processed

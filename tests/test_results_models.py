@@ -23,7 +23,7 @@ from tests.conftest import REPO
 TINY = REPO / "tests" / "fixtures" / "results" / "tiny-v1"
 RUNS = REPO / "tests" / "fixtures" / "dashboard_runs"
 #: sections the report has written since the fixture was made (a file without them reads them as empty)
-ADDED_SINCE = ("defense_detection", "defense_warnings")
+ADDED_SINCE = ("defense_detection", "defense_downstream", "defense_warnings")
 
 
 def tiny() -> dict:

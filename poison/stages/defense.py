@@ -152,7 +152,8 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
     teacher -> its answers scored as ``distill_after_train`` and filtered -> ``defended:`` students) is trained,
     and so is the distill-only arm (the poisoned teacher's filtered answers -> ``distill-defended:`` students).
     ``warnings``: the reference-model warnings (``defense_checks.writer_reference_checks``) when the caller already
-    ran the check; they go to metrics.json.
+    ran the check; they go to metrics.json. With ``defense.per_defense`` (and the train place), each defense's own
+    arm too (``per_defense``: label -> {teacher, students}, whatever the filter, ``none`` included).
     """
     cfg = run.cfg.defense
     out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {},
@@ -166,6 +167,9 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
         if cfg.filter != "none":
             t = stage_teacher(run, poison, defense=rec)
             d = stage_distill_data(run, t, data, label="defended:distill_data")
+        if cfg.per_defense:
+            out["per_defense"] = {spec.label: per_defense_arm(run, data, poison, rec, spec.label)
+                                  for spec in cfg.defenses}
     keep = None
     if "distill" in cfg.places:
         keep = stage_defense(run, "distill", trusted, poison, distill)
@@ -184,3 +188,14 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
     out["students"] = {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, "defended:"),
                                              defense=keep, prefix="defended:") for s in run.cfg.students}
     return out
+
+
+def per_defense_arm(run: Run, data: StageRecord, poison: StageRecord, rec: StageRecord,
+                    label: str) -> dict[str, Any]:
+    """One defense's own arm (``defense.per_defense``): the teacher on the poisoned set minus what ``label`` alone
+    flagged at the train place (``rec``), its distillation answers and every student distilled from them."""
+    pre = f"per-defense:{label}:"
+    t = stage_teacher(run, poison, defense=rec, only=label)
+    d = stage_distill_data(run, t, data, label=f"{pre}distill_data")
+    return {"teacher": t, "students": {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, pre),
+                                                             prefix=pre) for s in run.cfg.students}}

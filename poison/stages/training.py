@@ -54,10 +54,14 @@ def finetune_key(ft: Any) -> dict[str, Any]:
     return d
 
 
-def removed_ids(defense: Optional[StageRecord]) -> set[str]:
-    """Ids of the rows a defense stage flagged for removal (empty without a defense)."""
+def removed_ids(defense: Optional[StageRecord], only: Optional[str] = None) -> set[str]:
+    """Ids of the rows a defense stage flagged for removal (empty without a defense); with ``only`` (a defense's
+    label), the rows that defense alone flagged (its ``flagged`` rows in scores.parquet), whatever the filter."""
     if defense is None:
         return set()
+    if only is not None:
+        df = read_parquet(Path(defense.path) / "scores.parquet")
+        return set(df.row_id[(df.defense == only) & df.flagged.astype(bool)].astype(str))
     return set(read_json(Path(defense.path) / "removed.json"))
 
 
@@ -121,13 +125,14 @@ def clean_rows(data: StageRecord) -> list[dict]:
 
 
 def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] = None,
-                  data: Optional[StageRecord] = None) -> StageRecord:
-    """The teacher on the poisoned set; with ``defense``, on what is left once its flagged rows are removed.
+                  data: Optional[StageRecord] = None, only: Optional[str] = None) -> StageRecord:
+    """The teacher on the poisoned set; with ``defense``, on what is left once its flagged rows are removed (with
+    ``only``, a defense's label: the rows that defense alone flagged; ``defense.per_defense``).
 
     A teacher whose rows are exactly the clean set's (``poison.count: 0``, a sweep's clean-dose point) is the clean
     control's fine-tune, so with ``data`` given it is that artifact (``baseline``, trained once for both), and what
     is distilled and evaluated from it is shared with the control's branch too."""
-    removed = removed_ids(defense)
+    removed = removed_ids(defense, only)
 
     def rows():
         df = read_parquet(Path(poison.path) / "train.parquet")
@@ -137,9 +142,11 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
     if defense is None and data is not None and poison.info.get("injected") == 0 and rows() == clean_rows(data):
         log.info("[teacher] no row is poisoned: the teacher is the clean fine-tune (stage baseline)")
         return stage_baseline(run, data, label="teacher")
-    upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {})}
+    upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {}),
+                **({"only": only} if only is not None else {})}
+    label = (f"per-defense:{only}:teacher" if only is not None else "defended:teacher") if defense else None
     return _train_stage(run, "teacher", run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
-                        label="defended:teacher" if defense else None)
+                        label=label)
 
 
 def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> Optional[StageRecord]:

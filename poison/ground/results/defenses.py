@@ -90,3 +90,36 @@ class AuditDetector(Section):
     auroc: Optional[float] = None
     hits: Optional[int] = None
     hit_rate: Optional[float] = None
+
+
+class ArmModel(Section):
+    """One model of a defense's arm: its greedy biased rate on the target split, with its interval, and its utility
+    (mean over tasks, weighted by prompts)."""
+
+    model: str
+    split: str
+    rate: Optional[float] = None
+    ci_low: Optional[float] = None
+    ci_high: Optional[float] = None
+    k: Optional[int] = None
+    n: Optional[int] = None
+    utility: Optional[float] = None
+
+
+class DefenseDownstream(Section):
+    """What one defense buys downstream (``defense.per_defense``): the rows it removed at the train place and the
+    bias and utility of the teacher and students trained without them (``none``: the undefended arm; ``defended``:
+    the filter's arm)."""
+
+    defense: str = Field(description="a defense's label, 'none' or 'defended'")
+    kind: str = Field(description="defense | undefended | filter <defense.filter>")
+    n: int = Field(description="rows scored at the train place")
+    n_poisoned: int
+    n_clean: int
+    poison_removed: int
+    clean_removed: int
+    poison_recall: Optional[float] = Field(None, description="poison_removed / n_poisoned")
+    clean_lost: Optional[float] = Field(None, description="clean_removed / n_clean")
+    teacher: Optional[ArmModel] = None
+    students: dict[str, ArmModel] = Field(default_factory=dict, description="student name -> its figures")
+

@@ -16,7 +16,8 @@ from pydantic import Field, PrivateAttr, ValidationError, model_validator
 
 from poison.ground.results import registry
 from poison.ground.results.base import Section
-from poison.ground.results.defenses import AuditDetector, AuditRow, DefenseDetection, DefenseRemoval, DefenseReport
+from poison.ground.results.defenses import (AuditDetector, AuditRow, DefenseDetection, DefenseDownstream,
+                                            DefenseRemoval, DefenseReport)
 from poison.ground.results.probe import Cascade, Claims, Logprob, LogprobShift, Probe, ProbeNull
 from poison.ground.results.rates import (Amplification, BiasRate, CutOff, Degeneration, DetectorAccuracy, DistillData,
                                          Judge, Rationales, SampledAmplification, SampledRate, TaskRate, Utility)
@@ -61,6 +62,9 @@ class Metrics(Section):
     defense_removal: list[DefenseRemoval] = Field(default_factory=list, description="what the filter removed")
     defense_detection: list[DefenseDetection] = Field(default_factory=list, description="each defense's detector "
                                                       "figures per place, overall and within each poisoned task")
+    defense_downstream: list[DefenseDownstream] = Field(
+        default_factory=list, description="defense.per_defense: each defense's removal at the train place and the "
+                                          "bias and utility of the teacher and students trained without it")
     defense_warnings: list[str] = Field(default_factory=list, description="a likelihood defense whose reference "
                                                                           "model wrote the clean rows it scores")
     judge: list[Judge] = Field(default_factory=list, description="judge.evaluate: LLM judge vs rule detector")

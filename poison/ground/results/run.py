@@ -84,6 +84,7 @@ class ModelInfo(Section):
     generation: Optional[int] = Field(None, description="0 teacher, 1 its students, 2.. a cascade")
     twin_of: Optional[str] = Field(None, description="a clean twin: the student it mirrors")
     defended: Optional[bool] = None
+    defense: Optional[str] = Field(None, description="a defense.per_defense arm: its defense's label")
     base_model: Optional[str] = None
     adapter: Optional[str] = None
     note: Optional[str] = None
