@@ -32,6 +32,7 @@ from typing import Any
 
 from pydantic import Field
 
+from defenses.base import placement
 from poison.ground.errors import DefenseError
 from poison.ground.registry import PluginConfig, audit
 
@@ -68,7 +69,7 @@ class LogitShiftAudit:
     def __init__(self, cfg: LogitShiftConfig, ctx: Any):
         self.cfg = cfg
         self.ctx = ctx
-        self.device = ctx.device if cfg.device == "auto" else cfg.device
+        self.device = placement(cfg, ctx)[0]
 
     def _load(self, path: Path):
         from poison.ground.models import load_causal_lm

@@ -108,3 +108,10 @@ def reference_model(name: str, args: Optional[dict[str, Any]] = None, path: Opti
     the defense (cheap: models load on first use) with validated arguments."""
     ref = getattr(build_defense(name, args, path, ctx), "reference_model", None)
     return str(ref) if ref else None
+
+
+def placement(cfg: Any, ctx: Any) -> tuple[str, str]:
+    """(device, dtype) a defense runs in: its ``device`` / ``dtype`` arguments, each "auto" (or absent) meaning the
+    run's own (``ctx``)."""
+    device, dtype = getattr(cfg, "device", "auto"), getattr(cfg, "dtype", "auto")
+    return (ctx.device if device == "auto" else device), (ctx.dtype if dtype == "auto" else dtype)

@@ -38,6 +38,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
+from defenses.base import placement
 from poison.ground.errors import DefenseError
 from poison.ground.models import resolve_encoder
 from poison.ground.registry import PluginConfig, defense
@@ -161,7 +162,7 @@ class BiasClassifier:
     def __init__(self, cfg: BiasClassifierConfig, ctx: Any):
         self.cfg = cfg
         self.ctx = ctx
-        self.device = ctx.device if cfg.device == "auto" else cfg.device
+        self.device = placement(cfg, ctx)[0]
         self._enc = None
         self._tok = None
         self._w: Any = None  # numpy array (dim,)

@@ -42,6 +42,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
+from defenses.base import placement
 from defenses.perplexity import encode_sample
 from poison.ground.registry import PluginConfig, defense
 
@@ -90,8 +91,7 @@ class TrainingDynamics:
     def __init__(self, cfg: DynamicsConfig, ctx: Any):
         self.cfg = cfg
         self.ctx = ctx
-        self.device = ctx.device if cfg.device == "auto" else cfg.device
-        self.dtype = ctx.dtype if cfg.dtype == "auto" else cfg.dtype
+        self.device, self.dtype = placement(cfg, ctx)
         self.curves: Optional[np.ndarray] = None  # samples x (epochs + 1) mean response-token losses
         self.grad_norms: Optional[np.ndarray] = None
         self.n_truncated = 0

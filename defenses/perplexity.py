@@ -21,6 +21,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
+from defenses.base import placement
 from poison.ground.registry import PluginConfig, defense
 
 class PerplexityConfig(PluginConfig):
@@ -87,8 +88,7 @@ class PerplexityFilter:
     def __init__(self, cfg: PerplexityConfig, ctx: Any):
         self.cfg = cfg
         self.ctx = ctx
-        self.device = ctx.device if cfg.device == "auto" else cfg.device
-        self.dtype = ctx.dtype if cfg.dtype == "auto" else cfg.dtype
+        self.device, self.dtype = placement(cfg, ctx)
         self._model = None
         self._tok = None
         self._path: Optional[Path] = None

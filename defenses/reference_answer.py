@@ -36,6 +36,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
+from defenses.base import placement
 from defenses.classifier import BiasClassifier, BiasClassifierConfig, units
 from poison.ground.registry import PluginConfig, defense
 
@@ -85,8 +86,7 @@ class ReferenceAnswer:
     def __init__(self, cfg: ReferenceAnswerConfig, ctx: Any):
         self.cfg = cfg
         self.ctx = ctx
-        self.device = ctx.device if cfg.device == "auto" else cfg.device
-        self.dtype = ctx.dtype if cfg.dtype == "auto" else cfg.dtype
+        self.device, self.dtype = placement(cfg, ctx)
         self._path: Optional[Path] = None
         self._encoder: Optional[BiasClassifier] = None
         self.answers: dict[str, str] = {}  # prompt -> reference answer of the last scoring
