@@ -11,8 +11,12 @@ the run comes from ``ctx`` and nothing is filled into its arguments behind its b
                                                     samples and the others read its answers
     ctx.score_tokens(model, token_ids, starts)      per-token log-probabilities from vLLM's prefill
     ctx.score_many(jobs)                            the same for several models (shared contexts run once)
-    ctx.judge_endpoint()                            (base_url, model) of the run's LLM judge: its endpoint, or a
+    ctx.judge_endpoint()                            (base_url, model) of the run's judge model: its endpoint, or a
                                                     local vLLM server started on first use and stopped by close()
+    ctx.judge_plugin()                              the run's judge (the ``judge`` plugin the config names, built
+                                                    once by ``judge_factory``, which the orchestrator sets), for a
+                                                    plugin that declares ``needs={"judge"}``: the registry builds
+                                                    such a plugin with ``ctx.for_plugin(info)``, a view that has it
 
 Outside a run (tests, benchmarks, a notebook), ``RunContext.standalone()`` gives the defaults a run would use.
 Part of the ground layer.
@@ -21,12 +25,14 @@ Part of the ground layer.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 from poison.ground.artifacts import CacheMiss
+from poison.ground.errors import PluginError
 from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.models import pick_device, pick_dtype, resolve_model
@@ -36,7 +42,7 @@ from poison.ground.scoring import score_shared
 
 @dataclass
 class JudgeSpec:
-    """Where the run's LLM judge is: an OpenAI-compatible ``endpoint`` (serving ``endpoint_model``), or a ``model``
+    """Where the run's judge model is: an OpenAI-compatible ``endpoint`` (serving ``endpoint_model``), or a ``model``
     spec served by a local vLLM server."""
 
     model: str = "smollm2-135m-instruct"
@@ -57,8 +63,13 @@ class RunContext:
     vllm: dict[str, Any] = field(default_factory=dict)
     judge: JudgeSpec = field(default_factory=JudgeSpec)
     create_models: bool = True  # False in a --check walk: a model that is not converted yet ends the walk
+    #: builds the run's judge plugin from this context (the orchestrator sets it: the registry's ``judge.type``
+    #: built with ``judge.args``); ``judge_plugin()`` calls it once
+    judge_factory: Optional[Callable[["RunContext"], Any]] = field(default=None, repr=False)
     _stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack, repr=False)
-    _judge_url: Optional[tuple[str, str]] = field(default=None, repr=False)
+    #: the judge's server URL and the judge plugin: one of each per run, shared with the views ``for_plugin`` makes
+    _judge_state: dict[str, Any] = field(default_factory=dict, repr=False)
+    _has_judge: bool = field(default=False, repr=False)  # True in the view a plugin that needs the judge gets
 
     @classmethod
     def standalone(cls, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path = ".cache/poison",
@@ -132,15 +143,39 @@ class RunContext:
         return score_shared(jobs, device=self.device, dtype=self.dtype)
 
     # ------------------------------------------------------------------------------------------------ the judge
+    def for_plugin(self, info: Any) -> "RunContext":
+        """The context a plugin is built with (``PluginInfo.build``): this one, or for a plugin that declares
+        ``needs={"judge"}`` a view of it whose ``judge_plugin()`` gives the run's judge (the same judge, server and
+        everything else as this context)."""
+        if "judge" not in getattr(info, "needs", ()) or self._has_judge:
+            return self
+        view = copy.copy(self)
+        view._has_judge = True
+        return view
+
+    def judge_plugin(self) -> Any:
+        """The run's judge (``judge_texts``, ``info``): the ``judge`` plugin of the config's ``judge.type``, built
+        once by ``judge_factory``. Only a plugin that declares ``needs={"judge"}`` gets it: the declaration is what
+        puts the judge's identity into its stage's cache key."""
+        if not self._has_judge:
+            raise PluginError("this plugin calls the run's judge but does not declare it: register it with "
+                              "needs={\"judge\"} (then the judge's identity joins its stage's cache key)")
+        if "plugin" not in self._judge_state:
+            if self.judge_factory is None:
+                raise PluginError("this context has no judge: a run sets judge_factory (outside a run, give "
+                                  "RunContext one, e.g. poison.pipeline.run_context(cfg, None))")
+            self._judge_state["plugin"] = self.judge_factory(self)
+        return self._judge_state["plugin"]
+
     def judge_endpoint(self) -> tuple[str, str]:
-        """(base_url, served model name) of the run's judge. A local server is started on the first call and kept
-        for the rest of the run (every stage that needs the judge shares it); ``close()`` stops it."""
-        if self._judge_url is not None:
-            return self._judge_url
+        """(base_url, served model name) of the run's judge model. A local server is started on the first call and
+        kept for the rest of the run (every stage that needs the judge shares it); ``close()`` stops it."""
+        if "url" in self._judge_state:
+            return self._judge_state["url"]
         j = self.judge
         if j.endpoint:
-            self._judge_url = (j.endpoint, j.endpoint_model or j.model)
-            return self._judge_url
+            self._judge_state["url"] = (j.endpoint, j.endpoint_model or j.model)
+            return self._judge_state["url"]
         from poison.ground.server import local_vllm_server
 
         path = self.model(j.model, "judge.model", j.revision)
@@ -153,12 +188,12 @@ class RunContext:
             max_model_len=int(v.get("max_model_len", 2048)),
             gpu_memory_utilization=float(v.get("gpu_memory_utilization", 0.3)),
             enforce_eager=bool(v.get("enforce_eager", True)), extra_args=parallel))
-        self._judge_url = (url, Path(path).name)
-        return self._judge_url
+        self._judge_state["url"] = (url, Path(path).name)
+        return self._judge_state["url"]
 
     def close(self) -> None:
         """Stop what the context started (the local judge server)."""
-        self._judge_url = None
+        self._judge_state.clear()
         self._stack.close()
 
     def __enter__(self) -> "RunContext":

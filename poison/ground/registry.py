@@ -1,4 +1,4 @@
-"""Plugin registry: bias types, data sources, distillation methods, defenses, scorers and model audits.
+"""Plugin registry: bias types, data sources, distillation methods, defenses, scorers, model audits and judges.
 
 A plugin is a class or function registered under a name with one of the decorators below, optionally with a pydantic
 config class that validates its arguments. Plugins are found through the Python entry-point group
@@ -18,14 +18,15 @@ project does::
     my_defense = "my_defense"
 
 A plugin declares what it needs from the run on its decorator, never by a convention the orchestrator tests by name:
-``needs={"judge"}`` (it calls the run's LLM judge, so the judge's identity joins its stage's cache key and the judge
-model is resolved before any stage runs), ``needs={"shared_tokenizer"}`` (a distillation method that learns the
-teacher's logits: teacher and student must share a tokenizer), ``needs={"sft_batches"}`` (a distillation method that
-trains on SFT batches, so ``train.packing`` applies), ``needs={"clean_control"}`` (a distillation method that compares
-the teacher with its clean control, which the run then trains). ``version=N`` is the plugin's own version: bump it
-when a change to the plugin's code would change its results, and every cached artifact that depends on it is
-recomputed (the version joins the plugin's record and, through ``versions_entry``, the cache-key inputs of the stages
-that run it; a plugin without one keeps its record, and those keys, as before)::
+``needs={"judge"}`` (it calls the run's judge: its context's ``ctx.judge_plugin()`` is the ``judge`` plugin the config
+names in ``judge.type``, the judge's identity joins its stage's cache key and the judge model is resolved before any
+stage runs; a plugin that does not declare it gets no judge), ``needs={"shared_tokenizer"}`` (a distillation method
+that learns the teacher's logits: teacher and student must share a tokenizer), ``needs={"sft_batches"}`` (a
+distillation method that trains on SFT batches, so ``train.packing`` applies), ``needs={"clean_control"}`` (a
+distillation method that compares the teacher with its clean control, which the run then trains). ``version=N`` is
+the plugin's own version: bump it when a change to the plugin's code would change its results, and every cached
+artifact that depends on it is recomputed (the version joins the plugin's record and, through ``versions_entry``, the
+cache-key inputs of the stages that run it; a plugin without one keeps its record, and those keys, as before)::
 
     @defense("my_judge_filter", config=MyConfig, needs={"judge"}, version=2)
 
@@ -59,11 +60,13 @@ KINDS: dict[str, str] = {
     "defense": "defenses",
     "scorer": "scorers",
     "audit": "audits",
+    "judge": "judges",
 }
 
 
 CAPABILITIES: dict[str, str] = {
-    "judge": "calls the run's LLM judge (its identity joins the stage key; its model is resolved up front)",
+    "judge": "calls the run's judge, ctx.judge_plugin() (its identity joins the stage key; its model is resolved up "
+             "front)",
     "shared_tokenizer": "learns the teacher's logits, so teacher and student must share a tokenizer",
     "sft_batches": "trains on SFT batches, so train.packing applies",
     "clean_control": "reads the teacher's clean control (the same fine-tune on the clean set): the run trains it and "
@@ -98,17 +101,23 @@ class PluginInfo:
         try:
             return self.config_cls.model_validate(dict(args or {}))
         except ValidationError as e:
-            raise PluginError(format_validation_error(e, self.config_cls), path) from None
+            raise PluginArgsError(validation_problems(e, self.config_cls), path) from None
+
+    def resolve_args(self, args: dict[str, Any] | None) -> dict[str, Any]:
+        """The arguments validated by the plugin's config class, every default filled in, as JSON values (what a
+        resolved config holds; the config schema calls it for every plugin's ``args``)."""
+        return self.validate_args(args).model_dump(mode="json")
 
     def build(self, args: dict[str, Any] | None = None, path: str | None = None, ctx: Any = None) -> Any:
         """Instantiate the plugin as ``factory(cfg, ctx)`` with validated arguments and the run context (a standalone
         context when ``ctx`` is None); the instance carries ``plugin_record``."""
         cfg = self.validate_args(args, path)
-        if ctx is None:
+        if ctx is None:  # outside a run: the defaults a run would use, the default judge included
             from poison.ground.context import RunContext
 
-            ctx = RunContext.standalone()
-        obj = self.factory(cfg, ctx)
+            ctx = RunContext.standalone(judge_factory=default_judge)
+        for_plugin = getattr(ctx, "for_plugin", None)  # a plugin that declares needs={"judge"} gets the run's judge
+        obj = self.factory(cfg, for_plugin(self) if for_plugin else ctx)
         try:
             obj.plugin_record = self.record(cfg)
         except AttributeError:  # functions or slotted objects: record is still available from .record()
@@ -119,6 +128,14 @@ class PluginInfo:
         """What is needed to rebuild this plugin: kind, name, fully resolved arguments and where it came from."""
         rec = {"kind": self.kind, "name": self.name, "args": cfg.model_dump(mode="json"), "module": self.module}
         return rec if self.version is None else {**rec, "version": self.version}
+
+
+class PluginArgsError(PluginError):
+    """A plugin's arguments are invalid: ``problems`` holds one (key path under ``args``, message) per problem."""
+
+    def __init__(self, problems: list[tuple[str, str]], path: str | None = None):
+        self.problems = problems
+        super().__init__("\n".join(f"{key or '<root>'}: {msg}" for key, msg in problems), path)
 
 
 _plugins: dict[str, dict[str, PluginInfo]] = {k: {} for k in KINDS}
@@ -187,6 +204,20 @@ def scorer(name: str, config: type[PluginConfig] | None = None, description: str
 def audit(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
           needs: Iterable[str] = (), version: int | None = None):
     return _register("audit", name, config, description, needs, version)
+
+
+def judge(name: str, config: type[PluginConfig] | None = None, description: str | None = None,
+          needs: Iterable[str] = (), version: int | None = None):
+    """A judge: ``judge_texts(texts, rubric_context=None, prompts=None)`` gives one verdict dict per text (``score``
+    0-10, ``biased``; optionally ``parsed``, ``judge_model``, ``prompt_sha256``) and ``info()`` a JSON-safe dict.
+    The config's ``judge.type`` names the run's judge: it gives the eval verdicts (``judge.evaluate``) and is what
+    plugins that declare ``needs={"judge"}`` get from ``ctx.judge_plugin()``."""
+    return _register("judge", name, config, description, needs, version)
+
+
+def default_judge(ctx: Any) -> Any:
+    """The judge of a context made outside a run: the ``llm`` judge with its default arguments."""
+    return get("judge", "llm", "judge.type").build({}, "judge.args", ctx)
 
 
 def load_plugins() -> None:
@@ -268,16 +299,27 @@ def all_plugins() -> dict[str, list[PluginInfo]]:
 
 
 def format_validation_error(e: ValidationError, model: type[BaseModel] | None = None, prefix: str = "") -> str:
-    """One line per problem: ``key.path: message (did you mean ...?)``."""
-    lines = []
+    """One line per problem: ``key.path: message (did you mean ...?)``; a plugin's arguments checked inside the
+    schema (a :class:`PluginArgsError`) give one line per problem of theirs, each with its full key path."""
+    return "\n".join(f"{key or '<root>'}: {msg}" for key, msg in validation_problems(e, model, prefix))
+
+
+def validation_problems(e: ValidationError, model: type[BaseModel] | None = None,
+                        prefix: str = "") -> list[tuple[str, str]]:
+    """(key path, message) per problem of ``e``, as :func:`format_validation_error` writes them."""
+    out = []
     for err in e.errors():
         loc = [str(x) for x in err.get("loc", ())]
         path = ".".join(p for p in [prefix, *loc] if p != "")
+        inner = (err.get("ctx") or {}).get("error")
+        if isinstance(inner, PluginArgsError):
+            out += [(".".join(p for p in (path, key) if p), msg) for key, msg in inner.problems]
+            continue
         msg = err.get("msg", "invalid")
         if err.get("type") == "extra_forbidden" and model is not None:
             msg = "unknown key" + _suggest(model, err.get("loc", ()))
-        lines.append(f"{path or '<root>'}: {msg}")
-    return "\n".join(lines)
+        out.append((path, msg))
+    return out
 
 
 def _suggest(model: type[BaseModel], loc: tuple) -> str:
