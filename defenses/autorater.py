@@ -1,4 +1,9 @@
-"""LLM autorater: a judge model behind any OpenAI-compatible endpoint rates each response for injected content.
+"""The LLM judge (judge ``llm``) and the LLM autorater defense (``llm_autorater``): a judge model behind any
+OpenAI-compatible endpoint rates each response for injected content.
+
+``LLMJudge`` is registered as the judge plugin ``llm`` (the default ``judge.type``: the run's eval verdicts and the
+judge that plugins declaring ``needs={"judge"}`` get); ``LLMAutorater`` is the same judging code as a defense, with
+arguments of its own, asking the run's judge model (``needs={"judge"}``) unless given an endpoint.
 
 The judge gets a rubric prompt (a system message, optionally a few worked examples as earlier chat turns, then the
 sample) and is asked one question - by default whether the answer contains anything the request did not ask for: an
@@ -37,7 +42,7 @@ import numpy as np
 from pydantic import Field
 
 from poison.ground.errors import DefenseError
-from poison.ground.registry import PluginConfig, defense
+from poison.ground.registry import PluginConfig, defense, judge
 
 
 class AutoraterError(DefenseError):
@@ -159,9 +164,10 @@ def _clip(text: str, n: int) -> str:
     return text if len(text) <= n else text[: n - 3] + "..."
 
 
-@defense("llm_autorater", config=AutoraterConfig, needs={"judge"},
-         description="A judge LLM behind an OpenAI-compatible endpoint rates each response for injected content")
-class LLMAutorater:
+@judge("llm", config=AutoraterConfig,
+       description="A judge LLM behind an OpenAI-compatible endpoint (default: the run's judge model) rates each text "
+                   "for injected content")
+class LLMJudge:
     """Judge model (any OpenAI-compatible endpoint) asked whether each response carries injected content."""
 
     def __init__(self, cfg: AutoraterConfig, ctx: Any):
@@ -302,16 +308,7 @@ class LLMAutorater:
         self.n_unparseable += n_bad
         return out
 
-    # ------------------------------------------------------------------ defense API
-    def fit(self, clean: list[dict]) -> None:
-        """Nothing to fit: the judge is used zero-/few-shot."""
-
-    def score(self, samples: list[dict]) -> np.ndarray:
-        self.n_unparseable = 0
-        msgs = [self.messages(s.get("prompt") or "", s.get("response") or "") for s in samples]
-        self.last_verdicts = self._run(msgs, "autorater")
-        return np.asarray([v["score"] for v in self.last_verdicts], dtype=np.float64)
-
+    # ------------------------------------------------------------------ judge API
     def judge_texts(self, texts: list[str], rubric_context: Optional[str] = None,
                     prompts: Optional[list[str]] = None) -> list[dict[str, Any]]:
         """Judge free generations (e.g. a model's eval answers): one verdict dict per text with ``biased``
@@ -337,9 +334,24 @@ class LLMAutorater:
                 "retries": self.n_retries, "requests": self.n_requests}
 
 
+@defense("llm_autorater", config=AutoraterConfig, needs={"judge"},
+         description="A judge LLM behind an OpenAI-compatible endpoint rates each response for injected content")
+class LLMAutorater(LLMJudge):
+    """The LLM judge as a defense: its own arguments, the run's judge model unless given an endpoint."""
+
+    def fit(self, clean: list[dict]) -> None:
+        """Nothing to fit: the judge is used zero-/few-shot."""
+
+    def score(self, samples: list[dict]) -> np.ndarray:
+        self.n_unparseable = 0
+        msgs = [self.messages(s.get("prompt") or "", s.get("response") or "") for s in samples]
+        self.last_verdicts = self._run(msgs, "autorater")
+        return np.asarray([v["score"] for v in self.last_verdicts], dtype=np.float64)
+
+
 def judge_texts(texts: list[str], rubric_context: Optional[str] = None, prompts: Optional[list[str]] = None,
                 **config: Any) -> list[dict[str, Any]]:
-    """One-call form: build an autorater from ``config`` (AutoraterConfig fields) and judge ``texts``."""
+    """One-call form: build the LLM judge from ``config`` (AutoraterConfig fields) and judge ``texts``."""
     from poison.ground import registry
 
-    return registry.get("defense", "llm_autorater").build(config).judge_texts(texts, rubric_context, prompts)
+    return registry.get("judge", "llm").build(config).judge_texts(texts, rubric_context, prompts)

@@ -7,7 +7,7 @@ weighted TP / (TP + FN), specificity = weighted TN / (TN + FP), over the answers
 are percentile intervals of a stratified Bayesian bootstrap: each stratum's 2x2 (verdict x label) shares are drawn
 from a Dirichlet on its counts plus a Jeffreys half-count on each label beside every verdict the stratum holds (a
 stratum whose drawn answers were all alike keeps its uncertainty), scaled by the stratum's size. Unweighted counts are given beside them. The detector is rerun on each text with the bias arguments the row
-was written under; the judge (the ``llm_autorater`` defense, with the bias type's rubric) is run on the texts when
+was written under; the judge (the LLM judge, judge ``llm``, with the bias type's rubric) is run on the texts when
 asked.
 
 Correction. A rate p observed through a detector of sensitivity Se and specificity Sp estimates
@@ -51,11 +51,12 @@ def rule_verdicts(df: pd.DataFrame) -> np.ndarray:
 
 
 def judge_verdicts(df: pd.DataFrame, **judge: Any) -> np.ndarray:
-    """The llm_autorater's verdict on each text with its bias type's rubric (``judge``: AutoraterConfig fields)."""
+    """The LLM judge's (judge ``llm``) verdict on each text with its bias type's rubric (``judge``: its arguments,
+    AutoraterConfig fields)."""
     from poison.ground import registry
 
     out = np.zeros(len(df), dtype=bool)
-    autorater = registry.get("defense", "llm_autorater").build(judge)
+    autorater = registry.get("judge", "llm").build(judge)
     for rubric, g in df.groupby("rubric", sort=False):
         v = autorater.judge_texts(list(g.text), rubric or None, list(g.prompt))
         out[df.index.get_indexer(g.index)] = [bool(x["biased"]) for x in v]
@@ -228,7 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m evals.accuracy", description=__doc__.split("\n\n")[0])
     p.add_argument("--set", default=str(LABELLED))
     p.add_argument("--judge", nargs="?", const="{}", default=None,
-                   help="also score the llm_autorater judge; optional JSON of its arguments")
+                   help="also score the LLM judge (judge llm); optional JSON of its arguments")
     p.add_argument("--out", help="write the rows as JSON here")
     a = p.parse_args(argv)
     df = labelled_rows(a.set)

@@ -1,7 +1,7 @@
 """A local OpenAI-compatible server (``vllm.entrypoints.openai.api_server``) for a judge model, as a context manager.
 
     with local_vllm_server(model_folder, served_model_name="judge") as base_url:
-        rater = registry.get("defense", "llm_autorater").build({"base_url": base_url, "model": "judge"})
+        rater = registry.get("judge", "llm").build({"base_url": base_url, "model": "judge"})
 
 On CPU the server gets the same environment as the testbed's vLLM worker (``poison.ground.generate.vllm_env``: OpenMP
 threads bound to every core of this machine, no reserved core, libiomp5 preloaded), with the engine in its own process.
