@@ -1,6 +1,6 @@
-"""Loading a run's config: YAML in, ``--set`` overrides applied, every section validated by ``poison.schema`` and every
-plugin's arguments by the plugin's own config class, resolved form out (stored back fully resolved, so the saved
-config rebuilds the run)."""
+"""Loading a run's config: YAML in, ``--set`` overrides applied, every section validated by ``poison.schema`` (every
+plugin's arguments by the plugin's own config class, through the registry, inside the schema), resolved form out
+(stored back fully resolved, so the saved config rebuilds the run)."""
 
 from __future__ import annotations
 
@@ -65,54 +65,6 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def _plugin_sites(raw: dict[str, Any]) -> list[tuple[str, str, str, dict]]:
-    """(kind, name, key path, args) of every plugin named in a raw config dict."""
-    sites = []
-    data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
-    for i, s in enumerate(data.get("sources") or []):
-        if isinstance(s, dict) and isinstance(s.get("type"), str):
-            sites.append(("data_source", s["type"], f"data.sources.{i}", s.get("args") or {}))
-    poison = raw.get("poison") if isinstance(raw.get("poison"), dict) else {}
-    bias = poison.get("bias")
-    if isinstance(bias, dict) and isinstance(bias.get("type"), str):
-        sites.append(("bias_type", bias["type"], "poison.bias", bias.get("args") or {}))
-    for i, st in enumerate(raw.get("students") or []):
-        if isinstance(st, dict):
-            sites.append(("distill_method", st.get("method", "sft"), f"students.{i}", st.get("args") or {}))
-    defense = raw.get("defense") if isinstance(raw.get("defense"), dict) else {}
-    for i, d in enumerate(defense.get("defenses") or []):
-        if isinstance(d, dict) and isinstance(d.get("type"), str):
-            sites.append(("defense", d["type"], f"defense.defenses.{i}", d.get("args") or {}))
-    judge = raw.get("judge") if isinstance(raw.get("judge"), dict) else {}
-    sites.append(("defense", "llm_autorater", "judge", judge.get("args") or {}))
-    audit = raw.get("audit") if isinstance(raw.get("audit"), dict) else {}
-    for i, a in enumerate(audit.get("audits") or []):
-        if isinstance(a, dict):
-            sites.append(("audit", a.get("type", "logit_shift"), f"audit.audits.{i}", a.get("args") or {}))
-    return sites
-
-
-def _check_plugins(raw: dict[str, Any]) -> tuple[list[str], dict[str, dict]]:
-    """Validate each plugin's arguments with its own config class. Returns (errors, resolved args by key path)."""
-    errors, resolved = [], {}
-    for kind, name, path, args in _plugin_sites(raw):
-        name_key = "method" if kind == "distill_method" else "type"
-        if path == "judge":
-            name_key = "args"
-        try:
-            info = registry.get(kind, name, path=f"{path}.{name_key}")
-            if not isinstance(args, dict):
-                raise registry.PluginError("must be a mapping", f"{path}.args")
-            resolved[path] = info.validate_args(args).model_dump(mode="json")
-        except registry.PluginError as e:
-            if e.path and e.path.endswith(name_key):
-                errors.append(str(e))
-            else:  # argument errors: one line per problem, each with its full key path
-                body = str(e)
-                errors += [f"{path}.args.{_clean(line)}" for line in body.splitlines()]
-    return errors, resolved
-
-
 def _clean(msg: str) -> str:
     return msg.replace("Value error, ", "")
 
@@ -135,25 +87,12 @@ def config_from_dict(raw: dict[str, Any], overrides: list[str] | None = None, so
     raw = apply_overrides(raw, overrides or [])
     raw.pop("sweep", None)  # sweeps (and seed replicates) are expanded by poison.sweep before validation
     raw.pop("seeds", None)
-    plugin_errors, resolved = _check_plugins(raw)
     try:
-        cfg = RunConfig.model_validate(raw)
+        cfg = RunConfig.model_validate(raw)  # plugin names and arguments too, through the registry
     except ValidationError as e:
         lines = [ln.removeprefix("<root>: ") for ln in
                  _clean(registry.format_validation_error(e, RunConfig)).splitlines()]
-        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines + plugin_errors)) from None
-    if plugin_errors:
-        raise ConfigError(f"{source}: invalid config\n" + "\n".join(plugin_errors))
-    for i, s in enumerate(cfg.data.sources):
-        s.args = resolved[f"data.sources.{i}"]
-    cfg.poison.bias.args = resolved["poison.bias"]
-    for i, st in enumerate(cfg.students):
-        st.args = resolved[f"students.{i}"]
-    for i, d in enumerate(cfg.defense.defenses):
-        d.args = resolved[f"defense.defenses.{i}"]
-    cfg.judge.args = resolved["judge"]
-    for i, a in enumerate(cfg.audit.audits):
-        a.args = resolved[f"audit.audits.{i}"]
+        raise ConfigError(f"{source}: invalid config\n" + "\n".join(lines)) from None
     probe_error = _check_probe(cfg)
     if probe_error:
         raise ConfigError(f"{source}: invalid config\n{probe_error}")

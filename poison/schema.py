@@ -1,9 +1,9 @@
 """The run's config schema: one pydantic class per section, each field with its default and help text.
 
 Each section maps to stages (see ``poison.pipeline``). Unknown keys and bad values fail at load time with the key
-path (``poison.config`` loads YAML, applies ``--set`` overrides and validates plugin arguments with each plugin's
-own config class). The fine-tuning sections and the strict base of every section live in ``poison.schema_train``,
-the runtime and the replicates in ``poison.schema_parts``.
+path (``poison.config`` loads YAML and applies ``--set`` overrides; plugin names and arguments are checked here,
+through the registry, by the types of ``poison.schema_train``). The fine-tuning sections, the judge and the strict
+base of every section live in ``poison.schema_train``, the runtime and the replicates in ``poison.schema_parts``.
 """
 
 from __future__ import annotations
@@ -16,8 +16,9 @@ from poison.ground import registry
 from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
 from poison.schema_parts import (DefenseSpec, DesignConfig, ReplicatesConfig, RuntimeConfig,  # noqa: F401
                                  VLLMSettings)
-from poison.schema_train import (FinetuneConfig, JSONValue, LoraSettings, QLoraSettings, Strict,  # noqa: F401
-                                 TrainSettings)
+from poison.schema_train import (AuditArgs, AuditName, BiasTypeArgs, BiasTypeName, DataSourceArgs,  # noqa: F401
+                                 DataSourceName, FinetuneConfig, JSONValue, JudgeConfig, LoraSettings, MethodArgs,
+                                 MethodName, QLoraSettings, Strict, TrainSettings)
 
 
 # --------------------------------------------------------------------------------------------------- generation
@@ -45,12 +46,12 @@ class GeneratorConfig(Strict):
 
 # --------------------------------------------------------------------------------------------------- data
 class SourceSpec(Strict):
-    type: str = Field(description="Registered data source (python -m poison.run --list).")
+    type: DataSourceName = Field(description="Registered data source (python -m poison.run --list).")
     task: Optional[str] = Field(None, description="Task family name; defaults to the source's own family.")
     n_train: int = Field(0, ge=0, description="Rows that go into the teacher's instruction-tuning set.")
     n_distill: int = Field(0, ge=0, description="Held-out prompts the teacher answers for the students.")
     n_eval: int = Field(0, ge=0, description="Held-out prompts for evaluation (never trained on).")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the data source plugin.")
+    args: DataSourceArgs = Field(default_factory=dict, description="Arguments of the data source plugin.")
 
 
 class DataConfig(Strict):
@@ -79,8 +80,8 @@ class DataConfig(Strict):
 
 # --------------------------------------------------------------------------------------------------- poison
 class BiasSpec(Strict):
-    type: str = Field(description="Registered bias type (python -m poison.run --list).")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the bias type plugin.")
+    type: BiasTypeName = Field(description="Registered bias type (python -m poison.run --list).")
+    args: BiasTypeArgs = Field(default_factory=dict, description="Arguments of the bias type plugin.")
 
 
 class PoisonConfig(Strict):
@@ -120,8 +121,8 @@ class BaselineConfig(Strict):
 
 class StudentSpec(FinetuneConfig):
     name: str = Field(description="Label of this student in reports.")
-    method: str = Field("sft", description="Registered distillation method.")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the distillation method.")
+    method: MethodName = Field("sft", description="Registered distillation method.")
+    args: MethodArgs = Field(default_factory=dict, description="Arguments of the distillation method.")
     distill_generation: Optional[GenerationConfig] = Field(
         None, description="How the teacher answers this student's distillation prompts (e.g. temperature: 1.0 for "
                           "sampled answers); default: the distill section's generation.")
@@ -139,19 +140,6 @@ class StudentSpec(FinetuneConfig):
 
 class DistillConfig(Strict):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
-
-
-class JudgeConfig(Strict):
-    model: str = Field("smollm2-135m-instruct", description="Judge model; served by a local vLLM server started for "
-                                                            "the run and stopped afterwards, unless `endpoint` is set.")
-    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
-    endpoint: Optional[str] = Field(None, description="An OpenAI-compatible endpoint (http://host:port/v1) to use "
-                                                      "instead of a local server.")
-    endpoint_model: Optional[str] = Field(None, description="Model name at `endpoint` (default: `model`).")
-    evaluate: bool = Field(False, description="Also judge every eval answer (a second verdict beside the rule "
-                                              "detector; the report gives both rates and Cohen's kappa).")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="llm_autorater arguments for the eval verdicts "
-                                                                   "(rubric, method, threshold, ...).")
 
 
 class EvalConfig(Strict):
@@ -195,8 +183,8 @@ class CascadeConfig(Strict):
 
 
 class AuditSpec(Strict):
-    type: str = Field("logit_shift", description="Registered audit (python -m poison.run --list).")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the audit plugin.")
+    type: AuditName = Field("logit_shift", description="Registered audit (python -m poison.run --list).")
+    args: AuditArgs = Field(default_factory=dict, description="Arguments of the audit plugin.")
 
 
 class AuditConfig(Strict):
@@ -278,8 +266,8 @@ class RunConfig(Strict):
     students: list[StudentSpec] = Field(min_length=1)
     eval: EvalConfig = Field(default_factory=EvalConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
-    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The LLM judge of llm_autorater defenses and "
-                                                                        "of judge.evaluate.")
+    judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The run's judge: of judge.evaluate and of "
+                                                                        "the plugins that need it.")
     cascade: CascadeConfig = Field(default_factory=CascadeConfig, description="Cascades over several generations.")
     audit: AuditConfig = Field(default_factory=AuditConfig, description="Auditing the finished models against their "
                                                                         "base, without their training data.")

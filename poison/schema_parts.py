@@ -8,7 +8,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from poison.schema_train import JSONValue, Strict
+from poison.schema_train import DefenseArgs, DefenseName, JSONValue, Strict
 
 
 # --------------------------------------------------------------------------------------------------- runtime
@@ -100,12 +100,12 @@ class DesignConfig(Strict):
 
 # --------------------------------------------------------------------------------------------------- defense
 class DefenseSpec(Strict):
-    type: str = Field(description="Registered defense (python -m poison.run --list).")
+    type: DefenseName = Field(description="Registered defense (python -m poison.run --list).")
     name: Optional[str] = Field(
         None, pattern=r"^[A-Za-z0-9_.-]+$",
         description="This defense's label in reports, its flags and `defense.filter` (default: its type). Two "
                     "defenses of one type need distinct names.")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="Arguments of the defense plugin.")
+    args: DefenseArgs = Field(default_factory=dict, description="Arguments of the defense plugin.")
     threshold: Optional[float] = Field(None, description="Fixed threshold (flag = score > threshold); unset: chosen "
                                                          "by the false-positive budget `fpr` on trusted clean samples.")
     fpr: float = Field(0.05, ge=0, le=1, description="False-positive budget on the trusted clean samples.")

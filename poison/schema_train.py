@@ -1,17 +1,59 @@
 """The config schema's fine-tuning sections (LoRA, QLoRA, the training settings, a fine-tuned model: the teacher,
-the clean control and each student) and ``Strict``, the base of every section of ``poison.schema``, which re-exports
-them.
+the clean control and each student), the judge section, ``Strict``, the base of every section of ``poison.schema``,
+which re-exports them, and the types of plugin names and arguments.
+
+A plugin's name is checked against the registry (an unknown one is an error with a did-you-mean) and its ``args`` are
+validated once, here, by the plugin's own config class through the registry (``PluginInfo.resolve_args``): a loaded
+config holds every plugin's arguments with their defaults filled in, and an argument error names its full key path
+(``poison.bias.args.brnad: unknown key (did you mean 'brand'?)``).
 """
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field
-from typing_extensions import TypeAliasType
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
+from typing_extensions import Annotated, TypeAliasType
+
+from poison.ground import registry
 
 #: any JSON/YAML value (plugin arguments are validated by the plugin's own config class)
 JSONValue = TypeAliasType("JSONValue", Union[str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]])
+
+
+def _registered(kind: str) -> Callable[[str], str]:
+    def check(name: str) -> str:
+        registry.get(kind, name)  # PluginError: unknown <kind> 'x' (did you mean 'y'?); registered: ...
+        return name
+    return check
+
+
+def _resolved(kind: str, name_field: str) -> Callable[[dict, ValidationInfo], dict]:
+    def check(args: dict[str, Any], info: ValidationInfo) -> dict[str, Any]:
+        name = info.data.get(name_field)
+        if name is None:  # the name itself is invalid: its own error says so
+            return args
+        return registry.get(kind, name).resolve_args(args)  # PluginArgsError: one problem per key path
+    return check
+
+
+def plugin_name(kind: str) -> Any:
+    """The type of a field naming a registered plugin of ``kind``."""
+    return Annotated[str, AfterValidator(_registered(kind))]
+
+
+def plugin_args(kind: str, name_field: str = "type") -> Any:
+    """The type of a plugin's ``args``: validated by the config class of the plugin the model's ``name_field`` names
+    (a field declared before ``args``), defaults filled in (also when ``args`` is left out)."""
+    return Annotated[dict[str, JSONValue], AfterValidator(_resolved(kind, name_field)), Field(validate_default=True)]
+
+
+DataSourceName, DataSourceArgs = plugin_name("data_source"), plugin_args("data_source")
+BiasTypeName, BiasTypeArgs = plugin_name("bias_type"), plugin_args("bias_type")
+MethodName, MethodArgs = plugin_name("distill_method"), plugin_args("distill_method", "method")
+DefenseName, DefenseArgs = plugin_name("defense"), plugin_args("defense")
+AuditName, AuditArgs = plugin_name("audit"), plugin_args("audit")
+JudgeName, JudgeArgs = plugin_name("judge"), plugin_args("judge")
 
 
 class Strict(BaseModel):
@@ -84,3 +126,19 @@ class FinetuneConfig(Strict):
     lora: LoraSettings = Field(default_factory=LoraSettings)
     qlora: QLoraSettings = Field(default_factory=QLoraSettings, description="Used when finetune is qlora.")
     train: TrainSettings = Field(default_factory=TrainSettings)
+
+
+class JudgeConfig(Strict):
+    type: JudgeName = Field("llm", description="Registered judge (python -m poison.run --list): gives the eval "
+                                               "verdicts and is what a plugin that declares it needs the judge gets "
+                                               "(llm: the judge model below, asked through an OpenAI-compatible API).")
+    model: str = Field("smollm2-135m-instruct", description="Judge model; served by a local vLLM server started for "
+                                                            "the run and stopped afterwards, unless `endpoint` is set.")
+    revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
+    endpoint: Optional[str] = Field(None, description="An OpenAI-compatible endpoint (http://host:port/v1) to use "
+                                                      "instead of a local server.")
+    endpoint_model: Optional[str] = Field(None, description="Model name at `endpoint` (default: `model`).")
+    evaluate: bool = Field(False, description="Also judge every eval answer (a second verdict beside the rule "
+                                              "detector; the report gives both rates and Cohen's kappa).")
+    args: JudgeArgs = Field(default_factory=dict, description="Arguments of the judge plugin (judge.type; llm: rubric, "
+                                                              "method, threshold, ...).")

@@ -10,6 +10,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from poison.config import ConfigError, load_config
+from poison.ground import registry
 from poison.ground.stats import threshold_for_fpr
 from poison.runner import run_config
 from tests.conftest import TINY_CONFIG, dirs
@@ -170,8 +171,9 @@ defense:
     from poison.schema import DefenseSpec
     from poison.stages.defense import defense_key
 
-    plain = DefenseSpec(type="bias_classifier", threshold=0.5)
-    assert defense_key(plain) == {"type": "bias_classifier", "args": {}, "threshold": 0.5, "fpr": 0.05}
+    plain = DefenseSpec(type="bias_classifier", threshold=0.5)  # its args resolved by the schema, as in a run
+    args = registry.get("defense", "bias_classifier").resolve_args({})
+    assert defense_key(plain) == {"type": "bias_classifier", "args": args, "threshold": 0.5, "fpr": 0.05}
     assert defense_key(DefenseSpec(type="bias_classifier", threshold=0.5, name="clf"))["name"] == "clf"
 
 
