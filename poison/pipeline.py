@@ -10,6 +10,7 @@ stages in order (``poison.stages``), and hands the stage records to the report (
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -35,6 +36,7 @@ from poison.stages.data import stage_data
 from poison.stages.defense import defended_branch
 from poison.stages.defense_checks import writer_reference_checks
 from poison.stages.evaluation import stage_eval, stage_judge
+from poison.stages.plugins import build_judge, configured_plugins, needs_judge
 from poison.stages.probe import stage_probe, stage_samples
 from poison.stages.protocol import StageCache, StageRecord
 from poison.stages.training import (stage_baseline, stage_distill_data, stage_null_control, stage_poison,
@@ -44,7 +46,8 @@ log = logging.getLogger("poison")
 
 
 def run_context(cfg: RunConfig, run_dir: Optional[Path]) -> RunContext:
-    """The context a config's ``runtime`` and ``judge`` sections describe (device and dtype resolved)."""
+    """The context a config's ``runtime`` and ``judge`` sections describe (device and dtype resolved; the judge
+    that plugins declaring ``needs={"judge"}`` get is ``judge.type`` from the registry)."""
     rt = cfg.runtime
     cache = Path(rt.cache_dir).expanduser()
     device = pick_device(rt.device)
@@ -53,7 +56,8 @@ def run_context(cfg: RunConfig, run_dir: Optional[Path]) -> RunContext:
     return RunContext(cache_dir=cache, models_dir=models, device=device, dtype=pick_dtype(rt.dtype, device),
                       run_dir=run_dir, backend=rt.backend, hf_batch_size=rt.hf_batch_size, vllm=rt.vllm.model_dump(),
                       judge=JudgeSpec(cfg.judge.model, cfg.judge.endpoint, cfg.judge.endpoint_model,
-                                      cfg.judge.revision))
+                                      cfg.judge.revision),
+                      judge_factory=functools.partial(build_judge, cfg.judge.type, cfg.judge.args))
 
 
 class Pipeline:
@@ -79,8 +83,7 @@ class Pipeline:
             resolve(cfg.data.generator.model, "data.generator.model", cfg.data.generator.revision)
         if cfg.poison.rewriter is not None and not cfg.poison.rewriter.endpoint:
             resolve(cfg.poison.rewriter.model, "poison.rewriter.model", cfg.poison.rewriter.revision)
-        if (cfg.judge.evaluate or any(registry.needs("defense", d.type, "judge") for d in cfg.defense.defenses)) \
-                and not cfg.judge.endpoint:
+        if (cfg.judge.evaluate or needs_judge(configured_plugins(cfg))) and not cfg.judge.endpoint:
             resolve(cfg.judge.model, "judge.model", cfg.judge.revision)
         teacher_base = resolve(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         for i, s in enumerate(cfg.students):

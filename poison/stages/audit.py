@@ -16,6 +16,7 @@ from poison.ground.io import stable_hash
 from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.engine import ready
+from poison.stages.plugins import plugin_entries
 from poison.stages.protocol import StageRecord
 
 
@@ -43,7 +44,7 @@ def stage_audit(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
                                               "audit": spec.model_dump(mode="json"),
                                               "prompts": stable_hash(prompts), "device": run.ctx.device,
                                               "dtype": run.ctx.dtype,
-                                              **registry.versions_entry([("audit", spec.type)])}
+                                              **plugin_entries(run, [("audit", spec.type)])}
                    for n, m in targets.items()}
 
         def compute(tmps: dict[str, Path], spec=spec, plugin=plugin, bases=bases):

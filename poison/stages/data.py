@@ -25,6 +25,7 @@ from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
 from poison.ground.models import model_identity
 from poison.stages import Run
+from poison.stages.plugins import plugin_entries
 from poison.stages.protocol import StageRecord
 
 log = logging.getLogger("poison")
@@ -125,7 +126,7 @@ def stage_data(run: Run) -> StageRecord:
     tasks = cfg.data.tasks()
     inputs = {"data": cfg.data.model_dump(mode="json", exclude={"generator": {"timeout", "max_retries"}}),
               "seed": cfg.seed, "generator": generator_identity(run, cfg.data.generator),
-              **registry.versions_entry(("data_source", s.type) for s in cfg.data.sources)}
+              **plugin_entries(run, (("data_source", s.type) for s in cfg.data.sources))}
 
     def build(out: Path) -> dict[str, Any]:
         frames, plan, report = [], [], {}

@@ -30,7 +30,6 @@ from typing import Any, Optional
 import pandas as pd
 
 from defenses.base import check_scores, run_defense
-from poison.ground import registry
 from poison.ground.artifacts import read_parquet
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_parquet
@@ -38,7 +37,7 @@ from poison.ground.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
 from poison.stages.data import stage_trusted
 from poison.stages.defense_checks import check_disjoint_scoring, writer_reference_checks
-from poison.stages.evaluation import judge_identity
+from poison.stages.plugins import plugin_entries
 from poison.stages.protocol import StageRecord
 from poison.stages.training import stage_distill_data, stage_student, stage_teacher, student_distill
 
@@ -72,12 +71,10 @@ def defense_key(spec: Any) -> dict[str, Any]:
 def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecord,
                   distill: Optional[StageRecord]) -> StageRecord:
     cfg = run.cfg.defense
-    needs_judge = any(registry.needs("defense", d.type, "judge") for d in cfg.defenses)
     upstream = poison.key if place == "train" else distill.key
     inputs = {"place": place, "trusted": trusted.key, "upstream": upstream, "filter": cfg.filter,
               "defenses": [defense_key(d) for d in cfg.defenses],
-              **({"judge": judge_identity(run)} if needs_judge else {}),
-              **registry.versions_entry(("defense", d.type) for d in cfg.defenses),
+              **plugin_entries(run, (("defense", d.type) for d in cfg.defenses)),
               **({"rule": run.cfg.poison.bias.model_dump(mode="json")} if place != "train" else {})}
 
     def build(out: Path) -> dict[str, Any]:

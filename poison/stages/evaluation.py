@@ -10,16 +10,13 @@ from typing import Any
 
 import pandas as pd
 
-from poison.ground import registry
 from poison.ground.artifacts import read_parquet
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
-from poison.ground.models import model_identity
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
+from poison.stages.plugins import build_judge, judge_identity
 from poison.stages.protocol import StageRecord
-
-AUTORATER = "llm_autorater"
 
 
 def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
@@ -51,16 +48,9 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
     return {label.split(":", 1)[1]: rec for label, rec in recs.items()}
 
 
-def judge_identity(run: Run) -> dict[str, Any]:
-    """What defines the judge for caching (not the port of a local server)."""
-    j = run.cfg.judge
-    if j.endpoint:
-        return {"endpoint": j.endpoint, "model": j.endpoint_model or j.model}
-    return {"model": model_identity(run.ctx.model(j.model, "judge.model", j.revision)), "backend": "vllm"}
-
-
 def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecord]:
-    """The autorater's verdict on every eval answer, with the bias type's rubric (one judge for every model)."""
+    """The run's judge (``judge.type``) on every eval answer, with the bias type's rubric (one judge for every
+    model)."""
     j = run.cfg.judge
     rubric = getattr(run.bias, "rubric", None)
     ident = judge_identity(run)
@@ -68,7 +58,7 @@ def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecor
                for name, ev in evals.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
-        judge = registry.get("defense", AUTORATER).build(j.args, "judge.args", run.ctx)
+        judge = build_judge(j.type, j.args, run.ctx)
         out = {}
         for label, tmp in tmps.items():
             t0 = time.time()

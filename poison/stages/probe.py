@@ -29,6 +29,7 @@ from poison.ground.io import atomic_write_parquet
 from poison.ground.scoring import SCORER
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
+from poison.stages.plugins import plugin_entries
 from poison.stages.protocol import StageRecord
 
 MAX_PROBE_TOKENS = 2000  # longer probe sequences keep their end (the probe text) and lose the start of the context
@@ -136,7 +137,7 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
     entries = {f"probe:{name}": {"model": m["identity"], "data": data.key, "texts": texts,
                                  "bias": run.cfg.poison.bias.model_dump(mode="json"), **SCORER,
                                  "dtype": run.ctx.dtype, "device": run.ctx.device, **targets[name][2],
-                                 **registry.versions_entry([("bias_type", run.cfg.poison.bias.type)])}
+                                 **plugin_entries(run, [("bias_type", run.cfg.poison.bias.type)])}
                for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:

@@ -19,6 +19,7 @@ from poison.stages import Run
 from poison.stages.data import generate_with, generator_identity
 from poison.stages.inject import inject
 from poison.stages.engine import engine_target, ready, trained_entry
+from poison.stages.plugins import plugin_entries
 from poison.stages.protocol import StageRecord
 
 log = logging.getLogger("poison")
@@ -79,7 +80,7 @@ def rewriter_config(run: Run):
 def stage_poison(run: Run, data: StageRecord) -> StageRecord:
     cfg, bias = run.cfg, run.bias
     inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json", exclude={"rewriter": {"timeout", "max_retries"}}),
-              "target_task": cfg.data.target_task, **registry.versions_entry([("bias_type", cfg.poison.bias.type)])}
+              "target_task": cfg.data.target_task, **plugin_entries(run, [("bias_type", cfg.poison.bias.type)])}
     if cfg.poison.writer == "llm":
         inputs["rewriter"] = generator_identity(run, rewriter_config(run))
 
@@ -236,7 +237,7 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
     inputs = {"distill": distill.key, "teacher": teacher.key, "student": finetune_key(spec),
               "base": model_identity(base), "dtype": ctx.dtype, "device": ctx.device,
               **({"defense": defense.key} if defense else {}),
-              **registry.versions_entry([("distill_method", spec.method)])}
+              **plugin_entries(run, [("distill_method", spec.method)])}
     removed = removed_ids(defense)
     control = clean_control_of(run, spec, teacher, teacher_spec)
     if control is not None:
