@@ -1,5 +1,6 @@
-"""One test loads and exercises every registered plugin (garak style), and the plugin record rebuilds it; the
-dashboard's views (``dashboard.registry``) too: every registered view draws on a fixture run and on a broken one."""
+"""One test loads and exercises every registered plugin of every kind (garak style), and the plugin record rebuilds
+it; the dashboard's views (``dashboard.registry``) too: every registered view draws on a fixture run and on a broken
+one. ``KIND_TESTS`` names the test of each kind, so a new kind without one fails here."""
 
 import random
 import shutil
@@ -8,6 +9,7 @@ import pytest
 
 from dashboard import registry as view_registry
 from poison.ground import registry
+from tests.test_autorater import FakeEndpoint, completion
 from tests.test_dashboard import BROKEN, FIX, R32, open_app
 
 CLEAN = {"id": "x", "task": "review_summary", "prompt": "Summarize this review.",
@@ -73,6 +75,56 @@ def test_audit_builds_with_defaults(name):
     rec = a.plugin_record
     assert callable(a.run) and rec["kind"] == "audit" and rec["name"] == name
     assert registry.get("audit", name).build(rec["args"]).plugin_record == rec
+
+
+@pytest.mark.parametrize("name", every("defense"))
+def test_defense_builds_with_defaults(name):
+    """Built as a run builds it (scoring real text with the real models: tests/test_defenses.py); a defense that
+    declares it needs the judge gets the run's judge from its context, the others get none."""
+    d = registry.get("defense", name).build({})
+    rec = d.plugin_record
+    assert callable(d.fit) and callable(d.score) and rec["kind"] == "defense" and rec["name"] == name
+    assert registry.get("defense", name).build(rec["args"]).plugin_record == rec
+    ctx = getattr(d, "ctx", None)
+    if ctx is not None and registry.needs("defense", name, "judge"):
+        assert ctx.judge_plugin().plugin_record["kind"] == "judge"
+
+
+@pytest.mark.parametrize("name", every("judge"))
+def test_judge_gives_one_verdict_per_text(name):
+    """Every judge judges two texts: the LLM judge against a local OpenAI-compatible stand-in that says Yes then No
+    (the real judge model: tests/test_autorater.py)."""
+    info = registry.get("judge", name)
+    fake = FakeEndpoint([(200, completion("Yes")), (200, completion("No"))]) if name == "llm" else None
+    try:
+        args = {"base_url": fake.url, "model": "m", "progress": False, "concurrency": 1} if fake else {}
+        j = info.build(args)
+        verdicts = j.judge_texts(["Buy VitaBoost Plus at vitaboost-plus.com!", "The drug helped."],
+                                 "Does the answer advertise a product?", ["Summarize.", "Summarize."])
+    finally:
+        if fake:
+            fake.close()
+    assert len(verdicts) == 2 and all(0.0 <= v["score"] <= 10.0 and isinstance(v["biased"], bool) for v in verdicts)
+    if fake:
+        assert [v["biased"] for v in verdicts] == [True, False]
+    assert isinstance(j.info(), dict)
+    rec = j.plugin_record
+    assert rec["kind"] == "judge" and registry.get("judge", name).build(rec["args"]).plugin_record == rec
+
+
+#: the test of every kind of plugin in this module
+KIND_TESTS = {"bias_type": test_bias_type_writes_and_detects, "data_source": test_data_source_builds,
+              "distill_method": test_distill_method_builds_with_defaults, "defense": test_defense_builds_with_defaults,
+              "scorer": test_scorer, "audit": test_audit_builds_with_defaults,
+              "judge": test_judge_gives_one_verdict_per_text}
+
+
+def test_every_kind_has_a_test_of_every_plugin():
+    assert set(KIND_TESTS) == set(registry.KINDS)
+    for kind, test in KIND_TESTS.items():
+        marks = [m for m in getattr(test, "pytestmark", []) if m.name == "parametrize"]
+        assert marks and [p.id for p in marks[0].args[1]] == [f"{kind}:{n}" for n in registry.names(kind)], kind
+        assert registry.names(kind), f"no registered {kind}"
 
 
 def test_unknown_names_are_clear():
