@@ -118,7 +118,8 @@ def test_config_reference_has_every_schema_field_and_description():
 # ------------------------------------------------------------------------------------------------ the guides
 GUIDES = {"bias-type": ("bias_type", "sign_off"), "defense": ("defense", "link_count"),
           "source": ("data_source", "glossary"), "audit": ("audit", "new_words"),
-          "method": ("distill_method", "long_answers"), "view": ("view", "utility")}
+          "method": ("distill_method", "long_answers"), "view": ("view", "utility"),
+          "judge": ("judge", "link_judge")}
 
 
 @pytest.fixture
