@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--arg {kv!r}: expected KEY=VALUE")
             k, v = kv.split("=", 1)
             args[k.strip()] = load_yaml(v, f"--arg {k}") if v else ""
-        ctx = RunContext.standalone(models_dir=a.models_dir, device=a.device, dtype=a.dtype)
+        ctx = RunContext.standalone(models_dir=a.models_dir, device=a.device, dtype=a.dtype,
+                                    judge_factory=registry.default_judge)  # for an audit that needs the judge
         plugin = registry.get("audit", a.audit, path="--audit").build(args, "--arg", ctx)
         suspect = ctx.model(a.suspect, "SUSPECT")
         base = ctx.model(a.base, "--base")
