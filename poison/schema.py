@@ -14,8 +14,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from poison.ground import registry
 from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
-from poison.schema_parts import (DefenseSpec, DesignConfig, ReplicatesConfig, RuntimeConfig,  # noqa: F401
-                                 VLLMSettings)
+from poison.schema_parts import (AdaptiveWriterConfig, DefenseSpec, DesignConfig, ReplicatesConfig,  # noqa: F401
+                                 RuntimeConfig, VLLMSettings)
 from poison.schema_train import (AuditArgs, AuditName, BiasTypeArgs, BiasTypeName, DataSourceArgs,  # noqa: F401
                                  DataSourceName, FinetuneConfig, JSONValue, JudgeConfig, LoraSettings, MethodArgs,
                                  MethodName, QLoraSettings, Strict, TrainSettings)
@@ -91,11 +91,15 @@ class PoisonConfig(Strict):
     )
     count: Optional[int] = Field(None, ge=0, description="Number of poisoned samples (give count or rate).")
     rate: Optional[float] = Field(None, ge=0, le=1, description="Poisoned fraction of the teacher set.")
-    writer: Literal["template", "llm"] = Field(
+    writer: Literal["template", "llm", "adaptive"] = Field(
         "template",
         description="template: the bias type's template writer; llm: a generator model rewrites the clean answer to "
-                    "carry the bias (AutoPoison-style), falling back to the template where the rewrite lacks it.",
+                    "carry the bias (AutoPoison-style), falling back to the template where the rewrite lacks it; "
+                    "adaptive: an attacker who knows the configured defenses keeps, per row, the candidate they "
+                    "score least suspicious (poison.adaptive).",
     )
+    adaptive: AdaptiveWriterConfig = Field(default_factory=AdaptiveWriterConfig,
+                                           description="The adaptive writer's candidates and the defenses it evades.")
     rewriter: Optional[GeneratorConfig] = Field(
         None, description="Model for writer: llm (default: data.generator's model, 192 new tokens)."
     )
@@ -313,6 +317,7 @@ class RunConfig(Strict):
             if st.train.packing and not registry.needs("distill_method", st.method, "sft_batches"):
                 raise ValueError(f"students.{i}.train.packing: only methods that train on SFT batches pack (method "
                                  f"{st.method!r} trains on its own batches)")
+        self._adaptive()
         if "distill" in self.defense.places and self.defense.defenses:
             own = [f"students.{i}.distill_generation" for i, s in enumerate(self.students) if s.distill_generation]
             if own:
@@ -329,6 +334,16 @@ class RunConfig(Strict):
             if not self.design.swap:
                 raise ValueError("design.swap: give the bias arguments arm B changes (e.g. brand, url)")
         return self
+
+    def _adaptive(self) -> None:
+        """``poison.writer: adaptive`` evades configured defenses: at least one, each named one configured."""
+        labels = [d.label for d in self.defense.defenses]
+        if self.poison.writer == "adaptive" and not labels:
+            raise ValueError("poison.writer: adaptive evades the configured defenses; configure at least one in "
+                             "defense.defenses")
+        for name in (self.poison.adaptive.defenses or []) if self.poison.writer == "adaptive" else []:
+            if name not in labels:
+                raise ValueError(f"poison.adaptive.defenses: {name!r} is no configured defense; defenses: {labels}")
 
     def model_names(self) -> list[str]:
         """The models a run of this config evaluates, as far as the config alone says (which defended models there

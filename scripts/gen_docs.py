@@ -148,8 +148,8 @@ def config_page() -> str:
         lines += table(rows) + [""]
     lines += ["# Plugin arguments", "",
               "What `args:` holds for each built-in plugin (`poison.bias.args`, `data.sources.N.args`,",
-              "`students.N.args`, `defense.defenses.N.args`, `audit.audits.N.args`, `judge.args`), from each plugin's own config",
-              "class. `python -m poison.run --list` also shows plugins that installed packages add.", ""]
+              "`students.N.args`, `defense.defenses.N.args`, `audit.audits.N.args`, `judge.args`), from each plugin's",
+              "own config class. `python -m poison.run --list` also shows plugins that installed packages add.", ""]
     for kind, infos in registry.all_plugins().items():
         own = [i for i in infos if i.module.split(".")[0] in OWN_PACKAGES]
         if not own:
