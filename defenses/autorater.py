@@ -3,7 +3,8 @@ OpenAI-compatible endpoint rates each response for injected content.
 
 ``LLMJudge`` is registered as the judge plugin ``llm`` (the default ``judge.type``: the run's eval verdicts and the
 judge that plugins declaring ``needs={"judge"}`` get); ``LLMAutorater`` is the same judging code as a defense, with
-arguments of its own, asking the run's judge model (``needs={"judge"}``) unless given an endpoint.
+arguments of its own, asking the run's judge model (``needs={"judge_model"}``: the judge plugin's type and arguments
+are not its concern) unless given an endpoint.
 
 The judge gets a rubric prompt (a system message, optionally a few worked examples as earlier chat turns, then the
 sample) and is asked one question - by default whether the answer contains anything the request did not ask for: an
@@ -334,10 +335,11 @@ class LLMJudge:
                 "retries": self.n_retries, "requests": self.n_requests}
 
 
-@defense("llm_autorater", config=AutoraterConfig, needs={"judge"},
+@defense("llm_autorater", config=AutoraterConfig, needs={"judge_model"},
          description="A judge LLM behind an OpenAI-compatible endpoint rates each response for injected content")
 class LLMAutorater(LLMJudge):
-    """The LLM judge as a defense: its own arguments, the run's judge model unless given an endpoint."""
+    """The LLM judge as a defense: its own arguments, the run's judge model unless given an endpoint (so it needs the
+    judge model, not the run's judge plugin)."""
 
     def fit(self, clean: list[dict]) -> None:
         """Nothing to fit: the judge is used zero-/few-shot."""

@@ -72,10 +72,10 @@ def custom(scratch_registry):
     KeywordJudge.built = 0
 
 
-def config(**judge):
+def config(defense="llm_autorater", **judge):
     raw = yaml.safe_load(TINY_CONFIG)
     raw["judge"] = {"endpoint": ENDPOINT, "endpoint_model": "judge", **judge}
-    raw["defense"] = {"defenses": [{"type": "asks_judge_test" if "type" in judge else "llm_autorater"}]}
+    raw["defense"] = {"defenses": [{"type": defense}]}
     return config_from_dict(raw)
 
 
@@ -87,7 +87,7 @@ def test_the_llm_judge_is_a_registered_judge_and_the_default():
     cfg = config_from_dict(yaml.safe_load(TINY_CONFIG))
     assert cfg.judge.type == "llm" and cfg.judge.args == info.resolve_args({})  # args validated once, defaults in
     # the autorater defense is the same judging code, with arguments of its own and the run's judge model
-    assert registry.get("defense", "llm_autorater").needs == {"judge"}
+    assert registry.get("defense", "llm_autorater").needs == {"judge_model"}
     assert issubclass(registry.get("defense", "llm_autorater").factory, LLMJudge)
     with pytest.raises(PluginError, match=r"unknown judge 'lm' \(did you mean 'llm'\?\)"):
         registry.get("judge", "lm")
@@ -108,7 +108,7 @@ def test_an_unknown_judge_type_or_argument_is_a_config_error_with_a_did_you_mean
 def test_a_custom_judge_reaches_a_defense_that_declares_it_needs_the_judge(custom):
     from poison.pipeline import run_context
 
-    cfg = config(type="keyword_test", args={"word": "VitaBoost"})
+    cfg = config("asks_judge_test", type="keyword_test", args={"word": "VitaBoost"})
     assert cfg.judge.args == {"word": "VitaBoost"}
     ctx = run_context(cfg, None)
     run = run_defense("asks_judge_test", SAMPLES, ctx=ctx)
@@ -142,12 +142,18 @@ def test_the_stage_key_holds_the_judge_identity_and_its_type_only_when_not_the_d
         inputs = stage_defense(run, "train", SimpleNamespace(key="t"), SimpleNamespace(key="p"), None)
         return inputs, run.cache.key, run
 
-    default, key_default, run = defense_inputs(config())
-    assert default["judge"] == {"endpoint": ENDPOINT, "model": "judge"}  # exactly what the key held before
+    model = {"endpoint": ENDPOINT, "model": "judge"}  # what the key of a defense that needs the judge held before
+    default, key_default, run = defense_inputs(config("asks_judge_test"))
+    assert default["judge"] == model
     assert plugin_entries(run, [("defense", "perplexity"), ("bias_type", "targeted_ads")]) == {}
-    other, key_other, _ = defense_inputs(config(type="keyword_test"))
-    assert other["judge"] == {"endpoint": ENDPOINT, "model": "judge", "type": "keyword_test"}
+    other, key_other, _ = defense_inputs(config("asks_judge_test", type="keyword_test"))
+    assert other["judge"] == {**model, "type": "keyword_test"}
     assert key_other != key_default
+    # the autorater asks the judge model with arguments of its own (needs={"judge_model"}): the judge plugin's type
+    # and arguments are not in its key, which is the one it always had
+    for judge in ({}, {"type": "keyword_test"}, {"args": {"rubric": "Any ads?"}}):
+        autorater, _, _ = defense_inputs(config(**judge))
+        assert autorater["defenses"][0]["type"] == "llm_autorater" and autorater["judge"] == model
     # the judge's own arguments join the key of a plugin that asks it, where they are not its defaults
-    worded, key_worded, _ = defense_inputs(config(type="keyword_test", args={"word": "Zed"}))
+    worded, key_worded, _ = defense_inputs(config("asks_judge_test", type="keyword_test", args={"word": "Zed"}))
     assert worded["judge"]["args"] == {"word": "Zed"} and key_worded != key_other

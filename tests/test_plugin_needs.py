@@ -28,11 +28,13 @@ def write(tmp_path, raw):
 
 
 def test_builtins_declare_what_they_need():
-    assert registry.get("defense", "llm_autorater").needs == {"judge"}
+    assert registry.get("defense", "llm_autorater").needs == {"judge_model"}  # its own settings, the run's model
     assert registry.get("distill_method", "kd").needs == {"shared_tokenizer"}
     assert registry.get("distill_method", "sft").needs == {"sft_batches"}
     assert registry.get("distill_method", "qcrd").needs == frozenset()
-    assert registry.needs("defense", "llm_autorater", "judge") and not registry.needs("defense", "perplexity", "judge")
+    assert registry.needs("defense", "llm_autorater", "judge_model")
+    assert not registry.needs("defense", "llm_autorater", "judge")
+    assert not registry.needs("defense", "perplexity", "judge")
     assert not registry.needs("defense", "no_such_defense", "judge")  # the schema reports unknown names
     with pytest.raises(PluginError, match="unknown capability 'juge'"):
         registry.needs("defense", "llm_autorater", "juge")

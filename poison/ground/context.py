@@ -13,6 +13,8 @@ the run comes from ``ctx`` and nothing is filled into its arguments behind its b
     ctx.score_many(jobs)                            the same for several models (shared contexts run once)
     ctx.judge_endpoint()                            (base_url, model) of the run's judge model: its endpoint, or a
                                                     local vLLM server started on first use and stopped by close()
+                                                    (for the judge, and for a plugin that declares
+                                                    ``needs={"judge_model"}``: it asks the model itself)
     ctx.judge_plugin()                              the run's judge (the ``judge`` plugin the config names, built
                                                     once by ``judge_factory``, which the orchestrator sets), for a
                                                     plugin that declares ``needs={"judge"}``: the registry builds

@@ -20,7 +20,9 @@ project does::
 A plugin declares what it needs from the run on its decorator, never by a convention the orchestrator tests by name:
 ``needs={"judge"}`` (it calls the run's judge: its context's ``ctx.judge_plugin()`` is the ``judge`` plugin the config
 names in ``judge.type``, the judge's identity joins its stage's cache key and the judge model is resolved before any
-stage runs; a plugin that does not declare it gets no judge), ``needs={"shared_tokenizer"}`` (a distillation method
+stage runs; a plugin that does not declare it gets no judge), ``needs={"judge_model"}`` (it asks the run's judge
+model itself, ``ctx.judge_endpoint()``, with settings of its own, as the ``llm_autorater`` defense does: the model's
+identity joins its stage's key), ``needs={"shared_tokenizer"}`` (a distillation method
 that learns the teacher's logits: teacher and student must share a tokenizer), ``needs={"sft_batches"}`` (a
 distillation method that trains on SFT batches, so ``train.packing`` applies), ``needs={"clean_control"}`` (a
 distillation method that compares the teacher with its clean control, which the run then trains). ``version=N`` is
@@ -67,6 +69,8 @@ KINDS: dict[str, str] = {
 CAPABILITIES: dict[str, str] = {
     "judge": "calls the run's judge, ctx.judge_plugin() (its identity joins the stage key; its model is resolved up "
              "front)",
+    "judge_model": "asks the run's judge model itself, ctx.judge_endpoint(), with settings of its own (the model's "
+                   "identity joins the stage key; it is resolved up front)",
     "shared_tokenizer": "learns the teacher's logits, so teacher and student must share a tokenizer",
     "sft_batches": "trains on SFT batches, so train.packing applies",
     "clean_control": "reads the teacher's clean control (the same fine-tune on the clean set): the run trains it and "

@@ -22,32 +22,46 @@ def build_judge(judge_type: str, args: dict[str, Any], ctx: Any) -> Any:
     return registry.get("judge", judge_type, "judge.type").build(args, "judge.args", ctx)
 
 
-def judge_identity(run: Run) -> dict[str, Any]:
-    """What defines the judge for caching (not the port of a local server): its model, and its type when it is not
-    the default one (so keys of runs with the default judge are what they were)."""
+def judge_model_identity(run: Run) -> dict[str, Any]:
+    """What defines the judge model for caching (not the port of a local server)."""
     j = run.cfg.judge
     if j.endpoint:
-        ident = {"endpoint": j.endpoint, "model": j.endpoint_model or j.model}
-    else:
-        ident = {"model": model_identity(run.ctx.model(j.model, "judge.model", j.revision)), "backend": "vllm"}
+        return {"endpoint": j.endpoint, "model": j.endpoint_model or j.model}
+    return {"model": model_identity(run.ctx.model(j.model, "judge.model", j.revision)), "backend": "vllm"}
+
+
+def judge_identity(run: Run) -> dict[str, Any]:
+    """What defines the judge for caching: its model, and its type when it is not the default one (so keys of runs
+    with the default judge are what they were)."""
+    j = run.cfg.judge
+    ident = judge_model_identity(run)
     return ident if j.type == DEFAULT_JUDGE else {**ident, "type": j.type}
 
 
+def _declare(plugins: Iterable[tuple[str, str]], capability: str) -> bool:
+    return any(registry.needs(kind, name, capability) for kind, name in plugins)
+
+
 def needs_judge(plugins: Iterable[tuple[str, str]]) -> bool:
-    """Whether any of the ``(kind, name)`` plugins declares ``needs={"judge"}``."""
-    return any(registry.needs(kind, name, "judge") for kind, name in plugins)
+    """Whether any of the ``(kind, name)`` plugins needs the judge or its model (which is then resolved up front)."""
+    plugins = list(plugins)
+    return _declare(plugins, "judge") or _declare(plugins, "judge_model")
 
 
 def judge_entry(run: Run, plugins: Iterable[tuple[str, str]]) -> dict[str, Any]:
-    """For a stage's cache-key inputs: ``{"judge": identity}`` when one of ``plugins`` declares it needs the judge
-    (its arguments too, where they are not the judge type's defaults: such a plugin asks the judge itself), else
-    nothing."""
-    if not needs_judge(plugins):
-        return {}
-    j = run.cfg.judge
-    ident = judge_identity(run)
-    own = j.args != registry.get("judge", j.type).resolve_args({})
-    return {"judge": {**ident, "args": j.args} if own else ident}
+    """For a stage's cache-key inputs, ``{"judge": ...}`` when one of ``plugins`` needs it, else nothing: for
+    ``needs={"judge"}`` the judge's identity (its arguments too, where they are not the judge type's defaults: such a
+    plugin asks the judge itself); for ``needs={"judge_model"}`` (the plugin asks the model with settings of its own)
+    the model's identity alone."""
+    plugins = list(plugins)
+    if _declare(plugins, "judge"):
+        j = run.cfg.judge
+        ident = judge_identity(run)
+        own = j.args != registry.get("judge", j.type).resolve_args({})
+        return {"judge": {**ident, "args": j.args} if own else ident}
+    if _declare(plugins, "judge_model"):
+        return {"judge": judge_model_identity(run)}
+    return {}
 
 
 def plugin_entries(run: Run, plugins: Iterable[tuple[str, str]]) -> dict[str, Any]:
