@@ -147,7 +147,7 @@ def _register(kind: str, name: str, config: type[PluginConfig] | None, descripti
             if old is not None and old.module != info.module:
                 raise PluginError(f"{kind} {name!r} is registered twice: by {old.module} and by {info.module}")
             _plugins[kind][name] = info
-        obj.plugin_info = info
+        obj.plugin_info = info  # type: ignore[attr-defined]  # the record travels with the class
         return obj
 
     return deco
