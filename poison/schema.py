@@ -240,13 +240,13 @@ ComparisonText = Annotated[str, AfterValidator(lambda v: parse_comparison(v).tex
 
 class ClaimsConfig(Strict):
     primary: Optional[ComparisonText] = Field(
-        None, description="The run's claim, tested at `alpha` alone: one paired comparison <A>_vs_<B>.<measure>.<split> "
-                          "(A, B: teacher, baseline, clean_control, a student's name or any model of the run's table; "
-                          "or the role words student = the first student, control = the clean control, else the "
-                          "baseline. measure: greedy | sampled | probe (the seen wording's log-prob). split: target | "
-                          "other | unseen). Default: <first student>_vs_teacher, sampled when eval.samples_per_prompt > "
-                          "1 else greedy, on the target split (untargeted mode: the other split where it has eval "
-                          "prompts); the resolved config names it.")
+        None, description="The run's claim, tested at `alpha` alone: one paired comparison "
+                          "<A>_vs_<B>.<measure>.<split> (A, B: teacher, baseline, clean_control, a student's name or "
+                          "any model of the run's table; or the role words student = the first student, control = the "
+                          "clean control, else the baseline. measure: greedy | sampled | probe (the seen wording's "
+                          "log-prob). split: target | other | unseen). Default: <first student>_vs_teacher, sampled "
+                          "when eval.samples_per_prompt > 1 else greedy, on the target split (untargeted mode: the "
+                          "other split where it has eval prompts); the resolved config names it.")
     also: Optional[list[ComparisonText]] = Field(
         None, description="Further comparisons, reported with Holm-adjusted p-values beside the raw ones. Default: "
                           "every pair of students, each student vs the teacher and the teacher vs the control, on the "

@@ -63,7 +63,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
         for a in metrics["amplification"]:
             lines.append(amplification_line(a))
     lines += health_lines(metrics)
-    lines += sampled_lines(metrics) + correction_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
+    lines += (sampled_lines(metrics) + correction_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics)
+              + audit_lines(metrics))
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
         lines.append("teacher answers used for distillation that carry the bias: "

@@ -77,8 +77,8 @@ def auroc_interval(pos: Sequence[float], neg: Sequence[float], confidence: float
     return {"value": _none(value), "ci_low": lo, "ci_high": hi}
 
 
-def calibrated_rate(scores: Sequence[float], calib: Sequence[float], fpr: float, confidence: float = 0.95, *,
-                    n_boot: int = 2000, seed: int = 0) -> dict[str, Optional[float]]:
+def calibrated_rate(scores: Sequence[float] | np.ndarray, calib: Sequence[float] | np.ndarray, fpr: float,
+                    confidence: float = 0.95, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Optional[float]]:
     """Share of ``scores`` flagged at the threshold the calibration scores set for budget ``fpr``, with its interval
     (calibration and scored samples resampled). Poisoned scores give the TPR, clean ones the realized FPR. All None
     when either group is empty."""

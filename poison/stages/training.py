@@ -1,6 +1,6 @@
-"""The training stages: ``poison`` (the adversary injects biased samples into the teacher's set), ``teacher`` (fine-tuned
-on it), ``baseline`` (the clean control: the same fine-tune on the clean set), ``distill_data`` (the teacher answers
-the held-out distillation prompts) and ``student`` (one per configured distillation method)."""
+"""The training stages: ``poison`` (the adversary injects biased samples into the teacher's set), ``teacher``
+(fine-tuned on it), ``baseline`` (the clean control: the same fine-tune on the clean set), ``distill_data`` (the
+teacher answers the held-out distillation prompts) and ``student`` (one per configured distillation method)."""
 
 from __future__ import annotations
 
