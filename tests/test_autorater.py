@@ -91,6 +91,27 @@ def test_server_that_dies_or_never_answers_fails_with_its_log(tmp_path):
         wait_for_server(url, None, timeout=1.5)
 
 
+def test_server_whose_engine_died_fails_at_once_naming_the_oom_killer(tmp_path):
+    """vLLM's API server outlives a dead engine (it neither answers nor exits): the wait reads the death from the log
+    at once instead of waiting out its timeout; an earlier start's death, above the offset, is not this one's."""
+    log = tmp_path / "server.log"
+    log.write_text("EngineDeadError from an earlier start\n")
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    code = ("import sys, time; time.sleep(1); "
+            "print('ERROR Worker proc VllmWorker-0 died unexpectedly (exit code: -9)'); "
+            "print('ERROR EngineCore encountered a fatal error.'); sys.stdout.flush(); time.sleep(120)")
+    with open(log, "a") as f:
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=f, stderr=subprocess.STDOUT)
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(ServerError, match=r"lost its engine before answering \(its worker was killed \(signal 9\)"
+                                              r": on CPU most likely by the kernel's out-of-memory killer"):
+            wait_for_server(url, proc, timeout=100, log_path=log)
+        assert time.monotonic() - t0 < 60 and proc.poll() is None  # the process still lives: found in the log
+    finally:
+        proc.kill()
+
+
 # ------------------------------------------------------------------------------------------- fake endpoint
 def completion(content: str, logprobs=None, model: str = "fake-judge") -> dict:
     return {"id": "c1", "object": "chat.completion", "created": 0, "model": model,

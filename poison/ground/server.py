@@ -39,9 +39,14 @@ def wait_for_server(base_url: str, proc: Optional[subprocess.Popen] = None, time
                     log_path: Optional[Path] = None) -> None:
     """Poll ``{base_url}/models`` until it answers; ServerError if the process exits or ``timeout`` passes."""
     deadline = time.monotonic() + timeout
+    offset = Path(log_path).stat().st_size if log_path and Path(log_path).exists() else 0  # an earlier start's lines
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise ServerError(f"the vLLM server for {base_url} exited with code {proc.returncode} before answering"
+                              + _tail(log_path))
+        dead = _engine_dead(log_path, offset)
+        if dead:
+            raise ServerError(f"the vLLM server for {base_url} lost its engine before answering ({dead})"
                               + _tail(log_path))
         try:
             with urllib.request.urlopen(base_url.rstrip("/") + "/models", timeout=2) as r:
@@ -51,6 +56,26 @@ def wait_for_server(base_url: str, proc: Optional[subprocess.Popen] = None, time
             pass
         time.sleep(1.0)
     raise ServerError(f"the vLLM server for {base_url} did not answer /models within {timeout:.0f} s" + _tail(log_path))
+
+
+# What vLLM logs when its engine process is gone while the API server process lives on (it would not answer, and
+# would not exit, until the timeout).
+_ENGINE_DEAD = ("EngineDeadError", "EngineCore encountered a fatal error")
+
+
+def _engine_dead(log_path: Optional[Path], offset: int = 0) -> Optional[str]:
+    """Why the server's engine died, from its log past ``offset``: None while it has not."""
+    if not log_path or not Path(log_path).exists():
+        return None
+    with open(log_path, "rb") as f:
+        f.seek(offset)
+        text = f.read().decode(errors="replace")
+    if not any(m in text for m in _ENGINE_DEAD):
+        return None
+    if "died unexpectedly (exit code: -9)" in text:
+        return ("its worker was killed (signal 9): on CPU most likely by the kernel's out-of-memory killer, when "
+                "other jobs took the memory vLLM reserved; run fewer jobs at once or lower the memory it reserves")
+    return "the engine core failed: see the log"
 
 
 def _tail(log_path: Optional[Path], chars: int = 3000) -> str:
