@@ -23,6 +23,7 @@ from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.generate import visible_gpus
 from poison.ground.models import pick_device, pick_dtype, resolve_model
+from poison.ground.results.model_id import Arm, ModelId
 from poison.ground.procs import is_main_process, wait_for, world_size
 from poison.housekeeping import clean_leftovers
 from poison.model_table import model_table
@@ -137,11 +138,12 @@ class Pipeline:
         if cfg.eval.probe and baseline is None:  # the probe's control is a clean fine-tune, not the base model
             log.info("eval.probe: training the clean control (the teacher's fine-tune on the clean set), since "
                      "baseline.kind is base")
-            control = stage_baseline(run, data, label="clean_control")
+            control = stage_baseline(run, data, label=str(ModelId.single("clean_control")))
         null = stage_null_control(run, data) if cfg.eval.probe and cfg.eval.probe_null else None
         distill = stage_distill_data(run, teacher, data)
         if any(registry.needs("distill_method", s.method, "clean_control") for s in cfg.students):
-            run.clean_control = control or baseline or stage_baseline(run, data, label="clean_control")
+            run.clean_control = control or baseline or stage_baseline(run, data,
+                                                                      label=str(ModelId.single("clean_control")))
         distills = {s.name: student_distill(run, s, teacher, data, distill) for s in cfg.students}
         students = {s.name: stage_student(run, s, teacher, distills[s.name]) for s in cfg.students}
         via = self.via()
@@ -190,10 +192,11 @@ class Pipeline:
         run = self.stages
         if clean_teacher is None or not self.cfg.eval.student_controls:
             return {}
-        shared = stage_distill_data(run, clean_teacher, data, label="control:distill_data")
+        arm = Arm.control()
+        shared = stage_distill_data(run, clean_teacher, data, arm)
         out = {s.name: {1: stage_student(run, s, clean_teacher,
-                                         student_distill(run, s, clean_teacher, data, shared, "control:"),
-                                         prefix="control:")} for s in self.cfg.students}
+                                         student_distill(run, s, clean_teacher, data, shared, arm),
+                                         arm=arm)} for s in self.cfg.students}
         if self.cfg.cascade.generations > 1:
-            out[via.name] = stage_cascade(run, via, out[via.name][1], data, prefix="control:")
+            out[via.name] = stage_cascade(run, via, out[via.name][1], data, arm)
         return out

@@ -34,6 +34,7 @@ from poison.ground import registry
 from poison.ground.artifacts import read_parquet
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_parquet
+from poison.ground.results.model_id import Arm, stage_label
 from poison.ground.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
 from poison.stages.data import stage_trusted
@@ -139,7 +140,7 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
         atomic_write_json(out / "removal.json", removal)
         return {"place": place, "removed": len(removed), "poison_left": removal["poison_left"]}
 
-    return run.cache.run("defense", inputs, build, label=f"defense:{place}")
+    return run.cache.run("defense", inputs, build, label=stage_label("defense", place))
 
 
 def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: StageRecord,
@@ -166,7 +167,7 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
         out["stages"]["train"] = rec
         if cfg.filter != "none":
             t = stage_teacher(run, poison, defense=rec)
-            d = stage_distill_data(run, t, data, label="defended:distill_data")
+            d = stage_distill_data(run, t, data, Arm.defended())
         if cfg.per_defense:
             out["per_defense"] = {spec.label: per_defense_arm(run, data, poison, rec, spec.label)
                                   for spec in cfg.defenses}
@@ -179,14 +180,15 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
             out["stages"]["distill_after_train"] = chained
             if cfg.filter != "none":
                 out["distill_only_students"] = {
-                    s.name: stage_student(run, s, teacher, distill, defense=keep, prefix="distill-defended:")
+                    s.name: stage_student(run, s, teacher, distill, defense=keep, arm=Arm.distill_defended())
                     for s in run.cfg.students}
             keep = chained
     out["teacher"], out["distill"] = t, d
     if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
         return out
-    out["students"] = {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, "defended:"),
-                                             defense=keep, prefix="defended:") for s in run.cfg.students}
+    arm = Arm.defended()
+    out["students"] = {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, arm),
+                                             defense=keep, arm=arm) for s in run.cfg.students}
     return out
 
 
@@ -194,8 +196,8 @@ def per_defense_arm(run: Run, data: StageRecord, poison: StageRecord, rec: Stage
                     label: str) -> dict[str, Any]:
     """One defense's own arm (``defense.per_defense``): the teacher on the poisoned set minus what ``label`` alone
     flagged at the train place (``rec``), its distillation answers and every student distilled from them."""
-    pre = f"per-defense:{label}:"
+    arm = Arm.per_defense(label)
     t = stage_teacher(run, poison, defense=rec, only=label)
-    d = stage_distill_data(run, t, data, label=f"{pre}distill_data")
-    return {"teacher": t, "students": {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, pre),
-                                                             prefix=pre) for s in run.cfg.students}}
+    d = stage_distill_data(run, t, data, arm)
+    return {"teacher": t, "students": {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, arm),
+                                                             arm=arm) for s in run.cfg.students}}
