@@ -37,11 +37,11 @@ from poison.ground.io import atomic_write_json, atomic_write_parquet
 from poison.ground.results.model_id import Arm, stage_label
 from poison.ground.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
+from poison.stages.branch import Branch, TeacherSource, branch_distill, branch_teacher, run_branch
 from poison.stages.data import stage_trusted
 from poison.stages.defense_checks import check_disjoint_scoring, writer_reference_checks
 from poison.stages.evaluation import judge_identity
 from poison.stages.protocol import StageRecord
-from poison.stages.training import stage_distill_data, stage_student, stage_teacher, student_distill
 
 
 def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
@@ -154,20 +154,24 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
     and so is the distill-only arm (the poisoned teacher's filtered answers -> ``distill-defended:`` students).
     ``warnings``: the reference-model warnings (``defense_checks.writer_reference_checks``) when the caller already
     ran the check; they go to metrics.json. With ``defense.per_defense`` (and the train place), each defense's own
-    arm too (``per_defense``: label -> {teacher, students}, whatever the filter, ``none`` included).
+    arm too (``per_defense``: label -> {teacher, students}, whatever the filter, ``none`` included). Each of these arms
+    is a :class:`~poison.stages.branch.Branch`; the defended arm's teacher and answers come first (the distill places
+    score them), its students last.
     """
     cfg = run.cfg.defense
     out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {},
                            "warnings": writer_reference_checks(run, data, list(cfg.places)) if warnings is None
                            else warnings}
     trusted = stage_trusted(run, data)
+    students = tuple(run.cfg.students)
     t, d = teacher, distill
     if "train" in cfg.places:
         rec = stage_defense(run, "train", trusted, poison, None)
         out["stages"]["train"] = rec
-        if cfg.filter != "none":
-            t = stage_teacher(run, poison, defense=rec)
-            d = stage_distill_data(run, t, data, Arm.defended())
+        if cfg.filter != "none":  # the defended arm's teacher and its answers (its students come last)
+            filtered = Branch(Arm.defended(), TeacherSource.filtered(rec), students)
+            t = branch_teacher(run, filtered, poison)
+            d = branch_distill(run, filtered, t, data)
         if cfg.per_defense:
             out["per_defense"] = {spec.label: per_defense_arm(run, data, poison, rec, spec.label)
                                   for spec in cfg.defenses}
@@ -179,16 +183,15 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
             chained = stage_defense(run, "distill_after_train", trusted, poison, d)
             out["stages"]["distill_after_train"] = chained
             if cfg.filter != "none":
-                out["distill_only_students"] = {
-                    s.name: stage_student(run, s, teacher, distill, defense=keep, arm=Arm.distill_defended())
-                    for s in run.cfg.students}
+                out["distill_only_students"] = run_branch(run, Branch(
+                    Arm.distill_defended(), TeacherSource.given(teacher), students, distill=distill,
+                    student_defense=keep), data).students
             keep = chained
     out["teacher"], out["distill"] = t, d
     if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
         return out
-    arm = Arm.defended()
-    out["students"] = {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, arm),
-                                             defense=keep, arm=arm) for s in run.cfg.students}
+    out["students"] = run_branch(run, Branch(Arm.defended(), TeacherSource.given(t), students, distill=d,
+                                             student_defense=keep), data).students
     return out
 
 
@@ -196,8 +199,6 @@ def per_defense_arm(run: Run, data: StageRecord, poison: StageRecord, rec: Stage
                     label: str) -> dict[str, Any]:
     """One defense's own arm (``defense.per_defense``): the teacher on the poisoned set minus what ``label`` alone
     flagged at the train place (``rec``), its distillation answers and every student distilled from them."""
-    arm = Arm.per_defense(label)
-    t = stage_teacher(run, poison, defense=rec, only=label)
-    d = stage_distill_data(run, t, data, arm)
-    return {"teacher": t, "students": {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, arm),
-                                                             arm=arm) for s in run.cfg.students}}
+    ran = run_branch(run, Branch(Arm.per_defense(label), TeacherSource.filtered(rec, only=label),
+                                 tuple(run.cfg.students)), data, poison)
+    return {"teacher": ran.teacher, "students": ran.students}
