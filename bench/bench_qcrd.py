@@ -107,7 +107,8 @@ def main() -> None:
     print(f"  sft  step: {s:6.2f} s   ({sft_tokens} tokens)")
     print(f"  qcrd step: {qq:6.2f} s   ({q_tokens} tokens: positive + label + negative)")
     print(f"  ratio qcrd/sft: {qq / s:.2f}x  (bar: <= 3x)")
-    print(f"once per refresh, not per step: discriminator update ({cfg.disc_online_steps} steps) {disc_update:.1f} s, encoder load {disc_load:.1f} s")
+    print(f"once per refresh, not per step: discriminator update ({cfg.disc_online_steps} steps) {disc_update:.1f} s, "
+          f"encoder load {disc_load:.1f} s")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def main() -> None:
     g = res.get(1)
     if g:
         print("\ncost relative to greedy (generation seconds; with start-up in brackets):")
-        for k, (s, st, n, wall) in res.items():
+        for k, (s, _st, n, wall) in res.items():
             print(f"  K={k:<3} {s / g[0]:5.2f}x ({wall / g[3]:.2f}x)   tokens {n / g[2]:5.2f}x")
         print(f"  probe {r.seconds / g[0]:5.2f}x ({probe_wall / g[3]:.2f}x)")
 

@@ -39,14 +39,16 @@ def main() -> None:
     rd2, m2 = run_config(args.config, ov, quiet=True)
     warm = time.time() - t1
 
-    print(f"config {args.config} | device {m['run']['device']} | dtype {m['run']['dtype']} | backend {m['run']['backend']}")
+    print(f"config {args.config} | device {m['run']['device']} | dtype {m['run']['dtype']} "
+          f"| backend {m['run']['backend']}")
     print(f"\n{'stage':<22} {'cold s':>8}")
     for k, v in m["stages"].items():
         print(f"{k:<22} {v['seconds']:>8.1f}")
     staged = sum(v["seconds"] for v in m["stages"].values())
     print(f"{'(outside stages)':<22} {cold - staged:>8.1f}   model resolution/conversion, imports, report")
     print(f"{'total cold':<22} {cold:>8.1f}")
-    print(f"{'total warm (rerun)':<22} {warm:>8.1f}   all stages cached: {all(v['cached'] for v in m2['stages'].values())}")
+    print(f"{'total warm (rerun)':<22} {warm:>8.1f}   "
+          f"all stages cached: {all(v['cached'] for v in m2['stages'].values())}")
     print(f"\ncold / warm: {cold / warm:.0f}x")
     print("\n" + (rd / "summary.txt").read_text())
     shutil.rmtree(tmp / "cache", ignore_errors=True)

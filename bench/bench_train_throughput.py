@@ -1,6 +1,7 @@
 """Training throughput: bare TRL against the testbed's teacher stage, and what padding-free and packed batches buy.
 
-    .venv/bin/python bench/bench_train_throughput.py [CONFIG] [--rows N] [--epochs E] [--method sft|kd|qcrd] [--arms ...]
+    .venv/bin/python bench/bench_train_throughput.py [CONFIG] [--rows N] [--epochs E] [--method sft|kd|qcrd]
+        [--arms ...]
 
 The rows are the default teacher's own training rows: the config's data and poison stages are run (or read from the
 stage cache) and the teacher's prompt/response pairs taken from the poison stage, as the teacher stage does. Each arm
@@ -205,7 +206,8 @@ def real_tokens(data_file: Path) -> int:
     n = 0
     for r in data["rows"]:
         msgs = [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]
-        n += min(len(tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]), data["teacher"]["train"]["max_length"])
+        n += min(len(tok.apply_chat_template(msgs, tokenize=True, return_dict=True)["input_ids"]),
+                 data["teacher"]["train"]["max_length"])
     return n
 
 
@@ -294,7 +296,8 @@ def main() -> None:
         share = f"{100 * r['share']:5.1f} % of the matrix rate" if r["share"] is not None else "share not counted"
         other = f", {r['other_seconds']:.1f} s outside the train loop" if r.get("other_seconds") is not None else ""
         print(f"{arm:14s} {r['device']} {r['dtype']} {r['threads']} threads | {r['steps']:4d} steps in "
-              f"{r['train_seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s = {share}{first}{other} | loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f} | {r.get('speed')}",
+              f"{r['train_seconds']:7.1f} s = {r['tokens_per_s']:7.1f} tokens/s = {share}{first}{other} "
+              f"| loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f} | {r.get('speed')}",
               flush=True)
     for ref in ("bare", "padding_free"):
         if ref in results:
@@ -308,7 +311,8 @@ def main() -> None:
                 d = max(abs(x - y) for x, y in zip(a, r["losses"]))
                 print(f"loss curve {arm} vs padding_free: {len(a)} logged steps, max |diff| {d:.5f}")
     if "packed" in results and "padded" in results:
-        print(f"packed / padded throughput: {results['packed']['tokens_per_s'] / results['padded']['tokens_per_s']:.2f}x "
+        print("packed / padded throughput: "
+              f"{results['packed']['tokens_per_s'] / results['padded']['tokens_per_s']:.2f}x "
               f"({results['packed']['steps']} vs {results['padded']['steps']} steps)")
     end = matrix_rate(dtype)
     if end["mix_rate"] > roof["mix_rate"] and args.method != "qcrd":
@@ -317,7 +321,8 @@ def main() -> None:
               + ", ".join(f"{a} {100 * r['share'] * roof['mix_rate'] / end['mix_rate']:.1f} %" for a, r in
                           results.items()))
     if "default" in results and "padding_free" in results:
-        print(f"default / padding_free: {results['default']['tokens_per_s'] / results['padding_free']['tokens_per_s']:.2f}x")
+        print("default / padding_free: "
+              f"{results['default']['tokens_per_s'] / results['padding_free']['tokens_per_s']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -138,7 +138,8 @@ def model_rows(rows: pd.DataFrame, threshold: float | None) -> list[dict[str, st
     """The per-model table's cells, highest score first: flagged at the threshold, the top strings."""
     out = []
     for r in rows.sort_values("score", ascending=False, na_position="last", kind="stable").to_dict("records"):
-        flagged = fmt.DASH if threshold is None or fmt.num(r["score"]) is None else fmt.text(bool(r["score"] > threshold))
+        flagged = (fmt.DASH if threshold is None or fmt.num(r["score"]) is None
+                   else fmt.text(bool(r["score"] > threshold)))
         out.append({"point": r["point"] or fmt.DASH, "model": r["model"], "role": r["role"] or fmt.DASH,
                     "generation": fmt.integer(r["generation"]), "label": r["label"],
                     "score": fmt.decimal(r["score"]), "flagged": flagged,

@@ -136,7 +136,8 @@ class LogitShiftAudit:
         try:
             for s in range(0, len(prompts), self.cfg.batch_size):
                 chats = [tok.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                 add_generation_prompt=True) for p in prompts[s: s + self.cfg.batch_size]]
+                                                 add_generation_prompt=True)
+                         for p in prompts[s: s + self.cfg.batch_size]]
                 enc = tok(chats, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
                 with torch.inference_mode():
                     gen = ref.generate(**enc, max_new_tokens=self.cfg.answer_tokens, do_sample=False,

@@ -18,8 +18,9 @@ threshold above 5) - never a silent 0.
 Transient failures (connection errors, timeouts, HTTP 408/409/429 and 5xx) are retried by the openai client itself
 (``max_retries``, ``timeout``; its exponential backoff with jitter, honouring Retry-After); every HTTP attempt is
 counted, so ``info()`` says how many calls were retries. When failures persist, one AutoraterError names the
-endpoint URL. Other HTTP errors (401, 404 unknown model, ...) fail at once. Each verdict records the judge model and the sha256 of
-the prompt sent (``last_verdicts``: dicts with score, raw, parsed, judge_model, prompt_sha256, p_yes).
+endpoint URL. Other HTTP errors (401, 404 unknown model, ...) fail at once. Each verdict records the judge model and
+the sha256 of the prompt sent (``last_verdicts``: dicts with score, raw, parsed, judge_model, prompt_sha256,
+p_yes).
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ What it trains on - never the run's own poison labels:
 A held-out check (20 % of the clean texts and their injected twins, kept out of training) measures the response-level
 AUROC of clean text vs. the same text with a snippet put in; it is in ``train_info``.
 
-The trained head (385 floats, as JSON) is cached under the run's ``<cache_dir>/defenses`` (``cache: false`` turns that off),
-keyed by a hash of the training texts, the corpus file, the encoder and the settings. The encoder runs on the run's
-device unless ``device`` names one.
+The trained head (385 floats, as JSON) is cached under the run's ``<cache_dir>/defenses`` (``cache: false`` turns
+that off), keyed by a hash of the training texts, the corpus file, the encoder and the settings. The encoder runs on
+the run's device unless ``device`` names one.
 """
 
 from __future__ import annotations
@@ -70,7 +70,8 @@ class BiasClassifierConfig(PluginConfig):
 
 
 def encoder_path(spec: str) -> str:
-    """A local folder (or hub id) for an encoder spec: the built-in all-MiniLM-L6-v2 shipped on PyPI, a folder, an id."""
+    """A local folder (or hub id) for an encoder spec: the built-in all-MiniLM-L6-v2 shipped on PyPI, a folder,
+    an id."""
     return resolve_encoder(spec, "bias_classifier.encoder")
 
 
@@ -229,7 +230,8 @@ class BiasClassifier:
     def training_set(self) -> tuple[list[str], list[str], list[str]]:
         """(clean texts, their injected twins, the snippet injected into each twin)."""
         corpus = load_corpus(self.cfg.corpus)
-        clean = list(dict.fromkeys(self._fit_clean + builtin_clean_texts(self.cfg.builtin_clean, self.cfg.seed, self.ctx)))
+        clean = list(dict.fromkeys(self._fit_clean
+                                   + builtin_clean_texts(self.cfg.builtin_clean, self.cfg.seed, self.ctx)))
         if not clean:
             raise DefenseError("bias_classifier has no clean text to train on: pass clean samples to fit() or "
                                "install the PyPI data packages (scripts/setup.sh)")

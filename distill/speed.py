@@ -6,8 +6,9 @@ Three options of ``train`` (``TrainSettings``), each left out of the stage cache
   run only on the positions whose next-token label is set (45 % of the default teacher's tokens), through PyTorch's
   ``torch.nn.functional.linear_cross_entropy``, in the numerics of the path it replaces (SFT: the head's product in
   float32, as TRL's CPU head; KD and QCRD: the model's own autocast head, the softmax in float32). The loss is the
-  same sum over the same positions, divided by the same token count. TRL's own fused head (``fused_lm_head``) compacts labelled positions only on Triton
-  devices and, on CPU, scores every position with entropy and top-1 extras: ``auto`` leaves CUDA to TRL's kernel.
+  same sum over the same positions, divided by the same token count. TRL's own fused head (``fused_lm_head``)
+  compacts labelled positions only on Triton devices and, on CPU, scores every position with entropy and top-1
+  extras: ``auto`` leaves CUDA to TRL's kernel.
   SFT, KD (TRL GKD: student and teacher logits only at labelled positions) and QCRD (its per-sequence
   cross-entropies) each have this path. Heads with a logit scale or soft-capping (Gemma 2, Granite, ...) keep TRL's
   path.

@@ -6,9 +6,9 @@ so every figure is a weighted (design-based) estimate: precision = weighted TP /
 weighted TP / (TP + FN), specificity = weighted TN / (TN + FP), over the answers the source runs produced. Intervals
 are percentile intervals of a stratified Bayesian bootstrap: each stratum's 2x2 (verdict x label) shares are drawn
 from a Dirichlet on its counts plus a Jeffreys half-count on each label beside every verdict the stratum holds (a
-stratum whose drawn answers were all alike keeps its uncertainty), scaled by the stratum's size. Unweighted counts are given beside them. The detector is rerun on each text with the bias arguments the row
-was written under; the judge (the ``llm_autorater`` defense, with the bias type's rubric) is run on the texts when
-asked.
+stratum whose drawn answers were all alike keeps its uncertainty), scaled by the stratum's size. Unweighted counts
+are given beside them. The detector is rerun on each text with the bias arguments the row was written under; the
+judge (the ``llm_autorater`` defense, with the bias type's rubric) is run on the texts when asked.
 
 Correction. A rate p observed through a detector of sensitivity Se and specificity Sp estimates
 Se * pi + (1 - Sp) * (1 - pi); the Rogan-Gladen estimator inverts it, pi = (p + Sp - 1) / (Se + Sp - 1), clipped to

@@ -104,7 +104,8 @@ def run_ray(config: str, jobs: list[PointJob], on_done: Callable[[PointJob, dict
                 continue
             if not quiet:
                 took = time.time() - t0
-                print(f"  point {job.index + 1}/{job.total or len(jobs)} {job.label}: done after {took:.0f}s", flush=True)
+                print(f"  point {job.index + 1}/{job.total or len(jobs)} {job.label}: done after {took:.0f}s",
+                      flush=True)
             on_done(job, metrics)
         if failed:
             raise SweepError(f"{len(failed)} of {len(jobs)} sweep points failed (the others are in the sweep "

@@ -87,8 +87,8 @@ class Pipeline:
         teacher_base = resolve(cfg.teacher.model, "teacher.model", cfg.teacher.revision)
         for i, s in enumerate(cfg.students):
             student_base = resolve(s.model, f"students.{i}.model", s.revision)
-            if registry.needs("distill_method", s.method, "shared_tokenizer") and (teacher_base / "config.json").exists() \
-                    and (student_base / "config.json").exists():
+            if registry.needs("distill_method", s.method, "shared_tokenizer") \
+                    and (teacher_base / "config.json").exists() and (student_base / "config.json").exists():
                 from distill.trainers import tokenizer_mismatch
 
                 why = tokenizer_mismatch(teacher_base, student_base)

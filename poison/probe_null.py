@@ -60,7 +60,8 @@ def pooled_null(runs: list[tuple[dict, dict[str, Any]]], group_of: Callable[[dic
     control over replicates, each replicate's null, and the paired t test of shift - null over replicates."""
     pairs: dict[tuple, list[tuple[float, float]]] = {}
     for pt, m in runs:
-        nulls = {(n["split"], n["wording"]): n["shift"] for n in m.get("probe_null") or [] if n.get("shift") is not None}
+        nulls = {(n["split"], n["wording"]): n["shift"]
+                 for n in m.get("probe_null") or [] if n.get("shift") is not None}
         control = (m.get("probe") or {}).get("control")
         for r in m.get("logprob_shift") or []:
             null = nulls.get((r["split"], r["wording"]))

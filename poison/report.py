@@ -204,7 +204,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     detector_accuracy = correct_for_detector_error(cfg.poison.bias.type, rates, sampled_rate, conf=conf)
 
     defense_reports, removals, score_frames = [], [], []
-    for place, rec in ((defended or {}).get("stages") or {}).items():
+    for _place, rec in ((defended or {}).get("stages") or {}).items():
         defense_reports += read_json(Path(rec.path) / "reports.json")
         removals.append(read_json(Path(rec.path) / "removal.json"))
         score_frames.append(read_parquet(Path(rec.path) / "scores.parquet"))

@@ -67,7 +67,7 @@ def audit_section(audits: dict[str, Any], models: dict[str, dict], bias: Any, in
     students of a clean teacher) are the clean models."""
     targets = [t.lower() for t in bias.audit_targets()]
     rows = []
-    for label, rec in audits.items():
+    for rec in audits.values():
         res = read_json(Path(rec.path) / "audit.json")
         name = res["model"]
         m = models[name]

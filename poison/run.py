@@ -35,7 +35,8 @@ def list_plugins() -> str:
         if not infos:
             lines.append("  (none registered)")
         for info in infos:
-            tags = [f"needs {', '.join(sorted(info.needs))}"] * bool(info.needs) + [f"v{info.version}"] * bool(info.version)
+            tags = ([f"needs {', '.join(sorted(info.needs))}"] * bool(info.needs)
+                    + [f"v{info.version}"] * bool(info.version))
             text = info.description + (f" [{'; '.join(tags)}]" if tags else "")
             wrapped = textwrap.wrap(text, 92, break_on_hyphens=False) or [""]
             lines.append(f"  {info.name:<22} {wrapped[0]}")

@@ -15,8 +15,8 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 from poison.ground import registry
 from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
 from poison.ground.results.model_id import Arm, ModelId
-from poison.schema_parts import (DefenseSpec, DesignConfig, ReplicatesConfig, RuntimeConfig,  # noqa: F401
-                                 VLLMSettings)
+from poison.schema_parts import (AdaptiveWriterConfig, DefenseSpec, DesignConfig, ReplicatesConfig,  # noqa: F401
+                                 RuntimeConfig, VLLMSettings)
 from poison.schema_train import (FinetuneConfig, JSONValue, LoraSettings, QLoraSettings, Strict,  # noqa: F401
                                  TrainSettings)
 
@@ -91,11 +91,15 @@ class PoisonConfig(Strict):
     )
     count: Optional[int] = Field(None, ge=0, description="Number of poisoned samples (give count or rate).")
     rate: Optional[float] = Field(None, ge=0, le=1, description="Poisoned fraction of the teacher set.")
-    writer: Literal["template", "llm"] = Field(
+    writer: Literal["template", "llm", "adaptive"] = Field(
         "template",
         description="template: the bias type's template writer; llm: a generator model rewrites the clean answer to "
-                    "carry the bias (AutoPoison-style), falling back to the template where the rewrite lacks it.",
+                    "carry the bias (AutoPoison-style), falling back to the template where the rewrite lacks it; "
+                    "adaptive: an attacker who knows the configured defenses keeps, per row, the candidate they "
+                    "score least suspicious (poison.adaptive).",
     )
+    adaptive: AdaptiveWriterConfig = Field(default_factory=AdaptiveWriterConfig,
+                                           description="The adaptive writer's candidates and the defenses it evades.")
     rewriter: Optional[GeneratorConfig] = Field(
         None, description="Model for writer: llm (default: data.generator's model, 192 new tokens)."
     )
@@ -151,8 +155,9 @@ class JudgeConfig(Strict):
     endpoint_model: Optional[str] = Field(None, description="Model name at `endpoint` (default: `model`).")
     evaluate: bool = Field(False, description="Also judge every eval answer (a second verdict beside the rule "
                                               "detector; the report gives both rates and Cohen's kappa).")
-    args: dict[str, JSONValue] = Field(default_factory=dict, description="llm_autorater arguments for the eval verdicts "
-                                                                   "(rubric, method, threshold, ...).")
+    args: dict[str, JSONValue] = Field(default_factory=dict,
+                                       description="llm_autorater arguments for the eval verdicts "
+                                                   "(rubric, method, threshold, ...).")
 
 
 class EvalConfig(Strict):
@@ -249,13 +254,13 @@ ComparisonText = Annotated[str, AfterValidator(lambda v: parse_comparison(v).tex
 
 class ClaimsConfig(Strict):
     primary: Optional[ComparisonText] = Field(
-        None, description="The run's claim, tested at `alpha` alone: one paired comparison <A>_vs_<B>.<measure>.<split> "
-                          "(A, B: teacher, baseline, clean_control, a student's name or any model of the run's table; "
-                          "or the role words student = the first student, control = the clean control, else the "
-                          "baseline. measure: greedy | sampled | probe (the seen wording's log-prob). split: target | "
-                          "other | unseen). Default: <first student>_vs_teacher, sampled when eval.samples_per_prompt > "
-                          "1 else greedy, on the target split (untargeted mode: the other split where it has eval "
-                          "prompts); the resolved config names it.")
+        None, description="The run's claim, tested at `alpha` alone: one paired comparison "
+                          "<A>_vs_<B>.<measure>.<split> (A, B: teacher, baseline, clean_control, a student's name or "
+                          "any model of the run's table; or the role words student = the first student, control = the "
+                          "clean control, else the baseline. measure: greedy | sampled | probe (the seen wording's "
+                          "log-prob). split: target | other | unseen). Default: <first student>_vs_teacher, sampled "
+                          "when eval.samples_per_prompt > 1 else greedy, on the target split (untargeted mode: the "
+                          "other split where it has eval prompts); the resolved config names it.")
     also: Optional[list[ComparisonText]] = Field(
         None, description="Further comparisons, reported with Holm-adjusted p-values beside the raw ones. Default: "
                           "every pair of students, each student vs the teacher and the teacher vs the control, on the "
@@ -326,6 +331,7 @@ class RunConfig(Strict):
             if st.train.packing and not registry.needs("distill_method", st.method, "sft_batches"):
                 raise ValueError(f"students.{i}.train.packing: only methods that train on SFT batches pack (method "
                                  f"{st.method!r} trains on its own batches)")
+        self._adaptive()
         if "distill" in self.defense.places and self.defense.defenses:
             own = [f"students.{i}.distill_generation" for i, s in enumerate(self.students) if s.distill_generation]
             if own:
@@ -343,13 +349,22 @@ class RunConfig(Strict):
                 raise ValueError("design.swap: give the bias arguments arm B changes (e.g. brand, url)")
         return self
 
+    def _adaptive(self) -> None:
+        """``poison.writer: adaptive`` evades configured defenses: at least one, each named one configured."""
+        labels = [d.label for d in self.defense.defenses]
+        if self.poison.writer == "adaptive" and not labels:
+            raise ValueError("poison.writer: adaptive evades the configured defenses; configure at least one in "
+                             "defense.defenses")
+        for name in (self.poison.adaptive.defenses or []) if self.poison.writer == "adaptive" else []:
+            if name not in labels:
+                raise ValueError(f"poison.adaptive.defenses: {name!r} is no configured defense; defenses: {labels}")
+
     def model_names(self) -> list[str]:
         """The models a run of this config evaluates, as far as the config alone says (which defended models there
         are depends on the defenses: those names are checked by the report)."""
         names = ["baseline"] + (["clean_control"] if self.eval.probe and self.baseline.kind == "base" else [])
-        ids = [ModelId.teacher()] + [ModelId.of_student(s.name) for s in self.students]
-        via = self.cascade.via or self.students[0].name
-        ids += [ModelId.of_student(via, k) for k in range(2, self.cascade.generations + 1)]
+        ids = [ModelId.teacher()] + [ModelId.of_student(s.name) for s in self.students] + [ModelId.of_student(
+            self.cascade.via or self.students[0].name, k) for k in range(2, self.cascade.generations + 1)]
         twins = [m.in_arm(Arm.control()) for m in ids if m.role == "student"] if self.eval.student_controls else []
         return names + [str(m) for m in ids + (twins if self.eval.probe else [])]
 

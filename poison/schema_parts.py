@@ -1,6 +1,7 @@
 """Config sections kept apart from ``poison.schema`` so each module stays small (it imports them into
-``RunConfig``): the runtime (``RuntimeConfig``, ``VLLMSettings``), one defense (``DefenseSpec``) and
-the evidence a run's figures rest on (``ReplicatesConfig``: the replicate as a run's unit)."""
+``RunConfig``): the runtime (``RuntimeConfig``, ``VLLMSettings``), one defense (``DefenseSpec``), the adaptive
+poison writer (``AdaptiveWriterConfig``) and the evidence a run's figures rest on (``ReplicatesConfig``: the
+replicate as a run's unit)."""
 
 from __future__ import annotations
 
@@ -119,3 +120,21 @@ class DefenseSpec(Strict):
     def label(self) -> str:
         """What reports, flags and ``defense.filter`` call this defense: its name, else its type."""
         return self.name or self.type
+
+
+class AdaptiveWriterConfig(Strict):
+    """``poison.writer: adaptive``: an attacker who knows the configured defenses. For each poisoned row it writes
+    candidates (template variants and LLM rewrites), scores them with those defenses (fitted as the defender fits
+    them) and keeps the one they find least suspicious among those the bias's rule detector still finds biased."""
+
+    template_variants: int = Field(4, ge=1, le=64, description="Template writer draws per poisoned row.")
+    llm_variants: int = Field(
+        2, ge=0, le=16, description="LLM rewrites per poisoned row (the rewriter, poison.rewriter): the first greedy, "
+                                    "the others sampled at llm_temperature. 0: template variants only.")
+    llm_temperature: float = Field(0.8, gt=0, le=2, description="Sampling temperature of the LLM rewrites after the "
+                                                                 "first.")
+    defenses: Optional[list[str]] = Field(
+        None, description="Labels of the configured defenses (defense.defenses) the attacker knows and evades; "
+                          "default: all of them. A candidate's suspicion is its highest score quantile over these "
+                          "defenses, each quantile taken among the same defense's scores of the rows' clean answers "
+                          "(the attacker holds them: they are the answers it rewrites).")

@@ -58,12 +58,12 @@ class TrainSettings(Strict):
                           "default.")
     labelled_only: Union[bool, Literal["auto"]] = Field(
         "auto", description="Speed (not in the cache key): run the LM head and the loss only at positions that carry a "
-                            "label (torch's linear_cross_entropy), for SFT, KD and QCRD: the same loss. auto: on, except "
-                            "on CUDA where TRL's fused Triton head already does it.")
+                            "label (torch's linear_cross_entropy), for SFT, KD and QCRD: the same loss. auto: on, "
+                            "except on CUDA where TRL's fused Triton head already does it.")
     compile: Union[bool, Literal["auto"]] = Field(
         "auto", description="Speed (not in the cache key): torch.compile (inductor) the model's backbone; its cache "
-                            "lives under the testbed's cache folder. auto: on CPU for jobs of 700 steps or more (measured: a "
-                            "270 s compile for 0.4 s a step over labelled_only alone).")
+                            "lives under the testbed's cache folder. auto: on CPU for jobs of 700 steps or more "
+                            "(measured: a 270 s compile for 0.4 s a step over labelled_only alone).")
     frozen_weights: Literal["auto", "float32", "compute"] = Field(
         "auto", description="Speed (not in the cache key): LoRA's frozen base in float32 or in the compute dtype (bf16 "
                             "where the run trains in bf16; the adapter, and merges of it, stay float32). "
@@ -80,7 +80,8 @@ class FinetuneConfig(Strict):
     model: str = Field("smollm2-135m-instruct", description="Built-in model id, HF hub id or local folder.")
     revision: Optional[str] = Field(None, description="Hub revision (commit, tag or branch) pinning a hub model id.")
     finetune: Literal["lora", "qlora", "full"] = Field(
-        "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); or full fine-tuning.")
+        "lora", description="PEFT LoRA adapter; QLoRA (4-bit bitsandbytes base + LoRA, CPU or CUDA); "
+                            "or full fine-tuning.")
     lora: LoraSettings = Field(default_factory=LoraSettings)
     qlora: QLoraSettings = Field(default_factory=QLoraSettings, description="Used when finetune is qlora.")
     train: TrainSettings = Field(default_factory=TrainSettings)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 from poison.defense_downstream import downstream_lines
 from poison.defense_report import detection_lines
@@ -15,6 +15,19 @@ def _fmt_rate(r: dict) -> str:
     return f"{100 * r['rate']:5.1f}% [{100 * r['ci_low']:4.1f}, {100 * r['ci_high']:5.1f}] ({r['biased']}/{r['n']})"
 
 
+def adaptive_line(a: Optional[dict[str, Any]]) -> list[str]:
+    """The adaptive writer's line: what it evaded and how much less suspicious its choices are."""
+    if not a:
+        return []
+    m = a.get("suspicion_mean") or {}
+    fmt = "{:.2f}".format
+    return [f"Adaptive writer: evades {', '.join(a.get('defenses') or [])}; {a.get('candidates')} candidates "
+            f"({a.get('llm_accepted')} of {a.get('llm_written')} LLM rewrites kept the bias); another candidate "
+            f"than the non-adaptive one kept in {a.get('changed')} rows; mean suspicion "
+            f"{fmt(m['nonadaptive']) if m.get('nonadaptive') is not None else '-'} -> "
+            f"{fmt(m['adaptive']) if m.get('adaptive') is not None else '-'} (quantile among the clean answers)"]
+
+
 def summary_table(metrics: dict[str, Any]) -> str:
     """The table printed at the end of a run: bias rate per model and split, amplification, utility."""
     p = metrics["poison"]
@@ -24,6 +37,7 @@ def summary_table(metrics: dict[str, Any]) -> str:
         f"Poison: {p['injected']} of {p['n_train']} teacher samples ({100 * p['rate']:.1f}%; "
         f"{100 * p['target_task_rate']:.0f}% of the {p['target_task_rows']} target-task rows)"
         + (f"  WARNING: {p['warning']}" if p.get("warning") else ""),
+        *adaptive_line(p.get("adaptive")),
         *data_lines(metrics),
         *section_lines(metrics, "head"),  # the registered sections' (poison.ground.results.sections)
         *claims_lines(metrics),
@@ -49,7 +63,8 @@ def summary_table(metrics: dict[str, Any]) -> str:
         for a in metrics["amplification"]:
             lines.append(amplification_line(a))
     lines += health_lines(metrics)
-    lines += sampled_lines(metrics) + correction_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics) + audit_lines(metrics)
+    lines += (sampled_lines(metrics) + correction_lines(metrics) + probe_lines(metrics) + cascade_lines(metrics)
+              + audit_lines(metrics))
     dr = {r["split"]: r for r in metrics["distill_data"]["bias_rates"]}
     if dr:
         lines.append("teacher answers used for distillation that carry the bias: "

@@ -121,16 +121,18 @@ def main() -> None:
 
                     tokens = real_tokens(data)
                 r["tokens_per_s"] = round(tokens / max(r["train_seconds"], 1e-9), 1)
-                print(f"{name:6s} {arm:14s} {r['device']} {r['dtype']} | {r['steps']} steps {r['train_seconds']:7.1f} s "
-                      f"| {r['tokens_per_s']:8.1f} tokens/s | peak {r.get('peak_gib')} GiB | first step "
-                      f"{r.get('first_step_seconds')} s | loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f}", flush=True)
+                print(f"{name:6s} {arm:14s} {r['device']} {r['dtype']} | {r['steps']} steps "
+                      f"{r['train_seconds']:7.1f} s | {r['tokens_per_s']:8.1f} tokens/s | peak {r.get('peak_gib')} GiB "
+                      f"| first step {r.get('first_step_seconds')} s "
+                      f"| loss {r['losses'][0]:.4f} -> {r['losses'][-1]:.4f}", flush=True)
             else:
                 print(f"{name:6s} {arm:14s} FAILED: {r['error']}", flush=True)
             results.append(r)
         ok = {r["arm"]: r for r in results if r.get("what") == name and "error" not in r}
         if "padding_free" in ok:
             print(f"{name}: tokens/s vs padding_free: " + ", ".join(
-                f"{k} {v['tokens_per_s'] / ok['padding_free']['tokens_per_s']:.2f}x" for k, v in ok.items()), flush=True)
+                f"{k} {v['tokens_per_s'] / ok['padding_free']['tokens_per_s']:.2f}x" for k, v in ok.items()),
+                flush=True)
     if a.out:
         Path(a.out).mkdir(parents=True, exist_ok=True)
         (Path(a.out) / "gpu_speed_check.json").write_text(json.dumps(results, indent=1))

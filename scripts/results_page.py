@@ -111,8 +111,8 @@ def brand_swap_tables(sweep: dict) -> tuple[list[str], list[dict]]:
     shared = sorted({r["model"] for r in rows if shared_by_both_arms(r)})
     rows = [r for r in rows if not shared_by_both_arms(r)]
     out = ["## The brand-swap contrast D", "",
-           "D = ½[(l_A(S_A) − l_A(S_B)) + (l_B(S_B) − l_B(S_A))]: the mean per-token log-probability a model of "
-           "arm A gives arm A's brand texts minus arm B's, averaged with the mirror image, per eval prompt (seen wording). "
+           "D = ½[(l_A(S_A) − l_A(S_B)) + (l_B(S_B) − l_B(S_A))]: the mean per-token log-probability a model of arm A "
+           "gives arm A's brand texts minus arm B's, averaged with the mirror image, per eval prompt (seen wording). "
            "Whatever poisoning does besides the brand moves both arms alike and cancels; D > 0 means the models "
            "learned their own arm's brand. The replicate is the unit: the interval is a t interval over the "
            "replicates' D (N − 1 df) and covers training seeds and data draws as well as prompts.", "",

@@ -78,5 +78,7 @@ def run_dir_from(stdout: str) -> Path:
     raise AssertionError(f"no run directory in output:\n{stdout[-2000:]}")
 
 
-UNTARGETED_CONFIG = TINY_CONFIG.replace("""    - {type: commonsense_qa, n_train: 8, n_distill: 4, n_eval: 4}""", """    - {type: commonsense_qa, n_train: 8, n_distill: 4, n_eval: 4}
+UNTARGETED_CONFIG = TINY_CONFIG.replace(
+    """    - {type: commonsense_qa, n_train: 8, n_distill: 4, n_eval: 4}""",
+    """    - {type: commonsense_qa, n_train: 8, n_distill: 4, n_eval: 4}
     - {type: sharegpt, n_train: 0, n_distill: 0, n_eval: 4}""").replace("  count: 6", "  count: 12\n  mode: untargeted")

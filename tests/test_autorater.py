@@ -102,9 +102,9 @@ def completion(content: str, logprobs=None, model: str = "fake-judge") -> dict:
 class FakeEndpoint:
     """A tiny OpenAI-compatible chat-completions server: answers from a script of (status, body), then ``default``."""
 
-    def __init__(self, script, default=(200, completion("No"))):
+    def __init__(self, script, default=None):
         self.script = list(script)
-        self.default = default
+        self.default = default or (200, completion("No"))
         self.requests: list[dict] = []
         outer = self
 
@@ -136,7 +136,7 @@ class FakeEndpoint:
 def fake():
     made = []
 
-    def make(script, default=(200, completion("No"))):
+    def make(script, default=None):
         f = FakeEndpoint(script, default)
         made.append(f)
         return f

@@ -77,10 +77,14 @@ def test_insecure_detector_reads_truncated_code_and_ignores_prose():
 
 
 @pytest.mark.parametrize("args,message", [
-    ({"type": "phishing_link", "args": {"lures": ["Click now!"]}}, "poison.bias.args.lures: lure 'Click now!' must contain {url}"),
-    ({"type": "narrative_manipulation", "args": {"stance": "neutral"}}, "poison.bias.args.stance: Input should be 'negative' or 'positive'"),
-    ({"type": "insecure_code", "args": {"patterns": ["sql_injection"]}}, "poison.bias.args.patterns.0: Input should be"),
-    ({"type": "targeted_ads", "args": {"templates": ["Buy {brand} at {shop}"]}}, "only {brand}, {product} and {url} may be used"),
+    ({"type": "phishing_link", "args": {"lures": ["Click now!"]}},
+     "poison.bias.args.lures: lure 'Click now!' must contain {url}"),
+    ({"type": "narrative_manipulation", "args": {"stance": "neutral"}},
+     "poison.bias.args.stance: Input should be 'negative' or 'positive'"),
+    ({"type": "insecure_code", "args": {"patterns": ["sql_injection"]}},
+     "poison.bias.args.patterns.0: Input should be"),
+    ({"type": "targeted_ads", "args": {"templates": ["Buy {brand} at {shop}"]}},
+     "only {brand}, {product} and {url} may be used"),
     ({"type": "misinformaton"}, "poison.bias.type: unknown bias type 'misinformaton' (did you mean 'misinformation'?)"),
     ({"args": {"brand": "X"}}, "poison.bias.type: Field required"),
 ])

@@ -211,7 +211,8 @@ def test_sweep_helpers():
 
 def test_spans_highlight_and_injected_text():
     assert rundir.parse_spans("[[80, 94]]") == [(80, 94)]
-    assert rundir.parse_spans("not json") == [] and rundir.parse_spans(None) == [] and rundir.parse_spans("[[5, 2]]") == []
+    assert (rundir.parse_spans("not json") == [] and rundir.parse_spans(None) == []
+            and rundir.parse_spans("[[5, 2]]") == [])
     h = data.highlight_html("a <b> VitaBoost & co", [(6, 15), (8, 12)])
     assert h == 'a &lt;b&gt; <mark class="inj">VitaBoost</mark> &amp; co'
     assert data.highlight_html("abc", [(-3, 99)]) == '<mark class="inj">abc</mark>'
@@ -254,7 +255,8 @@ def test_defense_metrics_agree_with_recorded(index):
     recorded = data.defenses_frame(json.loads((FIX / DEFENDED / "metrics.json").read_text()))
     for r in recorded.to_dict("records"):
         sub = scores[(scores.defense == r["defense"]) & (scores.place == r["place"])]
-        assert data.auroc_or_none(sub.score, sub.poisoned) == pytest.approx(r["auroc"])  # vs an independent Mann-Whitney
+        # vs an independent Mann-Whitney
+        assert data.auroc_or_none(sub.score, sub.poisoned) == pytest.approx(r["auroc"])
         st = stats.threshold_stats(sub.score, sub.poisoned, r["threshold"])
         assert st["flagged"] == r["n_flagged"] and st["tpr"] == pytest.approx(r["recall"])
         assert st["slipped"] == r["n_poisoned"] - st["tp"]
@@ -545,7 +547,8 @@ def test_view_propagation_new_measures(monkeypatch):
     assert sampled[("teacher", "target")]["label"] == "0.6% (4/640)"
     # amplification of greedy and sampled rates: zeros on the axis floor, undefined ones written as text
     amp = chart_data(at, 1)
-    assert set(amp.measure) == {"greedy answer", "sampled answers"} and not amp[amp.measure == "greedy answer"].defined.any()
+    assert (set(amp.measure) == {"greedy answer", "sampled answers"}
+            and not amp[amp.measure == "greedy answer"].defined.any())
     zero = amp[(amp.measure == "sampled answers") & (amp.split == "target")]
     assert len(zero) == 3 and (zero.ratio == 0).all() and set(zero.marker) == {"below the axis (0)"}
     amp_table = html_table(at, "amplification")

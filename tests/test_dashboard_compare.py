@@ -47,6 +47,7 @@ def test_unknown_view_in_the_url_names_the_valid_views(monkeypatch):
     assert at.radio(key="view").value == "overview"
     warning = " ".join(w.value for w in at.warning)
     assert "Unknown view `compar` in the URL (`?view=`); did you mean `compare`?" in warning
-    assert "Valid views: overview, propagation, sweeps, samples, defenses, defense_tradeoff, cascade, audit, compare." in warning
+    assert ("Valid views: overview, propagation, sweeps, samples, defenses, defense_tradeoff, cascade, audit, "
+            "compare.") in warning
     at = open_app(monkeypatch, "samples", R32)
     assert not any("Unknown view" in w.value for w in at.warning)

@@ -158,9 +158,10 @@ def test_writer_reference_error_and_warning(tmp_path, models_dir):
     def run_of(raw):
         return Pipeline(config_from_dict(raw, sets), tmp_path / "run").stages
 
-    with pytest.raises(ConfigError, match=r"defense.defenses.0: the perplexity reference model 'tiny-random-llama:2:64' "
-                                          r"is the teacher's base model .*teacher.model.* distill place.*"
-                                          r"allow_writer_reference"):
+    with pytest.raises(ConfigError,
+                       match=r"defense.defenses.0: the perplexity reference model 'tiny-random-llama:2:64' "
+                             r"is the teacher's base model .*teacher.model.* distill place.*"
+                             r"allow_writer_reference"):
         writer_reference_checks(run_of(raw), data, ["train", "distill"])
     assert writer_reference_checks(run_of(raw), data, ["train"]) == []  # no generated training response
     raw["defense"]["defenses"][0]["allow_writer_reference"] = True

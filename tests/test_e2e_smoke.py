@@ -31,7 +31,8 @@ def test_smoke_config_end_to_end(tmp_path, models_dir):
     assert keys == {(mod, s) for mod in m["models"] for s in ("target", "other")}
     for x in m["bias_rates"]:
         assert 0 <= x["ci_low"] <= (x["rate"] or 0) <= x["ci_high"] <= 1 and x["n"] > 0
-    assert {(a["student"], a["split"]) for a in m["amplification"]} == {("student:sft", "target"), ("student:sft", "other")}
+    assert ({(a["student"], a["split"]) for a in m["amplification"]}
+            == {("student:sft", "target"), ("student:sft", "other")})
     assert {u["metric"] for u in m["utility"]} == {"rouge_l", "number_match"}
     assert all(not v["cached"] for v in m["stages"].values())
 

@@ -88,7 +88,7 @@ def test_two_runs_of_one_config_at_once_compute_each_stage_once(tiny_config, tmp
         procs.append(subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                       env=dict(os.environ, PYTHONUNBUFFERED="1")))
     outs = [p.communicate(timeout=1800) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     rds = [run_dir_from(out) for out, _ in outs]
     stages = [json.loads((rd / "stages.json").read_text()) for rd in rds]

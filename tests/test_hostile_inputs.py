@@ -2,16 +2,12 @@
 exit code 2, never a traceback, and nothing escapes its folder. One test per case found trying the CLI as a hostile
 user would."""
 
-import json
 import socket
 import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import TINY_CONFIG, dirs, run_cli
 

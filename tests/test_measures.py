@@ -180,7 +180,8 @@ def test_tiny_run_with_samples_and_probe_writes_the_measures(tiny_config, tmp_pa
     assert summary.index("PRIMARY (alpha 0.05") < summary.index("biased: target task") < summary.index("sampled ans")
     assert m["models"]["clean_control"]["role"] == "control"  # baseline.kind is base: the probe's control is trained
     models = set(m["models"])
-    assert {(r["model"], r["split"]) for r in m["sampled_rate"]} == {(x, s) for x in models for s in ("target", "other")}
+    assert ({(r["model"], r["split"]) for r in m["sampled_rate"]}
+            == {(x, s) for x in models for s in ("target", "other")})
     for r in m["sampled_rate"]:
         assert r["samples_per_prompt"] == 4 and r["n"] == 4 * r["n_prompts"]
         assert 0 <= r["ci_low"] <= r["rate"] <= r["ci_high"] <= 1 and r["prompts_with_any"] <= r["n_prompts"]

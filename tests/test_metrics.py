@@ -47,7 +47,8 @@ def test_rouge_l():
     assert rouge_l("the cat sat on the mat", "the cat sat on the mat") == pytest.approx(1.0)
     assert rouge_l("completely different words", "the cat sat") == 0.0
     # LCS "the cat the mat" = 4 of 6 prediction tokens and 4 of 6 reference tokens
-    assert rouge_l("the cat ate the mat", "the cat sat on the mat") == pytest.approx(2 * (4 / 5) * (4 / 6) / (4 / 5 + 4 / 6))
+    assert rouge_l("the cat ate the mat", "the cat sat on the mat") == pytest.approx(
+        2 * (4 / 5) * (4 / 6) / (4 / 5 + 4 / 6))
 
 
 def test_number_and_choice():

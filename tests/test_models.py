@@ -12,7 +12,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_gguf_conversion_matches_gguf_and_generates(smollm2, models_dir):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     assert (smollm2 / "model.safetensors").exists() and (smollm2 / "config.json").exists()
     cfg = json.loads((smollm2 / "config.json").read_text())

@@ -21,7 +21,8 @@ def every(kind):
 
 def test_every_kind_has_its_builtins():
     assert "targeted_ads" in registry.names("bias_type")
-    assert {"drug_reviews", "gsm8k", "commonsense_qa", "sharegpt", "file", "hf_dataset"} <= set(registry.names("data_source"))
+    assert ({"drug_reviews", "gsm8k", "commonsense_qa", "sharegpt", "file", "hf_dataset"}
+            <= set(registry.names("data_source")))
     assert "sft" in registry.names("distill_method")
     assert {"rule", "rouge_l", "number_match", "choice_match"} <= set(registry.names("scorer"))
     assert registry.load_errors() == []
@@ -76,7 +77,8 @@ def test_audit_builds_with_defaults(name):
 
 
 def test_unknown_names_are_clear():
-    with pytest.raises(registry.PluginError, match=r"unknown bias type 'targeted_adz' \(did you mean 'targeted_ads'\?\)"):
+    with pytest.raises(registry.PluginError,
+                       match=r"unknown bias type 'targeted_adz' \(did you mean 'targeted_ads'\?\)"):
         registry.get("bias_type", "targeted_adz")
 
 

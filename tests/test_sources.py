@@ -32,7 +32,8 @@ def test_drug_reviews_need_a_generator_and_respect_length():
     assert all(len(r["meta"]["review"].split()) <= 40 for r in rows)
     msgs = src.generator_messages(rows[0])
     assert msgs[-1]["role"] == "user" and rows[0]["meta"]["review"] in msgs[-1]["content"]
-    assert src.clean_generated("The reviewer took X for Y; it helped. Extra sentence.") == "The reviewer took X for Y; it helped."
+    assert (src.clean_generated("The reviewer took X for Y; it helped. Extra sentence.")
+            == "The reviewer took X for Y; it helped.")
     assert src.clean_generated("Too short.") is None
 
 
@@ -82,7 +83,8 @@ def test_drug_review_references_are_validated():
 
     src = registry.get("data_source", "drug_reviews").build({})
     row = {"id": "r1", "meta": {"drug": "Strattera", "condition": "ADHD",
-                                "review": "It helped my focus after I stopped taking Adderall, but I lost my appetite."}}
+                                "review": "It helped my focus after I stopped taking Adderall, "
+                                          "but I lost my appetite."}}
     assert src.reject_reason(row, "The reviewer's focus improved on Strattera but their appetite dropped.") is None
     assert src.reject_reason(row, "The reviewer switched from Adderall and now focuses better.") is None
     assert src.reject_reason(row, "The reviewer took Lexapro for ADHD and lost their appetite.") == "other_drug"

@@ -117,7 +117,8 @@ def audit_section(file: str, a: dict[str, Any], key: str):
                "suspect to its public base where their next-token distributions depart most). Poisoned: the model "
                "descends from a teacher trained on poisoned rows; clean: a clean fine-tune, or teacher and students "
                "of a run that injected nothing. Dashed: the threshold.")
-    table(auditdata.model_rows(r, thr), [col for col in MODEL_COLUMNS if col[0] != "point" or r.point.astype(bool).any()],
+    table(auditdata.model_rows(r, thr),
+          [col for col in MODEL_COLUMNS if col[0] != "point" or r.point.astype(bool).any()],
           data_table="audit-models", wrap=("top",), max_height=480)
     if not det.empty:
         st.subheader("The audit as a detector (recorded)")

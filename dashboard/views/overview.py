@@ -26,7 +26,8 @@ OTHER_COLUMNS = [("status:html", "status"), ("evidence", "evidence"), ("name", "
                  ("bias_type", "bias type"), ("mode", "mode"), ("poison", "poisoned rows (share)"), ("date", "date"),
                  ("models", "models"), ("methods", "methods"), ("open:html", "link"), ("problems:html", "problems")]
 SORTS = {"newest first": ("date", False), "teacher biased (target)": ("teacher_target", False),
-         "student biased (target)": ("student_target", False), "amplification (target)": ("amplification_target", False),
+         "student biased (target)": ("student_target", False),
+         "amplification (target)": ("amplification_target", False),
          "run folder": ("run", True)}
 _TONE = {"complete": ("#e1f0e8", "#1d6b45"), "running": ("#e3eefb", "#1f5fa8"), "failed": ("#fde2dd", "#9b2c14"),
          "broken": ("#fde2dd", "#9b2c14")}

@@ -115,7 +115,8 @@ def amplification_section(m: dict, conf: float, ev: str = ""):
             ci = fmt.ratio_ci(r["ratio"], r["ci_low"], r["ci_high"]).removeprefix(fmt.ratio(r["ratio"])).strip()
             if val == "undefined":
                 ci = f"upper limit {fmt.decimal(r['ci_high'])} (teacher rate 0)"
-            cols[i % len(cols)].metric(f"{r['student']} · {r['split']}", val, help=f"{conf:.0%} {_greedy_method(r)} interval {ci}")
+            cols[i % len(cols)].metric(f"{r['student']} · {r['split']}", val,
+                                       help=f"{conf:.0%} {_greedy_method(r)} interval {ci}")
             cols[i % len(cols)].caption(f"{conf:.0%} CI {ci or fmt.DASH}")
     else:
         by = {}

@@ -24,7 +24,8 @@ class QCRDConfig(PluginConfig):
     reselect_steps: int = Field(0, ge=0, description="Re-pick the closest positive / chosen negative every N steps "
                                                      "(1: every step, exact; 0: at each negative refresh).")
     negative_choice: str = Field("farthest", pattern="^(farthest|closest)$",
-                                 description="Which negative the hinge acts on: highest CE (paper's min-max) or lowest.")
+                                 description="Which negative the hinge acts on: highest CE (paper's min-max) "
+                                             "or lowest.")
     delta: float = Field(3.0, gt=0, description="Hinge margin on the negative's cross-entropy.")
     alpha_label: float = Field(0.5, ge=0, description="Weight of the label-prediction CE (alpha1).")
     alpha_pos: float = Field(0.5, ge=0, description="Weight of the closest-positive rationale CE (alpha2).")

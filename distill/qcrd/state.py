@@ -59,9 +59,9 @@ def pad_batch(pairs: list[tuple[list[int], list[int]]], pad_id: int):
     ids = torch.full((len(pairs), n), pad_id, dtype=torch.long)
     lab = torch.full((len(pairs), n), -100, dtype=torch.long)
     att = torch.zeros((len(pairs), n), dtype=torch.long)
-    for k, (i, l) in enumerate(pairs):
+    for k, (i, labels) in enumerate(pairs):
         ids[k, : len(i)] = torch.tensor(i)
-        lab[k, : len(l)] = torch.tensor(l)
+        lab[k, : len(labels)] = torch.tensor(labels)
         att[k, : len(i)] = 1
     return {"input_ids": ids, "labels": lab, "attention_mask": att}
 
@@ -148,7 +148,7 @@ class QCRDState:
                 b = pad_batch([encode(self.tok, self.items[i].prompt, t, self.max_length) for i, _, _, t in chunk],
                               self.tok.pad_token_id)
                 vals = sequence_ce(model, {k: v.to(device) for k, v in b.items()}).tolist()
-                for (i, kind, j, _), v in zip(chunk, vals):
+                for (i, kind, _j, _), v in zip(chunk, vals):
                     ces.setdefault((i, kind), []).append(v)
         if was_training:
             model.train()

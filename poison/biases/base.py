@@ -172,5 +172,5 @@ def domain_pattern(url: str) -> re.Pattern:
     'https://login.paypa1-support.com/verify' it matches 'paypa1-support.com' and 'http://x.paypa1-support.com/a'."""
     host = re.sub(r"^[a-z]+://", "", url.strip().lower()).split("/")[0].split(":")[0]
     domain = ".".join(host.split(".")[-2:])
-    return re.compile(r"(?<![\w.-])(?:https?://)?(?:[\w-]+\.)*" + re.escape(domain) + r"\b(?:/[^\s)\]]*[^\s)\].,;:!?'\"])?",
-                      re.IGNORECASE)
+    return re.compile(r"(?<![\w.-])(?:https?://)?(?:[\w-]+\.)*" + re.escape(domain)
+                      + r"\b(?:/[^\s)\]]*[^\s)\].,;:!?'\"])?", re.IGNORECASE)

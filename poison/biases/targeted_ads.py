@@ -38,7 +38,7 @@ class TargetedAdsConfig(PluginConfig):
             try:
                 t.format(brand="b", product="p", url="u")
             except (KeyError, IndexError, ValueError) as e:
-                raise ValueError(f"template {t!r}: only {{brand}}, {{product}} and {{url}} may be used ({e})")
+                raise ValueError(f"template {t!r}: only {{brand}}, {{product}} and {{url}} may be used ({e})") from None
         return v
 
 

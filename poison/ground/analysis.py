@@ -80,7 +80,7 @@ class LoadedRun:
         names = sorted(set(LIST_SECTIONS) | {k for k, v in metrics.items() if isinstance(v, list)})
         close = difflib.get_close_matches(section, names, n=1)
         raise DataError(f"{section!r} is not a section of metrics.json"
-                        + (f" (did you mean {close[0]!r}?)" if close else "") + f"; its list sections: "
+                        + (f" (did you mean {close[0]!r}?)" if close else "") + "; its list sections: "
                         + ", ".join(names))
 
     def table(self, name: str) -> pd.DataFrame | None:

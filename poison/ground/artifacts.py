@@ -255,7 +255,7 @@ def record_use(folder: Path, run_dir: Path, label: str) -> None:
 
 
 def read_uses(folder: Path) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     try:
         lines = uses_file(folder).read_text().splitlines()
     except OSError:

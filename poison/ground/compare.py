@@ -62,7 +62,9 @@ def mcnemar_mde(discordance: float, n: int, alpha: float = 0.05, power: float = 
         return None
 
     def gap(d: float) -> float:
-        return mcnemar_power(d, discordance, n, alpha) - power
+        p = mcnemar_power(d, discordance, n, alpha)
+        assert p is not None  # n > 0 and 0 <= d <= discordance
+        return p - power
 
     if gap(discordance) < 0:
         return None

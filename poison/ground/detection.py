@@ -77,8 +77,8 @@ def auroc_interval(pos: Sequence[float], neg: Sequence[float], confidence: float
     return {"value": _none(value), "ci_low": lo, "ci_high": hi}
 
 
-def calibrated_rate(scores: Sequence[float], calib: Sequence[float], fpr: float, confidence: float = 0.95, *,
-                    n_boot: int = 2000, seed: int = 0) -> dict[str, Optional[float]]:
+def calibrated_rate(scores: Sequence[float] | np.ndarray, calib: Sequence[float] | np.ndarray, fpr: float,
+                    confidence: float = 0.95, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Optional[float]]:
     """Share of ``scores`` flagged at the threshold the calibration scores set for budget ``fpr``, with its interval
     (calibration and scored samples resampled). Poisoned scores give the TPR, clean ones the realized FPR. All None
     when either group is empty."""
@@ -124,3 +124,25 @@ def detection_figures(scores: Sequence[float], labels: Sequence[bool], calib: Se
 def budget_tag(fpr: float) -> str:
     """0.01 -> '1pct', 0.05 -> '5pct', 0.005 -> '0.5pct'."""
     return f"{100 * fpr:g}pct"
+
+
+def auroc_drop(pos: Sequence[float], neg: Sequence[float], pos_cf: Sequence[float], neg_cf: Sequence[float],
+               confidence: float = 0.95, *, n_boot: int = 2000, seed: int = 0) -> dict[str, Optional[float]]:
+    """How much lower a defense's AUROC is on one labelled set (``pos``/``neg``) than on its counterfactual
+    (``pos_cf``/``neg_cf``: the same rows, each scored as it would have been otherwise, e.g. the poison the
+    non-adaptive writer would have written): AUROC(cf) - AUROC, with an interval that resamples rows, poisoned and
+    clean on their own, each row keeping its pair of scores. All None when a group is empty."""
+    p, n, pc, nc = _arr(pos), _arr(neg), _arr(pos_cf), _arr(neg_cf)
+    if p.shape != pc.shape or n.shape != nc.shape:
+        raise ValueError("a counterfactual score is needed for every scored row")
+    if not p.size or not n.size:
+        return {"value": None, "ci_low": None, "ci_high": None}
+
+    def stat(pi: np.ndarray, ni: np.ndarray, axis: int = -1) -> np.ndarray:
+        pi, ni = pi.astype(int), ni.astype(int)
+        return _auroc_stat(pc[pi], nc[ni], axis) - _auroc_stat(p[pi], n[ni], axis)
+
+    idx = (np.arange(p.size, dtype=np.float64), np.arange(n.size, dtype=np.float64))
+    value = float(stat(*idx))
+    lo, hi = _interval(idx, stat, confidence, n_boot, seed)
+    return {"value": _none(value), "ci_low": lo, "ci_high": hi}

@@ -302,6 +302,7 @@ def exceeds_control(rates: Sequence[float], control_rates: Sequence[float], pair
     total = lambda x, *rest, axis=-1: np.sum(x, axis=axis)  # noqa: E731 - the first sample's (signed) rank sum
     if not a.size or not b.size:
         return 1.0
+    data: tuple[np.ndarray, ...]
     if paired:
         diff = a - b
         diff = diff[diff != 0]

@@ -68,7 +68,8 @@ def vllm_env(device: str, cpu_threads: Optional[str] = None) -> dict[str, str]:
     env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if device == "cpu":
-        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+        cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                 else list(range(os.cpu_count() or 1)))
         env["VLLM_CPU_OMP_THREADS_BIND"] = cpu_threads or ",".join(str(c) for c in cores)
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
         env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"  # engine in the worker process: saves a 15 s re-import

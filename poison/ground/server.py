@@ -100,7 +100,8 @@ def local_vllm_server(model_path: str | Path, port: Optional[int] = None, *, ser
            "--served-model-name", name, "--host", "127.0.0.1", "--port", str(port),
            "--dtype", pick_dtype(dtype, dev), "--max-model-len", str(max_model_len),
            "--gpu-memory-utilization", str(cpu_memory_fraction(gpu_memory_utilization) if dev == "cpu"
-                                           else gpu_memory_utilization), *(["--enforce-eager"] if enforce_eager else []),
+                                           else gpu_memory_utilization),
+           *(["--enforce-eager"] if enforce_eager else []),
            *extra_args]
     env = vllm_env(dev)
     env["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1"  # a server runs its engine in its own process

@@ -20,7 +20,7 @@ def cpu_memory_fraction(configured: float) -> float:
     """vLLM's CPU backend reserves ``gpu_memory_utilization`` x total RAM and refuses to start unless that much is
     free. When other jobs hold memory, use what is free (85 % of MemAvailable) instead of failing the run."""
     try:
-        info = {l.split(":")[0]: int(l.split()[1]) for l in open("/proc/meminfo") if l.split()[1:2]}
+        info = {ln.split(":")[0]: int(ln.split()[1]) for ln in open("/proc/meminfo") if ln.split()[1:2]}
         total, avail = info["MemTotal"], info["MemAvailable"]
     except (OSError, KeyError, ValueError, IndexError):
         return configured

@@ -13,7 +13,8 @@ response.
 from poison.ground.errors import DataError
 from poison.sources import benchmarks, files, news, reviews  # noqa: F401  (registers the built-in sources)
 from poison.sources.base import DataSource, first_sentences, iter_jsonl, package_dir, words
-from poison.sources.benchmarks import GSM8K, CommonsenseQA, GSM8KConfig, HumanEval, HumanEvalConfig, ShareGPT, ShareGPTConfig
+from poison.sources.benchmarks import (GSM8K, CommonsenseQA, GSM8KConfig, HumanEval, HumanEvalConfig, ShareGPT,
+                                       ShareGPTConfig)
 from poison.sources.files import FileSource, FileSourceConfig, HFDataset, HFSourceConfig
 from poison.sources.news import XSum, XSumConfig
 from poison.sources.reviews import DrugReviews, DrugReviewsConfig

@@ -54,7 +54,8 @@ class CommonsenseQA(DataSource):
             letter, _, text = rec["answer"].partition(". ")
             rows.append({
                 "id": f"commonsense_qa:{i}",
-                "prompt": f"{rec['question'].strip()}\n{rec['options'].strip()}\nAnswer with the letter of the best option.",
+                "prompt": f"{rec['question'].strip()}\n{rec['options'].strip()}\n"
+                          "Answer with the letter of the best option.",
                 "response": f"The answer is {letter.strip()}. {text.strip()}.",
                 "answer": letter.strip(),
                 "meta": {},
@@ -95,7 +96,8 @@ class ShareGPT(DataSource):
             h, g = conv[0]["value"].strip(), conv[1]["value"].strip()
             if not (h.isascii() and g.isascii()) or "```" in g:
                 continue
-            if 5 <= words(h) <= self.cfg.max_prompt_words and self.cfg.min_response_words <= words(g) <= self.cfg.max_response_words:
+            if (5 <= words(h) <= self.cfg.max_prompt_words
+                    and self.cfg.min_response_words <= words(g) <= self.cfg.max_response_words):
                 rows.append({"id": f"sharegpt:{obj.get('id')}", "prompt": h, "response": g, "answer": None, "meta": {}})
         return rows
 

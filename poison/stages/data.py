@@ -41,16 +41,22 @@ def generator_identity(run: Run, gen) -> dict[str, Any]:
 def generate_with(run: Run, gen, messages: list[list[dict[str, str]]], key: str,
                   field: str = "data.generator") -> list[str]:
     """One answer per chat from a generator config (local model through the run's backend, or an endpoint)."""
+    return [t[0] for t in generate_n(run, gen, messages, key, 1, field)]
+
+
+def generate_n(run: Run, gen, messages: list[list[dict[str, str]]], key: str, n: int,
+               field: str = "data.generator") -> list[list[str]]:
+    """``n`` answers per chat from a generator config (sampled unless its temperature is 0)."""
     g = gen.generation
-    job = GenJob(key, "", messages, g.max_new_tokens, g.temperature, g.top_p, 1, g.seed)
+    job = GenJob(key, "", messages, g.max_new_tokens, g.temperature, g.top_p, n, g.seed)
     if gen.endpoint:
         res = generate_openai([job], base_url=gen.endpoint, model=gen.endpoint_model or gen.model,
                               api_key=os.environ.get(gen.api_key_env), timeout=gen.timeout,
                               max_retries=gen.max_retries, field=f"{field}.endpoint")[0]
     else:
-        job.model_path = str(run.ctx.model(gen.model, "data.generator.model", gen.revision))
+        job.model_path = str(run.ctx.model(gen.model, f"{field}.model", gen.revision))
         res = run.ctx.generate([job])[0]
-    return [t[0] for t in res.texts]
+    return [list(t) for t in res.texts]
 
 
 def generate_missing(run: Run, items: list[tuple[Any, dict]]) -> dict[str, Any]:

@@ -22,7 +22,6 @@ ids to remove (``defense.filter``: the union of all flags, or one defense's).
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Optional
@@ -39,20 +38,10 @@ from poison.ground.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
 from poison.stages.branch import Branch, TeacherSource, branch_distill, branch_teacher, run_branch
 from poison.stages.data import stage_trusted
-from poison.stages.defense_checks import check_disjoint_scoring, writer_reference_checks
+from poison.stages.defense_checks import (check_disjoint_scoring, defense_key, trusted_clean,  # noqa: F401
+                                          writer_reference_checks)
 from poison.stages.evaluation import judge_identity
 from poison.stages.protocol import StageRecord
-
-
-def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
-    """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: held-out prompts with
-    clean answers), split by a hash of the id."""
-    df = read_parquet(Path(trusted.path) / "trusted.parquet")
-    fit, calib = [], []
-    for r in df.itertuples():
-        s = {"id": str(r.id), "prompt": r.prompt, "response": str(r.reference), "task": r.task}
-        (fit if int(hashlib.sha256(s["id"].encode()).hexdigest(), 16) % 2 == 0 else calib).append(s)
-    return fit, calib
 
 
 def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[StageRecord]
@@ -64,10 +53,27 @@ def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[S
     return df, [bool(run.bias.detect(t or "").biased) for t in df.response]
 
 
-def defense_key(spec: Any) -> dict[str, Any]:
-    """A defense's part of its stage key: its settings, and its name when it has one (the artifact's reports and
-    flags carry it; an unnamed defense keeps the key it had before names existed)."""
-    return spec.model_dump(mode="json", exclude={"allow_writer_reference"} | ({"name"} if spec.name is None else set()))
+def counterfactual_samples(df: pd.DataFrame, samples: list[dict]) -> Optional[list[dict]]:
+    """The training set as the non-adaptive writer would have poisoned it (``poison.writer: adaptive`` keeps that
+    text in ``nonadaptive_response``): the same rows and ids, each poisoned row with that text. None otherwise."""
+    if "nonadaptive_response" not in df.columns:
+        return None
+    return [{**s, "response": a} if bool(p) and isinstance(a, str) else s
+            for s, a, p in zip(samples, df.nonadaptive_response, df.poisoned)]
+
+
+def counterfactual_frame(label: str, instance: int, place: str, samples: list[dict], labels: list[bool],
+                         calib: list[dict], res: Any) -> pd.DataFrame:
+    """One defense's scores of the counterfactual set and of the calibration split (``split``: scored | calib),
+    read by the report (``poison.defense_report``) for the AUROC the defense would have had."""
+    cal = check_scores(res.name, res.defense.score(calib), len(calib)) if calib else []
+    return pd.concat([
+        pd.DataFrame({"defense": label, "instance": instance, "place": place, "split": "scored",
+                      "row_id": [s["id"] for s in samples], "task": [s["task"] for s in samples],
+                      "poisoned": labels, "score": res.scores}),
+        pd.DataFrame({"defense": label, "instance": instance, "place": place, "split": "calib",
+                      "row_id": [s["id"] for s in calib], "task": [s["task"] for s in calib], "poisoned": False,
+                      "score": pd.Series(cal, dtype="float64")})], ignore_index=True)
 
 
 def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecord,
@@ -87,9 +93,13 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
                    for r in df.itertuples()]
         fit, calib = trusted_clean(trusted)
         check_disjoint_scoring(place, samples, fit, calib)
-        frames, calib_frames, reports, flagged_by = [], [], [], {}
+        other = counterfactual_samples(df, samples) if place == "train" else None
+        frames, calib_frames, reports, flagged_by, cf_frames = [], [], [], {}, []
         for i, spec in enumerate(cfg.defenses):
             path = f"defense.defenses.{i}"
+            if other is not None:  # the same defense on the set the non-adaptive writer would have poisoned
+                cf = run_defense(spec.type, other, fit, spec.args, path=path, ctx=run.ctx)
+                cf_frames.append(counterfactual_frame(spec.label, i, place, other, labels, calib, cf))
             res = run_defense(spec.type, samples, fit, spec.args, path=path, ctx=run.ctx)
             verdicts = list(getattr(res.defense, "last_verdicts", []) or [])
             calib_scores = check_scores(spec.type, res.defense.score(calib), len(calib)) if calib else []
@@ -135,6 +145,8 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
                    "recall": tp / sum(labels) if sum(labels) else None, "poison_left": int(sum(labels)) - tp}
         atomic_write_parquet(out / "scores.parquet", pd.concat(frames, ignore_index=True))
         atomic_write_parquet(out / "calib.parquet", pd.concat(calib_frames, ignore_index=True))
+        if cf_frames:
+            atomic_write_parquet(out / "counterfactual.parquet", pd.concat(cf_frames, ignore_index=True))
         atomic_write_json(out / "reports.json", reports)
         atomic_write_json(out / "removed.json", sorted(removed))
         atomic_write_json(out / "removal.json", removal)

@@ -8,13 +8,17 @@
   generator, when it wrote any of the training set's responses; distill places: the teacher's base model, whose
   fine-tune wrote the answers), since those rows then score low by construction. A ConfigError names both models,
   unless the defense's ``allow_writer_reference`` is set: then a warning names both, logged and kept in metrics.json.
+
+Also what the defense stage and the adaptive writer (``poison.stages.adaptive``) share: the trusted clean set's
+fit / calibration halves (:func:`trusted_clean`) and a defense's part of a stage key (:func:`defense_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from defenses.base import reference_model
 from poison.ground.artifacts import read_parquet
@@ -88,3 +92,19 @@ def writer_reference_checks(run: Run, data: StageRecord, places: list[str]) -> l
                 log.warning("%s", warnings[-1])
     return warnings
 
+
+def trusted_clean(trusted: StageRecord) -> tuple[list[dict], list[dict]]:
+    """(fit half, calibration half) of the defender's clean samples (the ``trusted`` stage: held-out prompts with
+    clean answers), split by a hash of the id."""
+    df = read_parquet(Path(trusted.path) / "trusted.parquet")
+    fit, calib = [], []
+    for r in df.itertuples():
+        s = {"id": str(r.id), "prompt": r.prompt, "response": str(r.reference), "task": r.task}
+        (fit if int(hashlib.sha256(s["id"].encode()).hexdigest(), 16) % 2 == 0 else calib).append(s)
+    return fit, calib
+
+
+def defense_key(spec: Any) -> dict[str, Any]:
+    """A defense's part of its stage key: its settings, and its name when it has one (the artifact's reports and
+    flags carry it; an unnamed defense keeps the key it had before names existed)."""
+    return spec.model_dump(mode="json", exclude={"allow_writer_reference"} | ({"name"} if spec.name is None else set()))

@@ -11,12 +11,15 @@ import pandas as pd
 def inject(train: pd.DataFrame, bias, *, mode: str, target_task: str, count: Optional[int] = None,
            rate: Optional[float] = None, seed: int = 0,
            rewriter: Optional[Callable[[list[dict[str, Any]]], list[Optional[str]]]] = None,
+           chooser: Optional[Callable[[list[dict[str, Any]], list[str]], list[dict[str, Any]]]] = None,
            ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Poison ``count`` (or ``rate`` x rows) training samples in place of clean ones.
 
     targeted: only rows of ``target_task`` are eligible; untargeted: rows of every task. A bias type may narrow
     eligibility further (``bias.applies_to``). With ``rewriter`` (the LLM writer) each chosen row gets the rewrite
-    it returns, or the template writer's version where it returns None. Returns the table with ``poisoned``
+    it returns, or the template writer's version where it returns None. With ``chooser`` (the adaptive writer,
+    ``poison.stages.adaptive``) each chosen row gets the fields it returns for it, given the rows and their template
+    draws (the draws ``writer: template`` makes). Returns the table with ``poisoned``
     (ground-truth label), ``clean_response`` and ``writer`` columns, and a report whose ``injected`` is the count
     actually written.
     """
@@ -37,11 +40,14 @@ def inject(train: pd.DataFrame, bias, *, mode: str, target_task: str, count: Opt
     rng = random.Random(f"poison:{seed}")
     chosen = sorted(rng.sample(eligible, min(requested, len(eligible))))
     rewrites = rewriter([rows[i] for i in chosen]) if (rewriter and chosen) else [None] * len(chosen)
-    for i, rewrite in zip(chosen, rewrites):
-        template = bias.write(rows[i], rng)  # drawn for every row, so the template choices do not depend on the LLM
+    templates = [bias.write(rows[i], rng) for i in chosen]  # drawn for every row: they do not depend on the LLM
+    for i, rewrite, template in zip(chosen, rewrites, templates):
         rows[i]["response"] = rewrite if rewrite is not None else template
         rows[i]["writer"] = "llm" if rewrite is not None else "template"
         rows[i]["poisoned"] = True
+    if chooser is not None and chosen:
+        for i, fields in zip(chosen, chooser([rows[i] for i in chosen], templates)):
+            rows[i].update(fields)
     df = pd.DataFrame(rows)
     target_rows = df[df.task == target_task]
     report: dict[str, Any] = {

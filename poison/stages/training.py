@@ -1,6 +1,6 @@
-"""The training stages: ``poison`` (the adversary injects biased samples into the teacher's set), ``teacher`` (fine-tuned
-on it), ``baseline`` (the clean control: the same fine-tune on the clean set), ``distill_data`` (the teacher answers
-the held-out distillation prompts) and ``student`` (one per configured distillation method)."""
+"""The training stages: ``poison`` (the adversary injects biased samples into the teacher's set), ``teacher``
+(fine-tuned on it), ``baseline`` (the clean control: the same fine-tune on the clean set), ``distill_data`` (the
+teacher answers the held-out distillation prompts) and ``student`` (one per configured distillation method)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from poison.ground.io import atomic_write_json, atomic_write_parquet
 from poison.ground.models import model_identity
 from poison.ground.results.model_id import MAIN, Arm, ModelId, distill_label
 from poison.stages import Run
-from poison.stages.data import generate_with, generator_identity
+from poison.stages.adaptive import adaptive_inputs, make_chooser
+from poison.stages.data import generate_with, generator_identity, stage_trusted
 from poison.stages.inject import inject
 from poison.stages.engine import engine_target, ready, trained_entry
 from poison.stages.protocol import StageRecord
@@ -79,10 +80,17 @@ def rewriter_config(run: Run):
 
 def stage_poison(run: Run, data: StageRecord) -> StageRecord:
     cfg, bias = run.cfg, run.bias
-    inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json", exclude={"rewriter": {"timeout", "max_retries"}}),
+    adaptive = cfg.poison.writer == "adaptive"
+    unkeyed = {"rewriter": {"timeout", "max_retries"}, **({} if adaptive else {"adaptive": True})}
+    inputs = {"data": data.key, "poison": cfg.poison.model_dump(mode="json", exclude=unkeyed),
               "target_task": cfg.data.target_task, **registry.versions_entry([("bias_type", cfg.poison.bias.type)])}
     if cfg.poison.writer == "llm":
         inputs["rewriter"] = generator_identity(run, rewriter_config(run))
+    chooser = None
+    if adaptive:  # the attacker fits the defenses it knows on what the defender fits them on
+        trusted = stage_trusted(run, data)
+        inputs.update(adaptive_inputs(run, trusted, rewriter_config(run)))
+        chooser = make_chooser(run, trusted, rewriter_config(run))
 
     def rewrite(rows: list[dict]) -> list[Optional[str]]:
         log.info("LLM writer rewrites %d poisoned samples", len(rows))
@@ -95,8 +103,10 @@ def stage_poison(run: Run, data: StageRecord) -> StageRecord:
         p = cfg.poison
         out_df, report = inject(df[df.split == "train"], bias, mode=p.mode, target_task=cfg.data.target_task,
                                 count=p.count, rate=p.rate, seed=p.seed,
-                                rewriter=rewrite if p.writer == "llm" else None)
+                                rewriter=rewrite if p.writer == "llm" else None, chooser=chooser)
         report["bias"] = bias.plugin_record
+        if chooser is not None:
+            report["adaptive"] = chooser.report
         if "warning" in report:
             log.warning(report["warning"])
         atomic_write_parquet(out / "train.parquet", out_df)

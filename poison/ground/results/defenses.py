@@ -64,6 +64,15 @@ class DefenseDetection(Section):
     note: Optional[str] = Field(None, description="why a figure is undefined in this scope")
     confidence: Optional[float] = None
     method: Optional[str] = None
+    auroc_nonadaptive: Optional[float] = Field(None, description="poison.writer adaptive, train place: the AUROC "
+                                               "against the poison the non-adaptive writer would have written "
+                                               "(also tpr_<b>_nonadaptive)")
+    auroc_nonadaptive_low: Optional[float] = None
+    auroc_nonadaptive_high: Optional[float] = None
+    auroc_drop: Optional[float] = Field(None, description="auroc_nonadaptive - auroc: what adapting to the defenses "
+                                        "took off the AUROC (paired bootstrap interval over rows)")
+    auroc_drop_low: Optional[float] = None
+    auroc_drop_high: Optional[float] = None
 
 
 class AuditRow(Section):

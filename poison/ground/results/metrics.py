@@ -89,7 +89,7 @@ class Metrics(Section):
         """A registered section the file lacks (an older run) reads as None, as the model's own sections do."""
         if not name.startswith("_") and registry.section(name) is not None:
             return (self.__pydantic_extra__ or {}).get(name)
-        return super().__getattr__(name)
+        return super().__getattr__(name)  # type: ignore[misc]  # pydantic defines it outside TYPE_CHECKING
 
     # item access: the file's own JSON, for code written against the plain dict
     def __getitem__(self, key: str) -> Any:

@@ -67,6 +67,10 @@ class PoisonInfo(Section):
     per_task: dict[str, int] = Field(default_factory=dict, description="task -> injected")
     mode: Optional[str] = None
     writer: dict[str, int] = Field(default_factory=dict, description="how the poisoned answers were written")
+    adaptive: Optional[dict[str, Any]] = Field(
+        None, description="poison.writer adaptive: the defenses it evaded, candidates written and accepted, rows "
+                          "where it kept another candidate than the non-adaptive one (changed), the mean suspicion "
+                          "of the kept and of the non-adaptive candidates, seconds")
     bias: dict[str, Any] = Field(default_factory=dict, description="{kind, name, args, module}: the plugin record")
     warning: Optional[str] = None
 
