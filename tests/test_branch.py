@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from poison.ground.results.model_id import Arm, ModelId, distill_label
+from poison.ground.results.model_id import MAIN, Arm, ModelId, distill_label
 from poison.stages import branch as B
 
 
@@ -23,17 +23,17 @@ def calls(monkeypatch):
         log.append(("teacher", str(ModelId.teacher(arm)), defense and defense.name))
         return rec(str(ModelId.teacher(arm)))
 
-    def distill(run, teacher, data, arm=Arm(), generation=1, student=None, sampling=None, teacher_spec=None):
+    def distill(run, teacher, data, arm=MAIN, generation=1, student=None, sampling=None, teacher_spec=None):
         label = distill_label(arm, generation, student)
         log.append(("distill_data", label, teacher.name))
         return rec(label)
 
-    def own(run, spec, teacher, data, shared, arm=Arm(), generation=1, teacher_spec=None):
+    def own(run, spec, teacher, data, shared, arm=MAIN, generation=1, teacher_spec=None):
         if spec.distill_generation is None:
             return shared
         return distill(run, teacher, data, arm, generation, spec.name, spec.distill_generation, teacher_spec)
 
-    def student(run, spec, teacher, distill, defense=None, arm=Arm(), generation=1, teacher_spec=None):
+    def student(run, spec, teacher, distill, defense=None, arm=MAIN, generation=1, teacher_spec=None):
         label = str(ModelId.of_student(spec.name, generation, arm))
         log.append(("student", label, teacher.name, distill.name, defense and defense.name))
         return rec(label)
