@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from dashboard import evidence
+from poison.ground.results.model_id import ModelId, is_twin_name
 from poison.ground.rundir import (
     RUN_STAMP,
     SWEEP_NAME,
@@ -32,20 +33,18 @@ MEASURES = ("greedy", "sampled", "logprob_shift")
 
 
 def role_of(name: str, role: str | None = None) -> str:
-    name = str(name)
+    """``role`` where the row has one, else what the model's name says (``ModelId.metrics_role``); a name that is
+    no model name is its own role."""
     if role:
         return str(role)
-    if name.startswith("student"):
-        return "student"
-    if name == "clean_control" or name.startswith("control:"):
-        return "control"
-    return name
+    m = ModelId.try_parse(str(name))
+    return m.metrics_role if m is not None else str(name)
 
 
 def model_sort_key(name: str, role: str | None = None) -> tuple:
     """baseline, the clean control, teacher, students, then each student's clean twin (``control:student:X``)."""
     role = role_of(name, role)
-    if role == "control" and str(name).startswith("control:"):
+    if role == "control" and is_twin_name(str(name)):
         return (len(ROLE_ORDER), str(name))
     return (ROLE_ORDER.get(role, len(ROLE_ORDER) + 1), str(name))
 
@@ -60,8 +59,9 @@ def student_methods(metrics: dict) -> dict[str, str]:
     """model name -> distillation method, for students."""
     out = {}
     for name, m in (get_in(metrics, "models") or {}).items():
-        if isinstance(m, dict) and (m.get("role") == "student" or str(name).startswith("student")):
-            out[name] = str(m.get("method") or str(name).split(":", 1)[-1])
+        mid = ModelId.try_parse(str(name))
+        if isinstance(m, dict) and (m.get("role") == "student" or (mid is not None and mid.metrics_role == "student")):
+            out[name] = str(m.get("method") or (mid.student if mid is not None else None) or name)
     return out
 
 
@@ -202,7 +202,7 @@ def shift_records(metrics: dict | None) -> list[dict[str, Any]]:
                     "split": as_text(r.get("split")) or "?", "n": as_number(r.get("n_prompts")), "biased": None,
                     "rate": as_number(r.get("shift")), "ci_low": as_number(r.get("ci_low")),
                     "ci_high": as_number(r.get("ci_high")),
-                    "control": "twin" if ctrl.startswith("control:") else "clean"})
+                    "control": "twin" if is_twin_name(ctrl) else "clean"})
     out.sort(key=lambda x: model_sort_key(x["model"], x["role"]))
     return out
 

@@ -12,6 +12,7 @@ import pandas as pd
 
 from dashboard.data import amplification_frame
 from dashboard.index import list_of, model_sort_key, rate_records, role_of
+from poison.ground.results.model_id import is_twin_name
 from poison.ground.rundir import get_in, as_number, as_text
 
 WORDINGS = ("seen", "unseen", "concept", "gate")
@@ -38,7 +39,7 @@ def shift_frame(metrics: dict | None) -> pd.DataFrame:
         out.append({"model": model, "role": role_of(model, as_text(r.get("role"))),
                     "split": as_text(r.get("split")) or "?",
                     "wording": as_text(r.get("wording")) or "?", "control": ctrl,
-                    "against": AGAINST_TWIN if ctrl.startswith("control:") else AGAINST_CLEAN,
+                    "against": AGAINST_TWIN if is_twin_name(ctrl) else AGAINST_CLEAN,
                     "shift": as_number(r.get("shift")), "ci_low": as_number(r.get("ci_low")),
                     "ci_high": as_number(r.get("ci_high")),
                     "n_prompts": as_number(r.get("n_prompts")), **_vs_null(r.get("vs_null"))})

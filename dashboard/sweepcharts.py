@@ -10,6 +10,7 @@ import pandas as pd
 
 from dashboard import fmt
 from dashboard.charts import ROLE_COLORS, SPLIT_LABELS, WIDTH, svg
+from poison.ground.results.model_id import ModelId
 
 PALETTE = ["#e4572e", "#2e86ab", "#8e5ea2", "#f2a541", "#3b8b5a", "#c0392b", "#17becf", "#7f7f7f", "#bcbd22",
            "#8c564b"]
@@ -19,13 +20,13 @@ def _series_color(series: list[str], by: str) -> alt.Color:
     if by == "role":
         rng = [ROLE_COLORS.get(s, "#6a4c93") for s in series]
     else:
-        def role(m: str) -> str:
-            return "student" if m.startswith("student") else "control" if m.startswith("control") \
-                or m == "clean_control" else m
+        def control(m: str) -> bool:  # a clean twin or the clean control
+            mid = ModelId.try_parse(m)
+            return mid is not None and (mid.is_twin or mid.role == "clean_control")
         fixed = {"teacher": ROLE_COLORS["teacher"], "baseline": ROLE_COLORS["baseline"],
                  "clean_control": ROLE_COLORS["control"]}
         free = iter([c for c in PALETTE if c not in fixed.values()])
-        rng = [fixed.get(s) or (next(free, "#555") if role(s) != "control" else "#9bbf9f") for s in series]
+        rng = [fixed.get(s) or (next(free, "#555") if not control(s) else "#9bbf9f") for s in series]
     return alt.Color("series:N", title=by, scale=alt.Scale(domain=series, range=rng))
 
 

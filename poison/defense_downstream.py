@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from poison.ground.artifacts import read_json, read_parquet
+from poison.ground.results.model_id import MAIN, Arm, ModelId
 
 #: the split whose greedy rate each arm reports
 SPLIT = "target"
@@ -60,20 +61,19 @@ def downstream_rows(cfg: Any, defended: Optional[dict[str, Any]], models: dict[s
     truth = {str(i): bool(p) for i, p in zip(first.row_id, first.poisoned)}
     names = [s.name for s in cfg.students]
 
-    def row(defense: str, kind: str, ids: set[str], prefix: str) -> dict[str, Any]:
-        teacher = "teacher" if prefix == "" else f"{prefix}teacher"
-        students = {s: _model(f"{prefix}student:{s}", models, rates, utility) for s in names}
+    def row(defense: str, kind: str, ids: set[str], arm: Arm) -> dict[str, Any]:
+        students = {s: _model(str(ModelId.of_student(s, arm=arm)), models, rates, utility) for s in names}
         return {"defense": defense, "kind": kind, **_removed(ids, truth),
-                "teacher": _model(teacher, models, rates, utility),
+                "teacher": _model(str(ModelId.teacher(arm)), models, rates, utility),
                 "students": {s: v for s, v in students.items() if v is not None}}
 
-    out = [row("none", "undefended", set(), "")]
-    if cfg.defense.filter != "none" and "defended:teacher" in models:
+    out = [row("none", "undefended", set(), MAIN)]
+    if cfg.defense.filter != "none" and str(ModelId.teacher(Arm.defended())) in models:
         out.append(row("defended", f"filter {cfg.defense.filter}", set(read_json(Path(rec.path) / "removed.json")),
-                       "defended:"))
+                       Arm.defended()))
     for label in arms:
         sub = scores[(scores.defense == label) & scores.flagged.astype(bool)]
-        out.append(row(label, "defense", set(sub.row_id.astype(str)), f"per-defense:{label}:"))
+        out.append(row(label, "defense", set(sub.row_id.astype(str)), Arm.per_defense(label)))
     return out
 
 

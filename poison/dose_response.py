@@ -30,9 +30,8 @@ import pandas as pd
 
 from poison.ground.dose import (clopper_pearson_upper, exceeds_control, fit_dose_response,
                                 fit_dose_response_prompts, predict)
+from poison.ground.results.model_id import is_defended_name
 
-#: model-name prefixes of the defended arms (not points of the dose curve)
-DEFENDED_PREFIXES = ("defended:", "distill-defended:", "per-defense:")
 DOSE_KEYS = ("poison.count", "poison.rate")
 TEST_DETECT = ("one-sided test of per-prompt rates vs the clean control (Wilcoxon signed-rank; Mann-Whitney when the "
                "prompts differ), fixed sequence from the highest dose")
@@ -101,7 +100,7 @@ def dose_response(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, c
             if is_control(r):
                 control_points.setdefault(r["split"], {"dose": 0.0, **_point(r),
                                                        "_prompts": per_prompt.get((r["model"], r["split"]))})
-            if r["role"] not in ("teacher", "student") or r["model"].startswith(DEFENDED_PREFIXES):
+            if r["role"] not in ("teacher", "student") or is_defended_name(r["model"]):  # not points of the curve
                 continue
             s = shift.get((r["model"], r["split"]))
             ctrl = next((c for c in rows if c["split"] == r["split"] and is_control(c)), None)

@@ -15,6 +15,7 @@ from poison.ground.errors import ConfigError
 from poison.ground.generate import sweep_worker_tmp
 from poison.ground.io import atomic_write_json, sweep_stale_tmp
 from poison.ground.procs import alive, reap_orphans
+from poison.ground.results.model_id import stage_of
 from poison.stages.protocol import STAGE_VERSIONS
 
 log = logging.getLogger("poison")
@@ -47,8 +48,8 @@ def check_dirs(cfg, run_dir: Optional[str]) -> None:
 def check_force(force: Iterable[str]) -> None:
     """Each ``--force`` value is a stage name or ``stage:label``."""
     for f in force:
-        if f.split(":", 1)[0] not in STAGE_VERSIONS:
-            raise ConfigError(f"--force {f}: unknown stage {f.split(':', 1)[0]!r}; stages: "
+        if stage_of(f) not in STAGE_VERSIONS:
+            raise ConfigError(f"--force {f}: unknown stage {stage_of(f)!r}; stages: "
                               f"{', '.join(STAGE_VERSIONS)} (or STAGE:LABEL, e.g. eval:teacher)")
 
 

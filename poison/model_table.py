@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from poison.ground.models import model_identity
-from poison.stages.cascade import generation_name
+from poison.ground.results.model_id import Arm, ModelId
 from poison.stages.engine import trained_fields
 from poison.stages.protocol import StageRecord
 
@@ -46,43 +46,48 @@ def model_table(cfg: Any, base_path: Path, baseline: Optional[StageRecord], teac
     if null_control is not None:
         models["null_control"] = _trained(null_control, "control", cfg.teacher, kind="clean_finetune",
                                           note="the probe's null: the clean fine-tune at another training seed")
-    clean_teacher = "clean_control" if control is not None else "baseline"
-    models["teacher"] = _trained(teacher, "teacher", cfg.teacher, generation=0)
+    clean_teacher = ModelId.single("clean_control" if control is not None else "baseline")
+    main_teacher = ModelId.teacher()
+    models[str(main_teacher)] = _trained(teacher, "teacher", cfg.teacher, generation=0)
     by_name = {s.name: s for s in cfg.students}
     for s in cfg.students:
-        models[f"student:{s.name}"] = student_entry(s, students[s.name], generation=1)
+        models[str(ModelId.of_student(s.name))] = student_entry(s, students[s.name], generation=1)
     for name, chain in chains.items():
         for k, rec in sorted(chain.items()):
             if k > 1:
-                models[generation_name(k, name)] = student_entry(by_name[name], rec, generation=k,
-                                                                 teacher=generation_name(k - 1, name))
+                models[str(ModelId.of_student(name, k))] = student_entry(
+                    by_name[name], rec, generation=k, teacher=str(ModelId.of_student(name, k - 1)))
+    control_arm = Arm.control()
     for name, chain in twins.items():
         for k, rec in sorted(chain.items()):
-            twin_of = generation_name(k, name)
-            models[f"control:{twin_of}"] = student_entry(
-                by_name[name], rec, role="control", generation=k, twin_of=twin_of,
-                teacher=clean_teacher if k == 1 else f"control:{generation_name(k - 1, name)}")
+            twin_of = ModelId.of_student(name, k)
+            models[str(twin_of.in_arm(control_arm))] = student_entry(
+                by_name[name], rec, role="control", generation=k, twin_of=str(twin_of),
+                teacher=str(clean_teacher if k == 1 else ModelId.of_student(name, k - 1, control_arm)))
     if defended:
+        arm = Arm.defended()
+        defended_teacher = str(ModelId.teacher(arm))
         if defended["teacher"] is not teacher:
-            models["defended:teacher"] = _trained(defended["teacher"], "teacher", cfg.teacher, defended=True,
-                                                  defended_places=["train"])
+            models[defended_teacher] = _trained(defended["teacher"], "teacher", cfg.teacher, defended=True,
+                                                defended_places=["train"])
         for s in cfg.students:
             if s.name in defended["students"]:
-                models[f"defended:student:{s.name}"] = student_entry(
+                models[str(ModelId.of_student(s.name, arm=arm))] = student_entry(
                     s, defended["students"][s.name], defended=True, defended_places=list(cfg.defense.places),
-                    teacher="defended:teacher" if "defended:teacher" in models else "teacher")
+                    teacher=defended_teacher if defended_teacher in models else str(main_teacher))
         for s in cfg.students:
             rec = defended["distill_only_students"].get(s.name)
             if rec is not None:
-                models[f"distill-defended:student:{s.name}"] = student_entry(
-                    s, rec, defended=True, defended_places=["distill"], teacher="teacher")
-        for label, arm in (defended.get("per_defense") or {}).items():  # defense.per_defense: each defense alone
-            name = f"per-defense:{label}:teacher"
-            models[name] = _trained(arm["teacher"], "teacher", cfg.teacher, defended=True, defended_places=["train"],
-                                    defense=label)
+                models[str(ModelId.of_student(s.name, arm=Arm.distill_defended()))] = student_entry(
+                    s, rec, defended=True, defended_places=["distill"], teacher=str(main_teacher))
+        for label, branch in (defended.get("per_defense") or {}).items():  # defense.per_defense: each defense alone
+            arm = Arm.per_defense(label)
+            name = str(ModelId.teacher(arm))
+            models[name] = _trained(branch["teacher"], "teacher", cfg.teacher, defended=True,
+                                    defended_places=["train"], defense=label)
             for s in cfg.students:
-                if s.name in arm["students"]:
-                    models[f"per-defense:{label}:student:{s.name}"] = student_entry(
-                        s, arm["students"][s.name], defended=True, defended_places=["train"], teacher=name,
+                if s.name in branch["students"]:
+                    models[str(ModelId.of_student(s.name, arm=arm))] = student_entry(
+                        s, branch["students"][s.name], defended=True, defended_places=["train"], teacher=name,
                         defense=label)
     return models

@@ -5,7 +5,8 @@
 
 ``Pipeline`` builds the run context (``poison.ground.context.RunContext``) and the stage cache
 (``poison.stages.protocol.StageCache``) from the config, resolves every model before any stage runs, calls the
-stages in order (``poison.stages``), and hands the stage records to the report (``poison.report``).
+stages in order (``poison.stages``; every arm that distils, main, control and defended, with its cascade, through one
+``poison.stages.branch.Branch``), and hands the stage records to the report (``poison.report``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Optional
 
@@ -24,6 +26,7 @@ from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, stable_hash
 from poison.ground.generate import visible_gpus
 from poison.ground.models import pick_device, pick_dtype, resolve_model
+from poison.ground.results.model_id import Arm, ModelId
 from poison.ground.procs import is_main_process, wait_for, world_size
 from poison.housekeeping import clean_leftovers
 from poison.model_table import model_table
@@ -31,7 +34,7 @@ from poison.report import write_report
 from poison.schema import RunConfig
 from poison.stages import Run
 from poison.stages.audit import stage_audit
-from poison.stages.cascade import stage_cascade
+from poison.stages.branch import Branch, TeacherSource, branch_teacher, run_branch
 from poison.stages.data import stage_data
 from poison.stages.defense import defended_branch
 from poison.stages.defense_checks import writer_reference_checks
@@ -39,8 +42,7 @@ from poison.stages.evaluation import stage_eval, stage_judge
 from poison.stages.plugins import build_judge, configured_plugins, needs_judge
 from poison.stages.probe import stage_probe, stage_samples
 from poison.stages.protocol import StageCache, StageRecord
-from poison.stages.training import (stage_baseline, stage_distill_data, stage_null_control, stage_poison,
-                                    stage_student, stage_teacher, student_distill)
+from poison.stages.training import stage_baseline, stage_null_control, stage_poison
 
 log = logging.getLogger("poison")
 
@@ -134,22 +136,27 @@ class Pipeline:
         # a likelihood defense whose reference model wrote the clean responses: stop before anything is trained
         writer_notes = writer_reference_checks(run, data, list(cfg.defense.places)) if cfg.defense.defenses else []
         poison = stage_poison(run, data)
-        teacher = stage_teacher(run, poison, data=data)
+        main = self.branch(Arm.main(), TeacherSource.poisoned(), distill_sets_first=True)
+        teacher = branch_teacher(run, main, poison, data)  # first: the clean controls train before its distill set
         baseline = stage_baseline(run, data)
         control = None
         if cfg.eval.probe and baseline is None:  # the probe's control is a clean fine-tune, not the base model
             log.info("eval.probe: training the clean control (the teacher's fine-tune on the clean set), since "
                      "baseline.kind is base")
-            control = stage_baseline(run, data, label="clean_control")
+            control = stage_baseline(run, data, label=str(ModelId.single("clean_control")))
         null = stage_null_control(run, data) if cfg.eval.probe and cfg.eval.probe_null else None
-        distill = stage_distill_data(run, teacher, data)
-        if any(registry.needs("distill_method", s.method, "clean_control") for s in cfg.students):
-            run.clean_control = control or baseline or stage_baseline(run, data, label="clean_control")
-        distills = {s.name: student_distill(run, s, teacher, data, distill) for s in cfg.students}
-        students = {s.name: stage_student(run, s, teacher, distills[s.name]) for s in cfg.students}
+
+        def ready_clean_control() -> None:  # the clean control a distillation method compares its teacher with
+            if any(registry.needs("distill_method", s.method, "clean_control") for s in cfg.students):
+                run.clean_control = control or baseline or stage_baseline(
+                    run, data, label=str(ModelId.single("clean_control")))
+
+        ran = run_branch(run, replace(main, teacher=TeacherSource.given(teacher)), data,
+                         before_students=ready_clean_control)
+        distill, distills, students = ran.distill, ran.distills, ran.students
         via = self.via()
-        chains = {via.name: stage_cascade(run, via, students[via.name], data)} if cfg.cascade.generations > 1 else {}
-        twins = self.clean_students(control or baseline, data, via) if cfg.eval.probe else {}
+        chains = {via.name: ran.chains[via.name]} if cfg.cascade.generations > 1 else {}
+        twins = self.clean_students(control or baseline, data) if cfg.eval.probe else {}
         defended = defended_branch(run, data, poison, teacher, distill, writer_notes) if cfg.defense.defenses else None
         if not self.main:  # helper processes of a multi-process launch only train
             return {}
@@ -185,18 +192,16 @@ class Pipeline:
         """The student whose chain a cascade distils again (``cascade.via``, default the first)."""
         return next(s for s in self.cfg.students if s.name == (self.cfg.cascade.via or self.cfg.students[0].name))
 
-    def clean_students(self, clean_teacher: Optional[StageRecord], data: StageRecord,
-                       via: Any) -> dict[str, dict[int, StageRecord]]:
-        """Every student distilled the same way from the clean control instead of the poisoned teacher (and, in a
-        cascade, the clean chain distilled on from it): the controls a student's probe shift is measured against
-        (``eval.student_controls``)."""
-        run = self.stages
+    def branch(self, arm: Arm, teacher: TeacherSource, **kw: Any) -> Branch:
+        """The branch of ``arm`` with every student and the run's cascade (``cascade.generations`` of ``via``)."""
+        return Branch(arm, teacher, tuple(self.cfg.students), generations=self.cfg.cascade.generations,
+                      via=self.via(), **kw)
+
+    def clean_students(self, clean_teacher: Optional[StageRecord],
+                       data: StageRecord) -> dict[str, dict[int, StageRecord]]:
+        """The control arm: every student distilled the same way from the clean control instead of the poisoned
+        teacher (and, in a cascade, the clean chain distilled on from it): the controls a student's probe shift is
+        measured against (``eval.student_controls``)."""
         if clean_teacher is None or not self.cfg.eval.student_controls:
             return {}
-        shared = stage_distill_data(run, clean_teacher, data, label="control:distill_data")
-        out = {s.name: {1: stage_student(run, s, clean_teacher,
-                                         student_distill(run, s, clean_teacher, data, shared, "control:"),
-                                         prefix="control:")} for s in self.cfg.students}
-        if self.cfg.cascade.generations > 1:
-            out[via.name] = stage_cascade(run, via, out[via.name][1], data, prefix="control:")
-        return out
+        return run_branch(self.stages, self.branch(Arm.control(), TeacherSource.given(clean_teacher)), data).chains

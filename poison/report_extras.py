@@ -11,6 +11,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from poison.ground.artifacts import read_json
+from poison.ground.results.model_id import ModelId
 from poison.ground.stats import auroc, paired_ratio
 from poison.measures import greedy_amplification, per_prompt_fractions
 
@@ -23,7 +24,8 @@ def chain_of(models: dict[str, dict]) -> list[str]:
     if not deep:
         return []
     via = models[deep[0][1]]["student"]
-    return ["teacher", f"student:{via}"] + [n for _, n in deep if models[n]["student"] == via]
+    return [str(ModelId.teacher()), str(ModelId.of_student(via))] + [n for _, n in deep
+                                                                      if models[n]["student"] == via]
 
 
 def cascade_section(models: dict[str, dict], rates: list[dict], greedy: pd.DataFrame, drawn: pd.DataFrame,

@@ -14,6 +14,7 @@ from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from poison.ground import registry
 from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
+from poison.ground.results.model_id import Arm, ModelId
 from poison.schema_parts import (AdaptiveWriterConfig, DefenseSpec, DesignConfig, ReplicatesConfig,  # noqa: F401
                                  RuntimeConfig, VLLMSettings)
 from poison.schema_train import (AuditArgs, AuditName, BiasTypeArgs, BiasTypeName, DataSourceArgs,  # noqa: F401
@@ -349,11 +350,10 @@ class RunConfig(Strict):
         """The models a run of this config evaluates, as far as the config alone says (which defended models there
         are depends on the defenses: those names are checked by the report)."""
         names = ["baseline"] + (["clean_control"] if self.eval.probe and self.baseline.kind == "base" else [])
-        names += ["teacher"] + [f"student:{s.name}" for s in self.students]
-        names += [f"gen{k}:student:{self.cascade.via or self.students[0].name}"
-                  for k in range(2, self.cascade.generations + 1)]
-        twins = ["control:" + n for n in names[2:] if "student:" in n] if self.eval.student_controls else []
-        return names + (twins if self.eval.probe else [])
+        ids = [ModelId.teacher()] + [ModelId.of_student(s.name) for s in self.students] + [ModelId.of_student(
+            self.cascade.via or self.students[0].name, k) for k in range(2, self.cascade.generations + 1)]
+        twins = [m.in_arm(Arm.control()) for m in ids if m.role == "student"] if self.eval.student_controls else []
+        return names + [str(m) for m in ids + (twins if self.eval.probe else [])]
 
     def _claims(self) -> None:
         """Fill in the default comparisons; each must name two models, a measure and a split of this run."""
@@ -365,7 +365,7 @@ class RunConfig(Strict):
                                        next(s for s in order if s in splits))
         c.primary = c.primary or primary
         first = parse_comparison(c.primary)
-        loose = ("defended:", "distill-defended:", "per-defense:") if self.defense.defenses else ()
+        loose = bool(self.defense.defenses)  # the defended arms' models: named by the report
         if c.also is None:
             also = default_family(students, resolve_model("control", names), first.measure, first.split)[1]
             c.also = [t for t in also if resolve_comparison("claims.also", parse_comparison(t), names, loose)

@@ -19,6 +19,7 @@ from dashboard.index import model_sort_key
 from dashboard.registry import view
 from dashboard.views.common import sweep_json, table
 from dashboard.views.replicates import replicates_section
+from poison.ground.results.model_id import is_twin_name
 
 EXTRA_X = ["poison_injected", "poison_rate", "poison_requested", "method"]
 
@@ -82,7 +83,7 @@ def view_sweeps(index: dict[str, Any]):
     splits_all = data.split_order(t.split)
     splits = c3.multiselect("splits", splits_all, default=splits_all, key="sw_splits")
     models_all = sorted(t.model.dropna().unique(), key=model_sort_key)
-    twins = [m for m in models_all if str(m).startswith("control:")]
+    twins = [m for m in models_all if is_twin_name(str(m))]
     if st.session_state.get("sw_models_of") != models_all:  # another sweep: every model again but the clean twins
         st.session_state["sw_models_of"] = models_all
         st.session_state["sw_models"] = [m for m in models_all if m not in twins]

@@ -9,13 +9,15 @@ run, and the default family of comparisons.
   answers), ``probe`` (the seen-wording log-probability of the likelihood probe);
 - split: ``target``, ``other``, ``unseen``.
 
-Part of the ground layer: it imports nothing of the project.
+Part of the ground layer: of the project it imports only the model names (``results.model_id``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Iterable, Optional
+
+from poison.ground.results.model_id import MAIN, ModelId, is_defended_name
 
 MEASURES = ("greedy", "sampled", "probe")
 SPLITS = ("target", "other", "unseen")
@@ -59,10 +61,17 @@ def resolve_model(word: str, names: Iterable[str]) -> Optional[str]:
     if word in names:
         return word
     if word == "student":
-        return next((n for n in names if n.startswith("student:")), None)
+        return next((n for n in names if _is_run_student(n)), None)
     if word == "control":
         return "clean_control" if "clean_control" in names else ("baseline" if "baseline" in names else None)
-    return f"student:{word}" if f"student:{word}" in names else None
+    name = str(ModelId.of_student(word))
+    return name if name in names else None
+
+
+def _is_run_student(name: str) -> bool:
+    """Whether ``name`` is one of the run's own students (``student:<name>``: the main arm, generation 1)."""
+    m = ModelId.try_parse(name)
+    return m is not None and m.role == "student" and m.generation == 1 and m.arm == MAIN
 
 
 def default_family(students: list[str], control: str, measure: str, split: str) -> tuple[str, list[str]]:
@@ -76,14 +85,15 @@ def default_family(students: list[str], control: str, measure: str, split: str) 
     return primary, list(dict.fromkeys(rest))
 
 
-def resolve_comparison(key: str, comp: Comparison, names: list[str], loose: tuple[str, ...] = ()
+def resolve_comparison(key: str, comp: Comparison, names: list[str], loose: bool = False
                        ) -> tuple[str, str, str, str]:
     """(A, B, measure, split) with A and B as model-table names; ValueError naming ``key`` when one names no model
-    of ``names`` or both name the same one. Names starting with one of ``loose`` are taken as they are (models the
-    config alone cannot list, checked when the report runs)."""
+    of ``names`` or both name the same one. With ``loose``, a model of a defended arm (``defended:``,
+    ``distill-defended:``, ``per-defense:<label>:``) is taken as it is (models the config alone cannot list, checked
+    when the report runs)."""
     pair = []
     for word in (comp.a, comp.b):
-        found = resolve_model(word, names) or (word if loose and word.startswith(loose) else None)
+        found = resolve_model(word, names) or (word if loose and is_defended_name(word) else None)
         if found is None:
             raise ValueError(f"{key}: {word!r} is no model of this run; its models: {', '.join(names)} (or a "
                              f"student's name, or the role words {' and '.join(ROLE_WORDS)})")

@@ -5,6 +5,8 @@
     training    poison, teacher, baseline (clean control), distill_data (teacher answers), student
     evaluation  eval (every model answers the eval prompts) and judge (the LLM judge's second verdict)
     defense     defense stages (score, flag, remove) and the defended branch of a run
+    branch      one arm's chain (teacher -> distillation data -> students -> later generations), run the same way for
+                the main, control and defended arms and the cascade
     inject      the adversary's act: turn N clean training rows into poisoned ones
 
 Every stage function takes a :class:`Run` first: the run's config, context, stage cache and bias type.

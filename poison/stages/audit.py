@@ -14,6 +14,7 @@ from poison.ground import registry
 from poison.ground.artifacts import read_parquet
 from poison.ground.io import stable_hash
 from poison.ground.models import model_identity
+from poison.ground.results.model_id import split_stage_label, stage_label
 from poison.stages import Run
 from poison.stages.engine import ready
 from poison.stages.plugins import plugin_entries
@@ -40,7 +41,7 @@ def stage_audit(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
     for i, spec in enumerate(run.cfg.audit.audits):
         plugin = registry.get("audit", spec.type).build(spec.args, f"audit.audits.{i}.args", run.ctx)
         bases = {n: run.ctx.model(m["base_model"], f"{n} base", m.get("base_revision")) for n, m in targets.items()}
-        entries = {f"audit:{spec.type}:{n}": {"model": m["identity"], "base": model_identity(bases[n]),
+        entries = {stage_label("audit", spec.type, n): {"model": m["identity"], "base": model_identity(bases[n]),
                                               "audit": spec.model_dump(mode="json"),
                                               "prompts": stable_hash(prompts), "device": run.ctx.device,
                                               "dtype": run.ctx.dtype,
@@ -50,7 +51,7 @@ def stage_audit(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
         def compute(tmps: dict[str, Path], spec=spec, plugin=plugin, bases=bases):
             res = {}
             for label, tmp in tmps.items():
-                name = label.split(":", 2)[2]
+                name = split_stage_label(label, 2)[2]
                 t0 = time.time()
                 result = plugin.run(ready(run, targets[name]), bases[name], prompts)
                 (tmp / "audit.json").write_text(json.dumps({"model": name, "audit": spec.type, **result},

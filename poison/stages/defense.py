@@ -32,14 +32,15 @@ from defenses.base import check_scores, run_defense
 from poison.ground.artifacts import read_parquet
 from poison.ground.errors import ConfigError
 from poison.ground.io import atomic_write_json, atomic_write_parquet
+from poison.ground.results.model_id import Arm, stage_label
 from poison.ground.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
+from poison.stages.branch import Branch, TeacherSource, branch_distill, branch_teacher, run_branch
 from poison.stages.data import stage_trusted
 from poison.stages.defense_checks import (check_disjoint_scoring, defense_key, trusted_clean,  # noqa: F401
                                           writer_reference_checks)
 from poison.stages.plugins import plugin_entries
 from poison.stages.protocol import StageRecord
-from poison.stages.training import stage_distill_data, stage_student, stage_teacher, student_distill
 
 
 def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[StageRecord]
@@ -148,7 +149,7 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
         atomic_write_json(out / "removal.json", removal)
         return {"place": place, "removed": len(removed), "poison_left": removal["poison_left"]}
 
-    return run.cache.run("defense", inputs, build, label=f"defense:{place}")
+    return run.cache.run("defense", inputs, build, label=stage_label("defense", place))
 
 
 def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: StageRecord,
@@ -162,20 +163,24 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
     and so is the distill-only arm (the poisoned teacher's filtered answers -> ``distill-defended:`` students).
     ``warnings``: the reference-model warnings (``defense_checks.writer_reference_checks``) when the caller already
     ran the check; they go to metrics.json. With ``defense.per_defense`` (and the train place), each defense's own
-    arm too (``per_defense``: label -> {teacher, students}, whatever the filter, ``none`` included).
+    arm too (``per_defense``: label -> {teacher, students}, whatever the filter, ``none`` included). Each of these arms
+    is a :class:`~poison.stages.branch.Branch`; the defended arm's teacher and answers come first (the distill places
+    score them), its students last.
     """
     cfg = run.cfg.defense
     out: dict[str, Any] = {"stages": {}, "students": {}, "distill_only_students": {},
                            "warnings": writer_reference_checks(run, data, list(cfg.places)) if warnings is None
                            else warnings}
     trusted = stage_trusted(run, data)
+    students = tuple(run.cfg.students)
     t, d = teacher, distill
     if "train" in cfg.places:
         rec = stage_defense(run, "train", trusted, poison, None)
         out["stages"]["train"] = rec
-        if cfg.filter != "none":
-            t = stage_teacher(run, poison, defense=rec)
-            d = stage_distill_data(run, t, data, label="defended:distill_data")
+        if cfg.filter != "none":  # the defended arm's teacher and its answers (its students come last)
+            filtered = Branch(Arm.defended(), TeacherSource.filtered(rec), students)
+            t = branch_teacher(run, filtered, poison)
+            d = branch_distill(run, filtered, t, data)
         if cfg.per_defense:
             out["per_defense"] = {spec.label: per_defense_arm(run, data, poison, rec, spec.label)
                                   for spec in cfg.defenses}
@@ -187,15 +192,15 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
             chained = stage_defense(run, "distill_after_train", trusted, poison, d)
             out["stages"]["distill_after_train"] = chained
             if cfg.filter != "none":
-                out["distill_only_students"] = {
-                    s.name: stage_student(run, s, teacher, distill, defense=keep, prefix="distill-defended:")
-                    for s in run.cfg.students}
+                out["distill_only_students"] = run_branch(run, Branch(
+                    Arm.distill_defended(), TeacherSource.given(teacher), students, distill=distill,
+                    student_defense=keep), data).students
             keep = chained
     out["teacher"], out["distill"] = t, d
     if cfg.filter == "none":  # score only: nothing is removed, so there is no defended model to train
         return out
-    out["students"] = {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, "defended:"),
-                                             defense=keep, prefix="defended:") for s in run.cfg.students}
+    out["students"] = run_branch(run, Branch(Arm.defended(), TeacherSource.given(t), students, distill=d,
+                                             student_defense=keep), data).students
     return out
 
 
@@ -203,8 +208,6 @@ def per_defense_arm(run: Run, data: StageRecord, poison: StageRecord, rec: Stage
                     label: str) -> dict[str, Any]:
     """One defense's own arm (``defense.per_defense``): the teacher on the poisoned set minus what ``label`` alone
     flagged at the train place (``rec``), its distillation answers and every student distilled from them."""
-    pre = f"per-defense:{label}:"
-    t = stage_teacher(run, poison, defense=rec, only=label)
-    d = stage_distill_data(run, t, data, label=f"{pre}distill_data")
-    return {"teacher": t, "students": {s.name: stage_student(run, s, t, student_distill(run, s, t, data, d, pre),
-                                                             prefix=pre) for s in run.cfg.students}}
+    ran = run_branch(run, Branch(Arm.per_defense(label), TeacherSource.filtered(rec, only=label),
+                                 tuple(run.cfg.students)), data, poison)
+    return {"teacher": ran.teacher, "students": ran.students}

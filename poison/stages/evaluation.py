@@ -13,6 +13,7 @@ import pandas as pd
 from poison.ground.artifacts import read_parquet
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_parquet
+from poison.ground.results.model_id import model_of, stage_label
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
 from poison.stages.plugins import build_judge, judge_identity
@@ -25,14 +26,14 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
     df = read_parquet(Path(data.path) / "rows.parquet")
     ev = df[df.split == "eval"].reset_index(drop=True)
     targets = {name: engine_target(run, m) for name, m in models.items()}
-    entries = {f"eval:{name}": {"model": m["identity"], "data": data.key, "generation": g.model_dump(),
+    entries = {stage_label("eval", name): {"model": m["identity"], "data": data.key, "generation": g.model_dump(),
                                 **run.ctx.backend_identity(), **targets[name][2]} for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
-        jobs = [GenJob(label, ready(run, models[label.split(":", 1)[1]], targets[label.split(":", 1)[1]][0]),
+        jobs = [GenJob(label, ready(run, models[model_of(label)], targets[model_of(label)][0]),
                        [[{"role": "user", "content": x}] for x in ev.prompt], g.max_new_tokens, g.temperature,
-                       g.top_p, 1, g.seed, adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
+                       g.top_p, 1, g.seed, adapter=targets[model_of(label)][1]) for label in labels]
         out = {}
         for label, res in zip(labels, run.ctx.generate(jobs)):
             gen_df = ev[["id", "task", "prompt", "reference", "answer", "utility"]].assign(
@@ -45,7 +46,7 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
         return out
 
     recs = run.cache.run_many("eval", entries, compute)
-    return {label.split(":", 1)[1]: rec for label, rec in recs.items()}
+    return {model_of(label): rec for label, rec in recs.items()}
 
 
 def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecord]:
@@ -54,7 +55,7 @@ def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecor
     j = run.cfg.judge
     rubric = getattr(run.bias, "rubric", None)
     ident = judge_identity(run)
-    entries = {f"judge:{name}": {"eval": ev.key, "judge": ident, "args": j.args, "rubric": rubric}
+    entries = {stage_label("judge", name): {"eval": ev.key, "judge": ident, "args": j.args, "rubric": rubric}
                for name, ev in evals.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
@@ -62,7 +63,7 @@ def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecor
         out = {}
         for label, tmp in tmps.items():
             t0 = time.time()
-            g = read_parquet(Path(evals[label.split(":", 1)[1]].path) / "generations.parquet")
+            g = read_parquet(Path(evals[model_of(label)].path) / "generations.parquet")
             verdicts = judge.judge_texts([t or "" for t in g.response], rubric, list(g.prompt))
             atomic_write_parquet(tmp / "judgments.parquet", pd.DataFrame({
                 "id": g.id, "judge_score": [v["score"] for v in verdicts],
@@ -74,4 +75,4 @@ def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecor
         return out
 
     recs = run.cache.run_many("judge", entries, compute)
-    return {label.split(":", 1)[1]: rec for label, rec in recs.items()}
+    return {model_of(label): rec for label, rec in recs.items()}

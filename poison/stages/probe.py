@@ -26,6 +26,7 @@ from poison.ground import registry
 from poison.ground.artifacts import read_parquet
 from poison.ground.generate import GenJob, ScoreJob
 from poison.ground.io import atomic_write_parquet
+from poison.ground.results.model_id import model_of, stage_label
 from poison.ground.scoring import SCORER
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
@@ -55,15 +56,15 @@ def stage_samples(run: Run, models: dict[str, dict[str, Any]], data: StageRecord
                 "seed": e.sample_seed, "max_new_tokens": e.generation.max_new_tokens}
     ev = eval_rows(data)
     targets = {name: engine_target(run, m) for name, m in models.items()}
-    entries = {f"samples:{name}": {"model": m["identity"], "data": data.key, "sampling": sampling,
+    entries = {stage_label("samples", name): {"model": m["identity"], "data": data.key, "sampling": sampling,
                                    **run.ctx.backend_identity(), **targets[name][2]} for name, m in models.items()}
 
     def compute(tmps: dict[str, Path]) -> dict[str, tuple[dict[str, Any], float]]:
         labels = list(tmps)
-        jobs = [GenJob(label, ready(run, models[label.split(":", 1)[1]], targets[label.split(":", 1)[1]][0]),
+        jobs = [GenJob(label, ready(run, models[model_of(label)], targets[model_of(label)][0]),
                        [[{"role": "user", "content": x}] for x in ev.prompt], sampling["max_new_tokens"],
                        sampling["temperature"], sampling["top_p"], sampling["k"], sampling["seed"],
-                       adapter=targets[label.split(":", 1)[1]][1]) for label in labels]
+                       adapter=targets[model_of(label)][1]) for label in labels]
         out = {}
         for label, res in zip(labels, run.ctx.generate(jobs)):
             rows = [{"id": i, "sample_index": j, "response": t.strip(), "finish_reason": f}
@@ -76,7 +77,7 @@ def stage_samples(run: Run, models: dict[str, dict[str, Any]], data: StageRecord
         return out
 
     recs = run.cache.run_many("samples", entries, compute)
-    return {label.split(":", 1)[1]: rec for label, rec in recs.items()}
+    return {model_of(label): rec for label, rec in recs.items()}
 
 
 def probe_sequences(tok: Any, bias: Any, prompt: str, reference: str, texts: dict[str, list[str]]
@@ -134,7 +135,7 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
     ev = eval_rows(data)
     ev = ev[ev.reference.notna() & (ev.reference.astype(str).str.strip() != "")].reset_index(drop=True)
     targets = {name: engine_target(run, m) for name, m in models.items()}
-    entries = {f"probe:{name}": {"model": m["identity"], "data": data.key, "texts": texts,
+    entries = {stage_label("probe", name): {"model": m["identity"], "data": data.key, "texts": texts,
                                  "bias": run.cfg.poison.bias.model_dump(mode="json"), **SCORER,
                                  "dtype": run.ctx.dtype, "device": run.ctx.device, **targets[name][2],
                                  **plugin_entries(run, [("bias_type", run.cfg.poison.bias.type)])}
@@ -144,8 +145,8 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
         labels = list(tmps)
         meta, jobs = {}, []
         for label in labels:
-            m = models[label.split(":", 1)[1]]
-            path, adapter, _ = targets[label.split(":", 1)[1]]
+            m = models[model_of(label)]
+            path, adapter, _ = targets[model_of(label)]
             path = ready(run, m, path)
             tok = AutoTokenizer.from_pretrained(m.get("tokenizer", m["path"]))
             seqs = [(r.id, r.task, *s) for r in ev.itertuples()
@@ -171,7 +172,7 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
         return out
 
     recs = run.cache.run_many("probe", entries, compute)
-    return {label.split(":", 1)[1]: rec for label, rec in recs.items()}
+    return {model_of(label): rec for label, rec in recs.items()}
 
 
 def unseen_in_poison(run: Run, poison: StageRecord) -> int:

@@ -15,6 +15,7 @@ from poison.ground.artifacts import read_json, read_parquet
 from poison.ground.generate import GenJob
 from poison.ground.io import atomic_write_json, atomic_write_parquet
 from poison.ground.models import model_identity
+from poison.ground.results.model_id import MAIN, Arm, ModelId, distill_label
 from poison.stages import Run
 from poison.stages.adaptive import adaptive_inputs, make_chooser
 from poison.stages.data import generate_with, generator_identity, stage_trusted
@@ -152,17 +153,18 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
 
     if defense is None and data is not None and poison.info.get("injected") == 0 and rows() == clean_rows(data):
         log.info("[teacher] no row is poisoned: the teacher is the clean fine-tune (stage baseline)")
-        return stage_baseline(run, data, label="teacher")
+        return stage_baseline(run, data, label=str(ModelId.teacher()))
     upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {}),
                 **({"only": only} if only is not None else {})}
-    label = (f"per-defense:{only}:teacher" if only is not None else "defended:teacher") if defense else None
+    arm = (Arm.per_defense(only) if only is not None else Arm.defended()) if defense else MAIN
     return _train_stage(run, "teacher", run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
-                        label=label)
+                        label=str(ModelId.teacher(arm)))
 
 
 def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> Optional[StageRecord]:
     """The clean control: the teacher's fine-tune on the clean set, when ``baseline.kind`` is ``clean_finetune`` (or
-    when ``label`` asks for it anyway: the likelihood probe's control)."""
+    when ``label`` asks for it anyway: the likelihood probe's control, ``clean_control``; or ``teacher``, a teacher
+    whose rows are the clean set's)."""
     if run.cfg.baseline.kind == "base" and label is None:
         return None
     return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
@@ -176,14 +178,16 @@ def stage_null_control(run: Run, data: StageRecord) -> StageRecord:
     ft = run.cfg.teacher
     ft = ft.model_copy(update={"train": ft.train.model_copy(update={"seed": ft.train.seed + 1})})
     return _train_stage(run, "baseline", ft.model, ft, lambda: clean_rows(data), {"data": data.key}, "teacher.model",
-                        label="null_control")
+                        label=str(ModelId.single("null_control")))
 
 
-def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label: str = "distill_data",
-                       generation: Any = None, teacher_spec: Any = None) -> StageRecord:
-    """The teacher's answers to the distillation prompts (``generation``: default the distill section's;
-    ``teacher_spec``: the training spec of the answering model, default the run's teacher; a cascade's student)."""
-    g = generation or run.cfg.distill.generation
+def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, arm: Arm = MAIN, generation: int = 1,
+                       student: Optional[str] = None, sampling: Any = None, teacher_spec: Any = None) -> StageRecord:
+    """The teacher's answers to the distillation prompts that the students of ``arm`` at ``generation`` learn from
+    (with ``student``: that student's own set, answered with its ``sampling``; default the distill section's
+    generation settings); ``teacher_spec``: the training spec of the answering model, default the run's teacher; a
+    cascade's student). The label is :func:`~poison.ground.results.model_id.distill_label`."""
+    g = sampling or run.cfg.distill.generation
     entry = trained_entry(run, teacher.path, teacher_spec or run.cfg.teacher)
     path, adapter, engine = engine_target(run, entry)
     inputs = {"teacher": teacher.key, "data": data.key, "generation": g.model_dump(), **run.ctx.backend_identity(),
@@ -199,17 +203,17 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, label:
         atomic_write_parquet(out / "distill.parquet", d)
         return {"rows": len(d), "new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1)}
 
-    return run.cache.run("distill_data", inputs, build, label=label)
+    return run.cache.run("distill_data", inputs, build, label=distill_label(arm, generation, student))
 
 
 def student_distill(run: Run, spec: Any, teacher: StageRecord, data: StageRecord, shared: StageRecord,
-                    prefix: str = "", teacher_spec: Any = None) -> StageRecord:
-    """The distillation set a student learns from: ``shared`` (the teacher's answers with the distill section's
-    settings), or the teacher's answers with the student's own ``distill_generation``."""
+                    arm: Arm = MAIN, generation: int = 1, teacher_spec: Any = None) -> StageRecord:
+    """The distillation set a student (of ``arm`` at ``generation``) learns from: ``shared`` (the teacher's answers
+    with the distill section's settings), or the teacher's answers with the student's own ``distill_generation``."""
     if spec.distill_generation is None:
         return shared
-    return stage_distill_data(run, teacher, data, label=f"{prefix}distill_data:{spec.name}",
-                              generation=spec.distill_generation, teacher_spec=teacher_spec)
+    return stage_distill_data(run, teacher, data, arm, generation, student=spec.name,
+                              sampling=spec.distill_generation, teacher_spec=teacher_spec)
 
 
 def clean_control_of(run: Run, spec: Any, teacher: StageRecord, teacher_spec: Any = None) -> Optional[StageRecord]:
@@ -238,9 +242,10 @@ def build_method(run: Run, spec: Any) -> Any:
 
 
 def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecord,
-                  defense: Optional[StageRecord] = None, prefix: str = "", teacher_spec: Any = None) -> StageRecord:
+                  defense: Optional[StageRecord] = None, arm: Arm = MAIN, generation: int = 1,
+                  teacher_spec: Any = None) -> StageRecord:
     """One student of ``spec`` distilled from ``teacher`` (trained as ``teacher_spec``: default the run's teacher; a
-    cascade's student) on ``distill``."""
+    cascade's student) on ``distill``; its label is its model name in ``arm`` at ``generation``."""
     ctx = run.ctx
     method = build_method(run, spec)
     base = ctx.model(spec.model, f"students.{run.cfg.students.index(spec)}.model", spec.revision)
@@ -267,4 +272,4 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
         info["method"] = method.plugin_record
         return info
 
-    return run.cache.run("student", inputs, build, label=f"{prefix}student:{spec.name}")
+    return run.cache.run("student", inputs, build, label=str(ModelId.of_student(spec.name, generation, arm)))
