@@ -108,7 +108,7 @@ def load_merged(artifact: str | Path, base: str | Path, *, dtype: str, merge_in:
     own = model_folder(artifact)
     if own is not None:
         check_model_folder(own, "trained model")
-        return AutoModelForCausalLM.from_pretrained(own, dtype=_torch_dtype(dtype)).to(device)  # type: ignore[arg-type]  # transformers' decorated .to()
+        return AutoModelForCausalLM.from_pretrained(own, dtype=_torch_dtype(dtype)).to(device)
     adapter = adapter_folder(artifact)
     if adapter is None:
         raise ArtifactError(f"{artifact}: neither model/ nor adapter/ holds a trained model; rerun its stage "

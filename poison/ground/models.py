@@ -113,7 +113,7 @@ def convert_gguf(gguf: Path, out: Path, chat_template: Optional[str] = None, sto
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
         # The weights are already de-quantised; the GGUF quantizer only blocks save_pretrained.
-        model.hf_quantizer = None  # type: ignore[assignment]
+        model.hf_quantizer = None
         if hasattr(model.config, "quantization_config"):
             del model.config.quantization_config
         if chat_template and not getattr(tok, "chat_template", None):
@@ -347,4 +347,4 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
-    return model.to(device), tok  # type: ignore[arg-type]  # transformers' decorated .to()
+    return model.to(device), tok
