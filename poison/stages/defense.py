@@ -62,17 +62,17 @@ def counterfactual_samples(df: pd.DataFrame, samples: list[dict]) -> Optional[li
 
 
 def counterfactual_frame(label: str, instance: int, place: str, samples: list[dict], labels: list[bool],
-                         calib: list[dict], res: Any) -> pd.DataFrame:
-    """One defense's scores of the counterfactual set and of the calibration split (``split``: scored | calib),
-    read by the report (``poison.defense_report``) for the AUROC the defense would have had."""
-    cal = check_scores(res.name, res.defense.score(calib), len(calib)) if calib else []
+                         calib: list[dict], calib_scores: Any, scores: Any) -> pd.DataFrame:
+    """One defense's scores of the counterfactual set and of the calibration split (``split``: scored | calib; the
+    calibration scores are the defender's own, which the poison does not touch), read by the report
+    (``poison.defense_report``) for the AUROC and TPR the defense would have had."""
     return pd.concat([
         pd.DataFrame({"defense": label, "instance": instance, "place": place, "split": "scored",
                       "row_id": [s["id"] for s in samples], "task": [s["task"] for s in samples],
-                      "poisoned": labels, "score": res.scores}),
+                      "poisoned": labels, "score": scores}),
         pd.DataFrame({"defense": label, "instance": instance, "place": place, "split": "calib",
                       "row_id": [s["id"] for s in calib], "task": [s["task"] for s in calib], "poisoned": False,
-                      "score": pd.Series(cal, dtype="float64")})], ignore_index=True)
+                      "score": pd.Series(calib_scores, dtype="float64")})], ignore_index=True)
 
 
 def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecord,
@@ -94,12 +94,13 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
         frames, calib_frames, reports, flagged_by, cf_frames = [], [], [], {}, []
         for i, spec in enumerate(cfg.defenses):
             path = f"defense.defenses.{i}"
-            if other is not None:  # the same defense on the set the non-adaptive writer would have poisoned
-                cf = run_defense(spec.type, other, fit, spec.args, path=path, ctx=run.ctx)
-                cf_frames.append(counterfactual_frame(spec.label, i, place, other, labels, calib, cf))
             res = run_defense(spec.type, samples, fit, spec.args, path=path, ctx=run.ctx)
             verdicts = list(getattr(res.defense, "last_verdicts", []) or [])
             calib_scores = check_scores(spec.type, res.defense.score(calib), len(calib)) if calib else []
+            if other is not None:  # the same defense on the set the non-adaptive writer would have poisoned
+                cf = run_defense(spec.type, other, fit, spec.args, path=path, ctx=run.ctx)
+                cf_frames.append(counterfactual_frame(spec.label, i, place, other, labels, calib, calib_scores,
+                                                      cf.scores))
             if spec.threshold is not None:
                 thr, source = float(spec.threshold), "fixed"
             elif len(calib_scores):
