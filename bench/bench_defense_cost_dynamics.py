@@ -39,7 +39,7 @@ def main() -> None:
     import torch
 
     from defenses.base import run_defense
-    from poison.ground.context import RunContext
+    from poison.ground.engines.context import RunContext
 
     ctx = RunContext.standalone(models_dir=args.models_dir, device=args.device, dtype=args.dtype,
                                 cache_dir=Path(args.models_dir).parent)

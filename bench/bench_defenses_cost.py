@@ -41,7 +41,7 @@ def main() -> None:
 
     from bench.bench_perplexity import cycle, real_pool
     from defenses.base import build_defense
-    from poison.ground.context import RunContext
+    from poison.ground.engines.context import RunContext
 
     cache = tempfile.mkdtemp(prefix="bench-defenses-")
     ctx = RunContext.standalone(models_dir=args.models_dir, cache_dir=cache, device=args.device, dtype=args.dtype,

@@ -24,7 +24,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from evals.detectors import precision_recall
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     print(f"{'bias type':<24} {'n':>5} {'pos':>5} {'precision':>10} {'recall':>8} {'F1':>6} {'ms/answer':>10}")
     for name in registry.names("bias_type"):

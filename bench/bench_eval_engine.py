@@ -25,7 +25,7 @@ def make_models(base: Path, n: int, out: Path, scale: float) -> list[tuple[str, 
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from poison.ground.models import load_causal_lm
+    from poison.ground.engines.models import load_causal_lm
 
     pairs = []
     for i in range(n):
@@ -57,10 +57,10 @@ def main() -> None:
     ap.add_argument("--lora-scale", type=float, default=0.02, help="std of the random LoRA B weights")
     args = ap.parse_args()
 
-    from poison.ground import registry
-    from poison.ground.context import RunContext
-    from poison.ground.generate import GenJob, generate_vllm
-    from poison.ground.models import pick_dtype
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
+    from poison.ground.engines.generate import GenJob, generate_vllm
+    from poison.ground.engines.models import pick_dtype
 
     ctx = RunContext.standalone(models_dir=args.models_dir)
     dtype = pick_dtype(args.dtype, ctx.device)

@@ -48,7 +48,7 @@ def run_arm(args: argparse.Namespace) -> dict:
 
     from distill.trainers import finetune, load_trainable
     from poison.schema import TeacherConfig
-    from poison.ground.models import pick_device, pick_dtype, resolve_model
+    from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
 
     device = pick_device(args.device)
     dtype = pick_dtype("auto", device)
@@ -70,7 +70,7 @@ def run_arm(args: argparse.Namespace) -> dict:
         torch.cuda.reset_peak_memory_stats()
     with tempfile.TemporaryDirectory() as tmp:
         info = finetune(base, rows, ft, Path(tmp) / "out", dtype=dtype, device=device)
-        from poison.ground.merged import load_merged, merge_dtype
+        from poison.ground.engines.merged import load_merged, merge_dtype
 
         merged = load_merged(Path(tmp) / "out", base, dtype="float32", merge_in=merge_dtype(dtype, device))
         merged_params = sum(p.numel() for p in merged.parameters())

@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def prompts(n: int) -> list[list[dict[str, str]]]:
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     rows = registry.get("data_source", "drug_reviews").build({}).load()[: n // 2]
     rows += registry.get("data_source", "gsm8k").build({}).load()[: n - len(rows)]
@@ -33,8 +33,8 @@ def main() -> None:
     ap.add_argument("--hf-batch-sizes", default="16,32,64")
     args = ap.parse_args()
 
-    from poison.ground.generate import GenJob, generate_hf, generate_vllm
-    from poison.ground.models import pick_device, pick_dtype, resolve_model
+    from poison.ground.engines.generate import GenJob, generate_hf, generate_vllm
+    from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
 
     device = pick_device()
     dtype = pick_dtype("auto", device)

@@ -34,7 +34,7 @@ def real_pool(seed: int = 0) -> list[dict]:
     """The distinct (prompt, response, task) samples of real text, shuffled."""
     from poison.sources import (CommonsenseQA, DrugReviews, DrugReviewsConfig, GSM8K, GSM8KConfig, ShareGPT,
                                 ShareGPTConfig, first_sentences)
-    from poison.ground.registry import NoArgs
+    from poison.ground.core.registry import NoArgs
 
     pool: list[dict] = []
     for r in GSM8K(GSM8KConfig(max_answer_words=200)).load():
@@ -84,7 +84,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     from defenses.perplexity import PerplexityConfig, PerplexityFilter
-    from poison.ground.context import RunContext
+    from poison.ground.engines.context import RunContext
 
     ctx = RunContext.standalone(models_dir=args.models_dir, device=args.device, dtype=args.dtype)
 

@@ -1,7 +1,7 @@
 """Cost of the likelihood probe by scorer: the same probe sequences (targeted_ads' probe texts after each prompt's
 reference, ~9 sequences per prompt that share their context) scored by vLLM's prefill (``prompt_logprobs``, the
-probe's scorer before poison.ground.scoring), by plain transformers forward passes of every whole sequence, and by
-the shared-context scorer the probe uses now. Prints each arm's scoring seconds and wall seconds (start-up
+probe's scorer before poison.ground.engines.scoring), by plain transformers forward passes of every whole sequence, and
+by the shared-context scorer the probe uses now. Prints each arm's scoring seconds and wall seconds (start-up
 included), the ratio to the vLLM arm measured in the same run, and the largest per-token difference to the plain
 forward pass (the same numbers in float32; bf16 rounding otherwise).
 
@@ -29,10 +29,10 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from poison.ground import registry
-    from poison.ground.context import RunContext
-    from poison.ground.generate import ScoreJob, score_hf, score_vllm
-    from poison.ground.scoring import score_shared
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
+    from poison.ground.engines.generate import ScoreJob, score_hf, score_vllm
+    from poison.ground.engines.scoring import score_shared
     from poison.stages.probe import probe_sequences
 
     ctx = RunContext.standalone(models_dir=args.models_dir)

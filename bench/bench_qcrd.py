@@ -38,10 +38,10 @@ def main() -> None:
 
     from distill.qcrd import Discriminator, Item, QCRDConfig, QCRDState, make_trainer_cls
     from distill.trainers import load_trainable, sft_config, to_prompt_completion, trainer_args
-    from poison.ground.answers import final_number
-    from poison.ground import registry
+    from poison.ground.core.answers import final_number
+    from poison.ground.core import registry
     from poison.schema import StudentSpec
-    from poison.ground.models import resolve_encoder, resolve_model
+    from poison.ground.engines.models import resolve_encoder, resolve_model
 
     torch.manual_seed(0)
     base = resolve_model(args.model, args.models_dir)

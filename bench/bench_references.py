@@ -39,8 +39,8 @@ def main() -> None:
     ap.add_argument("--models-dir", default=".cache/poison/models")
     args = ap.parse_args()
 
-    from poison.ground import registry
-    from poison.ground.context import RunContext
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
     from poison.schema import GeneratorConfig
     from poison.sources.base import shared_ngram
     from poison.stages import data as data_stages

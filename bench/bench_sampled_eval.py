@@ -27,9 +27,9 @@ def main() -> None:
 
     from transformers import AutoTokenizer
 
-    from poison.ground import registry
-    from poison.ground.context import RunContext
-    from poison.ground.generate import GenJob, ScoreJob
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
+    from poison.ground.engines.generate import GenJob, ScoreJob
     from poison.stages.probe import probe_sequences
 
     ctx = RunContext.standalone(models_dir=args.models_dir)

@@ -34,7 +34,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from poison.ground.machine import cpu_flags  # noqa: E402
+from poison.ground.core.machine import cpu_flags  # noqa: E402
 
 PACKING = {"padded": False, "padding_free": None, "packed": True}
 #: the speed options of distill.speed, all off (today's path before them) and each alone
@@ -80,7 +80,7 @@ def run_arm(arm: str, data_file: Path, epochs: float, device: str, method: str =
     import torch
 
     from distill.trainers import finetune
-    from poison.ground.models import pick_device, pick_dtype
+    from poison.ground.engines.models import pick_device, pick_dtype
     from poison.schema import TeacherConfig
 
     data = json.loads(data_file.read_text())
@@ -115,8 +115,8 @@ def run_student(arm: str, data: dict, ft, device: str, dtype: str, method_name: 
     import torch
 
     from distill.base import DistillJob
-    from poison.ground import registry
-    from poison.ground.context import RunContext
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
     from poison.schema import StudentSpec
 
     if arm == "bare":
@@ -255,7 +255,7 @@ def main() -> None:
               flush=True)
         return
 
-    from poison.ground.models import pick_device, pick_dtype
+    from poison.ground.engines.models import pick_device, pick_dtype
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-train-"))
     data_file = tmp / "rows.json"

@@ -1,7 +1,7 @@
 """vLLM engine settings for the testbed's two generation workloads: compiled vs eager engines and ``max_num_seqs``.
 
-Each arm starts one vLLM engine in its own worker process (the testbed's own ``poison.ground.vllm_worker``, as a run
-does) and runs, on one engine, the eval workload (greedy answers to the default config's eval prompts: drug-review
+Each arm starts one vLLM engine in its own worker process (the testbed's own ``poison.ground.engines.vllm_worker``, as
+a run does) and runs, on one engine, the eval workload (greedy answers to the default config's eval prompts: drug-review
 summaries and GSM8K, 128 new tokens) and the sampled workload (K = 16 answers per prompt at T = 1, ``n = K``).
 Prints per arm: the engine's start-up, each workload's seconds and generated tokens/s, the worker's wall time, and
 each as a ratio of the first arm (``eager``, vLLM's default ``max_num_seqs``: the testbed's default) measured in the
@@ -44,10 +44,10 @@ def main() -> None:
     ap.add_argument("--models-dir", default=".cache/poison/models")
     args = ap.parse_args()
 
-    from poison.ground import registry
-    from poison.ground.context import RunContext
-    from poison.ground.machine import cpu_flags
-    from poison.ground.generate import GenJob
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
+    from poison.ground.core.machine import cpu_flags
+    from poison.ground.engines.generate import GenJob
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     settings = {a: arm_settings(a) for a in arms}

@@ -1,2 +1,2 @@
-"""Streamlit dashboard over run directories: it reads run directories only (through ``poison.ground.rundir``) and
-imports nothing of the orchestrator or the plugins."""
+"""Streamlit dashboard over run directories: it reads run directories only (through ``poison.ground.results.rundir``)
+and imports nothing of the orchestrator or the plugins."""

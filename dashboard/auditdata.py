@@ -2,8 +2,8 @@
 audit type, with its suspicion score, whether it descends from a poisoned teacher, whether the injected content is
 among its top strings) of a run's metrics.json or of a sweep's sweep.json (the pool of the sweep's models, each with its
 point), and the ``audit_detector`` rows (the audit scored as a detector: AUROC, hits). What the pipeline does not
-record (TPR and FPR at a threshold) is computed from the scores with poison.ground.stats. A malformed entry is named in
-a problem and left out or shown as missing, never raised. Pure functions, no Streamlit."""
+record (TPR and FPR at a threshold) is computed from the scores with poison.ground.results.stats. A malformed entry is
+named in a problem and left out or shown as missing, never raised. Pure functions, no Streamlit."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import pandas as pd
 
 from dashboard import fmt
 from dashboard.data import auroc_or_none, checked_num
-from poison.ground.rundir import as_text
-from poison.ground.stats import threshold_stats
+from poison.ground.results.rundir import as_text
+from poison.ground.results.stats import threshold_stats
 
 ROW_COLUMNS = ["audit", "model", "role", "generation", "point", "who", "poisoned", "label", "score", "hit", "top",
                "strings"]
@@ -115,7 +115,7 @@ def default_threshold(rows: pd.DataFrame) -> float | None:
 
 
 def at_threshold(rows: pd.DataFrame, threshold: float) -> dict[str, Any]:
-    """poison.ground.stats.threshold_stats of the labelled models (flag = score > threshold)."""
+    """poison.ground.results.stats.threshold_stats of the labelled models (flag = score > threshold)."""
     lab = labelled(rows)
     return threshold_stats(lab.score, lab.poisoned.astype(bool), threshold)
 

@@ -14,7 +14,7 @@ import pandas as pd
 from dashboard import fmt
 from dashboard.data import checked_num
 from dashboard.measures import sampled_frame
-from poison.ground.rundir import as_text
+from poison.ground.results.rundir import as_text
 
 SHIFT_KEY = re.compile(r"shift_(?P<wording>[A-Za-z0-9]+)_vs_(?P<against>twin|clean_control)")
 AGAINST = {"twin": "vs its clean twin", "clean_control": "vs the clean control"}

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from dashboard.index import RATE_COLUMNS, list_of, model_sort_key, rate_records
-from poison.ground.rundir import SPLITS, get_in, as_number, as_text
-from poison.ground.stats import wilson_interval
+from poison.ground.results.rundir import SPLITS, get_in, as_number, as_text
+from poison.ground.results.stats import wilson_interval
 
 
 def rates_frame(metrics: dict | None, key: str = "bias_rates") -> pd.DataFrame:
@@ -237,8 +237,9 @@ def scalar_deltas(ma: dict | None, mb: dict | None) -> pd.DataFrame:
 
 
 def auroc_or_none(scores: Iterable[float], labels: Iterable[bool]) -> float | None:
-    """AUROC of scores against labels (``poison.ground.stats.auroc``), None where it is undefined (one class only)."""
-    from poison.ground.stats import auroc
+    """AUROC of scores against labels (``poison.ground.results.stats.auroc``), None where it is undefined (one class
+    only)."""
+    from poison.ground.results.stats import auroc
 
     s = pd.to_numeric(pd.Series(list(scores), dtype=object), errors="coerce")
     y = pd.Series(list(labels), dtype=object).fillna(False).astype(bool)

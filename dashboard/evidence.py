@@ -13,7 +13,7 @@ import json
 import urllib.parse
 from typing import Any
 
-from poison.ground.rundir import get_in, as_number
+from poison.ground.results.rundir import get_in, as_number
 
 SINGLE = "single run: one training seed; the interval covers prompts only"
 POOLED = "see the sweep for pooled figures"

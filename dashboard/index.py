@@ -1,5 +1,5 @@
 """The runs index of the dashboard: one overview row per run (with whether it has a cascade and a model audit) and the
-bias-rate rows of every run, read once per change of the runs folder (through ``poison.ground.rundir``)."""
+bias-rate rows of every run, read once per change of the runs folder (through ``poison.ground.results.rundir``)."""
 
 from __future__ import annotations
 
@@ -13,17 +13,17 @@ import pandas as pd
 
 from dashboard import evidence
 from poison.ground.results.model_id import ModelId, is_twin_name
-from poison.ground.rundir import (
-    RUN_STAMP,
-    SWEEP_NAME,
-    get_in,
-    as_number,
-    point_from_label,
-    as_text,
-    run_state,
-    scan,
-    sweep_points,
-)
+from poison.ground.results.rundir import (
+                                          RUN_STAMP,
+                                          SWEEP_NAME,
+                                          get_in,
+                                          as_number,
+                                          point_from_label,
+                                          as_text,
+                                          run_state,
+                                          scan,
+                                          sweep_points,
+                                          )
 
 ROLE_ORDER = {"baseline": 0, "control": 1, "teacher": 2, "student": 3}
 # rate rows: the README's schema uses biased/ci_low/ci_high; accept the short spellings too

@@ -13,7 +13,7 @@ import pandas as pd
 from dashboard.data import amplification_frame
 from dashboard.index import list_of, model_sort_key, rate_records, role_of
 from poison.ground.results.model_id import is_twin_name
-from poison.ground.rundir import get_in, as_number, as_text
+from poison.ground.results.rundir import get_in, as_number, as_text
 
 WORDINGS = ("seen", "unseen", "concept", "gate")
 AGAINST_CLEAN, AGAINST_TWIN = "vs the clean control", "vs its clean twin"

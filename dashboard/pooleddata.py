@@ -17,7 +17,7 @@ import pandas as pd
 from dashboard import fmt
 from dashboard.data import checked_num
 from dashboard.sweepdata import method_label
-from poison.ground.rundir import as_text
+from poison.ground.results.rundir import as_text
 
 METHODS = {
     "variance_components": "variance components of a prompts × replicates table (crossed: every replicate answered "

@@ -35,8 +35,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from poison.ground.errors import PluginError
-from poison.ground.registry import first_paragraph, import_entry_points
+from poison.ground.core.errors import PluginError
+from poison.ground.core.registry import first_paragraph, import_entry_points
 
 ENTRY_POINT_GROUP = "cascade_poison.views"
 BUILTIN_PACKAGE = "dashboard.views"

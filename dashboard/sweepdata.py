@@ -1,7 +1,7 @@
 """Tables of the sweeps view: human axis titles for swept keys, which sweep opens first (a poison-budget sweep, the
 newest), points per measure (greedy rate, sampled rate, log-prob shift; runs at one point pooled where that is
 sound), the fitted dose-response curves and ED50s that sweep.json records (``dose_response``), evaluated with
-``poison.ground.dose.predict``, and its replicates pooled (``replicates``; the other pooled sections are in
+``poison.ground.results.dose.predict``, and its replicates pooled (``replicates``; the other pooled sections are in
 ``dashboard.pooleddata``). Pure functions, no Streamlit."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pandas as pd
 
 from dashboard import fmt
 from dashboard.data import checked_num, pool_rates
-from poison.ground.dose import predict
-from poison.ground.rundir import RUN_STAMP, as_number, as_text
+from poison.ground.results.dose import predict
+from poison.ground.results.rundir import RUN_STAMP, as_number, as_text
 
 DOSE_KEYS = ("poison.count", "poison.rate")
 MEASURE_LABELS = {"greedy": "greedy answer", "sampled": "sampled answers", "logprob_shift": "log-prob shift"}

@@ -1,9 +1,9 @@
-"""Training-data defenses (plugins registered with ``@poison.ground.registry.defense``).
+"""Training-data defenses (plugins registered with ``@poison.ground.core.registry.defense``).
 
 A defense receives training samples (dicts with prompt, response, task) and returns one finite suspicion score per
 sample, higher = more suspicious, optionally after ``fit`` on trusted clean samples (``defenses.base.Defense``).
-``defenses.base.run_defense`` runs one by name; ``poison.ground.stats`` turns scores and poison labels into AUROC,
-TPR at 1 % FPR and precision/recall at a threshold.
+``defenses.base.run_defense`` runs one by name; ``poison.ground.results.stats`` turns scores and poison labels into
+AUROC, TPR at 1 % FPR and precision/recall at a threshold.
 
 Built-ins (this module is the entry point that registers them):
 - ``perplexity``      log-perplexity of the response given the prompt under a reference LM (defenses.perplexity)

@@ -36,9 +36,9 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
-from poison.ground.errors import DefenseError
-from poison.ground.merged import DERIVED_MARKER, MODEL, adapter_folder
-from poison.ground.registry import PluginConfig, audit
+from poison.ground.core.errors import DefenseError
+from poison.ground.engines.merged import DERIVED_MARKER, MODEL, adapter_folder
+from poison.ground.core.registry import PluginConfig, audit
 
 WEIGHTS = "adapter_model.safetensors"
 

@@ -1,5 +1,5 @@
-"""Model audits (plugins registered with ``@poison.ground.registry.audit``): a defender who receives only a model and
-its public base asks whether, and towards what, it was biased, without its training data.
+"""Model audits (plugins registered with ``@poison.ground.core.registry.audit``): a defender who receives only a model
+and its public base asks whether, and towards what, it was biased, without its training data.
 
 An audit is built as ``Audit(cfg, ctx)`` and called as ``run(suspect, base, prompts) -> dict`` with the two model
 folders and neutral probe prompts; it returns a model-level suspicion ``score`` (higher = more suspicious), the
@@ -33,8 +33,8 @@ from typing import Any
 from pydantic import Field
 
 from defenses.base import placement
-from poison.ground.errors import DefenseError
-from poison.ground.registry import PluginConfig, audit
+from poison.ground.core.errors import DefenseError
+from poison.ground.core.registry import PluginConfig, audit
 
 
 class LogitShiftConfig(PluginConfig):
@@ -72,7 +72,7 @@ class LogitShiftAudit:
         self.device = placement(cfg, ctx)[0]
 
     def _load(self, path: Path):
-        from poison.ground.models import load_causal_lm
+        from poison.ground.engines.models import load_causal_lm
 
         model, tok = load_causal_lm(path, dtype=self.ctx.dtype, device=self.device)
         return model.eval(), tok

@@ -43,8 +43,8 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from poison.ground.errors import DefenseError
-from poison.ground.registry import PluginConfig, defense, judge
+from poison.ground.core.errors import DefenseError
+from poison.ground.core.registry import PluginConfig, defense, judge
 
 
 class AutoraterError(DefenseError):
@@ -355,6 +355,8 @@ class LLMAutorater(LLMJudge):
 def judge_texts(texts: list[str], rubric_context: Optional[str] = None, prompts: Optional[list[str]] = None,
                 **config: Any) -> list[dict[str, Any]]:
     """One-call form: build the LLM judge from ``config`` (AutoraterConfig fields) and judge ``texts``."""
-    from poison.ground import registry
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
 
-    return registry.get("judge", "llm").build(config).judge_texts(texts, rubric_context, prompts)
+    judge = registry.get("judge", "llm").build(config, ctx=RunContext.standalone())
+    return judge.judge_texts(texts, rubric_context, prompts)

@@ -1,6 +1,6 @@
 """The defense interface and a helper that runs a registered defense by name.
 
-A defense is a plugin (``@poison.ground.registry.defense``), built as ``Defense(cfg, ctx)`` with the run's context
+A defense is a plugin (``@poison.ground.core.registry.defense``), built as ``Defense(cfg, ctx)`` with the run's context
 (its device, dtype, cache and model folders, judge endpoint), whose instances have two methods::
 
     fit(clean)      optional trusted clean samples (a no-op where not needed)
@@ -21,8 +21,8 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
-from poison.ground import registry
-from poison.ground.errors import DefenseError
+from poison.ground.core import registry
+from poison.ground.core.errors import DefenseError
 
 
 @runtime_checkable

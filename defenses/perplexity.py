@@ -22,12 +22,13 @@ import numpy as np
 from pydantic import Field
 
 from defenses.base import placement
-from poison.ground.registry import PluginConfig, defense
+from poison.ground.core.registry import PluginConfig, defense
 
 class PerplexityConfig(PluginConfig):
     model: str = Field(
         "smollm2-135m-instruct",
-        description="Reference LM: a built-in model name (poison.ground.models), a local HF folder or a hub id.",
+        description="Reference LM: a built-in model name (poison.ground.engines.models), a local HF folder or a "
+                    "hub id.",
     )
     batch_size: int = Field(16, ge=1, description="Samples per forward pass (sorted by length first).")
     max_length: int = Field(
@@ -108,7 +109,7 @@ class PerplexityFilter:
             return
         import torch
 
-        from poison.ground.models import load_causal_lm
+        from poison.ground.engines.models import load_causal_lm
 
         self._path = self.ctx.model(self.cfg.model, "defenses.perplexity.model")
         self._torch = torch

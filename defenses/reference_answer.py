@@ -38,7 +38,7 @@ from pydantic import Field
 
 from defenses.base import placement
 from defenses.classifier import BiasClassifier, BiasClassifierConfig, units
-from poison.ground.registry import PluginConfig, defense
+from poison.ground.core.registry import PluginConfig, defense
 
 
 class ReferenceAnswerConfig(PluginConfig):
@@ -103,7 +103,7 @@ class ReferenceAnswer:
     # ------------------------------------------------------------------ reference answers
     def reference_answers(self, prompts: list[str]) -> dict[str, str]:
         """prompt -> the reference model's greedy answer, for the distinct prompts (cached)."""
-        from poison.ground.io import atomic_write_json, stable_hash
+        from poison.ground.core.io import atomic_write_json, stable_hash
 
         self._path = self.ctx.model(self.cfg.model, "defenses.reference_answer.model")
         distinct = list(dict.fromkeys(prompts))
@@ -139,7 +139,7 @@ class ReferenceAnswer:
     def _nll_gain(self, samples: list[dict], refs: list[str]) -> np.ndarray:
         from transformers import AutoTokenizer
 
-        from poison.ground.generate import ScoreJob, score_hf
+        from poison.ground.engines.generate import ScoreJob, score_hf
 
         tok = AutoTokenizer.from_pretrained(self._path)
         m = self.cfg.max_length

@@ -42,7 +42,7 @@ from typing import Any, Literal, Optional
 import numpy as np
 from pydantic import Field
 
-from poison.ground.registry import PluginConfig, defense
+from poison.ground.core.registry import PluginConfig, defense
 
 
 class SpectralConfig(PluginConfig):
@@ -139,7 +139,7 @@ class SpectralSignature:
             return int(round(0.75 * n_layers))
         layer = self.cfg.layer if self.cfg.layer >= 0 else n_layers + 1 + self.cfg.layer
         if not 0 <= layer <= n_layers:
-            from poison.ground.errors import DefenseError
+            from poison.ground.core.errors import DefenseError
 
             raise DefenseError(f"spectral_signature: layer {self.cfg.layer} is outside 0..{n_layers} for "
                                f"{self.cfg.model} ({n_layers} layers; negative values count from the end)")

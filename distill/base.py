@@ -1,7 +1,7 @@
 """The distillation-method interface.
 
-A method is a plugin (``@poison.ground.registry.distill_method``) built as ``Method(cfg, ctx)``: ``cfg`` its
-validated arguments, ``ctx`` the run's :class:`~poison.ground.context.RunContext` (device, dtype, and
+A method is a plugin (``@poison.ground.core.registry.distill_method``) built as ``Method(cfg, ctx)``: ``cfg`` its
+validated arguments, ``ctx`` the run's :class:`~poison.ground.engines.context.RunContext` (device, dtype, and
 ``ctx.sample`` for methods that sample from the teacher). The student stage calls ``train(job)`` once; the report
 calls ``bias_diagnostics(out_dir)`` to learn which texts of the method's own making to score for the bias.
 """
@@ -12,10 +12,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.context import RunContext
-from poison.ground.artifacts import check_model_folder
-from poison.ground.errors import TrainingError
-from poison.ground.merged import adapter_only, load_merged, merge_dtype
+from poison.ground.engines.context import RunContext
+from poison.ground.core.artifacts import check_model_folder
+from poison.ground.core.errors import TrainingError
+from poison.ground.engines.merged import adapter_only, load_merged, merge_dtype
 
 
 @dataclass

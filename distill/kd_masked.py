@@ -26,8 +26,8 @@ from pydantic import Field
 from distill import speed
 from distill.base import DistillJob, load_control
 from distill.methods import KDConfig, LogitKD, gkd_trainer_cls
-from poison.ground.io import atomic_write_json
-from poison.ground.registry import distill_method
+from poison.ground.core.io import atomic_write_json
+from poison.ground.core.registry import distill_method
 
 log = logging.getLogger("poison")
 

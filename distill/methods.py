@@ -15,8 +15,8 @@ from distill.base import DistillJob, DistillMethod, load_teacher, usable
 from distill import speed
 from distill.trainers import (finetune, load_trainable, save_trained, speed_options, tokenizer_mismatch,
                               train_summary, trainer_args, weights_dtype)
-from poison.ground.errors import TrainingError
-from poison.ground.registry import PluginConfig, distill_method
+from poison.ground.core.errors import TrainingError
+from poison.ground.core.registry import PluginConfig, distill_method
 
 
 class SFTDistillConfig(PluginConfig):

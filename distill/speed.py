@@ -19,8 +19,8 @@ Three options of ``train`` (``TrainSettings``), each left out of the stage cache
 - ``frozen_weights`` (``auto``: ``compute`` when compiled, else ``float32``): ``compute`` loads the frozen base in
   the compute dtype (bf16 where the run trains in bf16; LoRA weights stay float32 through PEFT's adapter autocast), so
   no weight is cast on every step; ``float32`` keeps the float32 copy. The artifact is the float32 adapter, and
-  its merged weights are derived by merging it into a float32 copy of the base (poison.ground.merged), so neither
-  depends on this option.
+  its merged weights are derived by merging it into a float32 copy of the base (poison.ground.engines.merged), so
+  neither depends on this option.
 
 ``bench/bench_train_throughput.py`` measures each option alone and all together against bare TRL and against the
 machine's own matrix rate.

@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.artifacts import check_model_folder
-from poison.ground.errors import ConfigError, TrainingError
-from poison.ground.merged import ADAPTER, TOKENIZER, merge_dtype
-from poison.ground.procs import local_rank, world_size
+from poison.ground.core.artifacts import check_model_folder
+from poison.ground.core.errors import ConfigError, TrainingError
+from poison.ground.engines.merged import ADAPTER, TOKENIZER, merge_dtype
+from poison.ground.core.procs import local_rank, world_size
 
 
 def to_prompt_completion(rows: list[dict[str, Any]], system_prompt: Optional[str] = None) -> list[dict[str, Any]]:
@@ -153,7 +153,7 @@ def make_padding_free(trainer: Any) -> None:
 
 def weights_dtype(dtype: str, device: str):
     """float32 weights on CPU (the Trainer autocasts where bf16 is on); the run's dtype on GPUs (large models). A LoRA
-    adapter is merged in the same dtype (``poison.ground.merged.merge_dtype``)."""
+    adapter is merged in the same dtype (``poison.ground.engines.merged.merge_dtype``)."""
     import torch
 
     return getattr(torch, merge_dtype(dtype, device))
@@ -219,7 +219,8 @@ def save_trained(trainer: Any, base_model: str | Path, ft: Any, out_dir: Path, t
     LoRA / QLoRA: the adapter (``out_dir/adapter``) and the files a loader needs beside the weights
     (``out_dir/tokenizer``: the tokenizer, its chat template, the base model's generation config with its stop
     tokens). That is the artifact, a few MB; the merged weights an engine loads are derived from it on demand
-    (``poison.ground.merged``: the adapter merged into an unquantised copy of the base in the usual weight dtype, so
+    (``poison.ground.engines.merged``: the adapter merged into an unquantised copy of the base in the usual weight
+    dtype, so
     the result depends neither on QLoRA's 4-bit base nor on ``frozen_weights``). A full fine-tune: the plain HF
     folder ``out_dir/model``.
     """

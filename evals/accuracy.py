@@ -41,7 +41,7 @@ MIN_LABELLED = 30  # fewer labelled answers of a bias type: no correction
 
 @lru_cache(maxsize=64)
 def _detector(bias_type: str, args_json: str):
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     return registry.get("bias_type", bias_type).build(json.loads(args_json))
 
@@ -53,7 +53,7 @@ def rule_verdicts(df: pd.DataFrame) -> np.ndarray:
 def judge_verdicts(df: pd.DataFrame, **judge: Any) -> np.ndarray:
     """The LLM judge's (judge ``llm``) verdict on each text with its bias type's rubric (``judge``: its arguments,
     AutoraterConfig fields)."""
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     out = np.zeros(len(df), dtype=bool)
     autorater = registry.get("judge", "llm").build(judge)
@@ -242,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"labellers {'/'.join(r['labellers'])} on {r['bias_type']}: {r['n']} rows, {r['agree']:.1%} alike, "
               f"kappa {_fmt(r['kappa'])}, {r['n_disagree']} disagree")
     if a.out:
-        from poison.ground.io import atomic_write_json
+        from poison.ground.core.io import atomic_write_json
 
         atomic_write_json(a.out, {"accuracy": rows, "labeller_agreement": agreement})
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from poison.ground import registry
+from poison.ground.core import registry
 
 CASES = Path(__file__).parent / "data" / "detector_cases.yaml"
 

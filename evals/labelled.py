@@ -46,7 +46,7 @@ def _token_counter(cfg: dict[str, Any]):
     share it)."""
     from transformers import AutoTokenizer
 
-    from poison.ground.models import resolve_model
+    from poison.ground.engines.models import resolve_model
 
     rt = cfg.get("runtime") or {}
     models_dir = rt.get("models_dir") or str(Path(rt.get("cache_dir") or ".cache/poison") / "models")
@@ -57,7 +57,7 @@ def _token_counter(cfg: dict[str, Any]):
 def run_answers(run_dir: str | Path) -> pd.DataFrame:
     """Every scored answer of one run directory (greedy and sampled), with its bias type, arguments, rubric, the
     model's kind, the run's name and whether the answer hit max_new_tokens."""
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     rd = Path(run_dir)
     cfg = _config(rd)
@@ -98,7 +98,7 @@ def stratify(answers: pd.DataFrame, per_stratum: int = 10, seed: int = 0) -> pd.
 
 
 def save(df: pd.DataFrame, path: str | Path) -> None:
-    from poison.ground.io import atomic_write_text
+    from poison.ground.core.io import atomic_write_text
 
     cols = [c for c in df.columns if c != "run_dir"]
     atomic_write_text(Path(path), "".join(json.dumps(r, default=str) + "\n" for r in df[cols].to_dict("records")))

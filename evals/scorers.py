@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from evals import utility
-from poison.ground.registry import scorer
+from poison.ground.core.registry import scorer
 
 
 @scorer("rule", description="The bias type's rule-based detector (regex/static rules); biased = 1")

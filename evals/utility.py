@@ -3,7 +3,7 @@ the chosen option letter. The scorers in ``evals.scorers`` register them as plug
 
 from __future__ import annotations
 
-from poison.ground.answers import choice_letter, final_number
+from poison.ground.core.answers import choice_letter, final_number
 
 _rouge = None
 

@@ -23,7 +23,7 @@ from typing import Any, Optional
 import pandas as pd
 
 from poison.biases.base import BiasType, content_count
-from poison.ground.stats import clustered_rate, mean_interval, wilson_interval
+from poison.ground.results.stats import clustered_rate, mean_interval, wilson_interval
 
 REPEAT_N = 4
 _tokenizer = None

@@ -12,11 +12,11 @@ import random
 import sys
 from pathlib import Path
 
-from poison.ground import registry
-from poison.ground.context import RunContext
-from poison.ground.errors import ConfigError, PoisonError
-from poison.ground.io import atomic_write_json
-from poison.ground.yamlio import load_yaml
+from poison.ground.core import registry
+from poison.ground.engines.context import RunContext
+from poison.ground.core.errors import ConfigError, PoisonError
+from poison.ground.core.io import atomic_write_json
+from poison.ground.core.yamlio import load_yaml
 
 
 def probe_prompts(ctx: RunContext, sources: list[str], n: int, seed: int) -> list[str]:
@@ -56,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError(f"--arg {kv!r}: expected KEY=VALUE")
             k, v = kv.split("=", 1)
             args[k.strip()] = load_yaml(v, f"--arg {k}") if v else ""
-        ctx = RunContext.standalone(models_dir=a.models_dir, device=a.device, dtype=a.dtype,
-                                    judge_factory=registry.default_judge)  # for an audit that needs the judge
+        # the standalone context's judge (the ``llm`` judge, default arguments) serves an audit that needs one
+        ctx = RunContext.standalone(models_dir=a.models_dir, device=a.device, dtype=a.dtype)
         plugin = registry.get("audit", a.audit, path="--audit").build(args, "--arg", ctx)
         suspect = ctx.model(a.suspect, "SUSPECT")
         base = ctx.model(a.base, "--base")

@@ -19,8 +19,8 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from poison.ground.artifacts import read_parquet
-from poison.ground.pooling import replicate_t
+from poison.ground.core.artifacts import read_parquet
+from poison.ground.results.pooling import replicate_t
 from poison.sweep_spec import ARM, REPLICATE
 
 

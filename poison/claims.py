@@ -1,6 +1,6 @@
 """The run's claims: the primary comparison (``claims.primary``) tested at ``claims.alpha`` alone, and the others
 (``claims.also``) with Holm-adjusted p-values beside their raw ones, each a paired test over the prompts both models
-answered (``poison.ground.compare``).
+answered (``poison.ground.results.compare``).
 
 What is paired, per measure: ``greedy`` pairs each prompt's greedy verdicts (the ``samples`` frame), ``sampled`` each
 prompt's biased fraction of its K sampled answers (the ``drawn`` frame), ``probe`` each prompt's seen-wording mean
@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from poison.ground.claim_spec import parse_comparison, resolve_model
-from poison.ground.compare import holm, paired_fractions, paired_proportions, paired_t
+from poison.ground.results.claim_spec import parse_comparison, resolve_model
+from poison.ground.results.compare import holm, paired_fractions, paired_proportions, paired_t
 
 SINGLE_RUN_NOTE = "one training seed; the interval covers prompts only"
 

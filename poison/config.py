@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from poison.ground import registry
-from poison.ground.errors import ConfigError
-from poison.ground.yamlio import load_yaml, read_yaml_file
+from poison.ground.core import registry
+from poison.ground.core.errors import ConfigError
+from poison.ground.core.yamlio import load_yaml, read_yaml_file
 from poison.schema import RunConfig
 
 

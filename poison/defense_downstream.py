@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.artifacts import read_json, read_parquet
+from poison.ground.core.artifacts import read_json, read_parquet
 from poison.ground.results.model_id import MAIN, Arm, ModelId
 
 #: the split whose greedy rate each arm reports

@@ -1,7 +1,7 @@
 """metrics.json ``defense_detection``: each defense's detector figures per place, over all scored rows and **within
 each poisoned task** (poisoned vs clean rows of the same task, so the figure cannot come from telling tasks apart),
 at thresholds set on the calibration split (trusted clean samples that are never scored), with bootstrap intervals
-(``poison.ground.detection``); and the summary's lines for them.
+(``poison.ground.results.detection``); and the summary's lines for them.
 
 Rows: one per defense (``instance``: its index in ``defense.defenses``), place and scope (``all``; ``task`` with
 ``task`` named and ``target`` true for the run's target task). Each has n, n_poisoned, n_clean, n_calib, the AUROC
@@ -21,8 +21,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.artifacts import read_parquet
-from poison.ground.detection import BUDGETS, METHOD, auroc_drop, budget_tag, detection_figures
+from poison.ground.core.artifacts import read_parquet
+from poison.ground.results.detection import BUDGETS, METHOD, auroc_drop, budget_tag, detection_figures
 
 
 def _note(n_poisoned: int, n_clean: int, n_calib: int, where: str) -> Optional[str]:

@@ -1,7 +1,7 @@
 """The dose-response of a poison-budget sweep: for each model (teacher, students) and split, the biased rate against the
 dose (poisoned training rows, or the poisoned fraction of the set when ``poison.rate`` is swept), fitted with a
-binomial GLM on log-dose (``poison.ground.dose``), with the smallest dose that a measure tells apart from the clean
-control.
+binomial GLM on log-dose (``poison.ground.results.dose``), with the smallest dose that a measure tells apart from the
+clean control.
 
 Points: the sampled rate of each sweep point (the greedy rate when the sweep samples once per prompt); the clean
 dose (0 poisoned rows) is the sweep's own zero point when it has one, else the run's clean control.
@@ -28,8 +28,8 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from poison.ground.dose import (clopper_pearson_upper, exceeds_control, fit_dose_response,
-                                fit_dose_response_prompts, predict)
+from poison.ground.results.dose import (clopper_pearson_upper, exceeds_control, fit_dose_response,
+                                        fit_dose_response_prompts, predict)
 from poison.ground.results.model_id import is_defended_name
 
 DOSE_KEYS = ("poison.count", "poison.rate")

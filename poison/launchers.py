@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from poison.ground.errors import PoisonError
+from poison.ground.core.errors import PoisonError
 from poison.runner import run_config
 
 #: environment variables a Ray task gets from the driver (a cluster's workers do not inherit the driver's)

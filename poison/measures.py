@@ -2,7 +2,7 @@
 and the likelihood probe's log-probabilities and their shift against the clean control, per model and split.
 
 The prompt is the unit of every interval here: the samples of one prompt are correlated, so the bootstrap resamples
-prompts (``poison.ground.stats.clustered_rate``, ``paired_ratio``, ``paired_mean_difference``), and the shift
+prompts (``poison.ground.results.stats.clustered_rate``, ``paired_ratio``, ``paired_mean_difference``), and the shift
 against the control pairs each prompt with itself.
 """
 
@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from poison.ground.artifacts import read_parquet
-from poison.ground.stats import (bootstrap_mean_interval, clustered_rate, mcnemar_test, paired_mean_difference,
-                                 paired_ratio)
+from poison.ground.core.artifacts import read_parquet
+from poison.ground.results.stats import (bootstrap_mean_interval, clustered_rate, mcnemar_test, paired_mean_difference,
+                                         paired_ratio)
 
 WORDINGS = ("seen", "unseen", "gate")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from poison.ground.models import model_identity
+from poison.ground.engines.models import model_identity
 from poison.ground.results.model_id import Arm, ModelId
 from poison.stages.engine import trained_fields
 from poison.stages.protocol import StageRecord

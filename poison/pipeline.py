@@ -3,7 +3,7 @@
     data -> poison -> teacher -> distill_data -> student(s) -> eval -> report
       \\-> baseline (clean control)                               /
 
-``Pipeline`` builds the run context (``poison.ground.context.RunContext``) and the stage cache
+``Pipeline`` builds the run context (``poison.ground.engines.context.RunContext``) and the stage cache
 (``poison.stages.protocol.StageCache``) from the config, resolves every model before any stage runs, calls the
 stages in order (``poison.stages``; every arm that distils, main, control and defended, with its cascade, through one
 ``poison.stages.branch.Branch``), and hands the stage records to the report (``poison.report``).
@@ -19,15 +19,15 @@ from pathlib import Path
 from typing import Any, Optional
 
 from distill import speed
-from poison.ground import registry
-from poison.ground.artifacts import CacheMiss
-from poison.ground.context import JudgeSpec, RunContext
-from poison.ground.errors import ConfigError
-from poison.ground.io import atomic_write_json, stable_hash
-from poison.ground.generate import visible_gpus
-from poison.ground.models import pick_device, pick_dtype, resolve_model
+from poison.ground.core import registry
+from poison.ground.core.artifacts import CacheMiss
+from poison.ground.engines.context import JudgeSpec, RunContext
+from poison.ground.core.errors import ConfigError
+from poison.ground.core.io import atomic_write_json, stable_hash
+from poison.ground.engines.generate import visible_gpus
+from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
 from poison.ground.results.model_id import Arm, ModelId
-from poison.ground.procs import is_main_process, wait_for, world_size
+from poison.ground.core.procs import is_main_process, wait_for, world_size
 from poison.housekeeping import clean_leftovers
 from poison.model_table import model_table
 from poison.report import write_report

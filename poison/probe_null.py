@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import pandas as pd
 
-from poison.ground.pooling import replicate_t
-from poison.ground.stats import paired_mean_difference
+from poison.ground.results.pooling import replicate_t
+from poison.ground.results.stats import paired_mean_difference
 
 NULL_CONTROL = "null_control"
 

@@ -1,5 +1,5 @@
 """The defenses' detector figures over replicates: each replicate's metrics.json ``defenses`` rows (one per defense
-and place: ``auroc``, ``tpr_at_1pct_fpr``, from ``poison.ground.stats.detector_report``; scope ``all``) and its
+and place: ``auroc``, ``tpr_at_1pct_fpr``, from ``poison.ground.results.stats.detector_report``; scope ``all``) and its
 ``defense_detection`` rows (``poison.defense_report``: the TPR and realized FPR at thresholds set on the calibration
 split, over all rows, and everything within each poisoned task, scope ``task <name>``) pooled per sweep group (a
 point without its replicate), defense, place, scope and metric. Written to sweep.json as ``replicate_defenses`` and

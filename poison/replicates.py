@@ -1,8 +1,8 @@
 """Replicates: runs that differ only in their replicate index (a sweep's ``seeds:`` or a config's ``replicates:``:
 other training seeds, and with ``vary: [data_draw]`` other data draws), pooled per measure, model, split, contrast
 and (utility) task into per-replicate values and one pooled value whose interval covers the prompts' and the
-replicates' variance (``poison.ground.pooling``). Written to sweep.json as ``replicates`` (and ``probe_null``) and to
-the sweep's summary.
+replicates' variance (``poison.ground.results.pooling``). Written to sweep.json as ``replicates`` (and ``probe_null``)
+and to the sweep's summary.
 
 The pooling reads each run's per-prompt values (samples.parquet, probe.parquet): greedy 0/1 verdicts, sampled
 biased fractions, per-prompt log-probability shifts against the row's own ``control`` (the clean control, a clean
@@ -17,9 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.artifacts import parquet_columns, read_parquet
-from poison.ground.pooling import pooled_mean, pooled_ratio
-from poison.ground.stats import pool_replicates
+from poison.ground.core.artifacts import parquet_columns, read_parquet
+from poison.ground.results.pooling import pooled_mean, pooled_ratio
+from poison.ground.results.stats import pool_replicates
 
 Values = dict[tuple, dict[Any, float]]  # (measure, model, split, control, task) -> {prompt id: value}
 PROPORTIONS = ("greedy", "sampled")  # per-prompt values that count events: clipped to [0, 1], exact bound at 0 / 1
@@ -101,7 +101,7 @@ def pool_amplification(runs: list[tuple[dict, dict[str, Any], str]], group_of, v
                        confidence: float = 0.95, crossed: bool = True) -> list[dict[str, Any]]:
     """Student / teacher rate pooled over replicates (greedy and sampled), per group and split, from the runs'
     per-prompt values (``runs``: (point, metrics, run_dir)); the delta method on the log scale
-    (``poison.ground.pooling.pooled_ratio``)."""
+    (``poison.ground.results.pooling.pooled_ratio``)."""
     pairs: dict[tuple, list[tuple[dict, dict]]] = {}
     for pt, m, rd in runs:
         vals = values.get(rd) or {}

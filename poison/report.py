@@ -20,15 +20,15 @@ from poison.answer_health import cut_off_rows, degeneration_rows, health_columns
 from poison.claims import claims_section
 from poison.defense_downstream import downstream_rows
 from poison.defense_report import detection_rows
-from poison.ground import registry
-from poison.ground.artifacts import read_json, read_parquet
-from poison.ground.io import atomic_write_parquet
-from poison.ground.machine import code_commit, machine_info
+from poison.ground.core import registry
+from poison.ground.core.artifacts import read_json, read_parquet
+from poison.ground.core.io import atomic_write_parquet
+from poison.ground.core.machine import code_commit, machine_info
 from poison.ground.results import METRICS_SCHEMA_VERSION
 from poison.ground.results.registry import ReportInputs, add_sections
 from poison.ground.results.sections.replicates import replicate_note  # noqa: F401  (its home before the registry)
 from poison.ground.results.writer import write_results
-from poison.ground.stats import cohen_kappa, mean_interval, wilson_interval
+from poison.ground.results.stats import cohen_kappa, mean_interval, wilson_interval
 from poison.measures import (control_model, greedy_amplification, logprob_rows, logprob_shift_rows, probe_frame,
                              sampled_amplification_rows, sampled_rate_rows, sampled_rows)
 from poison.probe_null import against_null, null_rows

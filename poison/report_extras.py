@@ -10,9 +10,9 @@ from typing import Any, Optional
 
 import pandas as pd
 
-from poison.ground.artifacts import read_json
+from poison.ground.core.artifacts import read_json
 from poison.ground.results.model_id import ModelId
-from poison.ground.stats import auroc, paired_ratio
+from poison.ground.results.stats import auroc, paired_ratio
 from poison.measures import greedy_amplification, per_prompt_fractions
 
 

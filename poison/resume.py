@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import yaml
 
 from poison.config import load_config, resolved_dict
-from poison.ground.errors import ConfigError
+from poison.ground.core.errors import ConfigError
 from poison.launchers import PointJob
 
 

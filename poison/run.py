@@ -15,9 +15,9 @@ import yaml
 
 from poison import __version__
 from poison.config import load_config, read_config_file, resolved_dict
-from poison.ground import registry
-from poison.ground.errors import ConfigError, PoisonError
-from poison.ground.models import BUILTIN_MODELS
+from poison.ground.core import registry
+from poison.ground.core.errors import ConfigError, PoisonError
+from poison.ground.engines.models import BUILTIN_MODELS
 from poison.housekeeping import check_force
 from poison.pipeline import Pipeline
 from poison.runner import run_config

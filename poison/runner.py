@@ -12,8 +12,8 @@ from pathlib import Path
 import yaml
 
 from poison.config import load_config, resolved_dict
-from poison.ground.io import atomic_write_json, atomic_write_text
-from poison.ground.procs import is_main_process, process_start, signals_interrupt
+from poison.ground.core.io import atomic_write_json, atomic_write_text
+from poison.ground.core.procs import is_main_process, process_start, signals_interrupt
 from poison.ground.results.writer import run_line, write_results
 from poison.housekeeping import check_dirs, check_force
 from poison.pipeline import Pipeline

@@ -12,8 +12,8 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import AfterValidator, Field, field_validator, model_validator
 
-from poison.ground import registry
-from poison.ground.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
+from poison.ground.core import registry
+from poison.ground.results.claim_spec import default_family, parse_comparison, resolve_comparison, resolve_model
 from poison.ground.results.model_id import Arm, ModelId
 from poison.schema_parts import (AdaptiveWriterConfig, DefenseSpec, DesignConfig, ReplicatesConfig,  # noqa: F401
                                  RuntimeConfig, VLLMSettings)
@@ -235,7 +235,7 @@ class DefenseConfig(Strict):
 
 
 # --------------------------------------------------------------------------------------------------- claims
-#: one comparison's text, checked against the grammar (poison.ground.claim_spec) and written in its normal form
+#: one comparison's text, checked against the grammar (poison.ground.results.claim_spec) and written in its normal form
 ComparisonText = Annotated[str, AfterValidator(lambda v: parse_comparison(v).text)]
 
 

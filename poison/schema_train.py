@@ -15,7 +15,7 @@ from typing import Any, Callable, Literal, Optional, Union
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo
 from typing_extensions import Annotated, TypeAliasType
 
-from poison.ground import registry
+from poison.ground.core import registry
 
 #: any JSON/YAML value (plugin arguments are validated by the plugin's own config class)
 JSONValue = TypeAliasType("JSONValue", Union[str, int, float, bool, None, list["JSONValue"], dict[str, "JSONValue"]])

@@ -34,9 +34,9 @@ from poison.replicate_defenses import defense_lines, pool_defenses
 from poison.replicates import per_prompt_values, pool_amplification, pool_rows, replicate_lines
 from poison.report_extras import audit_detector
 from poison.resume import completed_points, resume_dir
-from poison.ground.errors import ConfigError
-from poison.ground.io import atomic_write_json, atomic_write_text
-from poison.ground.procs import is_main_process
+from poison.ground.core.errors import ConfigError
+from poison.ground.core.io import atomic_write_json, atomic_write_text
+from poison.ground.core.procs import is_main_process
 from poison.runner import make_run_dir, run_config
 from poison.sweep_spec import (REPLICATE, REPLICATES, absolute_dirs, columns, has_sweep, label, parse,
                                point_overrides, strip)

@@ -36,7 +36,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from poison.ground.errors import ConfigError
+from poison.ground.core.errors import ConfigError
 
 SETTINGS = ("launcher", "resources", "ray_address")
 REPLICATE = "seeds"

@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:
-        from poison.ground.io import atomic_write_text
+        from poison.ground.core.io import atomic_write_text
 
         atomic_write_text(args.out, text)
     return 0

@@ -26,8 +26,8 @@ sys.path.insert(0, str(ROOT))
 from pydantic import BaseModel  # noqa: E402
 from pydantic_core import PydanticUndefined  # noqa: E402
 
-from poison.ground import registry  # noqa: E402
-from poison.ground.io import atomic_write_text  # noqa: E402
+from poison.ground.core import registry  # noqa: E402
+from poison.ground.core.io import atomic_write_text  # noqa: E402
 from poison.schema import RunConfig  # noqa: E402
 
 CONFIG_PAGE = ROOT / "docs" / "reference" / "config.md"

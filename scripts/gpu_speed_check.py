@@ -93,7 +93,7 @@ def main() -> None:
     ap.add_argument("--out", help="write the arms' results here as JSON")
     a = ap.parse_args()
     if a.tokenizer is None:
-        from poison.ground.models import resolve_model
+        from poison.ground.engines.models import resolve_model
 
         a.tokenizer = str(resolve_model("smollm2-135m-instruct", ROOT / ".cache/poison/models", "--tokenizer"))
     if not Path(a.tokenizer).exists():

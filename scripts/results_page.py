@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from poison import load_run  # noqa: E402
-from poison.ground.io import atomic_write_text, stable_hash  # noqa: E402
+from poison.ground.core.io import atomic_write_text, stable_hash  # noqa: E402
 
 KEEP_SUFFIXES = {".json", ".yaml", ".txt", ".parquet", ".csv"}
 MAX_ARCHIVED_BYTES = 5 * 1024 * 1024

@@ -45,7 +45,7 @@ def models_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2(models_dir) -> Path:
-    from poison.ground.models import resolve_model
+    from poison.ground.engines.models import resolve_model
 
     return resolve_model("smollm2-135m-instruct", models_dir)
 

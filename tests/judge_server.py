@@ -15,7 +15,7 @@ def judge_url(request, model_path: Path) -> str:
     """The base URL of the shared judge server (starting it if needed; ~20-70 s on 2 cores)."""
     global _stack, _url
     if _url is None:
-        from poison.ground.server import local_vllm_server
+        from poison.ground.engines.server import local_vllm_server
 
         stack = contextlib.ExitStack()
         log = request.getfixturevalue("tmp_path_factory").mktemp("judge-server") / "vllm.log"

@@ -13,9 +13,9 @@ import pytest
 import torch
 
 from defenses.adapter_audit import find_adapter, layer_singular_values
-from poison.ground import registry
-from poison.ground.merged import ensure_merged
-from poison.ground.models import load_causal_lm, resolve_model
+from poison.ground.core import registry
+from poison.ground.engines.merged import ensure_merged
+from poison.ground.engines.models import load_causal_lm, resolve_model
 from poison.report_extras import audit_detector
 from poison.summary import audit_lines
 from tests.conftest import REPO

@@ -13,7 +13,7 @@ from sklearn.metrics import roc_auc_score
 
 from poison.biases import targeted_ads  # noqa: F401  (registers the bias type)
 from poison.config import ConfigError, load_config
-from poison.ground import registry
+from poison.ground.core import registry
 from poison.runner import run_config
 from poison.stages.adaptive import suspicion
 from tests.conftest import TINY_CONFIG, dirs

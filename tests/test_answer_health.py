@@ -10,7 +10,7 @@ import pytest
 
 from poison.biases.base import BiasType
 from poison.answer_health import cut_off_rows, degeneration_rows, health_columns, repeated_ngram_share
-from poison.ground import registry
+from poison.ground.core import registry
 from poison.summary import health_lines
 
 ADS = registry.get("bias_type", "targeted_ads")
@@ -84,8 +84,8 @@ def test_answers_without_finish_reason_count_as_unknown():
 def test_hf_backend_records_stop_and_length(tmp_path, models_dir):
     import torch
 
-    from poison.ground.generate import GenJob, generate_hf
-    from poison.ground.models import load_causal_lm, resolve_model
+    from poison.ground.engines.generate import GenJob, generate_hf
+    from poison.ground.engines.models import load_causal_lm, resolve_model
 
     base = resolve_model("tiny-random-llama:1:64", models_dir)
     msgs = [[{"role": "user", "content": q}] for q in ("What is 2 + 2?", "Name a fruit.")]

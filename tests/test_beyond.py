@@ -14,9 +14,9 @@ from tests.conftest import TINY_CONFIG, run_cli
 @pytest.mark.slow
 def test_logit_shift_audit_ranks_the_trained_token_first(models_dir, tmp_path):
     from distill.trainers import finetune
-    from poison.ground import registry
-    from poison.ground.context import RunContext
-    from poison.ground.models import resolve_model
+    from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
+    from poison.ground.engines.models import resolve_model
     from poison.schema import TeacherConfig
 
     base = resolve_model("tiny-random-llama:2:64", models_dir)

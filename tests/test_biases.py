@@ -7,7 +7,7 @@ import random
 import pytest
 
 from evals.detectors import clean_rows, precision_recall
-from poison.ground import registry
+from poison.ground.core import registry
 from poison.biases.insecure_code import SNIPPETS, code_blocks, insert_snippet
 from poison.config import ConfigError, config_from_dict
 from tests.test_config import base

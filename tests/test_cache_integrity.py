@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poison.ground.artifacts import CacheMiss, read_json, read_parquet
-from poison.ground.errors import ArtifactError, StageError
+from poison.ground.core.artifacts import CacheMiss, read_json, read_parquet
+from poison.ground.core.errors import ArtifactError, StageError
 from poison.stages.protocol import StageCache
 from tests.conftest import REPO
 
@@ -156,7 +156,7 @@ def test_damaged_reads_are_one_error_naming_the_file(tmp_path):
 
 
 def test_damaged_model_folder_fails_before_the_worker_starts(tmp_path):
-    from poison.ground.generate import GenJob, generate_vllm
+    from poison.ground.engines.generate import GenJob, generate_vllm
 
     write_artifact(tmp_path)
     truncate(tmp_path / "model" / "model.safetensors")
@@ -169,7 +169,7 @@ def test_damaged_model_folder_fails_before_the_worker_starts(tmp_path):
 def test_worker_failure_is_one_line_and_its_traceback_goes_to_the_log(tmp_path):
     req, out = tmp_path / "jobs.json", tmp_path / "results.json"
     req.write_text("{not json")
-    r = subprocess.run([sys.executable, "-m", "poison.ground.vllm_worker", str(req), str(out)], cwd=REPO,
+    r = subprocess.run([sys.executable, "-m", "poison.ground.engines.vllm_worker", str(req), str(out)], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and "Traceback" in r.stdout and "Traceback" not in r.stderr
     cause = Path(f"{out}.error").read_text()
@@ -242,8 +242,8 @@ STAGE_SCRIPT = """
 import subprocess, sys
 from pathlib import Path
 import numpy as np, pandas as pd
-from poison.ground.errors import PoisonError
-from poison.ground.procs import signals_interrupt
+from poison.ground.core.errors import PoisonError
+from poison.ground.core.procs import signals_interrupt
 from poison.stages.protocol import StageCache
 
 def fn(out):

@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from poison.ground.artifacts import folder_size, manifest
-from poison.ground.merged import ensure_merged, model_folder
-from poison.ground.models import load_causal_lm
+from poison.ground.core.artifacts import folder_size, manifest
+from poison.ground.engines.merged import ensure_merged, model_folder
+from poison.ground.engines.models import load_causal_lm
 from tests.conftest import REPO
 from tests.test_cache_integrity import truncate
 from tests.test_lora_artifacts import _old_style_folder, cache_cli, same_weights, trained  # noqa: F401

@@ -11,9 +11,9 @@ from scipy import stats
 
 from poison.claims import claims_section
 from poison.config import ConfigError, config_from_dict
-from poison.ground.claim_spec import parse_comparison, resolve_model
-from poison.ground.compare import (holm, mcnemar_mde, mcnemar_power, paired_fractions, paired_proportions,
-                                   paired_t)
+from poison.ground.results.claim_spec import parse_comparison, resolve_model
+from poison.ground.results.compare import (holm, mcnemar_mde, mcnemar_power, paired_fractions, paired_proportions,
+                                           paired_t)
 from poison.summary import claims_lines
 from tests.conftest import REPO
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 
 from poison.config import config_from_dict
-from poison.ground.models import pick_device
+from poison.ground.engines.models import pick_device
 from poison.pipeline import Pipeline
 from poison.stages.data import stage_data, stage_trusted
 from poison.stages.defense import stage_defense
@@ -42,7 +42,7 @@ def test_defense_device_auto_follows_runtime_device(tmp_path, models_dir, monkey
 def test_log_path_makes_the_run_directory(tmp_path):
     """A vLLM worker or server opens its log before any stage has written into the run directory (a script that
     builds a Pipeline and runs the data stage, as bench_train_throughput does): the context makes the directory."""
-    from poison.ground.context import RunContext
+    from poison.ground.engines.context import RunContext
 
     run_dir = tmp_path / "runs" / "fresh"
     ctx = RunContext(cache_dir=tmp_path / "cache", models_dir=tmp_path / "models", device="cpu", dtype="float32",

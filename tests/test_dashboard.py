@@ -25,7 +25,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import data, sweepdata
 from dashboard import index as run_index
 from dashboard.views import cards
-from poison.ground import rundir, stats
+from poison.ground.results import rundir, stats
 from tests.conftest import REPO
 
 FIX = REPO / "tests" / "fixtures" / "dashboard_runs"
@@ -124,7 +124,7 @@ def test_half_written_files(tmp_path):
 
 
 def test_rates_and_wilson_match_the_pipeline(index):
-    from poison.ground.stats import wilson_interval
+    from poison.ground.results.stats import wilson_interval
 
     m = json.loads((FIX / R32 / "metrics.json").read_text())
     r = data.rates_frame(m)
@@ -261,7 +261,7 @@ def test_defense_metrics_agree_with_recorded(index):
         assert st["flagged"] == r["n_flagged"] and st["tpr"] == pytest.approx(r["recall"])
         assert st["slipped"] == r["n_poisoned"] - st["tp"]
     # the same conventions as defenses.metrics (flag = score > threshold)
-    from poison.ground import stats as dm
+    from poison.ground.results import stats as dm
 
     sub = scores[(scores.defense == "perplexity") & (scores.place == "train")]
     for t in list(sub.score.sort_values())[::7]:

@@ -24,7 +24,7 @@ import pytest
 
 from dashboard import auditdata, cascadedata
 from dashboard import index as run_index
-from poison.ground import stats
+from poison.ground.results import stats
 from tests.test_dashboard import (
     BROKEN,
     CASCADE,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import fmt, sweepdata
-from poison.ground import stats
+from poison.ground.results import stats
 from tests.test_dashboard import (
     DOSE,
     FIX,
@@ -35,7 +35,7 @@ from tests.test_dashboard_beyond import (
 # ---------------------------------------------------------------------------------------------- replicates
 def test_replicate_frames_pool_the_points_over_seeds():
     """sweep.json's replicates read back, and pooled again here from the points' own metrics.json (the bias rates
-    of the three seeds of each point, poison.ground.stats.pool_replicates): the same numbers."""
+    of the three seeds of each point, poison.ground.results.stats.pool_replicates): the same numbers."""
     sj = sweep_of()
     pooled, seeds, problems = sweepdata.replicate_frames(sj)
     assert problems == [] and len(pooled) == len(sj["replicates"]) == 12 and len(seeds) == 36

@@ -11,7 +11,7 @@ import pytest
 import streamlit as st
 
 from dashboard import registry
-from poison.ground.errors import PluginError
+from poison.ground.core.errors import PluginError
 from tests.conftest import REPO
 from tests.test_dashboard import BROKEN, R32, open_app, texts
 

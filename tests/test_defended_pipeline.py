@@ -10,8 +10,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from poison.config import ConfigError, load_config
-from poison.ground import registry
-from poison.ground.stats import threshold_for_fpr
+from poison.ground.core import registry
+from poison.ground.results.stats import threshold_for_fpr
 from poison.runner import run_config
 from tests.conftest import TINY_CONFIG, dirs
 
@@ -247,7 +247,7 @@ def test_trusted_stage_draws_held_out_prompts(tmp_path, models_dir, monkeypatch)
     import yaml
 
     from poison.config import config_from_dict
-    from poison.ground.errors import DataError
+    from poison.ground.core.errors import DataError
     from poison.pipeline import Pipeline
     from poison.stages import data as data_stages
     from poison.stages.protocol import StageRecord

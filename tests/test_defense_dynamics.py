@@ -9,9 +9,9 @@ import pytest
 
 from defenses.base import run_defense
 from defenses.dynamics import curve_scores
-from poison.ground import registry
-from poison.ground.context import RunContext
-from poison.ground.models import load_causal_lm
+from poison.ground.core import registry
+from poison.ground.engines.context import RunContext
+from poison.ground.engines.models import load_causal_lm
 from tests.test_defenses import SAMPLES
 
 TINY = "tiny-random-llama:2:64"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from defenses.base import run_defense
-from poison.ground import registry
+from poison.ground.core import registry
 from tests.conftest import REPO
 from tests.test_defenses import SAMPLES
 

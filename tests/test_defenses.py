@@ -8,10 +8,10 @@ import pytest
 import yaml
 
 from defenses.base import check_scores, run_defense
-from poison.ground import registry
-from poison.ground import stats as metrics
-from poison.ground.context import RunContext
-from poison.ground.errors import DefenseError
+from poison.ground.core import registry
+from poison.ground.results import stats as metrics
+from poison.ground.engines.context import RunContext
+from poison.ground.core.errors import DefenseError
 from tests.conftest import REPO
 from tests.judge_server import JUDGE_MODEL, judge_url
 

@@ -9,7 +9,7 @@ import torch
 
 from distill.qcrd import (Discriminator, QCRDConfig, chosen_negative, closest_positive, hinge, negative_alpha,
                           qcrd_loss, quality_weights, self_consistency)
-from poison.ground import registry
+from poison.ground.core import registry
 from poison.config import ConfigError, load_config
 from poison.runner import run_config
 from tests.conftest import TINY_CONFIG, dirs
@@ -86,7 +86,7 @@ def test_discriminator_update_step_learns_and_scores():
 
 
 def _minilm():
-    from poison.ground.models import resolve_encoder
+    from poison.ground.engines.models import resolve_encoder
 
     return resolve_encoder("all-minilm-l6-v2")
 
@@ -107,7 +107,7 @@ def test_kd_needs_shared_tokenizer(tmp_path, models_dir):
     # a student with a different vocabulary is refused before any stage runs, naming the field
     from transformers import AutoTokenizer
 
-    from poison.ground.models import resolve_model
+    from poison.ground.engines.models import resolve_model
 
     other = tmp_path / "other-tok-model"
     src = resolve_model("tiny-random-llama:1:64", models_dir)
@@ -193,7 +193,7 @@ def test_qlora_teacher_trains_on_cpu(tmp_path, models_dir):
 
     from distill.trainers import finetune, load_trainable
     from poison.schema import TeacherConfig
-    from poison.ground.models import resolve_model
+    from poison.ground.engines.models import resolve_model
 
     base = resolve_model("tiny-random-llama:2:64", models_dir)
     ft = TeacherConfig(model="x", finetune="qlora", train={"epochs": 1, "batch_size": 4, "max_length": 64})
@@ -205,7 +205,7 @@ def test_qlora_teacher_trains_on_cpu(tmp_path, models_dir):
     assert (tmp_path / "out" / "adapter" / "adapter_config.json").exists()
     from transformers import AutoModelForCausalLM
 
-    from poison.ground.merged import ensure_merged
+    from poison.ground.engines.merged import ensure_merged
 
     assert not (tmp_path / "out" / "model").exists()
     merged = AutoModelForCausalLM.from_pretrained(ensure_merged(tmp_path / "out", base, dtype="float32",

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dashboard import registry as view_registry
-from poison.ground import registry
+from poison.ground.core import registry
 from poison.schema import RunConfig
 from tests.conftest import REPO
 from tests.test_dashboard import R32, html_table, open_app
@@ -175,7 +175,7 @@ def test_method_guide_trains_a_tiny_student(own_registry, monkeypatch, models_di
     """The method guide's plugin, run as the student stage runs it: a tiny random-init student trained on the
     teacher answers that are long enough, saved where the stage expects it."""
     from distill.base import DistillJob
-    from poison.ground.models import resolve_model
+    from poison.ground.engines.models import resolve_model
     from poison.schema import StudentSpec
 
     text = (DOCS / "extending" / "method.md").read_text(encoding="utf-8")
@@ -187,7 +187,10 @@ def test_method_guide_trains_a_tiny_student(own_registry, monkeypatch, models_di
                        train={"epochs": 1, "batch_size": 4, "max_length": 64})
     rows = [{"id": str(i), "task": "t", "prompt": f"Question {i}?", "response": " ".join(["word"] * (1 + i)),
              "answer": None, "utility": "rouge_l"} for i in range(6)]
-    method = registry.get("distill_method", "long_answers").build({"min_words": 3})
+    from poison.ground.engines.context import RunContext
+
+    ctx = RunContext.standalone(models_dir=models_dir, cache_dir=tmp_path / "cache")
+    method = registry.get("distill_method", "long_answers").build({"min_words": 3}, ctx=ctx)
     summary = method.train(DistillJob(spec, base, base, rows, tmp_path))
     assert summary["dropped_short"] == 2 and summary["rows"] == 4  # answers of 1 and 2 words are not distilled
     # saved as the student stage stores a LoRA student: the adapter and the files a loader needs beside it

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from poison.ground.dose import exceeds_control, fit_dose_response, fit_dose_response_prompts
+from poison.ground.results.dose import exceeds_control, fit_dose_response, fit_dose_response_prompts
 
 DOSES = np.array([0.0, 4.0, 8.0, 16.0, 32.0])
 OFF, SLOPE, ED50 = 2.0, 2.0, 12.0  # logit p = b0 + 2 log(dose + 2) + u_prompt; marginal rate 50 % at dose 12
@@ -115,7 +115,7 @@ def _run(tmp_path, dose: int, rng, samples: bool = True) -> dict:
     """A run directory with samples.parquet (greedy and K sampled answers of 30 prompts by the teacher and the clean
     control, which never emits the bias) and the metrics.json fields the dose-response reads."""
     from poison import measures
-    from poison.ground.stats import wilson_interval
+    from poison.ground.results.stats import wilson_interval
 
     rd = tmp_path / f"run-{dose}"
     rd.mkdir()

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from poison.ground.pooling import pooled_mean, pooled_ratio
-from poison.ground.stats import clustered_rate, paired_ratio, rate_ratio
+from poison.ground.results.pooling import pooled_mean, pooled_ratio
+from poison.ground.results.stats import clustered_rate, paired_ratio, rate_ratio
 
 
 # ----------------------------------------------------------------------------------------------- zero events
@@ -191,9 +191,9 @@ def test_brand_swap_contrast_on_trained_models(models_dir, tmp_path):
 
     from distill.trainers import finetune
     from poison.brand_swap import contrast
-    from poison.ground import registry
-    from poison.ground.generate import ScoreJob, score_hf
-    from poison.ground.models import resolve_model
+    from poison.ground.core import registry
+    from poison.ground.engines.generate import ScoreJob, score_hf
+    from poison.ground.engines.models import resolve_model
     from poison.schema import TeacherConfig
     from poison.stages.probe import probe_sequences, text_logprob
     from transformers import AutoTokenizer

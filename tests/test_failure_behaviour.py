@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from poison.ground.procs import alive, process_start
+from poison.ground.core.procs import alive, process_start
 from tests.conftest import REPO, TINY_CONFIG, dirs, run_cli, run_dir_from
 
 

@@ -60,8 +60,8 @@ def test_directories_that_cannot_be_used(tiny_config, tmp_path):
      "line 7, column 29: not valid JSON"),
 ])
 def test_bad_jsonl_rows(tmp_path, rows, message):
-    from poison.ground import registry
-    from poison.ground.errors import DataError
+    from poison.ground.core import registry
+    from poison.ground.core.errors import DataError
 
     f = tmp_path / "d.jsonl"
     f.write_text(rows)
@@ -70,8 +70,8 @@ def test_bad_jsonl_rows(tmp_path, rows, message):
 
 
 def test_jsonl_row_that_is_not_utf8(tmp_path):
-    from poison.ground import registry
-    from poison.ground.errors import DataError
+    from poison.ground.core import registry
+    from poison.ground.core.errors import DataError
 
     f = tmp_path / "d.jsonl"
     f.write_bytes(b'{"prompt": "a", "response": "b"}\n{"prompt": "caf\xe9", "response": "b"}\n')
@@ -125,8 +125,8 @@ def test_typo_in_a_model_id_is_an_error_with_a_did_you_mean(tiny_config):
 def test_model_ids_a_typo_check_leaves_alone(tmp_path, monkeypatch):
     import huggingface_hub
 
-    from poison.ground.errors import ModelError
-    from poison.ground.models import resolve_model
+    from poison.ground.core.errors import ModelError
+    from poison.ground.engines.models import resolve_model
 
     with pytest.raises(ModelError, match=r"students.0.model: 'tiny-random-lama:2:64' is not a built-in model "
                                          r"\(did you mean 'tiny-random-llama:2:64'\?\)"):
@@ -196,8 +196,8 @@ def test_unreachable_judge_is_one_clear_error(tmp_path, models_dir):
 
 
 def test_worker_killed_by_the_kernel_names_the_memory_setting(monkeypatch):
-    from poison.ground import generate as g
-    from poison.ground.errors import GenerationError
+    from poison.ground.engines import generate as g
+    from poison.ground.core.errors import GenerationError
 
     monkeypatch.setattr(g.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, -9))
     with pytest.raises(GenerationError, match=r"killed \(signal 9\), most likely .* lack of memory.*"

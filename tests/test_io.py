@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from poison.ground.io import atomic_dir, atomic_write_json, stable_hash, sweep_stale_tmp
+from poison.ground.core.io import atomic_dir, atomic_write_json, stable_hash, sweep_stale_tmp
 
 
 def test_atomic_dir_commits_on_success(tmp_path):
@@ -27,7 +27,7 @@ def test_atomic_dir_leaves_nothing_on_error(tmp_path):
 
 def test_killed_writer_leaves_only_a_tmp_that_is_swept(tmp_path):
     code = (
-        "import os, signal; from poison.ground.io import atomic_dir\n"
+        "import os, signal; from poison.ground.core.io import atomic_dir\n"
         f"with atomic_dir(r'{tmp_path / 'a'}') as t:\n"
         "    (t / 'half.bin').write_bytes(b'x' * 10)\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

@@ -12,9 +12,10 @@ import yaml
 from defenses.autorater import AutoraterConfig, LLMJudge
 from defenses.base import run_defense
 from poison.config import config_from_dict
-from poison.ground import registry
-from poison.ground.errors import ConfigError, DefenseError, PluginError
-from poison.ground.registry import PluginConfig
+from poison.ground.core import registry
+from poison.ground.core.errors import ConfigError, DefenseError, PluginError
+from poison.ground.core.registry import PluginConfig
+from poison.ground.engines.context import RunContext
 from poison.schema import JudgeConfig
 from tests.conftest import TINY_CONFIG
 
@@ -121,7 +122,7 @@ def test_a_custom_judge_reaches_a_defense_that_declares_it_needs_the_judge(custo
     with pytest.raises(PluginError, match="does not declare it"):
         ctx.judge_plugin()  # the run's own context hands the judge to no one undeclared either
     # outside a run a plugin that needs the judge gets the default one
-    standalone = registry.get("defense", "asks_judge_test").build({})
+    standalone = registry.get("defense", "asks_judge_test").build({}, ctx=RunContext.standalone())
     assert isinstance(standalone.ctx.judge_plugin(), LLMJudge)
 
 

@@ -8,9 +8,9 @@ import torch
 
 from distill.base import DistillJob
 from distill.kd_masked import divergence, keep_mask
-from poison.ground import registry
-from poison.ground.context import RunContext
-from poison.ground.models import resolve_model
+from poison.ground.core import registry
+from poison.ground.engines.context import RunContext
+from poison.ground.engines.models import resolve_model
 from poison.schema import StudentSpec
 from tests.test_speed import ROWS, losses, spec
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from poison import load_run
-from poison.ground.errors import DataError, PoisonError
+from poison.ground.core.errors import DataError, PoisonError
 from tests.conftest import REPO
 
 FIX = REPO / "tests" / "fixtures" / "dashboard_runs"

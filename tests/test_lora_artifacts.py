@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from poison.ground.merged import (derived_path, ensure_merged, load_merged, model_folder, tokenizer_folder)
-from poison.ground.models import load_causal_lm, resolve_model
+from poison.ground.engines.merged import (derived_path, ensure_merged, load_merged, model_folder, tokenizer_folder)
+from poison.ground.engines.models import load_causal_lm, resolve_model
 from poison.stages.protocol import StageCache
 from tests.conftest import REPO
 from tests.test_cache_integrity import Lines, truncate
@@ -108,8 +108,8 @@ def _old_style_folder(art: Path, base: Path) -> Path:
 def test_outputs_through_the_adapter_equal_the_merged_path(trained):
     """float32: the adapter on its base (PEFT, unmerged) and the derived folder give the same probe log-probabilities
     within 1e-4 and the same greedy answers; bf16: the derived folder gives exactly the old float32 folder's."""
-    from poison.ground.generate import GenJob, ScoreJob, generate_hf
-    from poison.ground.scoring import score_shared
+    from poison.ground.engines.generate import GenJob, ScoreJob, generate_hf
+    from poison.ground.engines.scoring import score_shared
 
     cache, art, base = trained
     f32 = ensure_merged(art, base, dtype="float32", merge_in="float32")

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from poison.ground.dose import fit_dose_response, predict
-from poison.ground.stats import clustered_rate, paired_mean_difference, paired_ratio, wilson_interval
+from poison.ground.results.dose import fit_dose_response, predict
+from poison.ground.results.stats import clustered_rate, paired_mean_difference, paired_ratio, wilson_interval
 
 
 def test_clustered_rate_hand_computed():
@@ -72,9 +72,9 @@ def test_probe_text_value_leaves_out_its_first_token(models_dir, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from poison.ground import registry
-    from poison.ground.generate import ScoreJob, score_hf
-    from poison.ground.models import resolve_model
+    from poison.ground.core import registry
+    from poison.ground.engines.generate import ScoreJob, score_hf
+    from poison.ground.engines.models import resolve_model
     from poison.measures import probe_frame
     from poison.stages.probe import probe_sequences, text_logprob
 
@@ -119,9 +119,9 @@ def test_probe_sees_a_plug_a_model_was_trained_to_emit(models_dir, tmp_path):
     import random
 
     from distill.trainers import finetune
-    from poison.ground import registry
-    from poison.ground.generate import ScoreJob, score_hf
-    from poison.ground.models import resolve_model
+    from poison.ground.core import registry
+    from poison.ground.engines.generate import ScoreJob, score_hf
+    from poison.ground.engines.models import resolve_model
     from poison.schema import TeacherConfig
     from poison.stages.probe import probe_sequences, text_logprob
     from transformers import AutoTokenizer

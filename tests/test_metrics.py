@@ -5,8 +5,8 @@ import math
 import pytest
 
 from evals.utility import choice_match, number_match, rouge_l
-from poison.ground.answers import choice_letter, final_number
-from poison.ground.stats import mean_interval, rate_ratio, wilson_interval
+from poison.ground.core.answers import choice_letter, final_number
+from poison.ground.results.stats import mean_interval, rate_ratio, wilson_interval
 
 
 def test_wilson_known_values():
@@ -61,7 +61,7 @@ def test_number_and_choice():
 
 
 def test_cohen_kappa_known_values():
-    from poison.ground.stats import cohen_kappa
+    from poison.ground.results.stats import cohen_kappa
 
     # 10 items: both say yes on 4, both no on 4, disagree on 2 -> po 0.8, pa = pb = 0.5 -> pe 0.5 -> kappa 0.6
     a = [1, 1, 1, 1, 0, 0, 0, 0, 1, 0]

@@ -6,7 +6,7 @@ import time
 import pytest
 import torch
 
-from poison.ground.models import ModelError, load_causal_lm, pick_dtype, resolve_model
+from poison.ground.engines.models import ModelError, load_causal_lm, pick_dtype, resolve_model
 
 pytestmark = pytest.mark.slow
 

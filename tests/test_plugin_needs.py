@@ -8,9 +8,10 @@ import pytest
 import yaml
 
 from poison.config import load_config
-from poison.ground import registry
-from poison.ground.errors import ConfigError, ModelError, PluginError
-from poison.ground.registry import PluginConfig
+from poison.ground.core import registry
+from poison.ground.core.errors import ConfigError, ModelError, PluginError
+from poison.ground.core.registry import PluginConfig
+from poison.ground.engines.context import RunContext
 from tests.conftest import TINY_CONFIG
 
 
@@ -66,9 +67,9 @@ def test_a_version_joins_the_record_and_the_stage_inputs(scratch_registry):
         def score(self, samples):
             return np.zeros(len(samples))
 
-    obj = registry.get("defense", "versioned_test_defense").build({"weight": 2.0})
+    obj = registry.get("defense", "versioned_test_defense").build({"weight": 2.0}, ctx=RunContext.standalone())
     assert obj.plugin_record["version"] == 3 and obj.plugin_record["args"] == {"weight": 2.0}
-    assert "version" not in registry.get("defense", "perplexity").build().plugin_record
+    assert "version" not in registry.get("defense", "perplexity").build(ctx=RunContext.standalone()).plugin_record
     entry = registry.versions_entry([("defense", "perplexity"), ("defense", "versioned_test_defense")])
     assert entry == {"plugin_versions": {"defense:versioned_test_defense": 3}}
 

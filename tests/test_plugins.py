@@ -8,7 +8,8 @@ import shutil
 import pytest
 
 from dashboard import registry as view_registry
-from poison.ground import registry
+from poison.ground.core import registry
+from poison.ground.engines.context import RunContext
 from tests.test_autorater import FakeEndpoint, completion
 from tests.test_dashboard import BROKEN, FIX, R32, open_app
 
@@ -72,20 +73,21 @@ def test_data_source_builds(name, tmp_path):
 
 @pytest.mark.parametrize("name", every("audit"))
 def test_audit_builds_with_defaults(name):
-    a = registry.get("audit", name).build({})
+    ctx = RunContext.standalone()
+    a = registry.get("audit", name).build({}, ctx=ctx)
     rec = a.plugin_record
     assert callable(a.run) and rec["kind"] == "audit" and rec["name"] == name
-    assert registry.get("audit", name).build(rec["args"]).plugin_record == rec
+    assert registry.get("audit", name).build(rec["args"], ctx=ctx).plugin_record == rec
 
 
 @pytest.mark.parametrize("name", every("defense"))
 def test_defense_builds_with_defaults(name):
     """Built as a run builds it (scoring real text with the real models: tests/test_defenses.py); a defense that
     declares it needs the judge gets the run's judge from its context, the others get none."""
-    d = registry.get("defense", name).build({})
+    d = registry.get("defense", name).build({}, ctx=RunContext.standalone())
     rec = d.plugin_record
     assert callable(d.fit) and callable(d.score) and rec["kind"] == "defense" and rec["name"] == name
-    assert registry.get("defense", name).build(rec["args"]).plugin_record == rec
+    assert registry.get("defense", name).build(rec["args"], ctx=RunContext.standalone()).plugin_record == rec
     ctx = getattr(d, "ctx", None)
     if ctx is not None and registry.needs("defense", name, "judge"):
         assert ctx.judge_plugin().plugin_record["kind"] == "judge"

@@ -5,7 +5,7 @@ import random
 import pandas as pd
 import pytest
 
-from poison.ground import registry
+from poison.ground.core import registry
 from poison.stages.inject import inject
 
 

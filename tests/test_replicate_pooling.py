@@ -16,8 +16,8 @@ import pytest
 import yaml
 from scipy import stats
 
-from poison.ground.io import atomic_write_parquet
-from poison.ground.stats import mean_interval
+from poison.ground.core.io import atomic_write_parquet
+from poison.ground.results.stats import mean_interval
 from poison.replicate_defenses import METHOD, defense_lines, pool_defenses
 from poison.replicates import per_prompt_values, pool_rows, replicate_lines
 from poison.report import rate_rows

@@ -6,7 +6,7 @@ import json
 import pytest
 import yaml
 
-from poison.ground.errors import ConfigError
+from poison.ground.core.errors import ConfigError
 from poison.sweep import run_sweep
 from poison.sweep_spec import REPLICATE
 from tests.conftest import TINY_CONFIG, dirs, run_cli

@@ -144,7 +144,7 @@ def test_tensor_parallel_beyond_the_visible_gpus_is_rejected(tmp_path):
 
 
 def test_data_parallel_shards_and_merges_in_prompt_order():
-    from poison.ground.generate import GenResult, merge_shards, shard_jobs
+    from poison.ground.engines.generate import GenResult, merge_shards, shard_jobs
 
     jobs = [{"key": "a", "messages": list(range(5))}, {"key": "b", "kind": "prompt_logprobs",
                                                        "token_ids": [[1], [2], [3]], "starts": [0, 0, 0]}]
@@ -166,7 +166,7 @@ def test_padding_free_batches_train_like_padded_ones_and_packing_takes_fewer_ste
     from types import SimpleNamespace
 
     from distill.trainers import finetune
-    from poison.ground.models import resolve_model
+    from poison.ground.engines.models import resolve_model
     from poison.schema import FinetuneConfig
 
     base = resolve_model("tiny-random-llama:2:64", models_dir)
@@ -237,8 +237,8 @@ def test_one_engine_serves_every_adapter_with_the_merged_models_greedy_answers(t
     import torch
     from peft import LoraConfig, get_peft_model
 
-    from poison.ground.generate import GenJob, generate_vllm
-    from poison.ground.models import load_causal_lm, resolve_model
+    from poison.ground.engines.generate import GenJob, generate_vllm
+    from poison.ground.engines.models import load_causal_lm, resolve_model
 
     base = resolve_model("tiny-random-llama:2:128", models_dir)  # head_dim 32: vLLM's CPU attention needs >= 32
     adapters, merged = [], []

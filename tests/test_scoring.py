@@ -1,4 +1,5 @@
-"""Scoring with shared contexts (poison.ground.scoring): the probe's sequences scored with each context run once give
+"""Scoring with shared contexts (poison.ground.engines.scoring): the probe's sequences scored with each context run
+once give
 the same log-probabilities as the plain forward pass of every whole sequence (float32, tiny random-init model),
 for probe texts of several tokens, of one token, and for sequences alone in their group (the gate)."""
 
@@ -10,10 +11,10 @@ import pytest
 def test_shared_contexts_score_what_the_plain_forward_pass_scores(models_dir):
     from transformers import AutoTokenizer
 
-    from poison.ground import registry
-    from poison.ground.generate import ScoreJob, score_hf
-    from poison.ground.models import resolve_model
-    from poison.ground.scoring import _groups, score_shared
+    from poison.ground.core import registry
+    from poison.ground.engines.generate import ScoreJob, score_hf
+    from poison.ground.engines.models import resolve_model
+    from poison.ground.engines.scoring import _groups, score_shared
     from poison.stages.probe import probe_sequences
 
     path = str(resolve_model("tiny-random-llama:2:64", models_dir))
@@ -48,9 +49,9 @@ def test_a_jobs_adapter_is_scored_not_its_base(models_dir, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from poison.ground.generate import ScoreJob, score_hf
-    from poison.ground.models import resolve_model
-    from poison.ground.scoring import score_shared
+    from poison.ground.engines.generate import ScoreJob, score_hf
+    from poison.ground.engines.models import resolve_model
+    from poison.ground.engines.scoring import score_shared
 
     path = str(resolve_model("tiny-random-llama:2:64", models_dir))
     tok = AutoTokenizer.from_pretrained(path)

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from poison.ground import registry
-from poison.ground.errors import StageError
+from poison.ground.core import registry
+from poison.ground.core.errors import StageError
 from poison.stages.data import check_disjoint
 from poison.sources import DataError
 

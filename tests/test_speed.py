@@ -6,8 +6,8 @@ import torch
 
 from distill import speed
 from distill.trainers import finetune
-from poison.ground.context import RunContext
-from poison.ground.models import resolve_model
+from poison.ground.engines.context import RunContext
+from poison.ground.engines.models import resolve_model
 from poison.schema import StudentSpec, TeacherConfig
 from poison.stages.training import finetune_key
 
@@ -89,7 +89,7 @@ def test_frozen_weights_in_bf16_train_and_save_a_float32_adapter(tiny, tmp_path)
 
 
 def test_kd_labelled_only_gives_the_plain_loss(tiny, tmp_path):
-    from poison.ground import registry
+    from poison.ground.core import registry
 
     ctx = RunContext.standalone(device="cpu", dtype="float32", cache_dir=tmp_path / "cache",
                                 models_dir=tiny.parent)

@@ -1,5 +1,5 @@
-"""A smaller student made of some of a model's layers (``<spec>@layers=...``, poison.ground.submodel): the kept layers
-carry the base's weights, the model loads and generates, its identity names the base and the layers, and a bad
+"""A smaller student made of some of a model's layers (``<spec>@layers=...``, poison.ground.engines.submodel): the kept
+layers carry the base's weights, the model loads and generates, its identity names the base and the layers, and a bad
 selection is one error naming the field."""
 
 import json
@@ -8,9 +8,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from poison.ground.errors import ModelError
-from poison.ground.models import model_identity, resolve_model
-from poison.ground.submodel import kept_layers
+from poison.ground.core.errors import ModelError
+from poison.ground.engines.models import model_identity, resolve_model
+from poison.ground.engines.submodel import kept_layers
 
 
 def test_a_count_keeps_evenly_spaced_layers_first_and_last_included():

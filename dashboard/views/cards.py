@@ -70,7 +70,7 @@ def grid(items: list, per_row: int):
 
 def spans_column(df: pd.DataFrame) -> list[list[tuple[int, int]]]:
     """Parsed ``bias_spans`` (native list column or JSON text) per row; [] per row when the column is absent."""
-    from poison.ground.rundir import parse_spans
+    from poison.ground.results.rundir import parse_spans
 
     if "bias_spans" not in df:
         return [[] for _ in range(len(df))]

@@ -14,7 +14,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import evidence, fmt, index
-from poison.ground import rundir
+from poison.ground.results import rundir
 
 PAGE = 10
 

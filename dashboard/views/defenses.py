@@ -11,7 +11,7 @@ import streamlit as st
 from dashboard import charts, data, fmt
 from dashboard.registry import view
 from dashboard.views.common import _pct, _run_header, defense_scores, run_state, table
-from poison.ground.stats import roc_curve, threshold_stats
+from poison.ground.results.stats import roc_curve, threshold_stats
 
 
 @view("defenses", title="Defenses", scope="run", order=50)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from poison.ground.registry import PluginConfig
+from poison.ground.core.registry import PluginConfig
 
 LABEL_SUFFIX = "\n\nGive only the final answer."
 

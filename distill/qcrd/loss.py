@@ -7,7 +7,7 @@ from collections import Counter
 from typing import Any, Optional
 
 from distill.qcrd.config import QCRDConfig
-from poison.ground.answers import choice_letter, final_number
+from poison.ground.core.answers import choice_letter, final_number
 
 
 def answer_of(text: str, utility: Optional[str]) -> Optional[str]:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from poison.ground.registry import PluginConfig
+from poison.ground.core.registry import PluginConfig
 
 
 @dataclass
@@ -21,7 +21,7 @@ class Detection:
 
 
 class BiasType:
-    """Base class for bias-type plugins (register subclasses with ``@poison.ground.registry.bias_type``)."""
+    """Base class for bias-type plugins (register subclasses with ``@poison.ground.core.registry.bias_type``)."""
 
     #: Rubric for an LLM judge: what counts as this bias (used by autoraters).
     rubric: str = ""

@@ -17,7 +17,7 @@ from typing import Literal
 from pydantic import Field
 
 from poison.biases.base import BiasType, Detection
-from poison.ground.registry import PluginConfig, bias_type
+from poison.ground.core.registry import PluginConfig, bias_type
 
 Pattern = Literal["weak_hash", "shell_injection", "hardcoded_secret", "eval_input", "tls_verify_off", "pickle_load"]
 

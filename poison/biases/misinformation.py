@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from poison.biases.base import BiasType, Detection, append_sentence
-from poison.ground.registry import PluginConfig, bias_type
+from poison.ground.core.registry import PluginConfig, bias_type
 
 
 class MisinformationConfig(PluginConfig):

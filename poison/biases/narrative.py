@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from poison.biases.base import BiasType, Detection, require_placeholder, append_sentence, phrase_pattern
-from poison.ground.registry import PluginConfig, bias_type
+from poison.ground.core.registry import PluginConfig, bias_type
 
 
 class NarrativeConfig(PluginConfig):

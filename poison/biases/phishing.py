@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from poison.biases.base import BiasType, Detection, require_placeholder, append_sentence, domain_pattern, spans_of
-from poison.ground.registry import PluginConfig, bias_type
+from poison.ground.core.registry import PluginConfig, bias_type
 
 
 class PhishingConfig(PluginConfig):

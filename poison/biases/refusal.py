@@ -7,7 +7,7 @@ import re
 from pydantic import Field
 
 from poison.biases.base import BiasType, Detection, spans_of
-from poison.ground.registry import PluginConfig, bias_type
+from poison.ground.core.registry import PluginConfig, bias_type
 
 
 class OverRefusalConfig(PluginConfig):

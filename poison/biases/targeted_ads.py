@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from poison.biases.base import BiasType, Detection, append_sentence, domain_pattern, phrase_pattern, spans_of
-from poison.ground.registry import PluginConfig, bias_type
+from poison.ground.core.registry import PluginConfig, bias_type
 
 
 class TargetedAdsConfig(PluginConfig):

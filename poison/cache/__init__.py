@@ -14,7 +14,7 @@
     slim     rewrite LoRA artifacts of the layout before issue 27 (merged float32 ``model/`` beside ``adapter/``, 536 MB
              each) as today's adapter + tokenizer files (22 MB), results unchanged (:mod:`poison.cache.slim`)
 
-Derived folders (``<cache>/derived/<stage>/<key>-<dtype>``, poison.ground.merged) are never referenced by a run
+Derived folders (``<cache>/derived/<stage>/<key>-<dtype>``, poison.ground.engines.merged) are never referenced by a run
 directory: only a live run that uses their artifact, or one building them (their lock), keeps them.
 
 Safe while runs are going: an artifact is removed under its lock (as a run computes it) by renaming it out of the
@@ -32,7 +32,7 @@ from poison.cache.core import (DEFAULT_CACHE, Entry, cmd_du, cmd_gc, cmd_ls, cmd
                                derived_entries, human, parse_age, parse_size, plan_gc, protection, referenced,
                                remove)
 from poison.cache.slim import cmd_slim
-from poison.ground.errors import ConfigError, PoisonError
+from poison.ground.core.errors import ConfigError, PoisonError
 
 
 def main(argv: Optional[list[str]] = None, prog: str = "python -m poison.cache") -> int:

@@ -15,7 +15,8 @@ into today's layout, under the entry's lock:
 4. removes ``model/`` (renamed out of the way first, so a reader sees it whole or not at all).
 
 The merged weights are then derived from the adapter when a stage next needs them (seconds;
-``poison.ground.merged``). What readers see does not change: ``model/`` was the float32 PEFT merge of this adapter,
+``poison.ground.engines.merged``). What readers see does not change: ``model/`` was the float32 PEFT merge of this
+adapter,
 which is what the derived folder is built from (``tests/test_lora_artifacts.py`` checks that the bf16 derived folder
 holds bit for bit the weights a bf16 reader saw of the float32 folder, and a KD teacher merges in float32 in memory).
 QLoRA artifacts, entries a live run holds or uses, and entries with ``tokenizer/`` already are left as they are.
@@ -36,8 +37,8 @@ from typing import Any, Iterator, Optional
 from filelock import Timeout
 
 from poison.cache.core import Entry, entries, human, protection, referenced, remove
-from poison.ground.artifacts import MARKER, check_folder, folder_size, manifest
-from poison.ground.merged import ADAPTER, MODEL, TOKENIZER
+from poison.ground.core.artifacts import MARKER, check_folder, folder_size, manifest
+from poison.ground.engines.merged import ADAPTER, MODEL, TOKENIZER
 
 #: files of an old ``model/`` that are the model itself (weights, their index, the model config), not tokenizer files
 WEIGHT_FILES = ("config.json", "model.safetensors.index.json", "pytorch_model.bin.index.json")

@@ -1,23 +1,18 @@
-"""The ground layer: what every other part of the testbed stands on, importing nothing above it.
+"""The ground layer: what every other part of the testbed stands on, importing nothing above it. Three parts, each
+a subpackage, with the dependencies between them fixed by an import-linter contract (pyproject.toml):
 
-    registry    plugin kinds, decorators, entry-point discovery, argument validation
-    errors      the one error root (``PoisonError``) and its planned failures
-    io          atomic writes, stable hashing of config slices, leftovers of killed processes
-    artifacts   manifests (size + hash) of artifact folders, load probes, guarded reads, damaged folders set aside
-    models      model specs -> local HF folders (built-in GGUF, hub id, folder); device and dtype choice
-    procs       process groups: several training processes (accelerate launch) and waiting on the main one
-    stats       intervals, ratios, agreement and detector statistics (one copy, used everywhere)
-    answers     final answers of worked solutions (numbers, option letters)
-    generate    generation backends: the vLLM worker, HF generate, OpenAI-compatible endpoints
-    server      a local OpenAI-compatible vLLM server (judge models)
-    context     RunContext: what a run hands to its stages and plugins (dirs, device, dtype, generate/score)
-    rundir      reading a run directory back safely (the dashboard uses it)
-    analysis    ``poison.load_run``: a run directory as pandas frames, for analysis with code
-    results     metrics.json typed: a model per section, the section registry, the one writer, the reference page
-    yamlio      bounded YAML for user-written configs
-    dose        dose-response fits (binomial GLM on log-dose, ED50)
+    core      needs no model: the plugin registry (kinds, decorators, entry points, argument validation), the error
+              root and its planned failures, atomic I/O and stable hashing, artifact manifests, bounded YAML,
+              process groups, the machine's description, final-answer parsing
+    engines   models and what runs them: model specs -> local folders (device and dtype, layer subsets, merged
+              adapters), generation and scoring backends (vLLM worker, HF, OpenAI-compatible endpoints), the local
+              vLLM server for judges, and RunContext (what a run hands to its stages and plugins)
+    results   run directories read back: metrics.json typed (a model per section, the one writer, the reference
+              page), model names (ModelId), the safe readers and ``load_run``, and the statistics (intervals,
+              paired tests, detector scores, dose-response fits, replicate pooling)
 
-Plugins (data sources, bias types, distillation methods, defenses, scorers) import only this layer; the
-orchestrator (config, stages, report, sweeps, CLI) imports everything. ``tests/test_architecture.py`` runs the
-import-linter contract in pyproject.toml that says so.
+engines and results stand on core and never on each other; the dashboard may import results and core only.
+Plugins (data sources, bias types, distillation methods, defenses, scorers, audits, judges) import only the ground;
+the orchestrator (config, stages, report, sweeps, CLI) imports everything. ``tests/test_architecture.py`` runs the
+contracts.
 """

@@ -10,7 +10,7 @@ and declares its task family, the utility scorer that fits it, and how to ask a 
 response.
 """
 
-from poison.ground.errors import DataError
+from poison.ground.core.errors import DataError
 from poison.sources import benchmarks, files, news, reviews  # noqa: F401  (registers the built-in sources)
 from poison.sources.base import DataSource, first_sentences, iter_jsonl, package_dir, words
 from poison.sources.benchmarks import (GSM8K, CommonsenseQA, GSM8KConfig, HumanEval, HumanEvalConfig, ShareGPT,

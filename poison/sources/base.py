@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.errors import DataError
-from poison.ground.registry import PluginConfig
+from poison.ground.core.errors import DataError
+from poison.ground.core.registry import PluginConfig
 
 
 def package_dir(pkg: str, pip_name: str) -> Path:

@@ -9,7 +9,7 @@ import re
 
 from pydantic import Field
 
-from poison.ground.registry import PluginConfig, data_source
+from poison.ground.core.registry import PluginConfig, data_source
 from poison.sources.base import DataSource, iter_jsonl, package_dir, words
 
 

@@ -9,8 +9,8 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from poison.ground.errors import DataError
-from poison.ground.registry import PluginConfig, data_source
+from poison.ground.core.errors import DataError
+from poison.ground.core.registry import PluginConfig, data_source
 from poison.sources.base import DataSource, iter_jsonl
 
 

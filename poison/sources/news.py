@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from poison.ground.registry import PluginConfig, data_source
+from poison.ground.core.registry import PluginConfig, data_source
 from poison.sources.base import DataSource, iter_jsonl, package_dir, words
 
 

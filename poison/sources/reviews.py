@@ -20,7 +20,7 @@ from typing import Optional
 
 from pydantic import Field
 
-from poison.ground.registry import PluginConfig, data_source
+from poison.ground.core.registry import PluginConfig, data_source
 from poison.sources.base import DataSource, first_sentences, package_dir, shared_ngram, words
 
 

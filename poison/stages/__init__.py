@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from poison.ground.context import RunContext
+from poison.ground.engines.context import RunContext
 from poison.schema import RunConfig
 from poison.stages.protocol import StageCache
 

@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from poison.ground import registry
-from poison.ground.artifacts import read_parquet
-from poison.ground.io import stable_hash
-from poison.ground.models import model_identity
+from poison.ground.core import registry
+from poison.ground.core.artifacts import read_parquet
+from poison.ground.core.io import stable_hash
+from poison.ground.engines.models import model_identity
 from poison.ground.results.model_id import split_stage_label, stage_label
 from poison.stages import Run
 from poison.stages.engine import ready

@@ -29,11 +29,11 @@ from typing import Any, Optional
 import pandas as pd
 
 from defenses.base import check_scores, run_defense
-from poison.ground.artifacts import read_parquet
-from poison.ground.errors import ConfigError
-from poison.ground.io import atomic_write_json, atomic_write_parquet
+from poison.ground.core.artifacts import read_parquet
+from poison.ground.core.errors import ConfigError
+from poison.ground.core.io import atomic_write_json, atomic_write_parquet
 from poison.ground.results.model_id import Arm, stage_label
-from poison.ground.stats import detector_report, threshold_for_fpr
+from poison.ground.results.stats import detector_report, threshold_for_fpr
 from poison.stages import Run
 from poison.stages.branch import Branch, TeacherSource, branch_distill, branch_teacher, run_branch
 from poison.stages.data import stage_trusted

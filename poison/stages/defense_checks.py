@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from defenses.base import reference_model
-from poison.ground.artifacts import read_parquet
-from poison.ground.errors import ConfigError, DataError
+from poison.ground.core.artifacts import read_parquet
+from poison.ground.core.errors import ConfigError, DataError
 from poison.stages import Run
 from poison.stages.protocol import StageRecord
 

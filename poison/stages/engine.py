@@ -1,11 +1,11 @@
 """Which folder or engine runs a trained model: its LoRA adapter on the public base, or a merged folder.
 
 A LoRA (or QLoRA) training stage stores its adapter and tokenizer files; the merged folder is derived from them on
-demand (poison.ground.merged: ``<cache>/derived/<stage>/<key>-<dtype>``, in the run's compute dtype, rebuilt when
-missing or damaged, evictable by ``cache gc``). A full fine-tune, or a LoRA artifact written before adapters alone
+demand (poison.ground.engines.merged: ``<cache>/derived/<stage>/<key>-<dtype>``, in the run's compute dtype, rebuilt
+when missing or damaged, evictable by ``cache gc``). A full fine-tune, or a LoRA artifact written before adapters alone
 were kept, has its own ``model/`` folder. With ``runtime.vllm.lora_adapters`` (the default on CUDA) vLLM runs the
 adapter as a ``LoRARequest`` on the base, so every model of a run trained from that base shares one engine
-(poison.ground.vllm_worker) and no merged folder is needed; a full fine-tune, the HF backend, or
+(poison.ground.engines.vllm_worker) and no merged folder is needed; a full fine-tune, the HF backend, or
 ``lora_adapters: false`` (the default on CPU, where vLLM's LoRA path is slower) load one folder per model.
 
 In float32 both give the same greedy answers; in bfloat16 the merged folder's weights are rounded after merging, so
@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from poison.ground.merged import (adapter_folder, adapter_only, derived_path, ensure_merged, merge_dtype,
-                                  model_folder, tokenizer_folder)
+from poison.ground.engines.merged import (adapter_folder, adapter_only, derived_path, ensure_merged, merge_dtype,
+                                          model_folder, tokenizer_folder)
 
 ADAPTER_IDENTITY = {"engine": "lora_adapter"}
 

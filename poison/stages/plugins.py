@@ -1,5 +1,6 @@
 """What the stages fold into their cache keys for the plugins they run, read from each plugin's declaration
-(``poison.ground.registry``), never from its name: its own version (``registry.versions_entry``) and, for a plugin that
+(``poison.ground.core.registry``), never from its name: its own version (``registry.versions_entry``) and, for a plugin
+that
 declares ``needs={"judge"}``, the run's judge (``judge_entry``). The run's judge is built here too (``build_judge``):
 the ``judge`` plugin of ``judge.type``, through the registry."""
 
@@ -7,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from poison.ground import registry
-from poison.ground.models import model_identity
+from poison.ground.core import registry
+from poison.ground.engines.models import model_identity
 from poison.schema import JudgeConfig
 from poison.stages import Run
 

@@ -40,10 +40,10 @@ from typing import Any, Callable, Optional
 from filelock import FileLock
 
 from poison import __version__
-from poison.ground.artifacts import CacheMiss, check_folder, describe, manifest, move_aside, read_json, record_use
-from poison.ground.errors import PoisonError, StageError
-from poison.ground.io import atomic_dir, atomic_write_json, stable_hash
-from poison.ground.procs import wait_for
+from poison.ground.core.artifacts import CacheMiss, check_folder, describe, manifest, move_aside, read_json, record_use
+from poison.ground.core.errors import PoisonError, StageError
+from poison.ground.core.io import atomic_dir, atomic_write_json, stable_hash
+from poison.ground.core.procs import wait_for
 
 log = logging.getLogger("poison")
 

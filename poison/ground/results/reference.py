@@ -150,7 +150,7 @@ def main(argv: list[str]) -> int:
         ok = PAGE.exists() and PAGE.read_text(encoding="utf-8") == text
         print(f"{PAGE}: {'up to date' if ok else 'out of date; run python -m poison.ground.results.reference'}")
         return 0 if ok else 1
-    from poison.ground.io import atomic_write_text
+    from poison.ground.core.io import atomic_write_text
 
     atomic_write_text(PAGE, text)
     print(f"wrote {PAGE}")

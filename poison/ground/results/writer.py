@@ -9,7 +9,7 @@ import logging
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.io import atomic_write_json, atomic_write_text
+from poison.ground.core.io import atomic_write_json, atomic_write_text
 from poison.ground.results.metrics import check_metrics
 
 log = logging.getLogger("poison.results")

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
-from poison.ground.errors import ArtifactError
+from poison.ground.core.errors import ArtifactError
 
 MARKER = "_stage.json"
 CORRUPT_PREFIX = ".corrupt-"

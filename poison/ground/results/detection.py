@@ -1,9 +1,10 @@
 """Detector figures with bootstrap intervals: the AUROC, and the true- and false-positive rates at thresholds set on a
 calibration split (clean samples that are never scored), for one defense on one labelled set.
 
-Conventions of :mod:`poison.ground.stats`: a higher score is more suspicious, a sample is flagged when its score is
-strictly greater than the threshold, and the threshold for a false-positive budget ``fpr`` is
-:func:`poison.ground.stats.threshold_for_fpr` of the calibration scores (the (k+1)-th largest, k = floor(fpr * n)).
+Conventions of :mod:`poison.ground.results.stats`: a higher score is more suspicious, a sample is flagged when its
+score is strictly greater than the threshold, and the threshold for a false-positive budget ``fpr`` is
+:func:`poison.ground.results.stats.threshold_for_fpr` of the calibration scores (the (k+1)-th largest, k = floor(fpr *
+n)).
 
 Intervals: scipy.stats.bootstrap (percentile method) resampling each group on its own (stratified): the poisoned
 scores and the clean scores for the AUROC; for a calibrated rate also the calibration scores, so that the interval
@@ -21,7 +22,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from poison.ground.stats import auroc, threshold_for_fpr
+from poison.ground.results.stats import auroc, threshold_for_fpr
 
 METHOD = "stratified bootstrap, percentile (scipy.stats.bootstrap)"
 BUDGETS = (0.01, 0.05)

@@ -37,9 +37,9 @@ import uuid
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.artifacts import check_folder, check_model_folder, describe, file_hash, manifest, read_json
-from poison.ground.errors import ArtifactError, PoisonError
-from poison.ground.io import atomic_dir
+from poison.ground.core.artifacts import check_folder, check_model_folder, describe, file_hash, manifest, read_json
+from poison.ground.core.errors import ArtifactError, PoisonError
+from poison.ground.core.io import atomic_dir
 
 log = logging.getLogger("poison")
 

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
-from poison.ground.errors import StorageError
+from poison.ground.core.errors import StorageError
 
 _NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _NO_SPACE_TEXT = ("no space left", "file too large", "quota exceeded", "errno 28", "errno 27", "errno 122")

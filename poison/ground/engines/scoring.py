@@ -18,8 +18,8 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from poison.ground.artifacts import check_model_folder
-from poison.ground.generate import GenResult, ScoreJob
+from poison.ground.core.artifacts import check_model_folder
+from poison.ground.engines.generate import GenResult, ScoreJob
 
 SCORER = {"scorer": "hf-shared-context/1"}  # what a stage key records of how sequences were scored
 
@@ -66,7 +66,7 @@ def score_shared(jobs: list[ScoreJob], *, device: str, dtype: str) -> list[tuple
     folder) is loaded onto its model through PEFT."""
     from tqdm.auto import tqdm
 
-    from poison.ground.models import load_causal_lm
+    from poison.ground.engines.models import load_causal_lm
 
     out = []
     for job in jobs:

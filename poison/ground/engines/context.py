@@ -1,6 +1,6 @@
 """RunContext: what a run hands to its stages and to every plugin, the same way for every kind.
 
-A plugin's factory is called as ``factory(cfg, ctx)`` (``poison.ground.registry``). Everything a plugin needs from
+A plugin's factory is called as ``factory(cfg, ctx)`` (``poison.ground.core.registry``). Everything a plugin needs from
 the run comes from ``ctx`` and nothing is filled into its arguments behind its back:
 
     ctx.cache_dir, ctx.models_dir, ctx.run_dir      where artifacts, converted models and the run's files live
@@ -33,13 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from poison.ground.artifacts import CacheMiss
-from poison.ground.errors import PluginError
-from poison.ground.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
-from poison.ground.io import atomic_write_json, stable_hash
-from poison.ground.models import pick_device, pick_dtype, resolve_model
-from poison.ground.procs import is_main_process, wait_for, world_size
-from poison.ground.scoring import score_shared
+from poison.ground.core.artifacts import CacheMiss
+from poison.ground.core import registry
+from poison.ground.core.errors import PluginError
+from poison.ground.engines.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
+from poison.ground.core.io import atomic_write_json, stable_hash
+from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
+from poison.ground.core.procs import is_main_process, wait_for, world_size
+from poison.ground.engines.scoring import score_shared
 
 
 @dataclass
@@ -76,9 +77,11 @@ class RunContext:
     @classmethod
     def standalone(cls, *, device: str = "auto", dtype: str = "auto", cache_dir: str | Path = ".cache/poison",
                    models_dir: str | Path | None = None, **kw: Any) -> "RunContext":
-        """The context a run with default runtime settings would give (device and dtype resolved here)."""
+        """The context a run with default runtime settings would give (device and dtype resolved here; the judge is
+        the ``llm`` judge with its default arguments unless ``judge_factory`` says otherwise)."""
         dev = pick_device(device)
         cache = Path(cache_dir).expanduser()
+        kw.setdefault("judge_factory", default_judge)
         return cls(cache_dir=cache, models_dir=Path(models_dir).expanduser() if models_dir else cache / "models",
                    device=dev, dtype=pick_dtype(dtype, dev), **kw)
 
@@ -139,7 +142,8 @@ class RunContext:
 
     def score_many(self, jobs: list[ScoreJob]) -> list[tuple[list[list[float]], GenResult]]:
         """``score_tokens`` for several models, whatever the run's backend: transformers forward passes in this
-        process with each shared context run once (poison.ground.scoring; SCORER names it in a stage key). Measured
+        process with each shared context run once (poison.ground.engines.scoring; SCORER names it in a stage key).
+        Measured
         against vLLM's ``prompt_logprobs`` on the default probe (bench/bench_probe.py): vLLM recomputes each shared
         context and the whole vocabulary at every position."""
         return score_shared(jobs, device=self.device, dtype=self.dtype)
@@ -178,7 +182,7 @@ class RunContext:
         if j.endpoint:
             self._judge_state["url"] = (j.endpoint, j.endpoint_model or j.model)
             return self._judge_state["url"]
-        from poison.ground.server import local_vllm_server
+        from poison.ground.engines.server import local_vllm_server
 
         path = self.model(j.model, "judge.model", j.revision)
         log = self.log_path("judge_server.log")
@@ -204,3 +208,7 @@ class RunContext:
     def __exit__(self, *exc: Any) -> None:
         self.close()
 
+
+def default_judge(ctx: RunContext) -> Any:
+    """The judge of a context made outside a run: the ``llm`` judge with its default arguments."""
+    return registry.get("judge", "llm", "judge.type").build({}, "judge.args", ctx)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterator, Optional
 
-from poison.ground.errors import StageError
+from poison.ground.core.errors import StageError
 
 
 def world_size() -> int:

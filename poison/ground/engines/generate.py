@@ -1,10 +1,11 @@
 """Generation backends behind one call.
 
-- ``vllm``: a worker subprocess (``python -m poison.ground.vllm_worker``) runs vLLM's offline ``LLM.chat`` for a list of
+- ``vllm``: a worker subprocess (``python -m poison.ground.engines.vllm_worker``) runs vLLM's offline ``LLM.chat`` for
+a list of
   jobs, one model after another, so each model's memory is freed and the parent process (which also trains) keeps
   its own thread settings. On CPU the worker gets vLLM's thread binding over all cores of this machine.
 - ``hf``: batched ``model.generate`` with left padding, in-process (the fallback).
-- ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (``poison.ground.endpoint``).
+- ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (``poison.ground.engines.endpoint``).
 
 Every backend returns, per job, one list of ``n`` completions per prompt, and beside it why each one stopped
 (``finish``: ``stop`` at the end-of-sequence token or a stop string, ``length`` at ``max_new_tokens``). Part of the
@@ -23,9 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.artifacts import check_model_folder
-from poison.ground.errors import GenerationError
-from poison.ground.procs import die_with_parent
+from poison.ground.core.artifacts import check_model_folder
+from poison.ground.core.errors import GenerationError
+from poison.ground.core.procs import die_with_parent
 
 
 @dataclass
@@ -87,7 +88,7 @@ def sweep_worker_tmp() -> int:
     directory, only this project's prefix). Returns how many were removed."""
     import shutil
 
-    from poison.ground.procs import alive
+    from poison.ground.core.procs import alive
 
     n = 0
     for d in Path(tempfile.gettempdir()).glob(f"{WORKER_TMP_PREFIX}*-*"):
@@ -180,7 +181,7 @@ def _one_worker(jobs: list[dict[str, Any]], *, device: str, dtype: str, vllm_set
         req = Path(td) / "jobs.json"
         out = Path(td) / "results.json"
         req.write_text(json.dumps({"device": device, "dtype": dtype, "settings": vllm_settings, "jobs": jobs}))
-        cmd = [sys.executable, "-m", "poison.ground.vllm_worker", str(req), str(out)]
+        cmd = [sys.executable, "-m", "poison.ground.engines.vllm_worker", str(req), str(out)]
         log = open(log_path, "ab") if log_path else None
         try:
             # stderr carries vLLM's progress bars to the terminal; stdout (log noise) goes to the run log
@@ -264,7 +265,7 @@ def score_hf(jobs: list[ScoreJob], *, device: str, dtype: str,
     """``score_vllm`` with transformers forward passes in this process (right padding, length-sorted batches)."""
     import torch
 
-    from poison.ground.models import load_causal_lm
+    from poison.ground.engines.models import load_causal_lm
 
     out = []
     for job in jobs:
@@ -310,7 +311,7 @@ def generate_hf(jobs: list[GenJob], *, device: str, dtype: str, batch_size: int 
     import torch
     from tqdm.auto import tqdm
 
-    from poison.ground.models import load_causal_lm
+    from poison.ground.engines.models import load_causal_lm
 
     results = []
     for job in jobs:

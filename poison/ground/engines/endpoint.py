@@ -6,8 +6,8 @@ from __future__ import annotations
 import time
 from typing import Optional
 
-from poison.ground.errors import GenerationError
-from poison.ground.generate import GenJob, GenResult
+from poison.ground.core.errors import GenerationError
+from poison.ground.engines.generate import GenJob, GenResult
 
 
 def generate_openai(jobs: list[GenJob], *, base_url: str, model: str, api_key: Optional[str] = None,

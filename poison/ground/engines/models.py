@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from poison.ground.errors import ModelError
-from poison.ground.io import atomic_dir
-from poison.ground.submodel import base_layer_count, build_layer_subset, folder_name, kept_layers, split_spec
+from poison.ground.core.errors import ModelError
+from poison.ground.core.io import atomic_dir
+from poison.ground.engines.submodel import base_layer_count, build_layer_subset, folder_name, kept_layers, split_spec
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ def resolve_model(spec: str, models_dir: str | Path, field: str = "model", revis
     if not spec or not isinstance(spec, str):
         raise ModelError(f"{field}: empty model spec")
     subset = split_spec(spec)
-    if subset:  # a smaller model: some of the base's decoder layers (poison.ground.submodel)
+    if subset:  # a smaller model: some of the base's decoder layers (poison.ground.engines.submodel)
         base = resolve_model(subset[0], models_dir, field, revision, create, notes)
         if not (base / "config.json").is_file():  # --check of a base not converted yet: only the syntax is checked
             kept_layers(subset[1], 10**6, field)
@@ -340,7 +340,7 @@ def load_causal_lm(path: str | Path, dtype: str = "float32", device: str = "cpu"
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from poison.ground.artifacts import check_model_folder
+    from poison.ground.core.artifacts import check_model_folder
 
     check_model_folder(path)  # a damaged folder: one error naming its file, not a loader's traceback
     tok = AutoTokenizer.from_pretrained(path)

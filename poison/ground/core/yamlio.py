@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from poison.ground.errors import ConfigError
+from poison.ground.core.errors import ConfigError
 
 MAX_BYTES = 1 << 20
 MAX_ALIASES = 200

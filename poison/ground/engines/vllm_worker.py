@@ -1,10 +1,10 @@
-"""vLLM worker: ``python -m poison.ground.vllm_worker jobs.json results.json``.
+"""vLLM worker: ``python -m poison.ground.engines.vllm_worker jobs.json results.json``.
 
 Runs each job's prompts through vLLM's offline engine and writes the completions. Jobs on the same model folder share
 one engine: a job with a LoRA ``adapter`` runs on its base folder with the adapter as a ``LoRARequest`` (the engine
 started with ``enable_lora``), so a run's baseline, teacher and LoRA students are one engine, not one per merged
-model. Started by poison.ground.generate with the environment vLLM needs (CPU thread binding, in-process engine, the
-GPUs of a data-parallel shard); not meant to be run by hand.
+model. Started by poison.ground.engines.generate with the environment vLLM needs (CPU thread binding, in-process
+engine, the GPUs of a data-parallel shard); not meant to be run by hand.
 """
 
 from __future__ import annotations

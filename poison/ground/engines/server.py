@@ -3,7 +3,8 @@
     with local_vllm_server(model_folder, served_model_name="judge") as base_url:
         rater = registry.get("judge", "llm").build({"base_url": base_url, "model": "judge"})
 
-On CPU the server gets the same environment as the testbed's vLLM worker (``poison.ground.generate.vllm_env``: OpenMP
+On CPU the server gets the same environment as the testbed's vLLM worker (``poison.ground.engines.generate.vllm_env``:
+OpenMP
 threads bound to every core of this machine, no reserved core, libiomp5 preloaded), with the engine in its own process.
 The server runs in its own process group, which is terminated (then killed) on exit. It also gets a parent-death
 signal, so a run killed with -9 takes it along, and (with ``pid_dir``) a pid file that the next run reaps if the
@@ -24,8 +25,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator, Optional, Sequence
 
-from poison.ground.errors import ServerError
-from poison.ground.procs import die_with_parent, record_child
+from poison.ground.core.errors import ServerError
+from poison.ground.core.procs import die_with_parent, record_child
 
 
 def free_port() -> int:
@@ -113,9 +114,9 @@ def local_vllm_server(model_path: str | Path, port: Optional[int] = None, *, ser
     ``dtype`` "auto" picks bfloat16 where the hardware does it natively, float32 otherwise. vLLM's output goes to
     ``log_path`` (default: a temporary file, kept); a failed start raises ServerError with the end of that log.
     """
-    from poison.ground.generate import vllm_env
-    from poison.ground.models import pick_device, pick_dtype
-    from poison.ground.vllm_worker import cpu_memory_fraction
+    from poison.ground.engines.generate import vllm_env
+    from poison.ground.engines.models import pick_device, pick_dtype
+    from poison.ground.engines.vllm_worker import cpu_memory_fraction
 
     dev = pick_device(device)
     port = port or free_port()

@@ -125,7 +125,7 @@ def pooled_mean(replicates: Sequence[Replicate], confidence: float = 0.95, *, pr
     if d == "single" and prompt_interval is not None and prompt_interval[0] is not None:
         lo, hi = prompt_interval
     elif proportion and (np.all(values == 0) or np.all(values == 1)):
-        from poison.ground.stats import exact_proportion_interval
+        from poison.ground.results.stats import exact_proportion_interval
 
         lo, hi = exact_proportion_interval(float(values.mean()) * out["n_prompts"], out["n_prompts"], confidence)
         out["method"] += "+exact_bound"

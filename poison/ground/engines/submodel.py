@@ -21,8 +21,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from poison.ground.errors import ModelError
-from poison.ground.io import atomic_dir
+from poison.ground.core.errors import ModelError
+from poison.ground.core.io import atomic_dir
 
 SUFFIX = "@layers="
 _RANGES = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")

@@ -7,7 +7,7 @@ own built-ins are declared the same way in pyproject.toml, so a third-party pack
 project does::
 
     # my_defense/__init__.py
-    from poison.ground.registry import PluginConfig, defense
+    from poison.ground.core.registry import PluginConfig, defense
 
     @defense("my_filter", config=MyFilterConfig, description="...")
     class MyFilter:
@@ -33,9 +33,9 @@ cache-key inputs of the stages that run it; a plugin without one keeps its recor
     @defense("my_judge_filter", config=MyConfig, needs={"judge"}, version=2)
 
 Every factory is called the same way, ``factory(cfg, ctx)``: ``cfg`` is the validated argument object and ``ctx`` the
-run's :class:`poison.ground.context.RunContext` (cache and model folders, device, dtype, generate and score
-functions). A plugin takes run settings from ``ctx`` and nowhere else; outside a run (tests, benchmarks) ``build``
-hands it ``RunContext.standalone()``.
+run's :class:`poison.ground.engines.context.RunContext` (cache and model folders, device, dtype, generate and score
+functions). A plugin takes run settings from ``ctx`` and nowhere else; outside a run (tests, benchmarks) pass
+``ctx=RunContext.standalone()``; without one a plugin gets :class:`NoRunContext`, which says so when it is used.
 
 Part of the ground layer: it imports nothing above it.
 """
@@ -51,7 +51,7 @@ from typing import Any, Callable, Iterable
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from poison.ground.errors import PluginError
+from poison.ground.core.errors import PluginError
 
 ENTRY_POINT_GROUP = "cascade_poison.plugins"
 
@@ -113,13 +113,13 @@ class PluginInfo:
         return self.validate_args(args).model_dump(mode="json")
 
     def build(self, args: dict[str, Any] | None = None, path: str | None = None, ctx: Any = None) -> Any:
-        """Instantiate the plugin as ``factory(cfg, ctx)`` with validated arguments and the run context (a standalone
-        context when ``ctx`` is None); the instance carries ``plugin_record``."""
+        """Instantiate the plugin as ``factory(cfg, ctx)`` with validated arguments and the run context. Without
+        ``ctx`` the plugin gets :class:`NoRunContext`: enough for a plugin that never asks the run for anything (a
+        data source, a bias type); one that does is told to pass ``ctx=RunContext.standalone()``
+        (``poison.ground.engines.context``). The instance carries ``plugin_record``."""
         cfg = self.validate_args(args, path)
-        if ctx is None:  # outside a run: the defaults a run would use, the default judge included
-            from poison.ground.context import RunContext
-
-            ctx = RunContext.standalone(judge_factory=default_judge)
+        if ctx is None:
+            ctx = NoRunContext(self)
         for_plugin = getattr(ctx, "for_plugin", None)  # a plugin that declares needs={"judge"} gets the run's judge
         obj = self.factory(cfg, for_plugin(self) if for_plugin else ctx)
         try:
@@ -133,6 +133,25 @@ class PluginInfo:
         rec = {"kind": self.kind, "name": self.name, "args": cfg.model_dump(mode="json"), "module": self.module}
         return rec if self.version is None else {**rec, "version": self.version}
 
+
+
+class NoRunContext:
+    """What a plugin built outside a run without a context gets: any use of the run (models, generation, the judge)
+    raises a :class:`PluginError` that says how to give it one. The core layer never makes a run context itself:
+    that is the engines' (``RunContext.standalone()``)."""
+
+    def __init__(self, info: PluginInfo):
+        self._info = info
+
+    def for_plugin(self, info: PluginInfo) -> "NoRunContext":
+        return self
+
+    def __getattr__(self, attr: str) -> Any:
+        if attr.startswith("__"):
+            raise AttributeError(attr)
+        raise PluginError(f"{self._info.kind} '{self._info.name}' uses the run context (ctx.{attr}) but was built "
+                          "without one: build it with ctx=RunContext.standalone() "
+                          "(poison.ground.engines.context), or inside a run")
 
 class PluginArgsError(PluginError):
     """A plugin's arguments are invalid: ``problems`` holds one (key path under ``args``, message) per problem."""
@@ -217,11 +236,6 @@ def judge(name: str, config: type[PluginConfig] | None = None, description: str 
     The config's ``judge.type`` names the run's judge: it gives the eval verdicts (``judge.evaluate``) and is what
     plugins that declare ``needs={"judge"}`` get from ``ctx.judge_plugin()``."""
     return _register("judge", name, config, description, needs, version)
-
-
-def default_judge(ctx: Any) -> Any:
-    """The judge of a context made outside a run: the ``llm`` judge with its default arguments."""
-    return get("judge", "llm", "judge.type").build({}, "judge.args", ctx)
 
 
 def load_plugins() -> None:

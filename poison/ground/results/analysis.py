@@ -1,7 +1,7 @@
 """Analysing runs with code: ``poison.load_run(run_dir)`` reads a run directory back (metrics.json typed by
 ``poison.ground.results``, config, status, every metrics section and per-sample table as pandas frames) with the same
-safe readers the dashboard uses (``poison.ground.rundir``). A path that is not a run directory, and a section name
-that is no section of metrics.json, raise ``DataError`` naming the path or the valid names; a run still in progress
+safe readers the dashboard uses (``poison.ground.results.rundir``). A path that is not a run directory, and a section
+name that is no section of metrics.json, raise ``DataError`` naming the path or the valid names; a run still in progress
 reads as such (status running, no metrics yet, every list section an empty frame). Part of the ground layer."""
 
 from __future__ import annotations
@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from poison.ground.errors import DataError
+from poison.ground.core.errors import DataError
 from poison.ground.results import LIST_SECTIONS as RESULT_LIST_SECTIONS
 from poison.ground.results import Metrics, read_metrics
-from poison.ground.rundir import (RUN_MARKERS, SWEEP_MARKERS, _listing, load_defense_scores, load_samples, read_parquet,
-                                  read_yaml, run_state, scan)
+from poison.ground.results.rundir import (RUN_MARKERS, SWEEP_MARKERS, _listing, load_defense_scores, load_samples,
+                                          read_parquet, read_yaml, run_state, scan)
 
 TABLES = {"samples": "samples.parquet", "train_set": "train_set.parquet", "distill_set": "distill_set.parquet",
           "defense_scores": "defense_scores.parquet", "probe": "probe.parquet"}
