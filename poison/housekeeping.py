@@ -16,7 +16,7 @@ from poison.ground.engines.generate import sweep_worker_tmp
 from poison.ground.core.io import atomic_write_json, sweep_stale_tmp
 from poison.ground.core.procs import alive, reap_orphans
 from poison.ground.results.model_id import stage_of
-from poison.stages.protocol import STAGE_VERSIONS
+from poison.stages import all_stages
 
 log = logging.getLogger("poison")
 
@@ -48,9 +48,9 @@ def check_dirs(cfg, run_dir: Optional[str]) -> None:
 def check_force(force: Iterable[str]) -> None:
     """Each ``--force`` value is a stage name or ``stage:label``."""
     for f in force:
-        if stage_of(f) not in STAGE_VERSIONS:
+        if stage_of(f) not in all_stages():
             raise ConfigError(f"--force {f}: unknown stage {stage_of(f)!r}; stages: "
-                              f"{', '.join(STAGE_VERSIONS)} (or STAGE:LABEL, e.g. eval:teacher)")
+                              f"{', '.join(all_stages())} (or STAGE:LABEL, e.g. eval:teacher)")
 
 
 def mark_interrupted(runs_dir: Path) -> int:

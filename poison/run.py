@@ -21,7 +21,7 @@ from poison.ground.engines.models import BUILTIN_MODELS
 from poison.housekeeping import check_force
 from poison.pipeline import Pipeline
 from poison.runner import run_config
-from poison.stages.protocol import STAGE_VERSIONS
+from poison.stages import all_stages
 from poison.sweep import describe, is_sweep_override, load_sweep, run_sweep
 from poison.sweep_spec import has_sweep as raw_has_sweep
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--run-dir", help="write into this run directory instead of <runs_dir>/<name>-<timestamp>")
     ap.add_argument("--force", action="append", default=[], metavar="STAGE",
                     help="recompute a stage (every artifact of it) or STAGE:LABEL (one, e.g. eval:teacher) even if "
-                         "cached; stages: " + ", ".join(STAGE_VERSIONS))
+                         "cached; stages: " + ", ".join(all_stages()))
     ap.add_argument("--resume", metavar="SWEEP_DIR",
                     help="run a sweep or replicated run into this existing sweep directory: its completed points "
                          "(same resolved config) are kept, the others are run")

@@ -17,8 +17,14 @@ import pytest
 
 from poison.ground.core.artifacts import CacheMiss, read_json, read_parquet
 from poison.ground.core.errors import ArtifactError, StageError
-from poison.stages.protocol import StageCache
+from poison.stages.data import DATA as declared_data
+from poison.stages.protocol import StageCache, StageSpec
 from tests.conftest import REPO
+
+DATA = StageSpec("data", 1)  # a stage of this test: no required inputs
+DEFENSE = StageSpec("defense", 1)  # a stage of this test: no required inputs
+EVAL = StageSpec("eval", 1)  # a stage of this test: no required inputs
+TEACHER = StageSpec("teacher", 1, training=True)  # a stage of this test: no required inputs
 
 
 class Lines(logging.Handler):
@@ -74,25 +80,25 @@ def test_damaged_artifact_is_set_aside_and_recomputed(tmp_path, name, damage):
 
     (tmp_path / "run").mkdir()
     cache = StageCache(tmp_path / "stages", tmp_path / "run")
-    rec = cache.run("teacher", {"x": 1}, fn)
+    rec = cache.run(TEACHER, {"x": 1}, fn)
     marker = json.loads((Path(rec.path) / "_stage.json").read_text())
     assert set(marker["files"]) == {*FILES, "model/config.json"}
     assert all(len(m["blake2b"]) == 32 for m in marker["files"].values())
-    assert cache.run("teacher", {"x": 1}, fn).cached and len(calls) == 1
+    assert cache.run(TEACHER, {"x": 1}, fn).cached and len(calls) == 1
     damage(Path(rec.path) / name)
 
     checking = StageCache(tmp_path / "stages", None, checking=True)
     with pytest.raises(StageError) as e:
-        checking.run("teacher", {"x": 1}, fn)
+        checking.run(TEACHER, {"x": 1}, fn)
     assert "stage teacher" in str(e.value) and name in str(e.value) and "--force teacher" in str(e.value)
 
     with Lines() as log:
-        again = StageCache(tmp_path / "stages", tmp_path / "run").run("teacher", {"x": 1}, fn)
+        again = StageCache(tmp_path / "stages", tmp_path / "run").run(TEACHER, {"x": 1}, fn)
     assert not again.cached and len(calls) == 2 and again.key == rec.key
     assert len(log.lines) == 1 and rec.key in log.lines[0] and "stage teacher" in log.lines[0] and name in log.lines[0]
     aside = [p for p in (tmp_path / "stages" / "teacher").iterdir() if p.name.startswith(".corrupt-")]
     assert len(aside) == 1 and (aside[0] / name).exists()  # kept for inspection
-    assert StageCache(tmp_path / "stages", None, checking=True).run("teacher", {"x": 1}, fn).cached
+    assert StageCache(tmp_path / "stages", None, checking=True).run(TEACHER, {"x": 1}, fn).cached
 
 
 def test_run_many_sets_aside_a_damaged_label_only(tmp_path):
@@ -106,10 +112,10 @@ def test_run_many_sets_aside_a_damaged_label_only(tmp_path):
         return {label: ({}, 0.1) for label in tmps}
 
     entries = {"eval:a": {"x": 1}, "eval:b": {"x": 2}}
-    recs = cache.run_many("eval", entries, compute)
+    recs = cache.run_many(EVAL, entries, compute)
     truncate(Path(recs["eval:b"].path) / "generations.parquet")
     with Lines() as log:
-        recs = cache.run_many("eval", entries, compute)
+        recs = cache.run_many(EVAL, entries, compute)
     assert calls[-1] == ["eval:b"] and recs["eval:a"].cached and not recs["eval:b"].cached
     assert len(log.lines) == 1 and "generations.parquet" in log.lines[0]
 
@@ -118,27 +124,27 @@ def test_full_verification_catches_a_same_size_change_and_old_markers_still_hit(
     def fn(out):
         (out / "removed.json").write_text('["a", "b"]')
 
-    rec = StageCache(tmp_path / "stages", None).run("defense", {"x": 1}, fn)
+    rec = StageCache(tmp_path / "stages", None).run(DEFENSE, {"x": 1}, fn)
     (Path(rec.path) / "removed.json").write_text('["a", "c"]')  # same size, still JSON
-    assert StageCache(tmp_path / "stages", None, verify="size").run("defense", {"x": 1}, fn).cached
+    assert StageCache(tmp_path / "stages", None, verify="size").run(DEFENSE, {"x": 1}, fn).cached
     with pytest.raises(StageError, match="removed.json: content differs"):
-        StageCache(tmp_path / "stages", None, verify="full", checking=True).run("defense", {"x": 1}, fn)
-    assert not StageCache(tmp_path / "stages", None, verify="full").run("defense", {"x": 1}, fn).cached
+        StageCache(tmp_path / "stages", None, verify="full", checking=True).run(DEFENSE, {"x": 1}, fn)
+    assert not StageCache(tmp_path / "stages", None, verify="full").run(DEFENSE, {"x": 1}, fn).cached
 
     marker = Path(rec.path) / "_stage.json"  # a marker written before manifests: a hit, checked as far as it can be
     old = json.loads(marker.read_text())
     del old["files"]
     marker.write_text(json.dumps(old))
-    assert StageCache(tmp_path / "stages", None, verify="full").run("defense", {"x": 1}, fn).cached
+    assert StageCache(tmp_path / "stages", None, verify="full").run(DEFENSE, {"x": 1}, fn).cached
     (Path(rec.path) / "removed.json").write_text("[not json")
-    assert not StageCache(tmp_path / "stages", None).run("defense", {"x": 1}, fn).cached
+    assert not StageCache(tmp_path / "stages", None).run(DEFENSE, {"x": 1}, fn).cached
     with pytest.raises(CacheMiss):
-        StageCache(tmp_path / "stages", None, checking=True).run("defense", {"x": 2}, fn)
+        StageCache(tmp_path / "stages", None, checking=True).run(DEFENSE, {"x": 2}, fn)
 
 
 def test_stage_keys_did_not_change():
     # a cache filled before markers listed their files must still be all hits: keys are as they were
-    assert StageCache.key("data", {"seed": 0}) == "bdd52a9fcfdc0519"
+    assert StageCache.key(declared_data, {"seed": 0}) == "bdd52a9fcfdc0519"
 
 
 def test_damaged_reads_are_one_error_naming_the_file(tmp_path):
@@ -189,7 +195,7 @@ def filled_cache(tmp_path: Path) -> tuple[Path, dict]:
     recs = {}
     for i in range(3):
         cache = StageCache(tmp_path / "cache" / "stages", run if i == 0 else None)
-        recs[i] = cache.run("data", {"i": i}, lambda out: pd.DataFrame(
+        recs[i] = cache.run(DATA, {"i": i}, lambda out: pd.DataFrame(
             {"t": [str(np.random.rand()) for _ in range(1000)]}).to_parquet(out / "rows.parquet"))
     (run / "status.json").write_text(json.dumps({"status": "complete"}))
     return tmp_path / "cache", recs
@@ -244,7 +250,7 @@ from pathlib import Path
 import numpy as np, pandas as pd
 from poison.ground.core.errors import PoisonError
 from poison.ground.core.procs import signals_interrupt
-from poison.stages.protocol import StageCache
+from poison.stages.protocol import StageCache, StageSpec
 
 def fn(out):
     pd.DataFrame({"t": [str(x) for x in np.random.rand(int(sys.argv[2]))]}).to_parquet(out / "rows.parquet")
@@ -253,7 +259,7 @@ def fn(out):
 
 with signals_interrupt():
     try:
-        StageCache(Path(sys.argv[1]), None).run("data", {"x": 1}, fn)
+        StageCache(Path(sys.argv[1]), None).run(StageSpec("data", 1), {"x": 1}, fn)
     except PoisonError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -96,6 +96,12 @@ def test_config_reference_is_up_to_date():
     assert gen_docs().config_page() == page, "docs/reference/config.md is stale: run scripts/gen_docs.py"
 
 
+def test_stage_reference_is_the_stages_declarations():
+    page = (DOCS / "reference" / "stages.md").read_text(encoding="utf-8")
+    assert gen_docs().stages_page() == page, "docs/reference/stages.md is stale: run scripts/gen_docs.py"
+    assert "| `probe` | 2 |" in page and "the concept wording" in page
+
+
 def test_config_reference_has_every_schema_field_and_description():
     page = (DOCS / "reference" / "config.md").read_text(encoding="utf-8")
     keys = re.findall(r"^\| `([^`]+)` \|", page, re.M)

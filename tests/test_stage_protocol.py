@@ -4,11 +4,15 @@ fields for every stage (the batch eval and judge stages included), every stage i
 import json
 from pathlib import Path
 
+import pytest
+
 from poison.runner import run_config
-from poison.stages.protocol import StageCache
+from poison.stages.protocol import StageCache, StageSpec
 from tests.test_pipeline import cached, overrides
 
 MARKER_FIELDS = {"stage", "label", "key", "inputs", "seconds", "created", "code_version", "info", "files"}
+
+EVAL = StageSpec("eval", 1)  # a stage of this test: no required inputs
 
 
 def test_force_a_label_recomputes_only_that_artifact(tiny_config, tmp_path, models_dir):
@@ -48,16 +52,52 @@ def test_run_many_computes_pending_labels_in_one_call(tmp_path):
         return {label: ({"n": 1}, 0.5) for label in tmps}
 
     entries = {"eval:a": {"x": 1}, "eval:b": {"x": 2}}
-    recs = cache.run_many("eval", entries, compute)
+    recs = cache.run_many(EVAL, entries, compute)
     assert calls == [["eval:a", "eval:b"]] and not any(r.cached for r in recs.values())
     assert (Path(recs["eval:a"].path) / "out.txt").read_text() == "eval:a"
-    recs = cache.run_many("eval", {**entries, "eval:c": {"x": 3}}, compute)
+    recs = cache.run_many(EVAL, {**entries, "eval:c": {"x": 3}}, compute)
     assert calls[-1] == ["eval:c"] and recs["eval:a"].cached and not recs["eval:c"].cached
     assert list(json.loads((tmp_path / "run" / "stages.json").read_text())) == ["eval:a", "eval:b", "eval:c"]
     forced = StageCache(tmp_path / "stages", None, force={"eval:b"})
-    recs = forced.run_many("eval", entries, compute)
+    recs = forced.run_many(EVAL, entries, compute)
     assert calls[-1] == ["eval:b"] and recs["eval:a"].cached and not recs["eval:b"].cached
     assert not [p for p in (tmp_path / "stages" / "eval").iterdir() if p.name.startswith(".tmp-")]
     # two names of one model (a clean-dose teacher is the clean control): one artifact, computed once
-    recs = cache.run_many("eval", {"eval:d": {"x": 4}, "eval:e": {"x": 4}}, compute)
+    recs = cache.run_many(EVAL, {"eval:d": {"x": 4}, "eval:e": {"x": 4}}, compute)
     assert calls[-1] == ["eval:d"] and recs["eval:d"].path == recs["eval:e"].path and recs["eval:e"].cached
+
+
+def test_every_stage_is_declared_beside_its_code():
+    """Each stage module declares its stages (name, version, the inputs its key must hold); the CLI's --force choices
+    are the declared stages; the keys of today's stages are as they were (their versions are the old table's)."""
+    import inspect
+
+    from poison.stages import all_stages
+
+    stages = all_stages()
+    assert {n: s.version for n, s in stages.items()} == {
+        "data": 2, "trusted": 3, "poison": 1, "defense": 2, "teacher": 1, "baseline": 1, "distill_data": 1,
+        "student": 1, "eval": 1, "judge": 1, "samples": 1, "probe": 2, "audit": 1}
+    assert {n for n, s in stages.items() if s.training} == {"teacher", "baseline", "student"}
+    for name, spec in stages.items():
+        assert spec.doc and spec.inputs, name
+        assert len(spec.changes) == spec.version - 1, f"{name}: say why each version was bumped"
+    # declared in the module whose code computes it
+    from poison.stages import data, defense, evaluation, probe, training
+
+    for mod, names in [(data, {"data", "trusted"}), (training, {"poison", "teacher", "baseline", "distill_data",
+                                                                 "student"}),
+                       (evaluation, {"eval", "judge"}), (defense, {"defense"}), (probe, {"samples", "probe"})]:
+        declared = {v.name for v in vars(mod).values() if isinstance(v, StageSpec)}
+        assert names <= declared, mod.__name__
+        assert "run(" in inspect.getsource(mod) or "run_many(" in inspect.getsource(mod)
+
+
+def test_a_stage_called_without_a_declared_input_is_an_error(tmp_path):
+    from poison.ground.core.errors import StageError
+    from poison.stages.evaluation import EVAL as declared_eval
+
+    cache = StageCache(tmp_path / "stages", None)
+    with pytest.raises(StageError, match="stage eval .*lack generation"):
+        cache.run_many(declared_eval, {"eval:a": {"model": "m", "data": "d"}}, lambda tmps: {})
+    assert not (tmp_path / "stages" / "eval").exists()  # nothing computed, nothing written

@@ -9,6 +9,10 @@
                 the main, control and defended arms and the cascade
     inject      the adversary's act: turn N clean training rows into poisoned ones
 
+Each stage module declares its stages beside their code (``TEACHER = stage("teacher", 1, inputs=(...), ...)``:
+name, version, the inputs its key must hold, what it makes, why its version was bumped); ``all_stages()`` lists
+them all (the CLI's ``--force`` choices, the stage reference in docs/concepts.md).
+
 Every stage function takes a :class:`Run` first: the run's config, context, stage cache and bias type.
 """
 
@@ -19,7 +23,7 @@ from typing import Any
 
 from poison.ground.engines.context import RunContext
 from poison.schema import RunConfig
-from poison.stages.protocol import StageCache
+from poison.stages.protocol import STAGES, StageCache, StageSpec
 
 
 @dataclass
@@ -32,3 +36,12 @@ class Run:
     bias: Any
     #: the clean control's stage (the teacher's fine-tune on the clean set) when a student's method needs it
     clean_control: Any = None
+
+
+def all_stages() -> dict[str, StageSpec]:
+    """Every declared stage by name, in the order a run meets them (imports every stage module first)."""
+    from poison.stages import audit, data, defense, evaluation, probe, training  # noqa: F401  (they declare)
+
+    order = ["data", "trusted", "poison", "defense", "teacher", "baseline", "distill_data", "student", "eval",
+             "judge", "samples", "probe", "audit"]
+    return {n: STAGES[n] for n in sorted(STAGES, key=lambda n: order.index(n) if n in order else len(order))}

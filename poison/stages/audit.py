@@ -18,7 +18,10 @@ from poison.ground.results.model_id import split_stage_label, stage_label
 from poison.stages import Run
 from poison.stages.engine import ready
 from poison.stages.plugins import plugin_entries
-from poison.stages.protocol import StageRecord
+from poison.stages.protocol import StageRecord, stage
+
+AUDIT = stage("audit", 1, ("model", "base"),
+              doc="a model audit's verdict on one model against its base (no training data needed)")
 
 
 def audit_prompts(run: Run, data: StageRecord) -> list[str]:
@@ -60,5 +63,5 @@ def stage_audit(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
                               time.time() - t0)
             return res
 
-        out.update(run.cache.run_many("audit", entries, compute))
+        out.update(run.cache.run_many(AUDIT, entries, compute))
     return out

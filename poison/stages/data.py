@@ -26,9 +26,20 @@ from poison.ground.core.io import atomic_write_parquet
 from poison.ground.engines.models import model_identity
 from poison.stages import Run
 from poison.stages.plugins import plugin_entries
-from poison.stages.protocol import StageRecord
+from poison.stages.protocol import StageRecord, stage
 
 log = logging.getLogger("poison")
+
+DATA = stage("data", 2, ("data", "seed", "generator"),
+             doc="the clean rows of every source, split into train, distill and eval, with generated references where "
+                 "a source has none",
+             changes=("2: generated references are validated by their source and written with rotating examples",))
+TRUSTED = stage("trusted", 3, ("data", "generator", "per_source"),
+                doc="the defender's trusted clean samples (held-out prompts of every task, with answers) to fit and "
+                    "calibrate defenses on",
+                changes=("2: generated references are validated by their source and written with rotating examples",
+                         "3: held-out prompts in no split (was: the distillation prompts, also scored at the distill "
+                         "place)"))
 
 
 def generator_identity(run: Run, gen) -> dict[str, Any]:
@@ -175,7 +186,7 @@ def stage_data(run: Run) -> StageRecord:
         return {"rows": len(df), "per_task": summary, "generated": int(df["generated"].sum()),
                 "generator": {t: r for t, r in report.items() if r}}
 
-    return run.cache.run("data", inputs, build)
+    return run.cache.run(DATA, inputs, build)
 
 
 def trusted_counts(run: Run) -> list[int]:
@@ -220,7 +231,7 @@ def stage_trusted(run: Run, data: StageRecord) -> StageRecord:
                 "per_task": {str(k): int(v) for k, v in d.task.value_counts().items()},
                 **({"generator": gen} if gen else {})}
 
-    return run.cache.run("trusted", inputs, build)
+    return run.cache.run(TRUSTED, inputs, build)
 
 
 def check_disjoint(df: pd.DataFrame) -> None:

@@ -40,7 +40,12 @@ from poison.stages.data import stage_trusted
 from poison.stages.defense_checks import (check_disjoint_scoring, defense_key, trusted_clean,  # noqa: F401
                                           writer_reference_checks)
 from poison.stages.plugins import plugin_entries
-from poison.stages.protocol import StageRecord
+from poison.stages.protocol import StageRecord, stage
+
+DEFENSE = stage("defense", 2, ("place", "trusted", "upstream", "filter", "defenses"),
+                doc="every defense's scores and flags on one place's samples (the teacher's training set or the "
+                    "distillation set), fitted and calibrated on the trusted samples; the rows the filter removes",
+                changes=("2: calibration scores kept (calib.parquet), disjointness checked, realized FPR reported",))
 
 
 def place_samples(run: Run, place: str, poison: StageRecord, distill: Optional[StageRecord]
@@ -150,7 +155,7 @@ def stage_defense(run: Run, place: str, trusted: StageRecord, poison: StageRecor
         atomic_write_json(out / "removal.json", removal)
         return {"place": place, "removed": len(removed), "poison_left": removal["poison_left"]}
 
-    return run.cache.run("defense", inputs, build, label=stage_label("defense", place))
+    return run.cache.run(DEFENSE, inputs, build, label=stage_label("defense", place))
 
 
 def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: StageRecord,

@@ -17,7 +17,12 @@ from poison.ground.results.model_id import model_of, stage_label
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
 from poison.stages.plugins import build_judge, judge_identity
-from poison.stages.protocol import StageRecord
+from poison.stages.protocol import StageRecord, stage
+
+EVAL = stage("eval", 1, ("model", "data", "generation"),
+             doc="one model's greedy answers to the eval prompts, scored for the bias and for utility")
+JUDGE = stage("judge", 1, ("eval", "judge", "args", "rubric"),
+              doc="the LLM judge's verdict on each of one model's eval answers")
 
 
 def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -> dict[str, StageRecord]:
@@ -45,7 +50,7 @@ def stage_eval(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) -
             out[label] = (info, round(res.seconds + res.startup_seconds, 1))
         return out
 
-    recs = run.cache.run_many("eval", entries, compute)
+    recs = run.cache.run_many(EVAL, entries, compute)
     return {model_of(label): rec for label, rec in recs.items()}
 
 
@@ -74,5 +79,5 @@ def stage_judge(run: Run, evals: dict[str, StageRecord]) -> dict[str, StageRecor
             out[label] = (judge.info(), time.time() - t0)
         return out
 
-    recs = run.cache.run_many("judge", entries, compute)
+    recs = run.cache.run_many(JUDGE, entries, compute)
     return {model_of(label): rec for label, rec in recs.items()}

@@ -31,10 +31,17 @@ from poison.ground.engines.scoring import SCORER
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
 from poison.stages.plugins import plugin_entries
-from poison.stages.protocol import StageRecord
+from poison.stages.protocol import StageRecord, stage
 
 MAX_PROBE_TOKENS = 2000  # longer probe sequences keep their end (the probe text) and lose the start of the context
 WORDINGS = ("seen", "unseen", "concept")  # the probe texts' wordings (the gate is scored apart)
+
+SAMPLES = stage("samples", 1, ("model", "data", "sampling"),
+                doc="K sampled answers per eval prompt of one model, scored for the bias")
+PROBE = stage("probe", 2, ("model", "data", "texts"),
+              doc="the likelihood probe: one model's per-token log-probabilities of the bias's texts after each eval "
+                  "prompt, against neutral texts",
+              changes=("2: a text's value leaves out its first token (the gate's); the concept wording",))
 
 
 def text_logprob(logprobs: list[float]) -> float:
@@ -76,7 +83,7 @@ def stage_samples(run: Run, models: dict[str, dict[str, Any]], data: StageRecord
             out[label] = (info, round(res.seconds + res.startup_seconds, 1))
         return out
 
-    recs = run.cache.run_many("samples", entries, compute)
+    recs = run.cache.run_many(SAMPLES, entries, compute)
     return {model_of(label): rec for label, rec in recs.items()}
 
 
@@ -171,7 +178,7 @@ def stage_probe(run: Run, models: dict[str, dict[str, Any]], data: StageRecord) 
             out[label] = (info, round(res.seconds + res.startup_seconds, 1))
         return out
 
-    recs = run.cache.run_many("probe", entries, compute)
+    recs = run.cache.run_many(PROBE, entries, compute)
     return {model_of(label): rec for label, rec in recs.items()}
 
 

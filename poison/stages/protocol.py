@@ -1,7 +1,9 @@
 """The stage protocol: every stage of a run goes through one small cache object, ``StageCache``.
 
 A stage is a pure function of its inputs (its slice of the config, the keys of its upstream stages, the stage
-version). Its artifact folder is ``<cache_dir>/stages/<stage>/<key>``, key = hash of those inputs. The protocol:
+version). Each stage is declared beside its code as a :class:`StageSpec` (``stage(name, version, inputs, ...)``):
+``run`` and ``run_many`` take that spec, check the inputs it says every key holds, and key the artifact by its name
+and version. Its artifact folder is ``<cache_dir>/stages/<stage>/<key>``, key = hash of those inputs. The protocol:
 
 - a folder with a ``_stage.json`` marker is a hit, unless ``--force STAGE`` or ``--force STAGE:LABEL`` names it
   (``--force eval`` recomputes every model's eval, ``--force eval:teacher`` only the teacher's);
@@ -47,16 +49,42 @@ from poison.ground.core.procs import wait_for
 
 log = logging.getLogger("poison")
 
-# Bump a stage's version when its code changes what it produces: its cached artifacts are then recomputed.
-# data 2 / trusted 2: generated references are validated by their source and written with rotating examples.
-# trusted 3: held-out prompts in no split (was: the distillation prompts, also scored at the distill place).
-# defense 2: calibration scores kept (calib.parquet), disjointness checked, realized FPR reported.
-# probe 2: a text's value leaves out its first token (the gate's); the concept wording.
-STAGE_VERSIONS = {"data": 2, "poison": 1, "teacher": 1, "baseline": 1, "distill_data": 1, "student": 1, "eval": 1,
-                  "defense": 2, "judge": 1, "trusted": 3, "samples": 1, "probe": 2,
-                  "audit": 1}
-#: stages that every process of a multi-process launch runs (data-parallel training)
-TRAINING_STAGES = {"teacher", "baseline", "student"}
+
+@dataclass(frozen=True)
+class StageSpec:
+    """A stage as its module declares it, beside its code (``DATA = stage("data", version=2, inputs=(...))``).
+
+    ``version`` joins every key of the stage: bump it when the code changes what the stage produces, and its cached
+    artifacts are recomputed (say why in ``changes``, one line per bump). ``inputs`` are the names its key's inputs
+    must hold (the stage may add more, e.g. the plugin records); a call without one of them is a bug, raised before
+    anything is computed. ``training``: every process of a multi-process launch runs it (data-parallel)."""
+
+    name: str
+    version: int
+    inputs: tuple[str, ...] = ()
+    training: bool = False
+    doc: str = ""
+    changes: tuple[str, ...] = ()
+
+    def check_inputs(self, inputs: dict[str, Any], label: str) -> None:
+        missing = [k for k in self.inputs if k not in inputs]
+        if missing:
+            raise StageError(f"stage {self.name} ({label}): its key's inputs lack {', '.join(missing)} (declared in "
+                             f"the stage's StageSpec)")
+
+
+#: every stage the stage modules declare, by name (``poison.stages.all_stages()`` imports them all first)
+STAGES: dict[str, StageSpec] = {}
+
+
+def stage(name: str, version: int, inputs: tuple[str, ...] = (), *, training: bool = False, doc: str = "",
+          changes: tuple[str, ...] = ()) -> StageSpec:
+    """Declare a stage (once, at the top of the module that computes it) and return its spec."""
+    spec = StageSpec(name, version, tuple(inputs), training, doc, tuple(changes))
+    if STAGES.get(name, spec) != spec:
+        raise StageError(f"stage {name} is declared twice, differently")
+    STAGES[name] = spec
+    return spec
 
 
 @dataclass
@@ -87,8 +115,8 @@ class StageCache:
 
     # ------------------------------------------------------------------------------------------------ keys
     @staticmethod
-    def key(stage: str, inputs: dict[str, Any]) -> str:
-        return stable_hash({"stage": stage, "version": STAGE_VERSIONS[stage], "inputs": inputs})
+    def key(stage: StageSpec, inputs: dict[str, Any]) -> str:
+        return stable_hash({"stage": stage.name, "version": stage.version, "inputs": inputs})
 
     def folder(self, stage: str, key: str) -> Path:
         return self.root / stage / key
@@ -102,14 +130,17 @@ class StageCache:
         return FileLock(str(self.root / stage / f".lock-{key}"))
 
     # ------------------------------------------------------------------------------------------------ one artifact
-    def run(self, stage: str, inputs: dict[str, Any], fn: Callable[[Path], Optional[dict[str, Any]]],
+    def run(self, spec: StageSpec, inputs: dict[str, Any], fn: Callable[[Path], Optional[dict[str, Any]]],
             label: Optional[str] = None) -> StageRecord:
-        """The artifact of ``stage`` for ``inputs``: from the cache, or computed by ``fn(tmp_folder) -> info``."""
+        """The artifact of ``spec``'s stage for ``inputs``: from the cache, or computed by ``fn(tmp_folder) ->
+        info``."""
+        stage = spec.name
         label = label or stage
-        key = self.key(stage, inputs)
+        spec.check_inputs(inputs, label)
+        key = self.key(spec, inputs)
         final = self.folder(stage, key)
         marker = final / "_stage.json"
-        if not self.main and not (stage in TRAINING_STAGES and not marker.exists()):
+        if not self.main and not (spec.training and not marker.exists()):
             wait_for(marker, label)  # the main process computes it
             return self._add(self._hit(label, key, final))
         if self.checking:
@@ -139,16 +170,18 @@ class StageCache:
         return self._add(StageRecord(label, key, str(final), False, secs, info))
 
     # ------------------------------------------------------------------------------------------------ a batch
-    def run_many(self, stage: str, entries: dict[str, dict[str, Any]],
+    def run_many(self, spec: StageSpec, entries: dict[str, dict[str, Any]],
                  compute: Callable[[dict[str, Path]], dict[str, tuple[dict[str, Any], float]]],
                  ) -> dict[str, StageRecord]:
         """Artifacts of one stage for several labels (``{label: inputs}``). The labels that are not cached are
         computed together by one call ``compute({label: tmp_folder}) -> {label: (info, seconds)}``; each is then
         committed like a single artifact. Main process only."""
+        stage = spec.name
         out: dict[str, StageRecord] = {}
         pending: dict[str, tuple[str, Path]] = {}
         for label, inputs in entries.items():
-            key = self.key(stage, inputs)
+            spec.check_inputs(inputs, label)
+            key = self.key(spec, inputs)
             final = self.folder(stage, key)
             if self.checking:
                 out[label] = self._checked(stage, label, key, final)

@@ -22,7 +22,7 @@ from poison.stages.data import generate_with, generator_identity, stage_trusted
 from poison.stages.inject import inject
 from poison.stages.engine import engine_target, ready, trained_entry
 from poison.stages.plugins import plugin_entries
-from poison.stages.protocol import StageRecord
+from poison.stages.protocol import StageRecord, stage
 
 log = logging.getLogger("poison")
 
@@ -34,6 +34,18 @@ NEUTRAL = {"revision": None, "distill_tasks": None}
 TRAIN_NEUTRAL = {"packing": None, "extra": {}, "attn_implementation": None}
 #: how fast a model trains, never what it learns (distill.speed): never in a key
 TRAIN_SPEED = ("labelled_only", "compile", "frozen_weights")
+
+POISON = stage("poison", 1, ("data", "poison", "target_task"),
+               doc="the teacher's training set: the clean training rows with N of them turned into poisoned ones")
+TEACHER = stage("teacher", 1, ("base", "finetune", "dtype", "device"), training=True,
+                doc="the teacher: its base model fine-tuned on the (poisoned or defended) training set")
+BASELINE = stage("baseline", 1, ("base", "finetune", "dtype", "device"), training=True,
+                 doc="a model fine-tuned on the clean training set (the clean control, the null control)")
+DISTILL_DATA = stage("distill_data", 1, ("teacher", "data", "generation"),
+                     doc="the teacher's answers to the distillation prompts (greedy or sampled)")
+STUDENT = stage("student", 1, ("distill", "teacher", "student", "base", "dtype", "device"), training=True,
+                doc="a student distilled from the teacher's answers (or logits) by its method")
+_TRAINING = {"teacher": TEACHER, "baseline": BASELINE}
 
 
 def finetune_key(ft: Any) -> dict[str, Any]:
@@ -114,7 +126,7 @@ def stage_poison(run: Run, data: StageRecord) -> StageRecord:
         atomic_write_json(out / "poison.json", report)
         return report
 
-    return run.cache.run("poison", inputs, build)
+    return run.cache.run(POISON, inputs, build)
 
 
 def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
@@ -127,7 +139,7 @@ def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callabl
     def build(out: Path):
         return finetune(base, rows_fn(), ft, out, dtype=ctx.dtype, device=ctx.device)
 
-    return run.cache.run(stage, inputs, build, label=label or stage)
+    return run.cache.run(_TRAINING[stage], inputs, build, label=label or stage)
 
 
 def clean_rows(data: StageRecord) -> list[dict]:
@@ -203,7 +215,7 @@ def stage_distill_data(run: Run, teacher: StageRecord, data: StageRecord, arm: A
         atomic_write_parquet(out / "distill.parquet", d)
         return {"rows": len(d), "new_tokens": res.new_tokens, "gen_seconds": round(res.seconds, 1)}
 
-    return run.cache.run("distill_data", inputs, build, label=distill_label(arm, generation, student))
+    return run.cache.run(DISTILL_DATA, inputs, build, label=distill_label(arm, generation, student))
 
 
 def student_distill(run: Run, spec: Any, teacher: StageRecord, data: StageRecord, shared: StageRecord,
@@ -272,4 +284,4 @@ def stage_student(run: Run, spec: Any, teacher: StageRecord, distill: StageRecor
         info["method"] = method.plugin_record
         return info
 
-    return run.cache.run("student", inputs, build, label=str(ModelId.of_student(spec.name, generation, arm)))
+    return run.cache.run(STUDENT, inputs, build, label=str(ModelId.of_student(spec.name, generation, arm)))
