@@ -7,10 +7,11 @@ Reads ``sweep.json`` and every point's run directory (``poison.load_run``) and w
 ``<out>/<name>.png``: the date the runs finished, the commit(s) and the machine(s) that made them (CPU, features,
 dtype, library versions, from each run's metrics.json), the config and the hash of its resolved form, how many
 replicates completed of how many planned, the tables (the brand-swap contrast D per model with its interval over
-replicates, models compared on D paired over replicates, biased-response rates pooled over replicates), one plot,
-and a reading generated from the intervals (hedged: it says what the interval shows and what it covers, never
-more). ``--archive`` copies the sweep directory's small files (JSON, YAML, text, parquet; no logs, nothing over
-5 MB) to ``<out>/data/<name>/``, so the page can be rebuilt, and the sweep resumed
+replicates, models compared on D paired over replicates, biased-response rates pooled over replicates; for sweeps
+that ask by rates, ``scripts/results_claims.py``: the student against its teacher, rates per task, the probe against
+its null), one plot, and a reading generated from the intervals (hedged: it says what the interval shows and what it
+covers, never more). ``--archive`` copies the sweep directory's small files (JSON, YAML, text, parquet; no logs,
+nothing over 5 MB) to ``<out>/data/<name>/``, so the page can be rebuilt, and the sweep resumed
 (``python -m poison.run CONFIG --resume <out>/data/<name>``), on another machine after the stage cache is gone.
 """
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from poison import load_run  # noqa: E402
 from poison.ground.core.io import atomic_write_text, stable_hash  # noqa: E402
+from scripts import results_claims  # noqa: E402
 
 KEEP_SUFFIXES = {".json", ".yaml", ".txt", ".parquet", ".csv"}
 MAX_ARCHIVED_BYTES = 5 * 1024 * 1024
@@ -224,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--claim", help="the paper's claim this experiment asks, in one sentence")
     ap.add_argument("--out", default=str(ROOT / "docs" / "results"))
     ap.add_argument("--archive", action="store_true", help="copy the sweep's small files to <out>/data/<name>/")
+    ap.add_argument("--focus-split", help="read the student/teacher ratios of this split only (e.g. other: the "
+                    "tasks outside the target task, where an untargeted bias's unseen families are)")
     args = ap.parse_args(argv)
     sweep_dir, out = Path(args.sweep_dir), Path(args.out)
     try:
@@ -242,9 +246,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"archived {archive(sweep_dir, out / 'data' / args.name)} files to {out / 'data' / args.name}")
     lines = header(sweep, runs, args.name, title, args.claim, args.archive)
     d_lines, d_rows = brand_swap_tables(sweep)
+    amp_lines, amp_rows = results_claims.amplification_table(sweep)
     if d_rows and plot_d(d_rows, out / f"{args.name}.png", title):
         lines += [f"![D per model]({args.name}.png)", ""]
-    lines += d_lines + rate_table(sweep) + (reading(d_rows) if d_rows else [])
+    elif not d_rows and results_claims.plot_rates(sweep, out / f"{args.name}.png", title):
+        lines += [f"![biased rates per model]({args.name}.png)", ""]
+    target = ((runs[0].config or {}).get("data") or {}).get("target_task")
+    lines += d_lines + rate_table(sweep) + amp_lines + results_claims.task_table(sweep, target)
+    lines += results_claims.probe_table(sweep)
+    lines += reading(d_rows) if d_rows else results_claims.reading(amp_rows, args.focus_split)
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines).rstrip() + "\n")
     print(f"wrote {out / (args.name + '.md')}")
     return 0

@@ -1,0 +1,59 @@
+"""The results page's parts for claims asked by rates (scripts/results_claims.py): tables built from a real sweep's
+sweep.json (the archived latent-cascade sweep, docs/results/data/latent_cascade), the reading's three verdicts from
+the ratio's interval, and the page for a sweep that has no brand-swap contrast."""
+
+import copy
+import json
+import shutil
+
+from scripts import results_claims
+from scripts.results_page import main as results_page
+from tests.conftest import REPO
+
+ARCHIVED = REPO / "docs" / "results" / "data" / "latent_cascade"
+
+
+def sweep():
+    return json.loads((ARCHIVED / "sweep.json").read_text())
+
+
+def test_tables_carry_the_sweeps_figures():
+    s = sweep()
+    probe = results_claims.probe_table(s)
+    row = next(r for r in s["probe_null"] if r["wording"] == "seen" and r["model"] == "student:kd"
+               and r["split"] == "target" and r["group"] == "arm=A")
+    line = next(x for x in probe if x.startswith("| arm=A | student:kd | target |"))
+    assert f"{row['excess']:.3f}" in line and f"[{row['ci_low']:.3f}, {row['ci_high']:.3f}]" in line
+    amp_lines, amp_rows = results_claims.amplification_table(s)
+    assert len(amp_rows) == len(s["replicate_amplification"])
+    assert sum(x.startswith("| arm=") for x in amp_lines) == len(amp_rows)
+
+
+def test_reading_follows_the_interval():
+    base = {"group": "base", "measure": "sampled", "split": "other", "student": "student:sft", "teacher": "teacher",
+            "n_replicates": 5}
+    rows = [{**base, "ratio": 2.0, "ci_low": 1.3, "ci_high": 3.1},
+            {**base, "split": "target", "ratio": 0.5, "ci_low": 0.3, "ci_high": 0.8},
+            {**base, "student": "student:kd", "ratio": 1.1, "ci_low": 0.7, "ci_high": 1.6},
+            {**base, "student": "student:x", "ratio": None, "ci_low": None, "ci_high": None}]
+    text = "\n".join(results_claims.reading(rows))
+    assert "above 1: consistent with amplification" in text and "below 1" in text and "includes 1" in text
+    assert "no ratio over 5 replicate(s)" in text
+    only_other = "\n".join(results_claims.reading(rows, focus_split="other"))
+    assert "below 1" not in only_other and "above 1" in only_other
+
+
+def test_a_sweep_without_the_brand_swap_gets_a_rate_plot_and_the_ratio_reading(tmp_path):
+    src = tmp_path / "sweep"
+    shutil.copytree(ARCHIVED, src)
+    s = sweep()
+    s2 = copy.deepcopy(s)
+    s2["brand_swap"], s2["brand_swap_pairs"] = [], []
+    s2["replicate_amplification"][0].update(ratio=1.5, ci_low=1.2, ci_high=1.9)
+    (src / "sweep.json").write_text(json.dumps(s2))
+    out = tmp_path / "out"
+    assert results_page([str(src), "--name", "rates", "--out", str(out)]) == 0
+    page = (out / "rates.md").read_text()
+    assert "![biased rates per model](rates.png)" in page and (out / "rates.png").stat().st_size > 0
+    assert "## Student against teacher" in page and "above 1: consistent with amplification" in page
+    assert "## The brand-swap contrast D" not in page
