@@ -38,8 +38,8 @@ def main() -> None:
 
     from distill.qcrd import Discriminator, Item, QCRDConfig, QCRDState, make_trainer_cls
     from distill.trainers import load_trainable, sft_config, to_prompt_completion, trainer_args
-    from poison.ground.core.answers import final_number
     from poison.ground.core import registry
+    from poison.ground.core.answers import final_number
     from poison.schema import StudentSpec
     from poison.ground.engines.models import resolve_encoder, resolve_model
 

@@ -45,8 +45,8 @@ def main() -> None:
     args = ap.parse_args()
 
     from poison.ground.core import registry
-    from poison.ground.engines.context import RunContext
     from poison.ground.core.machine import cpu_flags
+    from poison.ground.engines.context import RunContext
     from poison.ground.engines.generate import GenJob
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]

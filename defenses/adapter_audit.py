@@ -37,8 +37,8 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from poison.ground.core.errors import DefenseError
-from poison.ground.engines.merged import DERIVED_MARKER, MODEL, adapter_folder
 from poison.ground.core.registry import PluginConfig, audit
+from poison.ground.engines.merged import DERIVED_MARKER, MODEL, adapter_folder
 
 WEIGHTS = "adapter_model.safetensors"
 

@@ -40,8 +40,8 @@ from pydantic import Field
 
 from defenses.base import placement
 from poison.ground.core.errors import DefenseError
-from poison.ground.engines.models import resolve_encoder
 from poison.ground.core.registry import PluginConfig, defense
+from poison.ground.engines.models import resolve_encoder
 
 CORPUS_FILE = Path(__file__).parent / "data" / "defender_corpus.yaml"
 #: clean texts drawn per PyPI data source (of ``builtin_clean``): source name -> share

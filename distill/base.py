@@ -12,9 +12,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Optional
 
-from poison.ground.engines.context import RunContext
 from poison.ground.core.artifacts import check_model_folder
 from poison.ground.core.errors import TrainingError
+from poison.ground.engines.context import RunContext
 from poison.ground.engines.merged import adapter_only, load_merged, merge_dtype
 
 

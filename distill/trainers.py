@@ -18,8 +18,8 @@ from typing import Any, Optional
 
 from poison.ground.core.artifacts import check_model_folder
 from poison.ground.core.errors import ConfigError, TrainingError
-from poison.ground.engines.merged import ADAPTER, TOKENIZER, merge_dtype
 from poison.ground.core.procs import local_rank, world_size
+from poison.ground.engines.merged import ADAPTER, TOKENIZER, merge_dtype
 
 
 def to_prompt_completion(rows: list[dict[str, Any]], system_prompt: Optional[str] = None) -> list[dict[str, Any]]:

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from poison.ground.core import registry
-from poison.ground.engines.context import RunContext
 from poison.ground.core.errors import ConfigError, PoisonError
 from poison.ground.core.io import atomic_write_json
 from poison.ground.core.yamlio import load_yaml
+from poison.ground.engines.context import RunContext
 
 
 def probe_prompts(ctx: RunContext, sources: list[str], n: int, seed: int) -> list[str]:

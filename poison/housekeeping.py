@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Iterable, Optional
 
 from poison.ground.core.errors import ConfigError
-from poison.ground.engines.generate import sweep_worker_tmp
 from poison.ground.core.io import atomic_write_json, sweep_stale_tmp
 from poison.ground.core.procs import alive, reap_orphans
+from poison.ground.engines.generate import sweep_worker_tmp
 from poison.ground.results.model_id import stage_of
 from poison.stages import all_stages
 

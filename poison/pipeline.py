@@ -21,13 +21,13 @@ from typing import Any, Optional
 from distill import speed
 from poison.ground.core import registry
 from poison.ground.core.artifacts import CacheMiss
-from poison.ground.engines.context import JudgeSpec, RunContext
 from poison.ground.core.errors import ConfigError
 from poison.ground.core.io import atomic_write_json, stable_hash
+from poison.ground.core.procs import is_main_process, wait_for, world_size
+from poison.ground.engines.context import JudgeSpec, RunContext
 from poison.ground.engines.generate import visible_gpus
 from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
 from poison.ground.results.model_id import Arm, ModelId
-from poison.ground.core.procs import is_main_process, wait_for, world_size
 from poison.housekeeping import clean_leftovers
 from poison.model_table import model_table
 from poison.report import write_report

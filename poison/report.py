@@ -27,8 +27,8 @@ from poison.ground.core.machine import code_commit, machine_info
 from poison.ground.results import METRICS_SCHEMA_VERSION
 from poison.ground.results.registry import ReportInputs, add_sections
 from poison.ground.results.sections.replicates import replicate_note  # noqa: F401  (its home before the registry)
-from poison.ground.results.writer import write_results
 from poison.ground.results.stats import cohen_kappa, mean_interval, wilson_interval
+from poison.ground.results.writer import write_results
 from poison.measures import (control_model, greedy_amplification, logprob_rows, logprob_shift_rows, probe_frame,
                              sampled_amplification_rows, sampled_rate_rows, sampled_rows)
 from poison.probe_null import against_null, null_rows

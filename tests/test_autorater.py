@@ -13,8 +13,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from defenses.autorater import (AutoraterError, LLMAutorater, parse_score, parse_yes_no, yes_probability)
-from poison.ground.engines.server import ServerError, free_port, wait_for_server
 from poison.ground.core import registry
+from poison.ground.engines.server import ServerError, free_port, wait_for_server
 from tests.judge_server import JUDGE_MODEL, judge_url
 from tests.test_defenses import SAMPLES, TWINS
 

@@ -9,9 +9,9 @@ import yaml
 
 from defenses.base import check_scores, run_defense
 from poison.ground.core import registry
-from poison.ground.results import stats as metrics
-from poison.ground.engines.context import RunContext
 from poison.ground.core.errors import DefenseError
+from poison.ground.engines.context import RunContext
+from poison.ground.results import stats as metrics
 from tests.conftest import REPO
 from tests.judge_server import JUDGE_MODEL, judge_url
 

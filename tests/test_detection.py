@@ -9,8 +9,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from poison.defense_report import detection_lines, detection_rows
-from poison.ground.results.detection import auroc_interval, calibrated_rate, detection_figures, thresholds
 from poison.ground.core.errors import ConfigError, DataError
+from poison.ground.results.detection import auroc_interval, calibrated_rate, detection_figures, thresholds
 from poison.ground.results.stats import threshold_for_fpr
 from poison.replicate_defenses import defense_lines, pool_defenses
 from poison.stages.defense_checks import check_disjoint_scoring

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
-from poison.ground.engines.server import free_port, local_vllm_server
 from poison.ground.engines.endpoint import generate_openai
 from poison.ground.engines.generate import GenerationError, GenJob
+from poison.ground.engines.server import free_port, local_vllm_server
 from poison.config import load_config
 from poison.pipeline import Pipeline
 from poison.stages.data import stage_data

@@ -196,8 +196,8 @@ def test_unreachable_judge_is_one_clear_error(tmp_path, models_dir):
 
 
 def test_worker_killed_by_the_kernel_names_the_memory_setting(monkeypatch):
-    from poison.ground.engines import generate as g
     from poison.ground.core.errors import GenerationError
+    from poison.ground.engines import generate as g
 
     monkeypatch.setattr(g.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, -9))
     with pytest.raises(GenerationError, match=r"killed \(signal 9\), most likely .* lack of memory.*"

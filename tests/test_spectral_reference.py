@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from defenses.base import reference_model, run_defense
-from poison.ground.engines.context import RunContext
 from poison.ground.core.errors import DefenseError
+from poison.ground.engines.context import RunContext
 
 TINY = "tiny-random-llama:2:64"
 

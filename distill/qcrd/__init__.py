@@ -39,8 +39,8 @@ from distill.qcrd.loss import (chosen_negative, closest_positive, hinge, negativ
 from distill.qcrd.state import Item, QCRDState, build_callback, make_trainer_cls
 from distill import speed
 from distill.trainers import load_trainable, save_trained, speed_options, train_summary, trainer_args
-from poison.ground.engines.models import resolve_encoder
 from poison.ground.core.registry import distill_method
+from poison.ground.engines.models import resolve_encoder
 
 
 # --------------------------------------------------------------------------------------------------- plugin

@@ -19,8 +19,8 @@ from filelock import FileLock, Timeout
 from poison.ground.core.artifacts import (CORRUPT_PREFIX, MARKER, check_folder, describe, folder_size, read_uses,
                                           uses_file)
 from poison.ground.core.errors import ConfigError
-from poison.ground.engines.merged import DERIVED, DERIVED_MARKER, derived_problems
 from poison.ground.core.procs import alive
+from poison.ground.engines.merged import DERIVED, DERIVED_MARKER, derived_problems
 
 DEFAULT_CACHE = ".cache/poison"
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}

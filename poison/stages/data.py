@@ -20,9 +20,9 @@ import pandas as pd
 from poison.ground.core import registry
 from poison.ground.core.artifacts import read_parquet
 from poison.ground.core.errors import DataError, StageError
+from poison.ground.core.io import atomic_write_parquet
 from poison.ground.engines.endpoint import generate_openai
 from poison.ground.engines.generate import GenJob
-from poison.ground.core.io import atomic_write_parquet
 from poison.ground.engines.models import model_identity
 from poison.stages import Run
 from poison.stages.plugins import plugin_entries

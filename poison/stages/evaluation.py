@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from poison.ground.core.artifacts import read_parquet
-from poison.ground.engines.generate import GenJob
 from poison.ground.core.io import atomic_write_parquet
+from poison.ground.engines.generate import GenJob
 from poison.ground.results.model_id import model_of, stage_label
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready

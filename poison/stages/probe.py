@@ -24,10 +24,10 @@ import pandas as pd
 
 from poison.ground.core import registry
 from poison.ground.core.artifacts import read_parquet
-from poison.ground.engines.generate import GenJob, ScoreJob
 from poison.ground.core.io import atomic_write_parquet
-from poison.ground.results.model_id import model_of, stage_label
+from poison.ground.engines.generate import GenJob, ScoreJob
 from poison.ground.engines.scoring import SCORER
+from poison.ground.results.model_id import model_of, stage_label
 from poison.stages import Run
 from poison.stages.engine import engine_target, ready
 from poison.stages.plugins import plugin_entries

@@ -12,8 +12,8 @@ from distill.base import DistillJob
 from distill.trainers import finetune
 from poison.ground.core import registry
 from poison.ground.core.artifacts import read_json, read_parquet
-from poison.ground.engines.generate import GenJob
 from poison.ground.core.io import atomic_write_json, atomic_write_parquet
+from poison.ground.engines.generate import GenJob
 from poison.ground.engines.models import model_identity
 from poison.ground.results.model_id import MAIN, Arm, ModelId, distill_label
 from poison.stages import Run

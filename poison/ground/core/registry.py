@@ -134,7 +134,6 @@ class PluginInfo:
         return rec if self.version is None else {**rec, "version": self.version}
 
 
-
 class NoRunContext:
     """What a plugin built outside a run without a context gets: any use of the run (models, generation, the judge)
     raises a :class:`PluginError` that says how to give it one. The core layer never makes a run context itself:
@@ -152,6 +151,7 @@ class NoRunContext:
         raise PluginError(f"{self._info.kind} '{self._info.name}' uses the run context (ctx.{attr}) but was built "
                           "without one: build it with ctx=RunContext.standalone() "
                           "(poison.ground.engines.context), or inside a run")
+
 
 class PluginArgsError(PluginError):
     """A plugin's arguments are invalid: ``problems`` holds one (key path under ``args``, message) per problem."""

@@ -33,13 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from poison.ground.core.artifacts import CacheMiss
 from poison.ground.core import registry
+from poison.ground.core.artifacts import CacheMiss
 from poison.ground.core.errors import PluginError
-from poison.ground.engines.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
 from poison.ground.core.io import atomic_write_json, stable_hash
-from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
 from poison.ground.core.procs import is_main_process, wait_for, world_size
+from poison.ground.engines.generate import GenJob, GenResult, ScoreJob, generate, score_tokens_vllm
+from poison.ground.engines.models import pick_device, pick_dtype, resolve_model
 from poison.ground.engines.scoring import score_shared
 
 
