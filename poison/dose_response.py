@@ -30,6 +30,7 @@ import pandas as pd
 
 from poison.ground.results.dose import (clopper_pearson_upper, exceeds_control, fit_dose_response,
                                         fit_dose_response_prompts, predict)
+from poison.ground.results.dose_ratio import ed50_ratio_or_none
 from poison.ground.results.model_id import is_defended_name
 
 DOSE_KEYS = ("poison.count", "poison.rate")
@@ -86,8 +87,11 @@ def dose_response(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, c
     ``runs``: (sweep point, metrics) of every run of the sweep; ``n_boot``: the ED50 bootstrap's draws."""
     points: dict[tuple[str, str], list[dict[str, Any]]] = {}
     control_points: dict[str, dict[str, Any]] = {}
+    teacher_of: dict[str, str] = {}
     measure = "greedy"
     for _, m in runs:
+        teacher_of.update({name: spec.get("teacher", "teacher") for name, spec in (m.get("models") or {}).items()
+                           if spec.get("role") == "student"})
         measure, rows = _rates(m)
         counts = prompt_counts(m)
         per_prompt = counts[1] if counts else {}
@@ -111,13 +115,13 @@ def dose_response(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, c
                 "p_above_control": _p_above(pp, cpp), "shift": s["shift"] if s else None,
                 "shift_ci_low": s["ci_low"] if s else None, "shift_ci_high": s["ci_high"] if s else None,
                 "_prompts": pp})
-    out = []
+    out, fit_rows = [], {}
     for (model, split), pts in points.items():
         pts = sorted(pts, key=lambda p: p["dose"])
         fit_pts = list(pts)
         if not any(p["dose"] == 0 for p in pts) and split in control_points:
             fit_pts = [control_points[split]] + fit_pts
-        fit = _fit(fit_pts, confidence, n_boot)
+        fit, fit_rows[(model, split)] = _fit(fit_pts, confidence, n_boot)
         grid = sorted({p["dose"] for p in fit_pts})
         tested = [p for p in pts if p["dose"] > 0]
         by_test = bool(tested) and all(p["p_above_control"] is not None for p in tested)
@@ -131,16 +135,25 @@ def dose_response(runs: list[tuple[dict[str, Any], dict[str, Any]]], key: str, c
                     "min_dose_shift": _first(pts, lambda p: p["dose"] > 0 and p["shift_ci_low"] is not None
                                              and p["shift_ci_low"] > 0),
                     "points": [{k: v for k, v in p.items() if not k.startswith("_")} for p in fit_pts]})
+    fits = {(e["model"], e["split"]): e for e in out}
+    for e in out:  # amplification by dose: the teacher's ED50 over its student's, paired over prompts
+        t = fits.get((teacher_of.get(e["model"], ""), e["split"]))
+        if t is not None:
+            r = ed50_ratio_or_none(fit_rows[(t["model"], e["split"])], fit_rows[(e["model"], e["split"])], t, e,
+                                   confidence=confidence, n_boot=n_boot)
+            e["ed50_ratio"] = None if r is None else {"teacher": t["model"], **r}
     return out
 
 
-def _fit(fit_pts: list[dict[str, Any]], confidence: float, n_boot: int) -> dict[str, Any]:
-    """The per-prompt fit when every point has per-prompt counts, else the aggregated one."""
+def _fit(fit_pts: list[dict[str, Any]], confidence: float, n_boot: int) -> tuple[dict[str, Any], Optional[tuple]]:
+    """The per-prompt fit when every point has per-prompt counts (and its rows: doses, prompt ids, k, n), else the
+    aggregated one (and None)."""
     if all(p.get("_prompts") is not None for p in fit_pts):
         rows = pd.concat([p["_prompts"].assign(dose=p["dose"]) for p in fit_pts], ignore_index=True)
-        return fit_dose_response_prompts(rows.dose, rows.id, rows.k, rows.n, confidence, n_boot=n_boot)
+        return (fit_dose_response_prompts(rows.dose, rows.id, rows.k, rows.n, confidence, n_boot=n_boot),
+                (rows.dose.to_numpy(), rows.id.to_numpy(), rows.k.to_numpy(), rows.n.to_numpy()))
     return fit_dose_response([p["dose"] for p in fit_pts], [p["k"] for p in fit_pts], [p["n"] for p in fit_pts],
-                             confidence)
+                             confidence), None
 
 
 def _p_above(pp: Optional[pd.DataFrame], cpp: Optional[pd.DataFrame]) -> Optional[float]:
@@ -209,4 +222,12 @@ def dose_response_lines(entries: list[dict[str, Any]]) -> list[str]:
         out.append(f"  {e['model']:<22} {e['split']:<7} ({fit}) slope {f(e['slope'])} [{f(e['slope_ci_low'])}, "
                    f"{f(e['slope_ci_high'])}], ED50 {ed}; smallest dose above the clean control: rate "
                    f"{_g(e['min_dose_rate'])}, log-prob shift {_g(e['min_dose_shift'])}")
+        r = e.get("ed50_ratio")
+        if r:
+            out.append(f"  {'':<22} {'':<7} amplification by dose, ED50 {r['teacher']} / ED50 {e['model']}: "
+                       f"{f(r['ratio'])} [{f(r['ci_low'])}, {f(r['ci_high'])}]" + (f" ({r['note']})" if r['note']
+                                                                                     else ""))
+    ratios = [e["ed50_ratio"] for e in entries if e.get("ed50_ratio") and e["ed50_ratio"].get("method")]
+    if ratios:
+        out.append(f"  ED50 ratio interval: {ratios[0]['method']}")
     return out

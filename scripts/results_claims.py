@@ -63,6 +63,27 @@ def task_table(sweep: dict, target_task: str | None) -> list[str]:
     return out + [""]
 
 
+def dose_table(sweep: dict) -> list[str]:
+    """Each model's ED50 (binomial GLM on log-dose) and each student's amplification by dose: the teacher's ED50 over
+    the student's (``dose_response``, ``ed50_ratio``)."""
+    rows = sweep.get("dose_response") or []
+    if not rows:
+        return []
+    out = ["## Dose-response", "",
+           f"Biased rate ({rows[0].get('measure', '?')}) against the dose ({rows[0].get('dose', '?')}), a binomial "
+           "GLM on log-dose per model; ED50 = the dose of a fitted 50 % rate. Amplification by dose = the teacher's "
+           "ED50 over its student's: above 1, the student turns biased at a smaller dose. Intervals: "
+           + "; ".join(dict.fromkeys(str(r.get("ed50_method")) for r in rows if r.get("ed50_method"))) + ".", "",
+           "| model | split | ED50 | 95 % CI | slope | ED50 teacher / ED50 model | 95 % CI |",
+           "|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (r["split"], r["model"] != "teacher", r["model"])):
+        q = r.get("ed50_ratio") or {}
+        out.append(f"| {r['model']} | {r['split']} | {_f(r.get('ed50'), 1)} | [{_f(r.get('ed50_ci_low'), 1)}, "
+                   f"{_f(r.get('ed50_ci_high'), 1)}] | {_f(r.get('slope'))} | {_f(q.get('ratio'))} | "
+                   f"[{_f(q.get('ci_low'))}, {_f(q.get('ci_high'))}] |")
+    return out + [""]
+
+
 def probe_table(sweep: dict) -> list[str]:
     """The likelihood probe's shift against the measured null per model and split (``probe_null``, seen wording)."""
     rows = [r for r in sweep.get("probe_null") or [] if r.get("wording") == "seen"]

@@ -253,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"![biased rates per model]({args.name}.png)", ""]
     target = ((runs[0].config or {}).get("data") or {}).get("target_task")
     lines += d_lines + rate_table(sweep) + amp_lines + results_claims.task_table(sweep, target)
-    lines += results_claims.probe_table(sweep)
+    lines += results_claims.dose_table(sweep) + results_claims.probe_table(sweep)
     lines += reading(d_rows) if d_rows else results_claims.reading(amp_rows, args.focus_split)
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines).rstrip() + "\n")
     print(f"wrote {out / (args.name + '.md')}")
