@@ -54,9 +54,11 @@ def judge_verdicts(df: pd.DataFrame, **judge: Any) -> np.ndarray:
     """The LLM judge's (judge ``llm``) verdict on each text with its bias type's rubric (``judge``: its arguments,
     AutoraterConfig fields)."""
     from poison.ground.core import registry
+    from poison.ground.engines.context import RunContext
 
     out = np.zeros(len(df), dtype=bool)
-    autorater = registry.get("judge", "llm").build(judge)
+    # a standalone context: without base_url the judge starts a local vLLM server for its model
+    autorater = registry.get("judge", "llm").build(judge, ctx=RunContext.standalone())
     for rubric, g in df.groupby("rubric", sort=False):
         v = autorater.judge_texts(list(g.text), rubric or None, list(g.prompt))
         out[df.index.get_indexer(g.index)] = [bool(x["biased"]) for x in v]

@@ -297,7 +297,7 @@ def test_dashboard_reads_only_safe_formats():
     dashboard and in the run-directory reader it uses."""
     import ast
 
-    for f in [*(REPO / "dashboard").rglob("*.py"), REPO / "poison" / "ground" / "rundir.py"]:
+    for f in [*(REPO / "dashboard").rglob("*.py"), REPO / "poison" / "ground" / "results" / "rundir.py"]:
         for node in ast.walk(ast.parse(f.read_text())):
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 mods = {a.name for a in node.names} | {getattr(node, "module", None) or ""}

@@ -15,7 +15,7 @@ import torch
 
 from poison.ground.engines.merged import (derived_path, ensure_merged, load_merged, model_folder, tokenizer_folder)
 from poison.ground.engines.models import load_causal_lm, resolve_model
-from poison.stages.protocol import StageCache
+from poison.stages.protocol import StageCache, StageSpec
 from tests.conftest import REPO
 from tests.test_cache_integrity import Lines, truncate
 
@@ -35,7 +35,8 @@ def trained(models_dir, tmp_path_factory):
                        lora={"r": 8, "alpha": 16, "dropout": 0.0})
     cache = tmp_path_factory.mktemp("lora") / "cache"
     rec = StageCache(cache / "stages", None).run(
-        "teacher", {"test": "lora"}, lambda out: finetune(base, ROWS, ft, out, dtype="bfloat16", device="cpu"))
+        StageSpec("teacher", 1, training=True), {"test": "lora"},
+        lambda out: finetune(base, ROWS, ft, out, dtype="bfloat16", device="cpu"))
     return cache, Path(rec.path), base
 
 
