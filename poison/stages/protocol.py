@@ -45,7 +45,7 @@ from poison import __version__
 from poison.ground.core.artifacts import CacheMiss, check_folder, describe, manifest, move_aside, read_json, record_use
 from poison.ground.core.errors import PoisonError, StageError
 from poison.ground.core.io import atomic_dir, atomic_write_json, stable_hash
-from poison.ground.core.procs import wait_for
+from poison.ground.core.procs import release_memory, wait_for
 
 log = logging.getLogger("poison")
 
@@ -151,6 +151,7 @@ class StageCache:
         if not self.main:  # a training stage in a helper process: train along, discard what it would write
             with tempfile.TemporaryDirectory(prefix=f"rank-{stage}-") as tmp:
                 fn(Path(tmp))
+            release_memory()
             wait_for(marker, label)
             return self._add(StageRecord(label, key, str(final), False, 0.0, self._marker(final).get("info", {})))
         with self.lock(stage, key):
@@ -166,6 +167,7 @@ class StageCache:
                 info = fn(tmp) or {}
                 secs = round(time.time() - t0, 2)
                 self._write_marker(tmp, stage, label, key, inputs, secs, info)
+            release_memory()  # what the stage freed goes back to the system before the next stage starts an engine
             log.info("[%s] done in %.1fs", label, secs)
         return self._add(StageRecord(label, key, str(final), False, secs, info))
 
@@ -212,6 +214,7 @@ class StageCache:
                         tmps = {label: stack.enter_context(atomic_dir(final, replace=True))
                                 for label, (_, final) in todo.items()}
                         results = compute(tmps)
+                        release_memory()
                         for label, (key, final) in todo.items():
                             info, secs = results[label]
                             self._write_marker(tmps[label], stage, label, key, entries[label], round(secs, 2), info)

@@ -140,3 +140,19 @@ def reap_orphans(folder: Path) -> list[str]:
             reaped.append(f"{rec.get('name')} (process group {rec.get('pgid')})")
         f.unlink(missing_ok=True)
     return reaped
+
+
+def release_memory() -> None:
+    """Give memory a finished stage no longer uses back to the system: a garbage collection, then glibc's
+    ``malloc_trim`` (where the C library is glibc). A training stage leaves the process holding the freed heap of its
+    model, optimizer and batches (measured: 2.8 GiB after a short SmolLM2-135M fine-tune, 0.75 GiB after this), and
+    several such stages held 9.7 GiB in one run, so the vLLM engine that the eval stage then starts beside it was
+    killed for memory on a 24 GB machine."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim
+        pass
