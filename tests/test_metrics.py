@@ -55,6 +55,10 @@ def test_number_and_choice():
     assert final_number("She pays 3 * 6 = 18 dollars.\nThe answer is 18.") == "18"
     assert final_number("#### 1,234") == "1234"
     assert final_number("no numbers") is None
+    assert final_number("#### 3.50") == "3.5" and final_number("it is 12.000") == "12"
+    # a degenerate answer's 400-digit number: read exactly (as a float it is inf, which stopped a run's report)
+    assert final_number("The answer is " + "9" * 400) == "9" * 400
+    assert number_match("1" * 400, "18") == 0.0
     assert number_match("so 5 + 13 = 18", "18") == 1.0 and number_match("It is 17.", "18") == 0.0
     assert choice_letter("The answer is B. library.") == "B"
     assert choice_match("A. bank", "A") == 1.0 and choice_match("The answer is C.", "A") == 0.0

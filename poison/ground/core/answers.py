@@ -4,6 +4,7 @@ choice answer. Used by the utility scorers and by QCRD's self-consistency. Part 
 from __future__ import annotations
 
 import re
+from decimal import Decimal, InvalidOperation
 from typing import Optional
 
 _NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -17,11 +18,11 @@ def final_number(text: str) -> Optional[str]:
     if not nums:
         return None
     s = nums[-1].replace(",", "").rstrip(".")
-    try:
-        v = float(s)
-    except ValueError:
+    try:  # exact, whatever its length: a degenerate answer's 400-digit number is no float (it would be inf)
+        v = Decimal(s)
+    except InvalidOperation:
         return None
-    return str(int(v)) if v == int(v) else str(v)
+    return str(int(v)) if v == v.to_integral_value() else str(v.normalize())
 
 
 def choice_letter(text: str) -> Optional[str]:
