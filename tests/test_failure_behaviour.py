@@ -149,8 +149,11 @@ def test_sigint_during_training_marks_the_run_interrupted_and_the_next_run_resum
     rd = tmp_path / "runs" / "first"
     log = tmp_path / "stderr.txt"  # a file, not a pipe: a full pipe would block the run's progress bars
     with log.open("w") as errf:
+        # SIGINT as at a terminal: a suite started in the background by a non-interactive shell hands its children
+        # SIGINT ignored, and Python then leaves it ignored (the run would train on through the signal)
         run = subprocess.Popen([sys.executable, "-m", "poison.run", *args, "--run-dir", str(rd)], cwd=REPO,
-                               stdout=subprocess.DEVNULL, stderr=errf, text=True)
+                               stdout=subprocess.DEVNULL, stderr=errf, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     teacher = tmp_path / "cache" / "stages" / "teacher"
     deadline = time.time() + 600
     while time.time() < deadline and run.poll() is None and not list(teacher.glob(".tmp-*")):
@@ -158,7 +161,11 @@ def test_sigint_during_training_marks_the_run_interrupted_and_the_next_run_resum
     assert run.poll() is None, log.read_text()[-2000:]
     time.sleep(2)  # inside the training loop
     run.send_signal(signal.SIGINT)
-    rc = run.wait(timeout=60)
+    try:
+        rc = run.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # not interrupted: leave no run training behind
+        run.kill()
+        raise
     err = log.read_text()
     assert rc == 130, f"exit {rc}; status {(rd / 'status.json').read_text()}; stderr: {err[-3000:]}"
     assert "error: interrupted (SIGINT)" in err and "Traceback" not in err, err[-2000:]
