@@ -157,10 +157,14 @@ def reading(amp_rows: list[dict], focus_split: str | None = None) -> list[str]:
                        "replicate (or too few replicates for an interval); the rates table bounds both.")
         elif r.get("ci_low") is None:
             out.append(f"- {who}: ratio {_f(r['ratio'])} with no interval; no reading.")
+        elif r["ci_high"] is None and r["ci_low"] <= 1:
+            out.append(f"- {who}: ratio {_f(r['ratio'])} [{_f(r['ci_low'])}, –] over {n} replicate(s): no upper bound "
+                       "(a zero count, where the log-scale interval has no end), so no reading from the ratio; the "
+                       "rates table bounds each model's rate.")
         elif r["ci_low"] > 1:
             out.append(f"- {who}: ratio {_f(r['ratio'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}] over {n} "
                        "replicates, above 1: consistent with amplification by distillation.")
-        elif r["ci_high"] < 1:
+        elif r["ci_high"] is not None and r["ci_high"] < 1:
             out.append(f"- {who}: ratio {_f(r['ratio'])} [{_f(r['ci_low'])}, {_f(r['ci_high'])}] over {n} "
                        "replicates, below 1: the student is biased less often than its teacher; not consistent "
                        "with amplification here.")

@@ -35,10 +35,11 @@ def test_reading_follows_the_interval():
     rows = [{**base, "ratio": 2.0, "ci_low": 1.3, "ci_high": 3.1},
             {**base, "split": "target", "ratio": 0.5, "ci_low": 0.3, "ci_high": 0.8},
             {**base, "student": "student:kd", "ratio": 1.1, "ci_low": 0.7, "ci_high": 1.6},
-            {**base, "student": "student:x", "ratio": None, "ci_low": None, "ci_high": None}]
+            {**base, "student": "student:x", "ratio": None, "ci_low": None, "ci_high": None},
+            {**base, "student": "student:y", "ratio": 3.0, "ci_low": 0.4, "ci_high": None}]
     text = "\n".join(results_claims.reading(rows))
     assert "above 1: consistent with amplification" in text and "below 1" in text and "includes 1" in text
-    assert "no ratio over 5 replicate(s)" in text
+    assert "no ratio over 5 replicate(s)" in text and "no upper bound (a zero count" in text
     only_other = "\n".join(results_claims.reading(rows, focus_split="other"))
     assert "below 1" not in only_other and "above 1" in only_other
 
