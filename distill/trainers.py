@@ -217,12 +217,11 @@ def save_trained(trainer: Any, base_model: str | Path, ft: Any, out_dir: Path, t
     """Save the trained model in ``out_dir``, main process only.
 
     LoRA / QLoRA: the adapter (``out_dir/adapter``) and the files a loader needs beside the weights
-    (``out_dir/tokenizer``: the tokenizer, its chat template, the base model's generation config with its stop
-    tokens). That is the artifact, a few MB; the merged weights an engine loads are derived from it on demand
+    (``out_dir/tokenizer``: the tokenizer, its chat template, the base model's generation config with its stop tokens).
+    That is the artifact, a few MB; the merged weights an engine loads are derived from it on demand
     (``poison.ground.engines.merged``: the adapter merged into an unquantised copy of the base in the usual weight
-    dtype, so
-    the result depends neither on QLoRA's 4-bit base nor on ``frozen_weights``). A full fine-tune: the plain HF
-    folder ``out_dir/model``.
+    dtype, so the result depends neither on QLoRA's 4-bit base nor on ``frozen_weights``). A full fine-tune: the plain
+    HF folder ``out_dir/model``.
     """
     if not trainer.is_world_process_zero():
         return

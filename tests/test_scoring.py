@@ -1,7 +1,6 @@
-"""Scoring with shared contexts (poison.ground.engines.scoring): the probe's sequences scored with each context run
-once give
-the same log-probabilities as the plain forward pass of every whole sequence (float32, tiny random-init model),
-for probe texts of several tokens, of one token, and for sequences alone in their group (the gate)."""
+"""Scoring with shared contexts (poison.ground.engines.scoring): the probe's sequences scored with each context run once
+give the same log-probabilities as the plain forward pass of every whole sequence (float32, tiny random-init model), for
+probe texts of several tokens, of one token, and for sequences alone in their group (the gate)."""
 
 from __future__ import annotations
 

@@ -16,11 +16,10 @@ into today's layout, under the entry's lock:
 
 The merged weights are then derived from the adapter when a stage next needs them (seconds;
 ``poison.ground.engines.merged``). What readers see does not change: ``model/`` was the float32 PEFT merge of this
-adapter,
-which is what the derived folder is built from (``tests/test_lora_artifacts.py`` checks that the bf16 derived folder
-holds bit for bit the weights a bf16 reader saw of the float32 folder, and a KD teacher merges in float32 in memory).
-QLoRA artifacts, entries a live run holds or uses, and entries with ``tokenizer/`` already are left as they are.
-A crash between the steps leaves an entry that still loads (``model/`` is used while it exists) and that the next
+adapter, which is what the derived folder is built from (``tests/test_lora_artifacts.py`` checks that the bf16 derived
+folder holds bit for bit the weights a bf16 reader saw of the float32 folder, and a KD teacher merges in float32 in
+memory). QLoRA artifacts, entries a live run holds or uses, and entries with ``tokenizer/`` already are left as they
+are. A crash between the steps leaves an entry that still loads (``model/`` is used while it exists) and that the next
 ``slim`` finishes. Stage keys and markers' results are untouched: ``stages.json`` of a run still points at the entry.
 """
 

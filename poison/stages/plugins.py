@@ -1,8 +1,7 @@
 """What the stages fold into their cache keys for the plugins they run, read from each plugin's declaration
 (``poison.ground.core.registry``), never from its name: its own version (``registry.versions_entry``) and, for a plugin
-that
-declares ``needs={"judge"}``, the run's judge (``judge_entry``). The run's judge is built here too (``build_judge``):
-the ``judge`` plugin of ``judge.type``, through the registry."""
+that declares ``needs={"judge"}``, the run's judge (``judge_entry``). The run's judge is built here too
+(``build_judge``): the ``judge`` plugin of ``judge.type``, through the registry."""
 
 from __future__ import annotations
 

@@ -141,9 +141,8 @@ class RunContext:
                                  log_path=self.log_path("generation.log"))
 
     def score_many(self, jobs: list[ScoreJob]) -> list[tuple[list[list[float]], GenResult]]:
-        """``score_tokens`` for several models, whatever the run's backend: transformers forward passes in this
-        process with each shared context run once (poison.ground.engines.scoring; SCORER names it in a stage key).
-        Measured
+        """``score_tokens`` for several models, whatever the run's backend: transformers forward passes in this process
+        with each shared context run once (poison.ground.engines.scoring; SCORER names it in a stage key). Measured
         against vLLM's ``prompt_logprobs`` on the default probe (bench/bench_probe.py): vLLM recomputes each shared
         context and the whole vocabulary at every position."""
         return score_shared(jobs, device=self.device, dtype=self.dtype)

@@ -1,9 +1,8 @@
 """Generation backends behind one call.
 
-- ``vllm``: a worker subprocess (``python -m poison.ground.engines.vllm_worker``) runs vLLM's offline ``LLM.chat`` for
-a list of
-  jobs, one model after another, so each model's memory is freed and the parent process (which also trains) keeps
-  its own thread settings. On CPU the worker gets vLLM's thread binding over all cores of this machine.
+- ``vllm``: a worker subprocess (``python -m poison.ground.engines.vllm_worker``) runs vLLM's offline ``LLM.chat`` for a
+  list of jobs, one model after another, so each model's memory is freed and the parent process (which also trains)
+  keeps its own thread settings. On CPU the worker gets vLLM's thread binding over all cores of this machine.
 - ``hf``: batched ``model.generate`` with left padding, in-process (the fallback).
 - ``openai``: any OpenAI-compatible endpoint through the ``openai`` client (``poison.ground.engines.endpoint``).
 

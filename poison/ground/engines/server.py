@@ -4,11 +4,10 @@
         rater = registry.get("judge", "llm").build({"base_url": base_url, "model": "judge"})
 
 On CPU the server gets the same environment as the testbed's vLLM worker (``poison.ground.engines.generate.vllm_env``:
-OpenMP
-threads bound to every core of this machine, no reserved core, libiomp5 preloaded), with the engine in its own process.
-The server runs in its own process group, which is terminated (then killed) on exit. It also gets a parent-death
-signal, so a run killed with -9 takes it along, and (with ``pid_dir``) a pid file that the next run reaps if the
-signal did not do it. Part of the ground layer.
+OpenMP threads bound to every core of this machine, no reserved core, libiomp5 preloaded), with the engine in its own
+process. The server runs in its own process group, which is terminated (then killed) on exit. It also gets a
+parent-death signal, so a run killed with -9 takes it along, and (with ``pid_dir``) a pid file that the next run reaps
+if the signal did not do it. Part of the ground layer.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ calibration split (clean samples that are never scored), for one defense on one 
 
 Conventions of :mod:`poison.ground.results.stats`: a higher score is more suspicious, a sample is flagged when its
 score is strictly greater than the threshold, and the threshold for a false-positive budget ``fpr`` is
-:func:`poison.ground.results.stats.threshold_for_fpr` of the calibration scores (the (k+1)-th largest, k = floor(fpr *
-n)).
+:func:`poison.ground.results.stats.threshold_for_fpr` of the calibration scores (the (k+1)-th largest,
+k = floor(fpr * n)).
 
 Intervals: scipy.stats.bootstrap (percentile method) resampling each group on its own (stratified): the poisoned
 scores and the clean scores for the AUROC; for a calibrated rate also the calibration scores, so that the interval
