@@ -165,28 +165,46 @@ def _fit_one(x: np.ndarray, k: np.ndarray, n: np.ndarray) -> np.ndarray:
         return np.full(2, np.nan)
 
 
-def _cluster_draws(kmat: np.ndarray, nmat: np.ndarray, n_boot: int, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """Per-dose counts (n_boot x doses) of prompt-resampled data sets, and whether prompts were drawn jointly
-    across doses. ``kmat``, ``nmat``: prompts x doses (n = 0 where a prompt was not asked at a dose).
+def cluster_draws(mats: list[tuple[np.ndarray, np.ndarray]], n_boot: int, rng: np.random.Generator
+                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
+    """Per-dose counts (n_boot x doses) of prompt-resampled data sets, one pair per matrix pair of ``mats``, all drawn
+    with the same prompts (the models of a paired comparison), and whether prompts were drawn jointly across doses.
+    Each ``(kmat, nmat)``: prompts x doses (n = 0 where a prompt was not asked at a dose).
 
     Rao and Wu's rescaled bootstrap: m - 1 of the m prompts are drawn with replacement (jointly, or within each
     dose as a stratum) and their counts weighted by m / (m - 1), which removes the plain cluster bootstrap's
     (m - 1) / m shrinkage of the variance."""
-    present = nmat > 0
+    present = np.logical_or.reduce([n > 0 for _, n in mats])
     if present.all():
-        m = len(kmat)
+        m = present.shape[0]
         idx = rng.integers(0, m, size=(n_boot, max(m - 1, 1)))
         w = m / max(m - 1, 1)
-        return w * kmat[idx].sum(1), w * nmat[idx].sum(1), True
-    kb, nb = np.zeros((n_boot, kmat.shape[1])), np.zeros((n_boot, kmat.shape[1]))
-    for j in range(kmat.shape[1]):
+        return [(w * k[idx].sum(1), w * n[idx].sum(1)) for k, n in mats], True
+    out = [(np.zeros((n_boot, k.shape[1])), np.zeros((n_boot, k.shape[1]))) for k, _ in mats]
+    for j in range(present.shape[1]):
         members = np.flatnonzero(present[:, j])
         m = len(members)
         idx = members[rng.integers(0, m, size=(n_boot, max(m - 1, 1)))]
         w = m / max(m - 1, 1)
-        kb[:, j], nb[:, j] = w * kmat[idx, j].sum(1), w * nmat[idx, j].sum(1)
-    return kb, nb, False
+        for (kb, nb), (k, n) in zip(out, mats):
+            kb[:, j], nb[:, j] = w * k[idx, j].sum(1), w * n[idx, j].sum(1)
+    return out, False
+
+
+def x50_draws(x: np.ndarray, kb: np.ndarray, nb: np.ndarray, start: np.ndarray, penalised: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Each bootstrap data set's fitted log-dose of a 50 % rate (nan: the refit failed; inf: the fitted rate does not
+    rise), refitted from ``start``; a draw gets the pseudo-count when the fit did or when its own counts separate.
+    Also returns which draws were penalised."""
+    pen = np.ones(len(kb), bool) if penalised else separated(x, kb, nb)
+    kb, nb = kb + PSEUDO * pen[:, None], nb + 2 * PSEUDO * pen[:, None]
+    params = _fit_many(x, kb, nb, start)
+    ok = np.isfinite(params).all(1)
+    rising = ok & (params[:, 1] > 0)
+    x50 = np.full(len(kb), np.nan)
+    x50[rising] = -params[rising, 0] / params[rising, 1]
+    x50[ok & ~rising] = np.inf
+    return x50, pen
 
 
 def _ed50_of(params: np.ndarray, off: float) -> Optional[float]:
@@ -265,14 +283,10 @@ def fit_dose_response_prompts(doses: Sequence[float], prompts: Sequence[Any], k:
     kmat, nmat = np.zeros((pnames.size, levels.size)), np.zeros((pnames.size, levels.size))
     np.add.at(kmat, (pi, di), k_)
     np.add.at(nmat, (pi, di), n_)
-    kb, nb, joint = _cluster_draws(kmat, nmat, n_boot, np.random.default_rng(seed))
-    x = np.log(levels + off)
-    pen = np.ones(n_boot, bool) if penal else separated(x, kb, nb)
-    kb, nb = kb + PSEUDO * pen[:, None], nb + 2 * PSEUDO * pen[:, None]
-    params = _fit_many(x, kb, nb, np.array([b0, b1]))
-    ok = np.isfinite(params).all(1)
-    x50 = np.where(params[ok, 1] > 0, -params[ok, 0] / np.where(params[ok, 1] > 0, params[ok, 1], 1.0), np.inf)
-    x50 = np.minimum(x50, 2 * _UNBOUNDED)  # a draw whose rate never rises: no finite ED50
+    [(kb, nb)], joint = cluster_draws([(kmat, nmat)], n_boot, np.random.default_rng(seed))
+    x50, pen = x50_draws(np.log(levels + off), kb, nb, np.array([b0, b1]), penal)
+    ok = ~np.isnan(x50)
+    x50 = np.minimum(x50[ok], 2 * _UNBOUNDED)  # a draw whose rate never rises: no finite ED50
     lo, hi = np.quantile(x50, [(1 - confidence) / 2, (1 + confidence) / 2]) if ok.any() else (np.nan, np.nan)
     how = "jointly across doses" if joint else "within each dose"
     out["ed50_method"] = (f"cluster bootstrap over prompts (Rao-Wu rescaled, prompts resampled {how}, "

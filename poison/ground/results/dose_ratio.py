@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from poison.ground.results.dose import _UNBOUNDED, PSEUDO, _fit_many, separated
+from poison.ground.results.dose import _UNBOUNDED, cluster_draws, x50_draws
 
 Rows = tuple[Sequence[float], Sequence[Any], Sequence[float], Sequence[float]]  # doses, prompts, k, n
 
@@ -34,38 +34,11 @@ def _matrix(rows: Rows, levels: np.ndarray, prompts: np.ndarray) -> tuple[np.nda
     return kmat, nmat
 
 
-def _paired_draws(mats: list[tuple[np.ndarray, np.ndarray]], n_boot: int, rng: np.random.Generator
-                  ) -> tuple[list[tuple[np.ndarray, np.ndarray]], bool]:
-    """Per-dose counts (n_boot x doses) of each model for the same prompt draws (Rao-Wu: m - 1 of m prompts)."""
-    present = np.logical_or.reduce([n > 0 for _, n in mats])
-    out = [(np.zeros((n_boot, k.shape[1])), np.zeros((n_boot, k.shape[1]))) for k, _ in mats]
-    if present.all():
-        m = present.shape[0]
-        idx = rng.integers(0, m, size=(n_boot, max(m - 1, 1)))
-        w = m / max(m - 1, 1)
-        return [(w * k[idx].sum(1), w * n[idx].sum(1)) for k, n in mats], True
-    for j in range(present.shape[1]):
-        members = np.flatnonzero(present[:, j])
-        m = len(members)
-        idx = members[rng.integers(0, m, size=(n_boot, max(m - 1, 1)))]
-        w = m / max(m - 1, 1)
-        for (kb, nb), (k, n) in zip(out, mats):
-            kb[:, j], nb[:, j] = w * k[idx, j].sum(1), w * n[idx, j].sum(1)
-    return out, False
-
-
 def _ed50_draws(levels: np.ndarray, fit: dict[str, Any], kb: np.ndarray, nb: np.ndarray) -> np.ndarray:
     """Each draw's ED50 on the dose scale (inf: the fitted rate never reaches 50 %; nan: the refit failed)."""
     off = float(fit["offset"])
-    x = np.log(levels + off)
-    pen = np.ones(len(kb), bool) if fit.get("penalised") else separated(x, kb, nb)
-    kb, nb = kb + PSEUDO * pen[:, None], nb + 2 * PSEUDO * pen[:, None]
-    params = _fit_many(x, kb, nb, np.array([fit["intercept"], fit["slope"]]))
-    ok = np.isfinite(params).all(1)
-    x50 = np.full(len(kb), np.nan)
-    rising = ok & (params[:, 1] > 0)
-    x50[rising] = -params[rising, 0] / params[rising, 1]
-    x50[ok & ~rising] = np.inf
+    x50, _ = x50_draws(np.log(levels + off), kb, nb, np.array([fit["intercept"], fit["slope"]]),
+                       bool(fit.get("penalised")))
     return np.where(x50 >= _UNBOUNDED, np.inf, np.maximum(np.exp(np.minimum(x50, _UNBOUNDED)) - off, 0.0))
 
 
@@ -88,7 +61,7 @@ def ed50_ratio(teacher: Rows, student: Rows, fit_teacher: dict[str, Any], fit_st
     prompts = np.unique(np.concatenate([np.asarray(teacher[1]).astype(str), np.asarray(student[1]).astype(str)]))
     mats = [_matrix(teacher, levels, prompts), _matrix(student, levels, prompts)]
     (kt, nt), (ks, ns) = mats
-    draws, joint = _paired_draws(mats, n_boot, np.random.default_rng(seed))
+    draws, joint = cluster_draws(mats, n_boot, np.random.default_rng(seed))
     lv_t, lv_s = (levels[(n > 0).any(0)] for n in (nt, ns))
     ed_t = _ed50_draws(lv_t, fit_teacher, *(a[:, (nt > 0).any(0)] for a in draws[0]))
     ed_s = _ed50_draws(lv_s, fit_student, *(a[:, (ns > 0).any(0)] for a in draws[1]))
