@@ -22,7 +22,7 @@ from poison.stages.data import generate_with, generator_identity, stage_trusted
 from poison.stages.inject import inject
 from poison.stages.engine import engine_target, ready, trained_entry
 from poison.stages.plugins import plugin_entries
-from poison.stages.protocol import StageRecord, stage
+from poison.stages.protocol import StageRecord, StageSpec, stage
 
 log = logging.getLogger("poison")
 
@@ -45,7 +45,6 @@ DISTILL_DATA = stage("distill_data", 1, ("teacher", "data", "generation"),
                      doc="the teacher's answers to the distillation prompts (greedy or sampled)")
 STUDENT = stage("student", 1, ("distill", "teacher", "student", "base", "dtype", "device"), training=True,
                 doc="a student distilled from the teacher's answers (or logits) by its method")
-_TRAINING = {"teacher": TEACHER, "baseline": BASELINE}
 
 
 def finetune_key(ft: Any) -> dict[str, Any]:
@@ -129,7 +128,7 @@ def stage_poison(run: Run, data: StageRecord) -> StageRecord:
     return run.cache.run(POISON, inputs, build)
 
 
-def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
+def _train_stage(run: Run, stage: StageSpec, base_spec: str, ft: Any, rows_fn: Callable[[], list[dict]],
                  upstream: dict[str, Any], field_name: str, label: Optional[str] = None) -> StageRecord:
     ctx = run.ctx
     base = ctx.model(base_spec, field_name, ft.revision)
@@ -139,7 +138,7 @@ def _train_stage(run: Run, stage: str, base_spec: str, ft: Any, rows_fn: Callabl
     def build(out: Path):
         return finetune(base, rows_fn(), ft, out, dtype=ctx.dtype, device=ctx.device)
 
-    return run.cache.run(_TRAINING[stage], inputs, build, label=label or stage)
+    return run.cache.run(stage, inputs, build, label=label or stage.name)
 
 
 def clean_rows(data: StageRecord) -> list[dict]:
@@ -169,7 +168,7 @@ def stage_teacher(run: Run, poison: StageRecord, defense: Optional[StageRecord] 
     upstream = {"poison": poison.key, **({"defense": defense.key} if defense else {}),
                 **({"only": only} if only is not None else {})}
     arm = (Arm.per_defense(only) if only is not None else Arm.defended()) if defense else MAIN
-    return _train_stage(run, "teacher", run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
+    return _train_stage(run, TEACHER, run.cfg.teacher.model, run.cfg.teacher, rows, upstream, "teacher.model",
                         label=str(ModelId.teacher(arm)))
 
 
@@ -179,7 +178,7 @@ def stage_baseline(run: Run, data: StageRecord, label: Optional[str] = None) -> 
     whose rows are the clean set's)."""
     if run.cfg.baseline.kind == "base" and label is None:
         return None
-    return _train_stage(run, "baseline", run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
+    return _train_stage(run, BASELINE, run.cfg.teacher.model, run.cfg.teacher, lambda: clean_rows(data),
                         {"data": data.key}, "teacher.model", label=label)
 
 
@@ -189,7 +188,7 @@ def stage_null_control(run: Run, data: StageRecord) -> StageRecord:
     artifact, trained once)."""
     ft = run.cfg.teacher
     ft = ft.model_copy(update={"train": ft.train.model_copy(update={"seed": ft.train.seed + 1})})
-    return _train_stage(run, "baseline", ft.model, ft, lambda: clean_rows(data), {"data": data.key}, "teacher.model",
+    return _train_stage(run, BASELINE, ft.model, ft, lambda: clean_rows(data), {"data": data.key}, "teacher.model",
                         label=str(ModelId.single("null_control")))
 
 
