@@ -13,16 +13,23 @@ from pathlib import Path
 from typing import Any
 
 
-def _f(x: Any, digits: int = 2) -> str:
-    return "–" if x is None else f"{x:.{digits}f}"
+def fmt(x: Any, signed: bool = True, digits: int = 3) -> str:
+    """A figure for a results page ("–" when there is none)."""
+    if x is None:
+        return "–"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
 
 
-def _pct(x: Any) -> str:
+def pct(x: Any) -> str:
     return "–" if x is None else f"{100 * x:.1f}"
 
 
-def _p(p: Any) -> str:
+def pval(p: Any) -> str:
     return "–" if p is None else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
+
+
+def _f(x: Any, digits: int = 2) -> str:
+    return fmt(x, signed=False, digits=digits)
 
 
 def amplification_table(sweep: dict) -> tuple[list[str], list[dict]]:
@@ -57,9 +64,9 @@ def task_table(sweep: dict, target_task: str | None) -> list[str]:
            "| task | measure | model | pooled % | 95 % CI | replicates | per replicate % |",
            "|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: (r["task"], r["measure"], r["role"] != "baseline", r["model"])):
-        per = ", ".join(_pct(p["rate"]) for p in r.get("per_seed") or [])
-        out.append(f"| {r['task']} | {r['measure']} | {r['model']} | {_pct(r.get('pooled'))} | "
-                   f"[{_pct(r.get('ci_low'))}, {_pct(r.get('ci_high'))}] | {r.get('n', '–')} | {per} |")
+        per = ", ".join(pct(p["rate"]) for p in r.get("per_seed") or [])
+        out.append(f"| {r['task']} | {r['measure']} | {r['model']} | {pct(r.get('pooled'))} | "
+                   f"[{pct(r.get('ci_low'))}, {pct(r.get('ci_high'))}] | {r.get('n', '–')} | {per} |")
     return out + [""]
 
 
@@ -98,7 +105,7 @@ def probe_table(sweep: dict) -> list[str]:
     for r in sorted(rows, key=lambda r: (r["group"], r["split"], r["model"])):
         out.append(f"| {r['group']} | {r['model']} | {r['split']} | {_f(r.get('shift'), 3)} | "
                    f"{_f(r.get('null_mean'), 3)} | {_f(r.get('excess'), 3)} | [{_f(r.get('ci_low'), 3)}, "
-                   f"{_f(r.get('ci_high'), 3)}] | {_p(r.get('p_value'))} | {r.get('n_replicates', '–')} |")
+                   f"{_f(r.get('ci_high'), 3)}] | {pval(r.get('p_value'))} | {r.get('n_replicates', '–')} |")
     return out + [""]
 
 

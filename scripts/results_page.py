@@ -23,7 +23,6 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -31,23 +30,10 @@ sys.path.insert(0, str(ROOT))
 from poison import load_run  # noqa: E402
 from poison.ground.core.io import atomic_write_text, stable_hash  # noqa: E402
 from scripts import results_claims  # noqa: E402
+from scripts.results_claims import fmt, pct, pval  # noqa: E402
 
 KEEP_SUFFIXES = {".json", ".yaml", ".txt", ".parquet", ".csv"}
 MAX_ARCHIVED_BYTES = 5 * 1024 * 1024
-
-
-def fmt(x: Any, signed: bool = True, digits: int = 3) -> str:
-    if x is None:
-        return "–"
-    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
-
-
-def pct(x: Any) -> str:
-    return "–" if x is None else f"{100 * x:.1f}"
-
-
-def pval(p: Any) -> str:
-    return "–" if p is None else (f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}")
 
 
 def machines(runs: list) -> list[str]:
