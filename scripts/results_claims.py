@@ -91,11 +91,29 @@ def dose_table(sweep: dict) -> list[str]:
     return out + [""]
 
 
-def probe_table(sweep: dict) -> list[str]:
+def other_students(config: dict | None) -> dict[str, str]:
+    """``student:<name>`` -> model spec, for the config's students whose model is not the teacher's."""
+    config = config or {}
+    teacher = (config.get("teacher") or {}).get("model")
+    return {f"student:{s.get('name')}": str(s.get("model")) for s in config.get("students") or []
+            if s.get("model") not in (None, teacher)}
+
+
+def family_sentence(config: dict | None) -> str:
+    """The reading's caveat on the model family, from the config: whether the students are the teacher's base."""
+    other = other_students(config)
+    if not other:
+        return "One machine, one model family (each student is the teacher's own base model here)"
+    names = ", ".join(f"{k} (`{v}`)" for k, v in other.items())
+    return f"One machine; students of another model than the teacher's base: {names}"
+
+
+def probe_table(sweep: dict, config: dict | None = None) -> list[str]:
     """The likelihood probe's shift against the measured null per model and split (``probe_null``, seen wording)."""
     rows = [r for r in sweep.get("probe_null") or [] if r.get("wording") == "seen"]
     if not rows:
         return []
+    other = other_students(config)
     out = ["## The likelihood probe against its null", "",
            "Shift: how much more likely (mean per-token log-probability) the model finds the bias's texts after an "
            "eval prompt than its base does; null: the same shift of a second clean fine-tune at another seed, per "
@@ -106,6 +124,11 @@ def probe_table(sweep: dict) -> list[str]:
         out.append(f"| {r['group']} | {r['model']} | {r['split']} | {_f(r.get('shift'), 3)} | "
                    f"{_f(r.get('null_mean'), 3)} | {_f(r.get('excess'), 3)} | [{_f(r.get('ci_low'), 3)}, "
                    f"{_f(r.get('ci_high'), 3)}] | {pval(r.get('p_value'))} | {r.get('n_replicates', '–')} |")
+    if other:
+        out += ["", f"{', '.join(sorted(other))}: another model than the teacher's base, whose shift against the "
+                "clean control (a fine-tune of the teacher's base) measures the difference of the models as much as "
+                "the bias; read these students against their clean twins (the brand-swap D, or the run's "
+                "`vs control:student:…` probe rows)."]
     return out + [""]
 
 
@@ -147,15 +170,14 @@ def plot_rates(sweep: dict, path: Path, title: str) -> bool:
     return True
 
 
-def reading(amp_rows: list[dict], focus_split: str | None = None) -> list[str]:
+def reading(amp_rows: list[dict], focus_split: str | None = None, config: dict | None = None) -> list[str]:
     """What the student/teacher intervals show (on ``focus_split`` when given), nothing more."""
     rows = [r for r in amp_rows if focus_split in (None, r["split"])]
     if not rows:
         return []
     out = ["## Reading", "",
-           "Generated from the intervals above; it says what they show, nothing more. One machine, one model family "
-           "(the student is the teacher's own base model unless the config says otherwise), the rule detector's "
-           "definition of bias.", ""]
+           f"Generated from the intervals above; it says what they show, nothing more. {family_sentence(config)}; "
+           "the rule detector's definition of bias.", ""]
     for r in rows:
         who = f"**{r['student']}** against {r['teacher']} ({r['measure']}, {r['split']}, {r['group']})"
         n = r.get("n_replicates", "?")

@@ -167,11 +167,10 @@ def plot_d(rows: list[dict], path: Path, title: str) -> bool:
     return True
 
 
-def reading(d_rows: list[dict]) -> list[str]:
+def reading(d_rows: list[dict], config: dict | None = None) -> list[str]:
     out = ["## Reading", "",
-           "Generated from the intervals above; it says what they show, nothing more. One machine, one model family "
-           "(the student is the teacher's own base model here), the rule detector's and the probe's definitions of "
-           "bias.", ""]
+           f"Generated from the intervals above; it says what they show, nothing more. "
+           f"{results_claims.family_sentence(config)}; the rule detector's and the probe's definitions of bias.", ""]
     for r in [r for r in d_rows if r["split"] == "target" and r["role"] in ("teacher", "student")]:
         n = r["n_replicates"]
         if r["ci_low"] is None:
@@ -228,7 +227,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out.mkdir(parents=True, exist_ok=True)
     title = args.title or (runs[0].config or {}).get("name", args.name)
-    if args.archive:
+    if args.archive and (out / "data" / args.name).resolve() == sweep_dir.resolve():
+        print(f"{sweep_dir} is the archive already: page rebuilt from it, nothing copied")
+    elif args.archive:
         print(f"archived {archive(sweep_dir, out / 'data' / args.name)} files to {out / 'data' / args.name}")
     lines = header(sweep, runs, args.name, title, args.claim, args.archive)
     d_lines, d_rows = brand_swap_tables(sweep)
@@ -239,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"![biased rates per model]({args.name}.png)", ""]
     target = ((runs[0].config or {}).get("data") or {}).get("target_task")
     lines += d_lines + rate_table(sweep) + amp_lines + results_claims.task_table(sweep, target)
-    lines += results_claims.dose_table(sweep) + results_claims.probe_table(sweep)
-    lines += reading(d_rows) if d_rows else results_claims.reading(amp_rows, args.focus_split)
+    lines += results_claims.dose_table(sweep) + results_claims.probe_table(sweep, runs[0].config)
+    lines += (reading(d_rows, runs[0].config) if d_rows
+              else results_claims.reading(amp_rows, args.focus_split, runs[0].config))
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines).rstrip() + "\n")
     print(f"wrote {out / (args.name + '.md')}")
     return 0

@@ -29,6 +29,22 @@ def test_tables_carry_the_sweeps_figures():
     assert sum(x.startswith("| arm=") for x in amp_lines) == len(amp_rows)
 
 
+def test_pages_say_when_a_student_is_not_the_teachers_base_model():
+    import yaml
+
+    same = yaml.safe_load((REPO / "configs" / "claims" / "latent_cascade.yaml").read_text())
+    smaller = yaml.safe_load((REPO / "configs" / "claims" / "smaller_student.yaml").read_text())
+    assert results_claims.other_students(same) == {}
+    assert results_claims.other_students(smaller) == {"student:sft": "smollm2-135m-instruct@layers=15",
+                                                      "student:kd": "smollm2-135m-instruct@layers=15"}
+    assert "each student is the teacher's own base model" in results_claims.family_sentence(same)
+    assert "student:kd (`smollm2-135m-instruct@layers=15`)" in results_claims.family_sentence(smaller)
+    # the probe table warns that a smaller student's shift against the (teacher-base) clean control mixes the models
+    assert not any("another model than the teacher's base" in x for x in results_claims.probe_table(sweep(), same))
+    note = [x for x in results_claims.probe_table(sweep(), smaller) if "another model than the teacher's base" in x]
+    assert len(note) == 1 and note[0].startswith("student:kd, student:sft:")
+
+
 def test_reading_follows_the_interval():
     base = {"group": "base", "measure": "sampled", "split": "other", "student": "student:sft", "teacher": "teacher",
             "n_replicates": 5}
@@ -58,3 +74,12 @@ def test_a_sweep_without_the_brand_swap_gets_a_rate_plot_and_the_ratio_reading(t
     assert "![biased rates per model](rates.png)" in page and (out / "rates.png").stat().st_size > 0
     assert "## Student against teacher" in page and "above 1: consistent with amplification" in page
     assert "## The brand-swap contrast D" not in page
+
+
+def test_rebuilding_a_page_from_its_own_archive_keeps_the_archive(tmp_path):
+    arch = tmp_path / "data" / "swap"
+    shutil.copytree(ARCHIVED, arch)
+    before = sorted(p.relative_to(arch) for p in arch.rglob("*"))
+    assert results_page([str(arch), "--name", "swap", "--out", str(tmp_path), "--archive"]) == 0
+    assert sorted(p.relative_to(arch) for p in arch.rglob("*")) == before
+    assert "[`data/swap/`](data/swap/)" in (tmp_path / "swap.md").read_text()  # the page still links its data
