@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from poison.ground.results.model_id import ModelId
+
 
 def fmt(x: Any, signed: bool = True, digits: int = 3) -> str:
     """A figure for a results page ("–" when there is none)."""
@@ -95,7 +97,7 @@ def other_students(config: dict | None) -> dict[str, str]:
     """``student:<name>`` -> model spec, for the config's students whose model is not the teacher's."""
     config = config or {}
     teacher = (config.get("teacher") or {}).get("model")
-    return {f"student:{s.get('name')}": str(s.get("model")) for s in config.get("students") or []
+    return {str(ModelId.of_student(s["name"])): str(s.get("model")) for s in config.get("students") or []
             if s.get("model") not in (None, teacher)}
 
 
