@@ -142,5 +142,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def cli() -> None:
+    """The command's entry point (``python -m poison.run``, ``cascade-poison``): main()'s value is the exit status.
+
+    After an interrupt the process ends itself with 130. CPython would otherwise end it by SIGINT at exit, whatever
+    sys.exit said, when the KeyboardInterrupt (caught and reported above) had crossed a C-level ``PyRun_*`` call on
+    its way (a stale "unhandled KeyboardInterrupt" flag): the status was 130 or -SIGINT by chance. The atexit
+    handlers (Ray's shutdown, logging's flush) run first; what is skipped is the join of non-daemon threads."""
+    rc = main()
+    if rc == 130:
+        import atexit
+        import os
+
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)
+    sys.exit(rc)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    cli()
