@@ -148,7 +148,13 @@ def cli() -> None:
     After an interrupt the process ends itself with 130. CPython would otherwise end it by SIGINT at exit, whatever
     sys.exit said, when the KeyboardInterrupt (caught and reported above) had crossed a C-level ``PyRun_*`` call on
     its way (a stale "unhandled KeyboardInterrupt" flag): the status was 130 or -SIGINT by chance. The atexit
-    handlers (Ray's shutdown, logging's flush) run first; what is skipped is the join of non-daemon threads."""
+    handlers (Ray's shutdown, logging's flush) run first; what is skipped is the join of non-daemon threads.
+
+    A crash in native code (SIGSEGV, SIGABRT, ...) prints every thread's Python stack to stderr (faulthandler) before
+    the process dies, so that a rare crash in a library names where it happened."""
+    import faulthandler
+
+    faulthandler.enable(all_threads=True)
     rc = main()
     if rc == 130:
         import atexit
