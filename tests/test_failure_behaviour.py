@@ -209,3 +209,41 @@ def test_an_interrupted_run_exits_130_even_after_the_interrupt_crossed_c_code(tm
                            timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
         assert r.returncode == want, (entry, r.returncode, r.stderr[-2000:])
         assert r.stderr.strip() == "error: interrupted (SIGINT)"
+
+
+ENV_PROBE = """
+import ctypes, json, sys
+from poison.ground.core.procs import settle_environment
+def keys():
+    env, out, i = ctypes.POINTER(ctypes.c_char_p).in_dll(ctypes.CDLL(None), "environ"), set(), 0
+    while env[i]:
+        out.add(env[i].split(b"=", 1)[0].decode()); i += 1
+    return out
+settle = sys.argv[1] == "settle"
+added = settle_environment() if settle else []
+before = keys()
+import sklearn, joblib, threadpoolctl, trl  # noqa: E401  (each writes the environment on import)
+from torch._inductor.codecache import CppPythonBindingsCodeCache
+import os
+os.environ["_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"] = "0"  # what inductor's kernel loader does (value aside)
+print(json.dumps({"added": added, "new": sorted(keys() - before)}))
+"""
+
+
+def test_the_environment_libraries_write_mid_run_is_settled_at_start(tmp_path):
+    """The variables trl, scikit-learn, joblib and inductor add mid-run exist from the start, so that no later write
+    reallocates the environment under a native thread's getenv (a SIGSEGV seen at a teacher stage's start). Inductor's
+    cache folder is set by the run's context (poison.pipeline.run_context), before the first stage, as here."""
+    env = {k: v for k, v in os.environ.items() if k not in ("KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK",
+                                                             "VLLM_LOGGING_LEVEL",
+                                                             "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR")}
+    env["TORCHINDUCTOR_CACHE_DIR"] = str(tmp_path / "inductor")
+    out = {}
+    for mode in ("plain", "settle"):
+        r = subprocess.run([sys.executable, "-c", ENV_PROBE, mode], cwd=REPO, capture_output=True, text=True,
+                           timeout=300, env=env)
+        assert r.returncode == 0, r.stderr[-2000:]
+        out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out["plain"]["new"]) >= {"KMP_DUPLICATE_LIB_OK", "KMP_INIT_AT_FORK", "VLLM_LOGGING_LEVEL",
+                                        "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"}  # the writes exist
+    assert out["settle"]["new"] == [] and len(out["settle"]["added"]) == 4

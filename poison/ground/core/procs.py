@@ -156,3 +156,38 @@ def release_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to trim
         pass
+
+
+#: Environment variables that libraries add to the process environment in the middle of a run, when they are first
+#: imported or first compile (found by diffing the C environment before and after a run), with the value each would
+#: write. None: computed in :func:`settle_environment`.
+LATE_ENVIRONMENT = {
+    "KMP_DUPLICATE_LIB_OK": "True",  # scikit-learn, threadpoolctl (inductor writes TRUE)
+    "KMP_INIT_AT_FORK": "FALSE",  # scikit-learn, joblib
+    "VLLM_LOGGING_LEVEL": "WARNING",  # trl on import ("ERROR" when unset); the testbed's vLLM workers want WARNING
+    "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR": None,  # inductor, each time it loads a compiled kernel library
+}
+
+
+def settle_environment() -> list[str]:
+    """Add, while the process has one thread, the environment variables that libraries would add later (a user's own
+    setting wins); returns the names added.
+
+    Adding a variable makes glibc's setenv() reallocate the environment array and free the old one; a native thread
+    that reads the environment meanwhile (getenv) reads freed memory. A run crashed so (SIGSEGV in getenv on a
+    library thread, at the start of the teacher stage, where trl is imported and inductor compiles). Replacing an
+    existing variable's value moves no array, so later writes of these names are safe."""
+    added = []
+    for name, value in LATE_ENVIRONMENT.items():
+        if name in os.environ:
+            continue
+        if value is None:
+            try:
+                from torch._C._dynamo import guards
+
+                value = str(guards._torchinductor_pyobject_tensor_data_ptr)  # type: ignore[attr-defined]
+            except (ImportError, AttributeError):
+                continue
+        os.environ[name] = value
+        added.append(name)
+    return added
