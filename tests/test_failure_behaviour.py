@@ -223,7 +223,7 @@ settle = sys.argv[1] == "settle"
 added = settle_environment() if settle else []
 before = keys()
 import sklearn, joblib, threadpoolctl, trl  # noqa: E401  (each writes the environment on import)
-from torch._inductor.codecache import CppPythonBindingsCodeCache
+from torch._inductor.codecache import CppPythonBindingsCodeCache  # inductor's kernel loader, imported as a run does
 import os
 os.environ["_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR"] = "0"  # what inductor's kernel loader does (value aside)
 print(json.dumps({"added": added, "new": sorted(keys() - before)}))

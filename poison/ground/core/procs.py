@@ -174,9 +174,10 @@ def settle_environment() -> list[str]:
     setting wins); returns the names added.
 
     Adding a variable makes glibc's setenv() reallocate the environment array and free the old one; a native thread
-    that reads the environment meanwhile (getenv) reads freed memory. A run crashed so (SIGSEGV in getenv on a
-    library thread, at the start of the teacher stage, where trl is imported and inductor compiles). Replacing an
-    existing variable's value moves no array, so later writes of these names are safe."""
+    that reads the environment meanwhile (getenv) reads freed memory. A run crashed in getenv on a library thread at
+    the start of its teacher stage, where trl is first imported and inductor compiles: this race is the likely cause
+    (not reproduced). Replacing an existing variable's value moves no array, so later writes of these names are
+    safe."""
     added = []
     for name, value in LATE_ENVIRONMENT.items():
         if name in os.environ:
