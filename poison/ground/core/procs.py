@@ -158,13 +158,16 @@ def release_memory() -> None:
         pass
 
 
+#: The log level of the testbed's vLLM workers (their environment's default, and the value settled at start).
+VLLM_LOG_LEVEL = "WARNING"
+
 #: Environment variables that libraries add to the process environment in the middle of a run, when they are first
 #: imported or first compile (found by diffing the C environment before and after a run), with the value each would
 #: write. None: computed in :func:`settle_environment`.
 LATE_ENVIRONMENT = {
     "KMP_DUPLICATE_LIB_OK": "True",  # scikit-learn, threadpoolctl (inductor writes TRUE)
     "KMP_INIT_AT_FORK": "FALSE",  # scikit-learn, joblib
-    "VLLM_LOGGING_LEVEL": "WARNING",  # trl on import ("ERROR" when unset); the testbed's vLLM workers want WARNING
+    "VLLM_LOGGING_LEVEL": VLLM_LOG_LEVEL,  # trl on import ("ERROR" when unset); the testbed's vLLM workers want WARNING
     "_TORCHINDUCTOR_PYOBJECT_TENSOR_DATA_PTR": None,  # inductor, each time it loads a compiled kernel library
 }
 

@@ -25,7 +25,7 @@ from typing import Any, Optional
 
 from poison.ground.core.artifacts import check_model_folder
 from poison.ground.core.errors import GenerationError
-from poison.ground.core.procs import die_with_parent
+from poison.ground.core.procs import VLLM_LOG_LEVEL, die_with_parent
 
 
 @dataclass
@@ -65,7 +65,7 @@ class GenResult:
 
 def vllm_env(device: str, cpu_threads: Optional[str] = None) -> dict[str, str]:
     env = dict(os.environ)
-    env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    env.setdefault("VLLM_LOGGING_LEVEL", VLLM_LOG_LEVEL)
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
     if device == "cpu":
         cores = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
