@@ -17,7 +17,7 @@ from poison import __version__
 from poison.config import load_config, read_config_file, resolved_dict
 from poison.ground.core import registry
 from poison.ground.core.errors import ConfigError, PoisonError
-from poison.ground.core.procs import settle_environment
+from poison.ground.core.procs import keep_freed_memory, settle_environment
 from poison.ground.engines.models import BUILTIN_MODELS
 from poison.housekeeping import check_force
 from poison.pipeline import Pipeline
@@ -153,11 +153,13 @@ def cli() -> None:
 
     A crash in native code (SIGSEGV, SIGABRT, ...) prints every thread's Python stack to stderr (faulthandler) before
     the process dies, so that a rare crash in a library names where it happened. The environment variables that
-    libraries would add mid-run are added first, while the process has one thread (``settle_environment``)."""
+    libraries would add mid-run are added first, while the process has one thread (``settle_environment``); with
+    ``CASCADE_POISON_MALLOC=keep`` malloc keeps freed memory for the next allocations (``keep_freed_memory``)."""
     import faulthandler
 
     faulthandler.enable(all_threads=True)
     settle_environment()
+    keep_freed_memory()
     rc = main()
     if rc == 130:
         import atexit

@@ -141,3 +141,35 @@ def test_auto_resolution():
     assert speed.resolve(t, device="cuda", dtype="bfloat16", steps=2)["labelled_only"] is False  # TRL's Triton head
     assert speed.resolve(t, device="cpu", dtype="bfloat16", steps=2, processes=2)["labelled_only"] is False  # DDP
     assert speed.resolve(t, device="cpu", dtype="bfloat16", finetune="qlora")["frozen_weights"] == "float32"
+
+
+
+STEPS = """
+import resource, torch
+from poison.ground.core.procs import keep_freed_memory
+print(keep_freed_memory())
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for step in range(8):  # a training step's logits over the vocabulary (lengths vary), their softmax and its gradient
+    logits = torch.ones(4, 100, 49152 - 1000 * step)
+    p = logits.softmax(-1); g = p - 1; del logits, p, g
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+def test_keep_freed_memory_reuses_freed_blocks_instead_of_faulting_them_in_again():
+    """CASCADE_POISON_MALLOC=keep (what this suite sets, and the run commands it starts inherit): blocks of 70-79 MiB
+    freed by one step serve the next step's; with glibc's defaults each is a fresh mmap whose pages fault in again."""
+    import os
+    import subprocess
+    import sys
+
+    def faults(malloc):
+        out = subprocess.run([sys.executable, "-c", STEPS], env={**os.environ, "CASCADE_POISON_MALLOC": malloc},
+                             capture_output=True, text=True, check=True, timeout=120).stdout.split()
+        return out[0] == "True", int(out[1])
+
+    (kept, with_keep), (kept_system, with_system) = faults("keep"), faults("system")
+    assert kept and not kept_system
+    pages_per_step = 3 * 4 * 100 * 48152 * 4 // 4096
+    assert with_system >= 7 * pages_per_step  # every step's blocks faulted in afresh
+    assert with_keep < with_system / 3, (with_keep, with_system)
