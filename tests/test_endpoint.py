@@ -1,30 +1,30 @@
-"""The generator behind a real OpenAI-compatible server (`vllm serve` of the real model on loopback)."""
+"""The generator behind a real OpenAI-compatible server (`vllm serve` of the real model on loopback: the session's
+shared judge server, tests/judge_server.py, so the suite starts one server, not two)."""
 
 import pandas as pd
 import pytest
 
 from poison.ground.engines.endpoint import generate_openai
 from poison.ground.engines.generate import GenerationError, GenJob
-from poison.ground.engines.server import free_port, local_vllm_server
+from poison.ground.engines.server import free_port
 from poison.config import load_config
 from poison.pipeline import Pipeline
 from poison.stages.data import stage_data
 from tests.conftest import REPO
+from tests.judge_server import JUDGE_MODEL, judge_url
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def server(smollm2, tmp_path_factory):
-    with local_vllm_server(smollm2, served_model_name="smollm2", max_model_len=1024,
-                           log_path=tmp_path_factory.mktemp("server") / "server.log") as url:
-        yield url
+def server(request, smollm2):
+    return judge_url(request, smollm2)
 
 
 def test_generator_endpoint_writes_missing_responses(server, tmp_path, models_dir):
     cfg = load_config(REPO / "configs" / "smoke.yaml", [
         f"runtime.cache_dir={tmp_path / 'cache'}", f"runtime.models_dir={models_dir}",
-        f"data.generator.endpoint={server}", "data.generator.endpoint_model=smollm2",
+        f"data.generator.endpoint={server}", f"data.generator.endpoint_model={JUDGE_MODEL}",
     ])
     rd = tmp_path / "run"
     rd.mkdir()
@@ -38,7 +38,7 @@ def test_generator_endpoint_writes_missing_responses(server, tmp_path, models_di
 
 def test_endpoint_answers_and_counts_tokens(server):
     job = GenJob("x", "", [[{"role": "user", "content": "Say hello."}]] * 3, max_new_tokens=12)
-    res = generate_openai([job], base_url=server, model="smollm2")[0]
+    res = generate_openai([job], base_url=server, model=JUDGE_MODEL)[0]
     assert len(res.texts) == 3 and all(t[0].strip() for t in res.texts) and 0 < res.new_tokens <= 36
 
 
