@@ -157,7 +157,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 
 
 def test_keep_freed_memory_reuses_freed_blocks_instead_of_faulting_them_in_again():
-    """CASCADE_POISON_MALLOC=keep (what this suite sets, and the run commands it starts inherit): blocks of 70-79 MiB
+    """CASCADE_POISON_MALLOC=keep (what this suite sets, and the run commands it starts inherit): blocks of 64-75 MiB
     freed by one step serve the next step's; with glibc's defaults each is a fresh mmap whose pages fault in again."""
     import os
     import subprocess

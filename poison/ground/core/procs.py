@@ -169,12 +169,13 @@ def keep_freed_memory() -> bool:
 
     glibc gives every allocation above 32 MiB (a batch's logits over a 49,152-token vocabulary, their gradients) its
     own ``mmap``: freed with ``munmap``, and the next step's equal-sized tensor faults every page in again, zeroed by
-    the kernel. On tiny models that is most of the work: the KD tests spent 39 s of 142 s of CPU time in the kernel
-    with 10.9 M page faults; with mmap off and no trimming on free, 4 s and 0.6 M (bench/bench_malloc.py). It is not
-    the default of a run: on SmolLM2-135M the kernel's share was 2 % of a teacher's training, and glibc before 2.38
-    cannot reuse a freed aligned block for an aligned request of the same size (torch's allocations are 64-byte
-    aligned), so the heap grows by such blocks where mmap would have returned them (peak memory +37 % on the KD
-    tests). Memory still goes back to the system between stages: :func:`release_memory` trims the heap."""
+    the kernel. On tiny models that is a large share of the work: the KD tests spent 41.6 s of 97 s of CPU time in
+    the kernel with 11.0 M page faults; with mmap off and no trimming on free, 3.6 s, 0.66 M and 0.56 of the wall
+    time (bench/bench_malloc.py, quiet AVX2 machine). It is not the default of a run: on SmolLM2-135M the kernel's
+    share was 2 % of a teacher's training, and glibc before 2.38 cannot reuse a freed aligned block for an aligned
+    request of the same size (torch's allocations are 64-byte aligned), so the heap grows by such blocks where mmap
+    would have returned them (peak memory +43 % on the KD tests). Memory still goes back to the system between
+    stages: :func:`release_memory` trims the heap."""
     if os.environ.get("CASCADE_POISON_MALLOC", "").lower() != "keep":
         return False
     import ctypes
