@@ -20,7 +20,8 @@ def pytest_collection_finish(session):
     """The test modules and the libraries they import are loaded: move their objects out of the garbage collector's
     sight (gc.freeze), so that each full collection (release_memory after every stage; statsmodels' Holm adjustment
     runs one per call) walks only what the tests made. Measured over tests/test_evidence.py: 85 full collections of
-    0.56 s each, 6 % of its time, before this. CASCADE_POISON_GC_FREEZE=0 leaves it out (bench/bench_malloc.py)."""
+    0.56 s each, 6 % of its time, before this (beside a training run); the freeze's own gain is not shown apart.
+    CASCADE_POISON_GC_FREEZE=0 leaves it out (bench/bench_malloc.py measures with and without)."""
     if os.environ.get("CASCADE_POISON_GC_FREEZE") == "0":
         return
     gc.collect()
