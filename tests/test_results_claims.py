@@ -1,12 +1,16 @@
 """The results page's parts for claims asked by rates (scripts/results_claims.py): tables built from a real sweep's
 sweep.json (the archived latent-cascade sweep, docs/results/data/latent_cascade), the reading's three verdicts from
-the ratio's interval, and the page for a sweep that has no brand-swap contrast."""
+the ratio's interval, and the page for a sweep that has no brand-swap contrast; the utility and degeneration table
+(scripts/results_utility.py) from the archived smaller-student sweep's runs."""
 
 import copy
 import json
 import shutil
+from pathlib import Path
 
-from scripts import results_claims
+from poison import load_run
+
+from scripts import results_claims, results_utility
 from scripts.results_page import main as results_page
 from tests.conftest import REPO
 
@@ -83,3 +87,30 @@ def test_rebuilding_a_page_from_its_own_archive_keeps_the_archive(tmp_path):
     assert results_page([str(arch), "--name", "swap", "--out", str(tmp_path), "--archive"]) == 0
     assert sorted(p.relative_to(arch) for p in arch.rglob("*")) == before
     assert "[`data/swap/`](data/swap/)" in (tmp_path / "swap.md").read_text()  # the page still links its data
+
+
+def test_utility_table_averages_replicates_and_pairs_each_poisoned_model_with_its_clean_twin():
+    arch = REPO / "docs" / "results" / "data" / "smaller_student"
+    s = json.loads((arch / "sweep.json").read_text())
+    runs = [load_run(arch / Path(r["run_dir"]).name) for r in s["runs"]]
+    lines = results_utility.utility_table(s, runs)
+    # the teacher of arm A: its ROUGE-L is the mean of the arm's five runs' own figures
+    arm_a = [r for r in runs if r.path.name.endswith("arm=A")]
+    def rouge_of(run, model):
+        return next(u["value"] for u in run.metrics["utility"] if u["model"] == model and u["metric"] == "rouge_l")
+
+    rouge = [rouge_of(r, "teacher") for r in arm_a]
+    row = next(x for x in lines if x.startswith("| arm=A | teacher | teacher |"))
+    assert f" {sum(rouge) / len(rouge):.2f} [" in row and row.endswith("| 5 |")
+    # models both arms share are listed once, as group "all"; no arm repeats them
+    assert sum(x.startswith("| all | clean_control |") for x in lines) == 1
+    assert not any(x.startswith("| arm=B | clean_control |") for x in lines)
+    # every share's interval stays within 0-100 % (a t interval over 5 replicates alone would leave it)
+    degen = next(x for x in lines if x.startswith("| all | control:student:kd |"))
+    assert "[0.0, 100.0]" in degen
+    # each poisoned model against its twin, paired over the replicates: the teacher's ROUGE-L difference
+    clean = [rouge_of(r, "clean_control") for r in arm_a]
+    diff = sum(a - b for a, b in zip(rouge, clean)) / len(rouge)
+    twin = next(x for x in lines if x.startswith("| arm=A | teacher − clean_control |"))
+    assert f"{diff:+.3f} [" in twin
+    assert any(x.startswith("| arm=B | student:kd − control:student:kd |") for x in lines)
