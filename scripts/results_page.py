@@ -55,7 +55,8 @@ def machines(runs: list) -> list[str]:
     return [f"{t} ({n} run{'s' if n > 1 else ''})" for t, n in seen.items()]
 
 
-def header(sweep: dict, runs: list, name: str, title: str, claim: str | None, archived: bool) -> list[str]:
+def header(sweep: dict, runs: list, name: str, title: str, claim: str | None, archived: bool,
+           flags: str = "") -> list[str]:
     cfg = runs[0].config or {}
     finished = sorted(str((r.metrics or {}).get("run", {}).get("finished", "")) for r in runs)
     commits = sorted({str((r.metrics or {}).get("run", {}).get("commit") or "not recorded") for r in runs})
@@ -84,6 +85,8 @@ def header(sweep: dict, runs: list, name: str, title: str, claim: str | None, ar
     if archived:
         lines.append(f"| data | [`data/{name}/`](data/{name}/): each run directory's small files; rebuild this page "
                      f"or resume the sweep from there |")
+        lines.append(f"| rebuild | `.venv/bin/python scripts/results_page.py docs/results/data/{name} --name {name} "
+                     f"--archive{flags}" + (" --claim \"<the claim above>\"" if claim else "") + "` |")
     return lines + [""]
 
 
@@ -232,7 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{sweep_dir} is the archive already: page rebuilt from it, nothing copied")
     elif args.archive:
         print(f"archived {archive(sweep_dir, out / 'data' / args.name)} files to {out / 'data' / args.name}")
-    lines = header(sweep, runs, args.name, title, args.claim, args.archive)
+    flags = (f" --title \"{args.title}\"" if args.title else "") + (
+        f" --focus-split {args.focus_split}" if args.focus_split else "")
+    lines = header(sweep, runs, args.name, title, args.claim, args.archive, flags)
     d_lines, d_rows = brand_swap_tables(sweep)
     amp_lines, amp_rows = results_claims.amplification_table(sweep)
     if d_rows and plot_d(d_rows, out / f"{args.name}.png", title):

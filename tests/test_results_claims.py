@@ -114,3 +114,22 @@ def test_utility_table_averages_replicates_and_pairs_each_poisoned_model_with_it
     twin = next(x for x in lines if x.startswith("| arm=A | teacher − clean_control |"))
     assert f"{diff:+.3f} [" in twin
     assert any(x.startswith("| arm=B | student:kd − control:student:kd |") for x in lines)
+
+
+def test_every_published_page_is_what_its_rebuild_command_makes_from_its_archive(tmp_path):
+    """A results page in docs/results/ that archives its runs names its rebuild command; run today on the archive, the
+    command gives the same page (all but the date it was built): no page drifts from its data or from the script."""
+    import shlex
+
+    pages = [p for p in sorted((REPO / "docs" / "results").glob("*.md")) if "| rebuild | `" in p.read_text()]
+    assert {p.stem for p in pages} >= {"latent_cascade", "smaller_student", "untargeted_unseen"}
+    for page in pages:
+        lines = page.read_text().splitlines()
+        cmd = next(x for x in lines if x.startswith("| rebuild | `")).split("`")[1]
+        claim = next(x for x in lines if x.startswith("**The paper's claim asked here:** ")).split(":** ", 1)[1]
+        argv = [claim if a == "<the claim above>" else a for a in shlex.split(cmd)[2:]]
+        argv[0] = str(REPO / argv[0])
+        assert results_page(argv + ["--out", str(tmp_path)]) == 0
+        rebuilt = (tmp_path / page.name).read_text().splitlines()
+        assert [x for x in rebuilt if not x.startswith("| page built |")] == \
+            [x for x in lines if not x.startswith("| page built |")], page.name
