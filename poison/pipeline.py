@@ -190,6 +190,8 @@ class Pipeline:
 
     def via(self) -> Any:
         """The student whose chain a cascade distils again (``cascade.via``, default the first)."""
+        if not self.cfg.students:  # a teacher-only run
+            return None
         return next(s for s in self.cfg.students if s.name == (self.cfg.cascade.via or self.cfg.students[0].name))
 
     def branch(self, arm: Arm, teacher: TeacherSource, **kw: Any) -> Branch:

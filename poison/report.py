@@ -173,12 +173,14 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     degeneration = degeneration_rows(answers, degenerate_above, conf, n_boot)
     cut_off = cut_off_rows(answers, conf, n_boot)
 
-    # The teacher's answers the students learn from, scored with the same detector
-    dist = read_parquet(Path(distill.path) / "distill.parquet")
-    found = [run.bias.detect(t or "") for t in dist.response]
-    dist = dist.assign(split=[split_of[t] for t in dist.task], biased=[d.biased for d in found],
-                       bias_spans=[[[int(a), int(b)] for a, b in d.spans] for d in found])
-    distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
+    # The teacher's answers the students learn from, scored with the same detector (none in a teacher-only run)
+    dist, distill_rates = None, []
+    if distill is not None:
+        dist = read_parquet(Path(distill.path) / "distill.parquet")
+        found = [run.bias.detect(t or "") for t in dist.response]
+        dist = dist.assign(split=[split_of[t] for t in dist.task], biased=[d.biased for d in found],
+                           bias_spans=[[[int(a), int(b)] for a, b in d.spans] for d in found])
+        distill_rates = rate_rows(dist.assign(model="teacher", role="teacher"), ["split"], conf)
 
     per_student = {}
     for name, rec in (distills or {}).items():  # students with their own distillation answers
@@ -236,7 +238,7 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
         "utility": utility,
         "degeneration": degeneration,
         "cut_off": cut_off,
-        "distill_data": {"rows": len(dist), "bias_rates": distill_rates,
+        "distill_data": {"rows": 0 if dist is None else len(dist), "bias_rates": distill_rates,
                          **({"per_student": per_student} if per_student else {})},
         "sampled_rate": sampled_rate,
         "sampled_amplification": sampled_amp,
@@ -265,7 +267,8 @@ def write_report(run: Run, *, data, poison, distill, models: dict[str, dict], ev
     if not probe.empty:
         atomic_write_parquet(run_dir / "probe.parquet", probe)
     atomic_write_parquet(run_dir / "train_set.parquet", train)
-    atomic_write_parquet(run_dir / "distill_set.parquet", dist)
+    if dist is not None:
+        atomic_write_parquet(run_dir / "distill_set.parquet", dist)
     if score_frames:
         atomic_write_parquet(run_dir / "defense_scores.parquet", pd.concat(score_frames, ignore_index=True))
     write_results(run_dir, metrics, summary_table(metrics))

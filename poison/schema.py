@@ -268,7 +268,8 @@ class RunConfig(Strict):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     baseline: BaselineConfig = Field(default_factory=BaselineConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
-    students: list[StudentSpec] = Field(min_length=1)
+    students: list[StudentSpec] = Field(description="The students distilled from the teacher; none (`[]`) for a "
+                                        "teacher-only run: no distillation set, no student, no amplification.")
     eval: EvalConfig = Field(default_factory=EvalConfig)
     defense: DefenseConfig = Field(default_factory=DefenseConfig)
     judge: JudgeConfig = Field(default_factory=JudgeConfig, description="The run's judge: of judge.evaluate and of "
@@ -304,6 +305,8 @@ class RunConfig(Strict):
         if not any(s.n_eval for s in self.data.sources):
             raise ValueError("set n_eval > 0 on at least one data source")
         names_ok = [s.name for s in self.students]
+        if not self.students and self.cascade.generations > 1:
+            raise ValueError("cascade.generations > 1 distils a student again: name at least one student")
         if self.cascade.via is not None and self.cascade.via not in names_ok:
             raise ValueError(f"cascade.via {self.cascade.via!r} names no student; students: {names_ok}")
         distill_tasks = [t for spec, t in zip(self.data.sources, tasks) if spec.n_distill]
@@ -319,6 +322,9 @@ class RunConfig(Strict):
                 raise ValueError(f"students.{i}.train.packing: only methods that train on SFT batches pack (method "
                                  f"{st.method!r} trains on its own batches)")
         self._adaptive()
+        if "distill" in self.defense.places and self.defense.defenses and not self.students:
+            raise ValueError("defense.places: 'distill' scores the teacher's answers the students learn from; a "
+                             "teacher-only run (students: []) has none: use 'train'")
         if "distill" in self.defense.places and self.defense.defenses:
             own = [f"students.{i}.distill_generation" for i, s in enumerate(self.students) if s.distill_generation]
             if own:

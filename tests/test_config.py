@@ -85,6 +85,21 @@ def test_target_task_must_exist():
     assert "data.target_task 'poetry' is not one of the source tasks" in err(raw)
 
 
+def test_a_teacher_only_config_compares_the_teacher_with_its_control_and_cannot_cascade():
+    raw = base()
+    raw["students"] = []
+    cfg = config_from_dict(raw)
+    assert cfg.students == [] and cfg.claims.primary.startswith("teacher_vs_")
+    assert "student" not in " ".join(cfg.model_names())
+    raw["cascade"] = {"generations": 2}
+    assert "cascade.generations > 1 distils a student again: name at least one student" in err(raw)
+    raw.pop("cascade")
+    raw["defense"] = {"defenses": [{"type": "perplexity"}], "places": ["train", "distill"]}
+    assert "a teacher-only run (students: []) has none: use 'train'" in err(raw)
+    raw["defense"]["places"] = ["train"]
+    assert config_from_dict(raw).defense.places == ["train"]
+
+
 def test_overrides_parse_yaml_and_index_lists():
     raw = base()
     cfg = config_from_dict(raw, ["poison.count=3", "students.0.train.epochs=0.5", "runtime.backend=hf",

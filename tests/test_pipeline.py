@@ -1,4 +1,5 @@
-"""The pipeline on tiny random-init models: artifacts, cache hits and misses, resume after kill -9."""
+"""The pipeline on tiny random-init models: artifacts, cache hits and misses, resume after kill -9, a teacher-only
+run."""
 
 import json
 import os
@@ -144,3 +145,37 @@ def test_bad_model_path_fails_before_any_stage(tiny_config, tmp_path, models_dir
     assert "students.0.model: local model folder ./no/such/model does not exist" in r.stderr
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "cache" / "stages").exists()
+
+
+def test_a_teacher_only_run_trains_and_measures_the_teacher_and_distils_nothing(tiny_config, tmp_path, models_dir):
+    from poison import load_run
+
+    text = tiny_config.read_text()
+    start, end = text.index("distill:\n"), text.index("eval:\n")
+    tiny_config.write_text(text[:start] + "students: []\n" + text[end:])
+    r = run_cli(str(tiny_config), *dirs(tmp_path, models_dir))
+    assert r.returncode == 0, r.stderr[-3000:]
+    rd = run_dir_from(r.stdout)
+    assert not (rd / "distill_set.parquet").exists() and (rd / "train_set.parquet").is_file()
+    st = stages(rd)
+    assert "teacher" in st and not any(k.startswith(("distill", "student")) for k in st)
+    m = json.loads((rd / "metrics.json").read_text())
+    assert set(m["models"]) == {"baseline", "teacher"} and m["amplification"] == []
+    assert m["distill_data"] == {"rows": 0, "bias_rates": []}
+    assert m["claims"]["primary"]["a"] == "teacher" and m["claims"]["primary"]["b"] == "baseline"
+    assert {(x["model"], x["split"]) for x in m["bias_rates"]} == {(a, b) for a in ("baseline", "teacher")
+                                                                   for b in ("target", "other")}
+    run = load_run(rd)
+    assert run.status == "complete" and run.distill_set is None and len(run.train_set) == 20
+    # every dashboard view opens on it without an exception or an error box
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import registry
+
+    for view in registry.names():
+        at = AppTest.from_file(str(REPO / "dashboard" / "app.py"), default_timeout=120)
+        at.query_params["view"], at.query_params["run"] = view, rd.name
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("POISON_RUNS_DIR", str(rd.parent))
+            at.run()
+        assert not at.exception and not at.error, (view, [e.value for e in at.exception], [e.value for e in at.error])

@@ -85,12 +85,12 @@ class Branch:
 
 @dataclass
 class BranchResult:
-    """What a branch trained: its ``teacher``, the shared distillation set ``distill``, each student's own set
-    ``distills`` (the shared one unless it has a ``distill_generation``) and ``chains``: student name ->
-    {generation: student} (generation 1 for every student; 2.. for ``via``)."""
+    """What a branch trained: its ``teacher``, the shared distillation set ``distill`` (None in a teacher-only run),
+    each student's own set ``distills`` (the shared one unless it has a ``distill_generation``) and ``chains``: student
+    name -> {generation: student} (generation 1 for every student; 2.. for ``via``)."""
 
     teacher: StageRecord
-    distill: StageRecord
+    distill: Optional[StageRecord]
     distills: dict[str, StageRecord]
     chains: dict[str, dict[int, StageRecord]]
 
@@ -123,6 +123,8 @@ def run_branch(run: Run, branch: Branch, data: StageRecord, poison: Optional[Sta
     any student (the main arm readies the clean control a method may compare its teacher with there)."""
     arm = branch.arm
     teacher = branch_teacher(run, branch, poison, data)
+    if not branch.students and branch.distill is None:  # a teacher-only run: nothing learns from its answers
+        return BranchResult(teacher, None, {}, {})
     distill = branch_distill(run, branch, teacher, data)
     if before_students is not None:
         before_students()

@@ -186,7 +186,7 @@ def defended_branch(run: Run, data: StageRecord, poison: StageRecord, teacher: S
         if cfg.filter != "none":  # the defended arm's teacher and its answers (its students come last)
             filtered = Branch(Arm.defended(), TeacherSource.filtered(rec), students)
             t = branch_teacher(run, filtered, poison)
-            d = branch_distill(run, filtered, t, data)
+            d = branch_distill(run, filtered, t, data) if students else None  # teacher-only: no answers to learn
         if cfg.per_defense:
             out["per_defense"] = {spec.label: per_defense_arm(run, data, poison, rec, spec.label)
                                   for spec in cfg.defenses}

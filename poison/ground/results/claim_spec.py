@@ -75,11 +75,11 @@ def _is_run_student(name: str) -> bool:
 
 
 def default_family(students: list[str], control: str, measure: str, split: str) -> tuple[str, list[str]]:
-    """(primary, family): the primary is the first student vs the teacher; the family is every pair of students,
-    each student vs the teacher (the primary among them) and the teacher vs ``control``, on the same measure and
-    split."""
+    """(primary, family): the primary is the first student vs the teacher (in a teacher-only run, the teacher vs
+    ``control``); the family is every pair of students, each student vs the teacher (the primary among them) and the
+    teacher vs ``control``, on the same measure and split."""
     tail = f".{measure}.{split}"
-    primary = f"{students[0]}_vs_teacher{tail}"
+    primary = f"{students[0]}_vs_teacher{tail}" if students else f"teacher_vs_{control}{tail}"
     pairs = [f"{a}_vs_{b}{tail}" for i, a in enumerate(students) for b in students[i + 1:]]
     rest = pairs + [f"{s}_vs_teacher{tail}" for s in students] + [f"teacher_vs_{control}{tail}"]
     return primary, list(dict.fromkeys(rest))
