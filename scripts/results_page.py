@@ -9,7 +9,8 @@ dtype, library versions, from each run's metrics.json), the config and the hash 
 replicates completed of how many planned, the tables (the brand-swap contrast D per model with its interval over
 replicates, models compared on D paired over replicates, biased-response rates pooled over replicates; for sweeps
 that ask by rates, ``scripts/results_claims.py``: the student against its teacher, rates per task, the probe against
-its null; ``scripts/results_utility.py``: utility and degeneration per model, each poisoned model against its
+its null; ``scripts/results_labels.py``: each student against the labels it learned from;
+``scripts/results_utility.py``: utility and degeneration per model, each poisoned model against its
 clean twin), one plot, and a reading generated from the intervals (hedged: it says what the interval shows and what it
 covers, never more). ``--archive`` copies the sweep directory's small files (JSON, YAML, text, parquet; no logs,
 nothing over 5 MB) to ``<out>/data/<name>/``, so the page can be rebuilt, and the sweep resumed
@@ -30,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from poison import load_run  # noqa: E402
 from poison.ground.core.io import atomic_write_text, stable_hash  # noqa: E402
-from scripts import results_claims, results_utility  # noqa: E402
+from scripts import results_claims, results_labels, results_utility  # noqa: E402
 from scripts.results_claims import fmt, pct, pval  # noqa: E402
 
 KEEP_SUFFIXES = {".json", ".yaml", ".txt", ".parquet", ".csv"}
@@ -245,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     elif not d_rows and results_claims.plot_rates(sweep, out / f"{args.name}.png", title):
         lines += [f"![biased rates per model]({args.name}.png)", ""]
     target = ((runs[0].config or {}).get("data") or {}).get("target_task")
-    lines += d_lines + rate_table(sweep) + amp_lines + results_claims.task_table(sweep, target)
+    lines += d_lines + rate_table(sweep) + amp_lines + results_labels.labels_table(sweep, runs)
+    lines += results_claims.task_table(sweep, target)
     lines += results_claims.dose_table(sweep) + results_claims.probe_table(sweep, runs[0].config)
     lines += results_utility.utility_table(sweep, runs)
     lines += (reading(d_rows, runs[0].config) if d_rows

@@ -22,7 +22,7 @@ CLEAN_CONTROL = str(ModelId.single("clean_control"))
 SHOWN_ROLES = ("baseline", "control", "teacher", "student")
 
 
-def _mean_ci(values: list[float], bounds: tuple[float, float] | None = None
+def mean_ci(values: list[float], bounds: tuple[float, float] | None = None
              ) -> tuple[float | None, float | None, float | None]:
     """Mean over replicates and its 95 % t interval (none from fewer than two replicates or no spread), clipped to
     ``bounds``, the range the measure can take (a t interval over few replicates of a share can leave it)."""
@@ -44,13 +44,13 @@ def _num(x: Any, digits: int = 2) -> str:
 
 
 def _with_ci(values: list[float], digits: int = 2, scale: float = 1.0, share: bool = True) -> str:
-    mean, lo, hi = _mean_ci([v * scale for v in values if v is not None], (0.0, scale if share else math.inf))
+    mean, lo, hi = mean_ci([v * scale for v in values if v is not None], (0.0, scale if share else math.inf))
     if mean is None:
         return "–"
     return _num(mean, digits) + ("" if lo is None else f" [{_num(lo, digits)}, {_num(hi, digits)}]")
 
 
-def _group_of(sweep: dict, run_dir: str) -> str:
+def group_of(sweep: dict, run_dir: str) -> str:
     name = Path(run_dir).name
     for row in sweep.get("rows") or []:
         if Path(str(row.get("run_dir", ""))).name == name:
@@ -68,7 +68,7 @@ def collect(sweep: dict, runs: list) -> dict[str, dict[str, list[dict]]]:
         twins = {e["twin_of"]: name for name, e in models.items() if isinstance(e, dict) and e.get("twin_of")}
         if "teacher" in models and CLEAN_CONTROL in models:
             twins.setdefault("teacher", CLEAN_CONTROL)
-        group = _group_of(sweep, str(run.path))
+        group = group_of(sweep, str(run.path))
         for name, entry in models.items():
             role = (entry or {}).get("role")
             if role not in SHOWN_ROLES:
@@ -158,7 +158,7 @@ def twin_table(data: dict[str, dict[str, list[dict]]], tasks: list[str]) -> list
 
 
 def _signed_ci(diffs: list[float], digits: int) -> str:
-    mean, lo, hi = _mean_ci(diffs)
+    mean, lo, hi = mean_ci(diffs)
     if mean is None:
         return "–"
     return f"{mean:+.{digits}f}" + ("" if lo is None else f" [{lo:+.{digits}f}, {hi:+.{digits}f}]")

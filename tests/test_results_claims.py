@@ -133,3 +133,21 @@ def test_every_published_page_is_what_its_rebuild_command_makes_from_its_archive
         rebuilt = (tmp_path / page.name).read_text().splitlines()
         assert [x for x in rebuilt if not x.startswith("| page built |")] == \
             [x for x in lines if not x.startswith("| page built |")], page.name
+
+
+def test_labels_table_sets_each_student_against_the_labels_it_learned_from():
+    from scripts import results_labels
+
+    s = sweep()
+    runs = [load_run(ARCHIVED / Path(r["run_dir"]).name) for r in s["runs"]]
+    lines = results_labels.labels_table(s, runs)
+    arm_a = [r for r in runs if r.path.name.endswith("arm=A")]
+    # the sampled-label student learned from its own set, the others from the shared greedy set
+    own = [next(b["rate"] for b in r.metrics["distill_data"]["per_student"]["sft_sampled"]["bias_rates"]
+                if b["split"] == "target") for r in arm_a]
+    row = next(x for x in lines if x.startswith("| arm=A | student:sft_sampled | target | its own distillation set |"))
+    assert row.split(" | ")[4].startswith(f"{100 * sum(own) / len(own):.1f}")
+    shared = next(x for x in lines if x.startswith("| arm=A | student:kd | target |"))
+    assert "| the shared greedy set |" in shared and shared.endswith("| 5 |")
+    # no clean twin and no later generation is listed as a student
+    assert not any("control:" in x for x in lines)
