@@ -23,6 +23,8 @@ METHODS = {
     "variance_components": "variance components of a prompts × replicates table (crossed: every replicate answered "
                            "the same prompts), Satterthwaite's df, a t quantile",
     "replicate_t": "a t interval of the replicate means on R − 1 df (nested: each replicate its own prompts)",
+    "prompt_floor": "replicates closer than their own prompt error (the same rate by chance): the variance kept at "
+                    "the prompts' share, never a zero-width interval",
     "prompts_only": "one replicate: its own prompt interval (a single run's)",
     "summary_quadrature": "each replicate's prompt half-width and a t interval of the replicate values, in "
                           "quadrature (conservative: runs without per-prompt files)",

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", metavar="SWEEP_DIR",
                     help="run a sweep or replicated run into this existing sweep directory: its completed points "
                          "(same resolved config) are kept, the others are run")
+    ap.add_argument("--repool", action="store_true",
+                    help="with --resume: run nothing; pool the sweep's completed points again with this version of "
+                         "the code and rewrite its sweep.json, sweep_table.csv and summary.txt")
     ap.add_argument("--check", action="store_true",
                     help="validate the config, print it resolved and a verdict line, then exit")
     args = ap.parse_args(argv)
@@ -127,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
             print(check_verdict(cfg.name, pipeline.ctx.device, pipeline.ctx.dtype, plan, len(notes)), file=sys.stderr)
             return 0
         if has_sweep(args.config, args.overrides):
-            run_sweep(args.config, args.overrides, resume=args.resume)
+            if args.repool and not args.resume:
+                raise ConfigError("--repool needs --resume SWEEP_DIR: the sweep whose completed points to pool")
+            run_sweep(args.config, args.overrides, resume=args.resume, pool_only=args.repool)
         elif args.resume:
             raise ConfigError(f"--resume: {args.config} is a single run (no sweep:, seeds: or replicates.n > 1); "
                               "a single run resumes from the stage cache by running it again")

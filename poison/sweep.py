@@ -119,9 +119,10 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
 
 
 def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False,
-              resume: str | Path | None = None) -> tuple[Path, list[dict]]:
+              resume: str | Path | None = None, pool_only: bool = False) -> tuple[Path, list[dict]]:
     """Run every point of the sweep into a new sweep directory, or, with ``resume``, into that one, keeping its
-    completed points (poison.resume)."""
+    completed points (poison.resume). ``pool_only`` (with ``resume``): run nothing, re-pool the completed points
+    with this version of the code and rewrite sweep.json, sweep_table.csv and summary.txt."""
     plan = load_sweep(path, overrides)
     raw, points, settings = plan["raw"], plan["points"], plan["settings"]
     base = config_from_dict(raw, plan["run_sets"], source=str(path))
@@ -180,9 +181,13 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
     for job in jobs:
         if job.index in kept:
             on_done(job, kept[job.index])
-    todo = [job for job in jobs if job.index not in kept]
+    todo = [job for job in jobs if job.index not in kept and not pool_only]
+    if pool_only and not kept:
+        raise ConfigError(f"--repool: {sweep_dir} has no completed point to pool")
     if resume and not quiet:
-        print(f"resuming {sweep_dir}: {len(kept)} of {len(jobs)} points complete, {len(todo)} to run", flush=True)
+        print(f"resuming {sweep_dir}: {len(kept)} of {len(jobs)} points complete, "
+              + (f"re-pooled, {len(jobs) - len(kept)} left unrun (--repool)" if pool_only else f"{len(todo)} to run"),
+              flush=True)
     try:
         if ray and todo:
             run_ray(config, todo, on_done, quiet, resources=settings["resources"], address=settings["ray_address"])

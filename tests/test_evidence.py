@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from scipy import stats
 
 from poison.ground.results.pooling import pooled_mean, pooled_ratio
 from poison.ground.results.stats import clustered_rate, paired_ratio, rate_ratio
@@ -106,6 +107,19 @@ def test_pooled_ratio_and_single_replicate():
     assert one["method"] == "prompts_only" and (one["ci_low"], one["ci_high"]) == (0.25, 0.55)
     zero = pooled_mean([{i: 0.0 for i in range(40)}] * 3, proportion=True, design="crossed")
     assert zero["ci_low"] == 0 and zero["ci_high"] == pytest.approx(0.0881, abs=1e-3)
+
+
+def test_nested_replicates_on_the_same_rate_keep_their_prompts_error():
+    # two replicates, each 25 of 80 prompts biased (their own prompts): the replicate means agree exactly, which is
+    # chance, not certainty; the interval keeps at least each replicate's own prompt error
+    reps = [{(r, i): float(i < 25) for i in range(80)} for r in range(2)]
+    p = pooled_mean(reps, proportion=True, design="nested")
+    assert p["pooled"] == pytest.approx(25 / 80) and p["method"] == "replicate_t+prompt_floor"
+    se = np.sqrt(np.var([float(i < 25) for i in range(80)], ddof=1) / 80 / 2)
+    assert p["ci_high"] - p["pooled"] == pytest.approx(stats.t.ppf(0.975, 1) * se)
+    # where the replicates do differ by more than their prompts' error, the plain t over replicates stands
+    apart = [{(0, i): float(i < 10) for i in range(80)}, {(1, i): float(i < 60) for i in range(80)}]
+    assert pooled_mean(apart, proportion=True, design="nested")["method"] == "replicate_t"
 
 
 # ------------------------------------------------------------------------------------------- replicates config

@@ -112,12 +112,16 @@ def test_utility_is_pooled_per_model_and_task_with_its_method_and_sd(tmp_path):
 
 
 def test_utility_nested_and_single_replicate(tmp_path):
-    nested, _ = _pooled_utility(tmp_path / "nested", crossed=False)
-    assert {p["method"] for p in nested} == {"replicate_t"}
+    nested, s = _pooled_utility(tmp_path / "nested", crossed=False)
+    greedy = s[s.decoding == "greedy"]
     for p in nested:
+        g = greedy[(greedy.model == p["model"]) & (greedy.task == p["task"])].groupby("replicate").utility_value
         m = np.array(p["per_replicate"])
-        lo, hi = stats.t.interval(0.95, 2, loc=m.mean(), scale=stats.sem(m)) if m.std() > 0 else (m.mean(),) * 2
-        assert (p["ci_low"], p["ci_high"]) == pytest.approx((lo, hi))
+        # the t over replicate means, its variance never below the replicates' own prompt error
+        var = max(m.var(ddof=1) / m.size, float((g.var(ddof=1) / g.count()).sum()) / m.size ** 2)
+        assert p["method"] == "replicate_t" + ("+prompt_floor" if var > m.var(ddof=1) / m.size else "")
+        half = stats.t.ppf(0.975, m.size - 1) * np.sqrt(var)
+        assert (p["ci_low"], p["ci_high"]) == pytest.approx((m.mean() - half, m.mean() + half))
     single, _ = _pooled_utility(tmp_path / "single", n=1)
     for p in single:  # one replicate: its own prompt interval, as metrics.json reported it
         assert p["method"] == "prompts_only" and p["between_sd"] is None

@@ -28,6 +28,14 @@ def test_resume_keeps_completed_points_and_runs_the_rest(tmp_path, models_dir):
     (second / "status.json").write_text(json.dumps({"status": "running"}))
     (sweep_dir / "sweep.json").unlink()
 
+    # --repool: the completed point is pooled again with this code, the cut-off one is left as it is
+    run_sweep(str(p), sets, quiet=True, resume=sweep_dir, pool_only=True)
+    assert json.loads((second / "status.json").read_text()) == {"status": "running"}
+    assert (first / "metrics.json").read_text() == kept_metrics
+    pooled_one = json.loads((sweep_dir / "sweep.json").read_text())
+    assert [r["point"] for r in pooled_one["runs"]] == [{REPLICATE: 0}]
+    assert {r["n"] for r in pooled_one["replicates"]} == {1}
+
     again, rows_again = run_sweep(str(p), sets, quiet=True, resume=sweep_dir)
     assert again == sweep_dir.resolve()
     assert (first / "status.json").read_text() == kept_status  # not run again
@@ -44,6 +52,8 @@ def test_resume_keeps_completed_points_and_runs_the_rest(tmp_path, models_dir):
     r = run_cli(str(p), *dirs(tmp_path, models_dir), "--resume", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --resume:")
     assert "Traceback" not in r.stderr
+    r = run_cli(str(p), *dirs(tmp_path, models_dir), "--repool")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --repool needs --resume")
 
 
 def test_a_field_added_to_the_schema_since_is_not_a_difference():

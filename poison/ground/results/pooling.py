@@ -12,7 +12,8 @@ answers, a per-prompt log-probability shift), as a mapping prompt id -> value. T
   of freedom and a Student t quantile (``method`` variance_components);
 - **nested** (each replicate drew its own prompts: the data draw varies): the replicate means are independent and
   each already carries its prompts' error, so the interval is the t interval of the R replicate means
-  (``method`` replicate_t, R - 1 df);
+  (``method`` replicate_t, R - 1 df). The variance of the pooled mean is never taken below the prompts' own share,
+  sum_i s2_i / n_i / R^2 (``+prompt_floor`` where it binds: replicates that land on the same rate by chance);
 - one replicate: the prompts' own interval only (``method`` prompts_only), marked as a single run.
 
 Prompts that only some replicates of a crossed design answered are dropped (the table must be complete). Ratios
@@ -114,6 +115,12 @@ def pooled_mean(replicates: Sequence[Replicate], confidence: float = 0.95, *, pr
         mean = float(np.mean(means))
         var, df = float(np.var(means, ddof=1)) / len(means), float(len(means) - 1)
         out.update(n_prompts=int(sum(len(r) for r in reps)), method="replicate_t")
+        # each replicate mean carries at least its own prompts' error: a between-replicate spread below it (two
+        # replicates that happen to land on the same rate) would give a zero-width interval
+        floor = sum(float(np.var(list(r.values()), ddof=1)) / len(r) for r in reps if len(r) > 1) / len(reps) ** 2
+        if floor > var:
+            var = floor
+            out["method"] += "+prompt_floor"
         values = np.concatenate([list(r.values()) for r in reps])
     else:
         v = np.asarray(list(reps[0].values()), dtype=float)
