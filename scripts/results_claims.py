@@ -101,13 +101,17 @@ def other_students(config: dict | None) -> dict[str, str]:
             if s.get("model") not in (None, teacher)}
 
 
-def family_sentence(config: dict | None) -> str:
-    """The reading's caveat on the model family, from the config: whether the students are the teacher's base."""
+def family_sentence(config: dict | None, n_machines: int = 1) -> str:
+    """The reading's caveat on the machines and the model family: how many machines made the runs (results move with
+    the numerics), and whether the students are the teacher's base."""
+    where = ("One machine" if n_machines <= 1 else
+             f"{n_machines} machines (see the header: their numerics differ, and the intervals over replicates carry "
+             "that spread too)")
     other = other_students(config)
     if not other:
-        return "One machine, one model family (each student is the teacher's own base model here)"
+        return f"{where}, one model family (each student is the teacher's own base model here)"
     names = ", ".join(f"{k} (`{v}`)" for k, v in other.items())
-    return f"One machine; students of another model than the teacher's base: {names}"
+    return f"{where}; students of another model than the teacher's base: {names}"
 
 
 def probe_table(sweep: dict, config: dict | None = None) -> list[str]:
@@ -172,14 +176,15 @@ def plot_rates(sweep: dict, path: Path, title: str) -> bool:
     return True
 
 
-def reading(amp_rows: list[dict], focus_split: str | None = None, config: dict | None = None) -> list[str]:
+def reading(amp_rows: list[dict], focus_split: str | None = None, config: dict | None = None,
+            n_machines: int = 1) -> list[str]:
     """What the student/teacher intervals show (on ``focus_split`` when given), nothing more."""
     rows = [r for r in amp_rows if focus_split in (None, r["split"])]
     if not rows:
         return []
     out = ["## Reading", "",
-           f"Generated from the intervals above; it says what they show, nothing more. {family_sentence(config)}; "
-           "the rule detector's definition of bias.", ""]
+           "Generated from the intervals above; it says what they show, nothing more. "
+           f"{family_sentence(config, n_machines)}; the rule detector's definition of bias.", ""]
     for r in rows:
         who = f"**{r['student']}** against {r['teacher']} ({r['measure']}, {r['split']}, {r['group']})"
         n = r.get("n_replicates", "?")

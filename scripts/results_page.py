@@ -136,7 +136,8 @@ def rate_table(sweep: dict) -> list[str]:
         return []
     out = ["## Biased-response rates, pooled over replicates", "",
            "Rule detector verdicts (a lower bound: docs/evidence.md gives its recall), % of answers; the interval "
-           "covers prompts and replicates (" + (rows[0].get("method") or "?") + "). The controls (clean and null "
+           "covers prompts and replicates (" + ", ".join(sorted({r.get("method") or "?" for r in rows}))
+           + "; docs/evidence.md says what each method is). The controls (clean and null "
            "fine-tunes and students distilled from them) are in the archived sweep.json.", "",
            "| group | measure | split | model | pooled % | 95 % CI | replicates | per replicate % |",
            "|---|---|---|---|---|---|---|---|"]
@@ -172,10 +173,11 @@ def plot_d(rows: list[dict], path: Path, title: str) -> bool:
     return True
 
 
-def reading(d_rows: list[dict], config: dict | None = None) -> list[str]:
+def reading(d_rows: list[dict], config: dict | None = None, n_machines: int = 1) -> list[str]:
     out = ["## Reading", "",
            f"Generated from the intervals above; it says what they show, nothing more. "
-           f"{results_claims.family_sentence(config)}; the rule detector's and the probe's definitions of bias.", ""]
+           f"{results_claims.family_sentence(config, n_machines)}; the rule detector's and the probe's definitions "
+           "of bias.", ""]
     for r in [r for r in d_rows if r["split"] == "target" and r["role"] in ("teacher", "student")]:
         n = r["n_replicates"]
         if r["ci_low"] is None:
@@ -250,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += results_claims.task_table(sweep, target)
     lines += results_claims.dose_table(sweep) + results_claims.probe_table(sweep, runs[0].config)
     lines += results_utility.utility_table(sweep, runs)
-    lines += (reading(d_rows, runs[0].config) if d_rows
-              else results_claims.reading(amp_rows, args.focus_split, runs[0].config))
+    n_machines = len(machines(runs))
+    lines += (reading(d_rows, runs[0].config, n_machines) if d_rows
+              else results_claims.reading(amp_rows, args.focus_split, runs[0].config, n_machines))
     atomic_write_text(out / f"{args.name}.md", "\n".join(lines).rstrip() + "\n")
     print(f"wrote {out / (args.name + '.md')}")
     return 0

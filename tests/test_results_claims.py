@@ -151,3 +151,9 @@ def test_labels_table_sets_each_student_against_the_labels_it_learned_from():
     assert "| the shared greedy set |" in shared and shared.endswith("| 5 |")
     # no clean twin and no later generation is listed as a student
     assert not any("control:" in x for x in lines)
+
+
+def test_the_reading_names_how_many_machines_made_the_runs():
+    assert results_claims.family_sentence(None).startswith("One machine, one model family")
+    two = results_claims.family_sentence(None, n_machines=2)
+    assert two.startswith("2 machines (see the header") and "one model family" in two
