@@ -11,7 +11,8 @@ p-value, the test's name, the number of prompts and the test's power, plus the H
   interval; power from statsmodels ``TTestPower``.
 
 Every function returns a JSON-safe dict (``None`` where a figure is undefined). Intervals are at ``1 - alpha``.
-Part of the ground layer: it imports nothing of the project.
+Part of the ground layer: it imports nothing of the project. scipy and statsmodels are imported where they are used,
+so that a command that never compares two models (``--check``, an error path) does not pay for them.
 """
 
 from __future__ import annotations
@@ -21,10 +22,6 @@ from statistics import NormalDist
 from typing import Any, Optional, Sequence
 
 import numpy as np
-from scipy import optimize, stats
-from statsmodels.stats.contingency_tables import mcnemar
-from statsmodels.stats.multitest import multipletests
-from statsmodels.stats.power import TTestPower
 
 #: the power at which the minimum detectable effect is given
 POWER = 0.8
@@ -68,6 +65,8 @@ def mcnemar_mde(discordance: float, n: int, alpha: float = 0.05, power: float = 
 
     if gap(discordance) < 0:
         return None
+    from scipy import optimize
+
     return float(optimize.brentq(gap, 0.0, discordance, xtol=1e-9))
 
 
@@ -86,6 +85,8 @@ def paired_proportions(a: Sequence[bool], b: Sequence[bool], alpha: float = 0.05
     if n == 0:
         return {**out, "estimate": None, "ci_low": None, "ci_high": None, "p_value": None,
                 "power_at_estimate": None, "mde": None}
+    from statsmodels.stats.contingency_tables import mcnemar
+
     p = 1.0 if n10 + n01 == 0 else float(mcnemar([[n11, n10], [n01, n00]], exact=True).pvalue)
     m = n + 2
     q10, q01 = (n10 + 0.5) / m, (n01 + 0.5) / m
@@ -107,6 +108,8 @@ def t_power(diffs: np.ndarray, alpha: float = 0.05) -> dict[str, Any]:
     sd = float(np.std(diffs, ddof=1)) if n > 1 else 0.0
     if n < 2 or sd == 0:
         return {"power_at_estimate": None, "mde": None, "power_method": T_POWER}
+    from statsmodels.stats.power import TTestPower
+
     tp = TTestPower()
     es = abs(float(np.mean(diffs))) / sd
     power = tp.power(effect_size=es, nobs=n, alpha=alpha)
@@ -133,6 +136,8 @@ def paired_fractions(a: Sequence[float], b: Sequence[float], alpha: float = 0.05
     if n == 0:
         return {**out, "estimate": None, "ci_low": None, "ci_high": None, "p_value": None,
                 "power_at_estimate": None, "mde": None, "power_method": T_POWER}
+    from scipy import stats
+
     d = x - y
     est = float(d.mean())
     p = None if n < 2 else float(stats.permutation_test(
@@ -164,6 +169,8 @@ def paired_t(a: Sequence[float], b: Sequence[float], alpha: float = 0.05) -> dic
         est = float(d[0])
         return {**out, "estimate": est, "ci_low": est, "ci_high": est, "p_value": 1.0 if est == 0 else 0.0,
                 **t_power(d, alpha)}
+    from scipy import stats
+
     res = stats.ttest_rel(x, y)
     ci = res.confidence_interval(1 - alpha)
     return {**out, "estimate": float(d.mean()), "ci_low": _f(ci.low), "ci_high": _f(ci.high),
@@ -176,6 +183,8 @@ def holm(p_values: Sequence[Optional[float]], alpha: float = 0.05) -> list[Optio
     present = [i for i, p in enumerate(p_values) if p is not None]
     out: list[Optional[float]] = [None] * len(p_values)
     if present:
+        from statsmodels.stats.multitest import multipletests
+
         adjusted = multipletests([p_values[i] for i in present], alpha=alpha, method="holm")[1]
         for i, q in zip(present, adjusted):
             out[i] = float(q)
