@@ -129,9 +129,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {cache_state}", file=sys.stderr)
             print(check_verdict(cfg.name, pipeline.ctx.device, pipeline.ctx.dtype, plan, len(notes)), file=sys.stderr)
             return 0
+        if args.repool and not args.resume:
+            raise ConfigError("--repool needs --resume SWEEP_DIR: the sweep whose completed points to pool")
         if has_sweep(args.config, args.overrides):
-            if args.repool and not args.resume:
-                raise ConfigError("--repool needs --resume SWEEP_DIR: the sweep whose completed points to pool")
             run_sweep(args.config, args.overrides, resume=args.resume, pool_only=args.repool)
         elif args.resume:
             raise ConfigError(f"--resume: {args.config} is a single run (no sweep:, seeds: or replicates.n > 1); "
