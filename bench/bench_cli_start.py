@@ -58,11 +58,11 @@ def main() -> None:
             runs[arm].append(once(cmd))
     med = {a: {k: statistics.median(r[k] for r in rs) for k in ("wall", "user", "sys")} for a, rs in runs.items()}
     eager = med["eager statistics"]
-    print(f"{'arm':<22} {'wall s':>7} {'user s':>7} {'sys s':>6} {'wall x eager':>12} {'CPU x eager':>11} "
+    print(f"{'arm':<22} {'wall s':>7} {'user s':>7} {'sys s':>6} {'wall x eager':>13} {'CPU x eager':>11} "
           f"{'cores busy':>10}")
     for arm, m in med.items():
         cpu = m["user"] + m["sys"]
-        print(f"{arm:<22} {m['wall']:7.2f} {m['user']:7.2f} {m['sys']:6.2f} {m['wall'] / eager['wall']:12.2f} "
+        print(f"{arm:<22} {m['wall']:7.2f} {m['user']:7.2f} {m['sys']:6.2f} {m['wall'] / eager['wall']:13.2f} "
               f"{cpu / (eager['user'] + eager['sys']):11.2f} {cpu / (m['wall'] * cores):10.0%}")
 
 
