@@ -23,6 +23,7 @@ from poison.housekeeping import check_force
 from poison.pipeline import Pipeline
 from poison.runner import run_config
 from poison.stages import all_stages
+from poison.stages.data import check_source_sizes
 from poison.sweep import describe, is_sweep_override, load_sweep, run_sweep
 from poison.sweep_spec import has_sweep as raw_has_sweep
 
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg = load_config(args.config, run_sets)
             check_force(args.force)
             pipeline = Pipeline(cfg, Path(cfg.runtime.runs_dir), force=set(args.force))
-            notes = pipeline.preflight(create=False)
+            notes = pipeline.preflight(create=False) + check_source_sizes(cfg, pipeline.ctx)
             cache_state = pipeline.check_cache()  # raises, naming the stage and --force, on a damaged artifact
             print(yaml.safe_dump(resolved_dict(cfg), sort_keys=False), flush=True)
             for note in notes:  # after the YAML, beside the verdict, where they are read

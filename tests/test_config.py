@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from poison.config import ConfigError, apply_overrides, config_from_dict, load_config, resolved_dict
-from tests.conftest import REPO, run_cli
+from tests.conftest import REPO, TINY_CONFIG, run_cli
 
 
 def base() -> dict:
@@ -150,6 +150,27 @@ def test_check_ends_on_a_verdict_line(tiny_config):
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"config ok: tiny; device cpu, dtype \w+; 3 runs \(3 replicates\)",
                         r.stderr.strip().splitlines()[-1]), r.stderr
+
+
+def test_check_counts_each_sources_usable_rows(tmp_path):
+    """--check reads each local source's rows, so a source asked for more rows than it has fails there, naming it,
+    not in the data stage (configs/claims/amplification_dose.yaml once asked drug_reviews for 188 of its 180)."""
+    big = tmp_path / "big.yaml"
+    assert "n_distill: 4, n_eval: 4}" in TINY_CONFIG
+    big.write_text(TINY_CONFIG.replace("n_distill: 4, n_eval: 4}", "n_distill: 4, n_eval: 1000000}"))
+    r = run_cli(str(big), "--check")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert re.search(r"^error: data\.sources\.1 \(commonsense_qa\): \d+ usable rows, but n_train \+ n_distill \+ "
+                     r"n_eval = 1000012$", r.stderr, re.M), r.stderr
+
+
+def test_a_hub_dataset_is_not_read_by_check_a_local_one_is(tmp_path):
+    from poison.ground.core import registry
+
+    build = registry.get("data_source", "hf_dataset").build
+    assert not build({"path": "some-org/some-dataset"}, "data.sources.0.args", None).local_rows
+    assert build({"path": str(tmp_path)}, "data.sources.0.args", None).local_rows
+    assert registry.get("data_source", "gsm8k").build({}, "data.sources.0.args", None).local_rows
 
 
 def test_cli_list_prints_every_kind():

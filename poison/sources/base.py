@@ -67,6 +67,9 @@ class DataSource:
     def load(self) -> list[dict[str, Any]]:
         raise NotImplementedError
 
+    #: load() reads only this machine (a PyPI data package, a local file): ``--check`` may count the rows
+    local_rows: bool = True
+
     #: how many different prompts ``generator_messages`` can give one row (attempt 0, 1, ...): a rejected response
     #: is regenerated with the next one; 1 = no retry (greedy decoding would repeat the same text)
     generator_variants: int = 1

@@ -120,6 +120,10 @@ class HFDataset(_MappedSource):
         super().__init__(cfg, ctx)
         self.utility = cfg.utility
 
+    @property
+    def local_rows(self) -> bool:  # type: ignore[override]
+        return Path(self.cfg.path).expanduser().exists()  # a hub id would download
+
     def load(self):
         import datasets
 

@@ -132,6 +132,35 @@ def candidates(run: Run, src: Any, rest: list[dict], need: int, report: dict[str
             report.update(merge_counts(report, generate_missing(run, todo)))
 
 
+def usable_pool(src: Any) -> list[dict]:
+    """A source's rows, one per distinct prompt text (deduplicated so that no prompt can land in two splits)."""
+    seen, pool = set(), []
+    for r in src.load():
+        if r["prompt"] not in seen:
+            seen.add(r["prompt"])
+            pool.append(r)
+    return pool
+
+
+def too_few_rows(i: int, spec: Any, have: int) -> str:
+    return (f"data.sources.{i} ({spec.type}): {have} usable rows, but n_train + n_distill + n_eval = "
+            f"{spec.n_train + spec.n_distill + spec.n_eval}")
+
+
+def check_source_sizes(cfg: Any, ctx: Any) -> list[str]:
+    """``--check``: each source's usable rows against its n_train + n_distill + n_eval, counted without generating
+    or downloading anything. A source too small is a DataError naming it; a source whose rows cannot be read offline
+    (``DataSource.local_rows`` false: a hub dataset) gets a note instead."""
+    notes = []
+    for i, spec in enumerate(cfg.data.sources):
+        src = registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args", ctx)
+        if not src.local_rows:
+            notes.append(f"data.sources.{i} ({spec.type}): its rows were not counted (reading them would download)")
+        elif len(pool := usable_pool(src)) < spec.n_train + spec.n_distill + spec.n_eval:
+            raise DataError(too_few_rows(i, spec, len(pool)))
+    return notes
+
+
 def build_sources(run: Run) -> list[Any]:
     """The configured data source plugins, one per ``data.sources`` entry."""
     return [registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args", run.ctx)
@@ -148,16 +177,10 @@ def stage_data(run: Run) -> StageRecord:
     def build(out: Path) -> dict[str, Any]:
         frames, plan, report = [], [], {}
         for i, (spec, task, src) in enumerate(zip(cfg.data.sources, tasks, build_sources(run))):
-            seen, pool = set(), []
-            for r in src.load():  # dedupe by prompt text so no prompt can land in two splits
-                if r["prompt"] not in seen:
-                    seen.add(r["prompt"])
-                    pool.append(r)
+            pool = usable_pool(src)
             random.Random(f"{cfg.seed}:{spec.type}:{i}").shuffle(pool)
-            need = spec.n_train + spec.n_distill + spec.n_eval
-            if len(pool) < need:
-                raise DataError(f"data.sources.{i} ({spec.type}): {len(pool)} usable rows, but n_train + "
-                                f"n_distill + n_eval = {need}")
+            if len(pool) < spec.n_train + spec.n_distill + spec.n_eval:
+                raise DataError(too_few_rows(i, spec, len(pool)))
             plan.append((i, spec, task, src, pool[: spec.n_distill], pool[spec.n_distill:]))
         labeled = {i: candidates(run, src, rest, spec.n_train + spec.n_eval, report.setdefault(task, {}))
                    for i, spec, task, src, _, rest in plan}
