@@ -142,9 +142,12 @@ def usable_pool(src: Any) -> list[dict]:
     return pool
 
 
-def too_few_rows(i: int, spec: Any, have: int) -> str:
-    return (f"data.sources.{i} ({spec.type}): {have} usable rows, but n_train + n_distill + n_eval = "
-            f"{spec.n_train + spec.n_distill + spec.n_eval}")
+def check_pool_size(i: int, spec: Any, pool: list[dict]) -> None:
+    """A DataError naming ``data.sources.{i}`` when its pool cannot fill n_train + n_distill + n_eval."""
+    need = spec.n_train + spec.n_distill + spec.n_eval
+    if len(pool) < need:
+        raise DataError(f"data.sources.{i} ({spec.type}): {len(pool)} usable rows, but n_train + n_distill + n_eval = "
+                        f"{need}")
 
 
 def check_source_sizes(cfg: Any, ctx: Any) -> list[str]:
@@ -153,18 +156,22 @@ def check_source_sizes(cfg: Any, ctx: Any) -> list[str]:
     (``DataSource.local_rows`` false: a hub dataset) gets a note instead."""
     notes = []
     for i, spec in enumerate(cfg.data.sources):
-        src = registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args", ctx)
-        if not src.local_rows:
+        src = build_source(i, spec, ctx)
+        if src.local_rows:
+            check_pool_size(i, spec, usable_pool(src))
+        else:
             notes.append(f"data.sources.{i} ({spec.type}): its rows were not counted (reading them would download)")
-        elif len(pool := usable_pool(src)) < spec.n_train + spec.n_distill + spec.n_eval:
-            raise DataError(too_few_rows(i, spec, len(pool)))
     return notes
+
+
+def build_source(i: int, spec: Any, ctx: Any) -> Any:
+    """The data source plugin of ``data.sources.{i}``."""
+    return registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args", ctx)
 
 
 def build_sources(run: Run) -> list[Any]:
     """The configured data source plugins, one per ``data.sources`` entry."""
-    return [registry.get("data_source", spec.type).build(spec.args, f"data.sources.{i}.args", run.ctx)
-            for i, spec in enumerate(run.cfg.data.sources)]
+    return [build_source(i, spec, run.ctx) for i, spec in enumerate(run.cfg.data.sources)]
 
 
 def stage_data(run: Run) -> StageRecord:
@@ -179,8 +186,7 @@ def stage_data(run: Run) -> StageRecord:
         for i, (spec, task, src) in enumerate(zip(cfg.data.sources, tasks, build_sources(run))):
             pool = usable_pool(src)
             random.Random(f"{cfg.seed}:{spec.type}:{i}").shuffle(pool)
-            if len(pool) < spec.n_train + spec.n_distill + spec.n_eval:
-                raise DataError(too_few_rows(i, spec, len(pool)))
+            check_pool_size(i, spec, pool)
             plan.append((i, spec, task, src, pool[: spec.n_distill], pool[spec.n_distill:]))
         labeled = {i: candidates(run, src, rest, spec.n_train + spec.n_eval, report.setdefault(task, {}))
                    for i, spec, task, src, _, rest in plan}
