@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repool", action="store_true",
                     help="with --resume: run nothing; pool the sweep's completed points again with this version of "
                          "the code and rewrite its sweep.json, sweep_table.csv and summary.txt")
+    ap.add_argument("--replicate", type=int, action="append", metavar="N",
+                    help="in a replicated sweep, run only replicate N's points (repeatable; N as in the points' seed= "
+                         "label); the others are left for a later --resume, so a long sweep runs in pieces")
     ap.add_argument("--check", action="store_true",
                     help="validate the config, print it resolved and a verdict line, then exit")
     args = ap.parse_args(argv)
@@ -130,10 +133,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {cache_state}", file=sys.stderr)
             print(check_verdict(cfg.name, pipeline.ctx.device, pipeline.ctx.dtype, plan, len(notes)), file=sys.stderr)
             return 0
+        if args.replicate and not has_sweep(args.config, args.overrides):
+            raise ConfigError(f"--replicate: {args.config} is a single run (no replicates)")
         if args.repool and not args.resume:
             raise ConfigError("--repool needs --resume SWEEP_DIR: the sweep whose completed points to pool")
         if has_sweep(args.config, args.overrides):
-            run_sweep(args.config, args.overrides, resume=args.resume, pool_only=args.repool)
+            run_sweep(args.config, args.overrides, resume=args.resume, pool_only=args.repool,
+                      only_replicates=args.replicate)
         elif args.resume:
             raise ConfigError(f"--resume: {args.config} is a single run (no sweep:, seeds: or replicates.n > 1); "
                               "a single run resumes from the stage cache by running it again")

@@ -119,12 +119,20 @@ def sweep_rows(point: dict[str, Any], metrics: dict[str, Any], run_dir: Path) ->
 
 
 def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False,
-              resume: str | Path | None = None, pool_only: bool = False) -> tuple[Path, list[dict]]:
+              resume: str | Path | None = None, pool_only: bool = False,
+              only_replicates: list[int] | None = None) -> tuple[Path, list[dict]]:
     """Run every point of the sweep into a new sweep directory, or, with ``resume``, into that one, keeping its
     completed points (poison.resume). ``pool_only`` (with ``resume``): run nothing, re-pool the completed points
-    with this version of the code and rewrite sweep.json, sweep_table.csv and summary.txt."""
+    with this version of the code and rewrite sweep.json, sweep_table.csv and summary.txt. ``only_replicates``: run
+    only the points of these replicates (their ``seed=`` label), leaving the others to a later ``resume``: a long
+    replicated sweep runs in pieces, one replicate's whole dose-response at a time."""
     plan = load_sweep(path, overrides)
     raw, points, settings = plan["raw"], plan["points"], plan["settings"]
+    if only_replicates is not None:
+        have = sorted({p[REPLICATE] for p in points if REPLICATE in p})
+        if not have or set(only_replicates) - set(have):
+            raise ConfigError(f"--replicate {','.join(map(str, only_replicates))}: {path} has "
+                              + (f"replicates {', '.join(map(str, have))}" if have else "no replicates"))
     base = config_from_dict(raw, plan["run_sets"], source=str(path))
     if not is_main_process():  # a helper process of `accelerate launch`: train along, write nothing
         for sets in plan["point_sets"]:
@@ -182,12 +190,17 @@ def run_sweep(path: str, overrides: list[str] | None = None, quiet: bool = False
         if job.index in kept:
             on_done(job, kept[job.index])
     todo = [job for job in jobs if job.index not in kept and not pool_only]
+    if only_replicates is not None:
+        todo = [job for job in todo if points[job.index].get(REPLICATE) in only_replicates]
     if pool_only and not kept:
         raise ConfigError(f"--repool: {sweep_dir} has no completed point to pool")
     if resume and not quiet:
         print(f"resuming {sweep_dir}: {len(kept)} of {len(jobs)} points complete, "
               + (f"re-pooled, {len(jobs) - len(kept)} left unrun (--repool)" if pool_only else f"{len(todo)} to run"),
               flush=True)
+    if only_replicates is not None and not quiet:
+        print(f"--replicate {','.join(map(str, only_replicates))}: {len(todo)} points to run, "
+              f"{len(jobs) - len(kept) - len(todo)} left for a later --resume {sweep_dir}", flush=True)
     try:
         if ray and todo:
             run_ray(config, todo, on_done, quiet, resources=settings["resources"], address=settings["ray_address"])

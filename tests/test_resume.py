@@ -19,7 +19,11 @@ def test_resume_keeps_completed_points_and_runs_the_rest(tmp_path, models_dir):
     p = tmp_path / "rep.yaml"
     p.write_text(yaml.safe_dump(raw))
     sets = overrides(tmp_path, models_dir)
-    sweep_dir, rows = run_sweep(str(p), sets, quiet=True)
+    # run in pieces (--replicate): replicate 0 alone, pooled alone, then replicate 1 into the same directory
+    sweep_dir, rows = run_sweep(str(p), sets, quiet=True, only_replicates=[0])
+    assert [d.name for d in sweep_dir.iterdir() if d.is_dir()] == ["00-seed=0"]
+    assert [r["point"] for r in json.loads((sweep_dir / "sweep.json").read_text())["runs"]] == [{REPLICATE: 0}]
+    _, rows = run_sweep(str(p), sets, quiet=True, resume=sweep_dir, only_replicates=[1])
     first, second = sorted(d for d in sweep_dir.iterdir() if d.is_dir())
     kept_status = (first / "status.json").read_text()
     kept_metrics = (first / "metrics.json").read_text()
@@ -49,9 +53,15 @@ def test_resume_keeps_completed_points_and_runs_the_rest(tmp_path, models_dir):
     # another config in the same directory is an error naming the field, and nothing is run or pooled
     with pytest.raises(ConfigError, match=r"point 1 .*teacher\.train\.learning_rate"):
         run_sweep(str(p), sets + ["teacher.train.learning_rate=0.5"], quiet=True, resume=sweep_dir)
+    with pytest.raises(ConfigError, match=r"--replicate 2: .* has replicates 0, 1"):
+        run_sweep(str(p), sets, quiet=True, resume=sweep_dir, only_replicates=[2])
     r = run_cli(str(p), *dirs(tmp_path, models_dir), "--resume", str(tmp_path / "nowhere"))
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --resume:")
     assert "Traceback" not in r.stderr
+    single = tmp_path / "single.yaml"
+    single.write_text(TINY_CONFIG)
+    r = run_cli(str(single), *dirs(tmp_path, models_dir), "--replicate", "0")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --replicate: ")
     r = run_cli(str(p), *dirs(tmp_path, models_dir), "--repool")
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --repool needs --resume")
 
