@@ -115,6 +115,17 @@ def test_check_resolves_models_without_converting(tiny_config, tmp_path):
     assert not (tmp_path / "m").exists() or not any((tmp_path / "m").iterdir())  # --check converted nothing
 
 
+def test_check_notes_a_hub_id_it_cannot_reach_and_does_not_fail_on_it(tiny_config, tmp_path):
+    """The cache walk of --check used to resolve the generator again without the notes list, so an unreachable
+    hub id that preflight had noted ended the check in an error (seen on configs/gpu/*.yaml offline)."""
+    r = run_cli(str(tiny_config), "--check", "--set", "data.generator.model=SomeOrg/not-in-any-cache",
+                "--set", f"runtime.cache_dir={tmp_path / 'c'}", env={"HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "note: data.generator.model: hub id 'SomeOrg/not-in-any-cache' is not in the local Hugging Face cache" \
+        in r.stderr
+    assert "model SomeOrg/not-in-any-cache and what follows it would be computed" in r.stderr
+
+
 def test_typo_in_a_model_id_is_an_error_with_a_did_you_mean(tiny_config):
     """A model id that is no built-in, no local path and no org/name hub id used to pass --check with a note."""
     err = cli_error(str(tiny_config), "--check", "--set", "teacher.model=smollm2-135m")

@@ -87,7 +87,9 @@ class RunContext:
 
     # ------------------------------------------------------------------------------------------------ models
     def model(self, spec: str, field: str = "model", revision: Optional[str] = None) -> Path:
-        path = resolve_model(spec, self.models_dir, field=field, revision=revision, create=self.create_models)
+        # in a --check walk a hub id out of reach is no error (preflight has noted it): the walk ends at it
+        path = resolve_model(spec, self.models_dir, field=field, revision=revision, create=self.create_models,
+                             notes=None if self.create_models else [])
         if not self.create_models and not (path / "config.json").exists():
             raise CacheMiss(f"model {spec}")
         return path
