@@ -77,6 +77,41 @@ def tiny_config(tmp_path) -> Path:
     return p
 
 
+#: the API key the shared tiny run is made with (tests/test_hostile_inputs.py: it must reach no file)
+TINY_RUN_SECRET = "sk-test-6f1e0c0ffee-never-written"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, models_dir):
+    """One plain run of TINY_CONFIG, every stage computed, shared by the tests that read a finished run or start
+    from its warm stage cache (``warm_cache``) instead of training the same tiny models again: ``(config, cache,
+    run_dir, metrics)``. Made with OPENAI_API_KEY set to TINY_RUN_SECRET. A test must not change these files;
+    ``warm_cache`` gives it its own copy of the cache."""
+    from types import SimpleNamespace
+
+    from poison.runner import run_config
+
+    d = tmp_path_factory.mktemp("tiny_run")
+    cfg = d / "tiny.yaml"
+    cfg.write_text(TINY_CONFIG)
+    os.environ["OPENAI_API_KEY"] = TINY_RUN_SECRET
+    try:
+        rd, m = run_config(str(cfg), [v for v in dirs(d, models_dir)[1::2]], quiet=True)
+    finally:
+        del os.environ["OPENAI_API_KEY"]
+    return SimpleNamespace(config=cfg, cache=d / "cache", run_dir=rd, metrics=m)
+
+
+def warm_cache(tiny_run, tmp_path: Path) -> Path:
+    """A copy of the shared tiny run's stage cache at ``tmp_path/cache`` (where ``dirs(tmp_path, ...)`` points):
+    a run of TINY_CONFIG there finds every stage cached."""
+    import shutil
+
+    shutil.copytree(tiny_run.cache, tmp_path / "cache", symlinks=True,
+                    ignore=shutil.ignore_patterns(".lock-*", "procs"))
+    return tmp_path / "cache"
+
+
 def dirs(tmp_path: Path, models_dir: Path, cache: Path | None = None) -> list[str]:
     """--set overrides that keep a test's runs and stage cache in its tmp dir and share the session's models."""
     cache = cache or tmp_path / "cache"
@@ -89,6 +124,31 @@ def run_cli(*args, timeout=1800, env=None) -> subprocess.CompletedProcess:
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "poison.run", *args], cwd=REPO, capture_output=True, text=True,
                           timeout=timeout, env=e)
+
+
+def run_check(*args) -> subprocess.CompletedProcess:
+    """``python -m poison.run ARGS --check`` in this process: the CLI's own ``main`` with its output captured, what
+    ``run_cli`` returns, without a new interpreter's 3-5 s of imports per call. A traceback fails the test (the
+    exception is not caught here). The process-level contract (exit status, no traceback on stderr) keeps its
+    subprocess tests (``run_cli``)."""
+    import contextlib
+    import io
+
+    from poison.run import main
+
+    assert "--check" in args, "run_check is for --check; a run goes through run_cli"
+    out, err = io.StringIO(), io.StringIO()
+    cwd = os.getcwd()
+    try:
+        os.chdir(REPO)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                rc = main([str(a) for a in args])
+            except SystemExit as e:  # argparse's own usage errors
+                rc = e.code if isinstance(e.code, int) else 2
+    finally:
+        os.chdir(cwd)
+    return subprocess.CompletedProcess(["poison.run", *args], rc, out.getvalue(), err.getvalue())
 
 
 def run_dir_from(stdout: str) -> Path:

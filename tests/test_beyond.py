@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import TINY_CONFIG, run_cli
+from tests.conftest import TINY_CONFIG, run_check
 
 
 @pytest.mark.slow
@@ -102,7 +102,7 @@ def test_student_distilled_on_other_tasks_only(tmp_path, models_dir):
     ("audit.audits=[{type: logit_shift, args: {top_k: 0}}]", "audit.audits.0.args.top_k"),
 ])
 def test_check_names_the_bad_field(tiny_config, setting, message):
-    r = run_cli(str(tiny_config), "--check", "--set", setting)
+    r = run_check(str(tiny_config), "--check", "--set", setting)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
 
 

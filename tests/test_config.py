@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from poison.config import ConfigError, apply_overrides, config_from_dict, load_config, resolved_dict
-from tests.conftest import REPO, TINY_CONFIG, run_cli
+from tests.conftest import REPO, TINY_CONFIG, run_check, run_cli
 
 
 def base() -> dict:
@@ -141,12 +141,12 @@ def test_cli_bad_config_exits_2_with_one_clear_error(tmp_path):
 
 
 def test_check_ends_on_a_verdict_line(tiny_config):
-    r = run_cli(str(tiny_config), "--check")
+    r = run_check(str(tiny_config), "--check")
     assert r.returncode == 0, r.stderr
     assert yaml.safe_load(r.stdout)["name"] == "tiny"  # stdout stays the resolved config
     last = r.stderr.strip().splitlines()[-1]
     assert re.fullmatch(r"config ok: tiny; device cpu, dtype (float32|bfloat16); 1 run", last), r.stderr
-    r = run_cli(str(tiny_config), "--check", "--set", "replicates.n=3")
+    r = run_check(str(tiny_config), "--check", "--set", "replicates.n=3")
     assert r.returncode == 0, r.stderr
     assert re.fullmatch(r"config ok: tiny; device cpu, dtype \w+; 3 runs \(3 replicates\)",
                         r.stderr.strip().splitlines()[-1]), r.stderr
@@ -158,7 +158,7 @@ def test_check_counts_each_sources_usable_rows(tmp_path):
     big = tmp_path / "big.yaml"
     assert "n_distill: 4, n_eval: 4}" in TINY_CONFIG
     big.write_text(TINY_CONFIG.replace("n_distill: 4, n_eval: 4}", "n_distill: 4, n_eval: 1000000}"))
-    r = run_cli(str(big), "--check")
+    r = run_check(str(big), "--check")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert re.search(r"^error: data\.sources\.1 \(commonsense_qa\): \d+ usable rows, but n_train \+ n_distill \+ "
                      r"n_eval = 1000012$", r.stderr, re.M), r.stderr

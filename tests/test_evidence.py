@@ -141,12 +141,12 @@ def test_replicates_expand_to_points_that_redraw_seeds_and_data(tmp_path):
 @pytest.mark.parametrize("rep,field", [({"n": 0}, "replicates.n"), ({"n": 2, "vary": ["weights"]}, "replicates.vary"),
                                        ({"n": 2, "extra": 1}, "replicates.extra")])
 def test_check_names_a_bad_replicates_field(tiny_config, rep, field):
-    from tests.conftest import run_cli
+    from tests.conftest import run_check
 
     raw = yaml.safe_load(tiny_config.read_text())
     raw["replicates"] = rep
     tiny_config.write_text(yaml.safe_dump(raw))
-    r = run_cli(str(tiny_config), "--check")
+    r = run_check(str(tiny_config), "--check")
     assert r.returncode == 2 and r.stderr.startswith("error:") and field in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 
@@ -255,7 +255,7 @@ def test_brand_swap_contrast_on_trained_models(models_dir, tmp_path):
                                         ({"design": {"type": "brand_swap", "swap": {"url": "x.example"}}},
                                          "design.swap.url")])
 def test_check_rejects_an_incomplete_brand_swap(tiny_config, edit, field):
-    from tests.conftest import run_cli
+    from tests.conftest import run_check
 
     raw = yaml.safe_load(tiny_config.read_text())
     raw["poison"]["bias"]["args"] = {"brand": "VitaBoost Plus"}
@@ -264,7 +264,7 @@ def test_check_rejects_an_incomplete_brand_swap(tiny_config, edit, field):
     for k, v in edit.items():
         raw[k] = {**raw[k], **v}
     tiny_config.write_text(yaml.safe_dump(raw))
-    r = run_cli(str(tiny_config), "--check")
+    r = run_check(str(tiny_config), "--check")
     assert r.returncode == 2 and r.stderr.startswith("error:") and field in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
 

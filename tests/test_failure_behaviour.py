@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from poison.ground.core.procs import alive, process_start
-from tests.conftest import REPO, TINY_CONFIG, dirs, run_cli, run_dir_from
+from tests.conftest import REPO, TINY_CONFIG, dirs, run_check, run_cli, run_dir_from, warm_cache
 
 
 def _dead_pid() -> int:
@@ -49,7 +49,8 @@ def test_judge_server_dies_with_a_killed_run(tmp_path, models_dir):
     assert not alive(server["pgid"], server["pgid_start"]), "the judge server outlived its run"
 
 
-def test_next_run_cleans_up_what_a_killed_run_left(tiny_config, tmp_path, models_dir):
+def test_next_run_cleans_up_what_a_killed_run_left(tiny_config, tmp_path, models_dir, tiny_run):
+    warm_cache(tiny_run, tmp_path)  # the run's stages are cached: what is tested is the clean-up at its start
     dead = _dead_pid()
     worker_tmp = Path(tempfile.gettempdir()) / f"vllm-jobs-{dead}-testleft"
     worker_tmp.mkdir(exist_ok=True)
@@ -102,14 +103,15 @@ def test_two_runs_of_one_config_at_once_compute_each_stage_once(tiny_config, tmp
     assert "computed by another run meanwhile" in "".join(err for _, err in outs)
 
 
-def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp_path, models_dir):
+def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp_path, models_dir, tiny_run):
     """The issue's two findings on a real run: a garbled data-stage rows.parquet and a truncated teacher
     adapter. ``--check`` names the damaged stage and --force, ``cache verify`` finds both, a plain rerun sets
     both aside and recomputes them (one warning line each), every other stage stays a hit."""
+    warm_cache(tiny_run, tmp_path)  # a copy of the shared tiny run's cache: the run below reads every stage from it
     r = run_cli(str(tiny_config), *dirs(tmp_path, models_dir))
     assert r.returncode == 0, r.stderr[-3000:]
     stages = json.loads((run_dir_from(r.stdout) / "stages.json").read_text())
-    r = run_cli(str(tiny_config), "--check", *dirs(tmp_path, models_dir))
+    r = run_check(str(tiny_config), "--check", *dirs(tmp_path, models_dir))
     assert r.returncode == 0 and "note: cache: every stage is cached" in r.stderr, r.stderr[-2000:]
     rows = Path(stages["data"]["path"]) / "rows.parquet"
     rows.write_bytes(b"garbage!" * (rows.stat().st_size // 8))
@@ -117,7 +119,7 @@ def test_damaged_cache_is_recomputed_with_a_warning_and_checked(tiny_config, tmp
     with open(weights, "r+b") as f:
         f.truncate(weights.stat().st_size // 2)
 
-    r = run_cli(str(tiny_config), "--check", *dirs(tmp_path, models_dir))
+    r = run_check(str(tiny_config), "--check", *dirs(tmp_path, models_dir))
     assert r.returncode == 2 and r.stderr.startswith("error: stage data") and "--force data" in r.stderr
     assert "Traceback" not in r.stderr and "rows.parquet" in r.stderr
     v = run_cli("cache", "verify", "--cache-dir", str(tmp_path / "cache"))

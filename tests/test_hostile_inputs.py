@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from tests.conftest import TINY_CONFIG, dirs, run_cli
+from tests.conftest import TINY_CONFIG, dirs, run_check, run_cli
 
 
 def cli_error(*args, timeout=600):
-    """Run the CLI and return its stderr, asserting the planned-failure contract."""
-    r = run_cli(*args, timeout=timeout)
+    """Run the CLI and return its stderr, asserting the planned-failure contract (``--check``: in this process)."""
+    r = run_check(*args) if "--check" in args else run_cli(*args, timeout=timeout)
     assert r.returncode == 2, (r.returncode, r.stderr[-3000:])
     assert "Traceback" not in r.stderr, r.stderr[-3000:]
     errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error: ")]
@@ -217,21 +217,13 @@ def test_worker_killed_by_the_kernel_names_the_memory_setting(monkeypatch):
                         vllm_settings={"gpu_memory_utilization": 0.3})
 
 
-def test_api_key_never_reaches_a_file_and_nothing_is_unpickled(tiny_config, tmp_path, models_dir):
+def test_api_key_never_reaches_a_file_and_nothing_is_unpickled(tiny_run):
     import ast
-    import os
 
-    from poison.runner import run_config
-    from tests.conftest import REPO
-    from tests.test_pipeline import overrides
+    from tests.conftest import REPO, TINY_RUN_SECRET
 
-    secret = "sk-test-6f1e0c0ffee-never-written"
-    os.environ["OPENAI_API_KEY"] = secret
-    try:
-        rd, _ = run_config(str(tiny_config), overrides(tmp_path, models_dir), quiet=True)
-    finally:
-        del os.environ["OPENAI_API_KEY"]
-    for root in (rd, tmp_path / "cache"):
+    secret = TINY_RUN_SECRET  # the shared tiny run was made with OPENAI_API_KEY set to it
+    for root in (tiny_run.run_dir, tiny_run.cache):
         for f in root.rglob("*"):
             if f.is_file() and f.stat().st_size < 50_000_000:
                 assert secret.encode() not in f.read_bytes(), f

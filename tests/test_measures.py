@@ -221,11 +221,11 @@ def test_tiny_run_with_samples_and_probe_writes_the_measures(tiny_config, tmp_pa
 
 
 def test_check_rejects_bad_measure_settings(tiny_config):
-    from tests.conftest import run_cli
+    from tests.conftest import run_check
 
-    r = run_cli(str(tiny_config), "--check", "--set", "eval.samples_per_prompt=0")
+    r = run_check(str(tiny_config), "--check", "--set", "eval.samples_per_prompt=0")
     assert r.returncode == 2 and "eval.samples_per_prompt" in r.stderr and "Traceback" not in r.stderr
-    r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", "poison.bias.type=insecure_code")
+    r = run_check(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", "poison.bias.type=insecure_code")
     assert r.returncode == 2 and "eval.probe: bias type 'insecure_code' has no probe texts" in r.stderr
-    r = run_cli(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", 'eval.probe_unseen=["only one"]')
+    r = run_check(str(tiny_config), "--check", "--set", "eval.probe=true", "--set", 'eval.probe_unseen=["only one"]')
     assert r.returncode == 2 and "eval.probe_unseen: give at least two" in r.stderr

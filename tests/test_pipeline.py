@@ -14,7 +14,7 @@ import pytest
 
 from poison.ground.results import METRICS_SCHEMA_VERSION, check_metrics
 from poison.runner import run_config
-from tests.conftest import REPO, dirs, run_cli, run_dir_from
+from tests.conftest import REPO, dirs, run_cli, run_dir_from, warm_cache
 
 
 def stages(run_dir):
@@ -30,9 +30,8 @@ def overrides(tmp_path, models_dir, *extra):
     return [flat[i + 1] for i in range(0, len(flat), 2)] + list(extra)
 
 
-def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
-    ov = overrides(tmp_path, models_dir)
-    rd, m = run_config(str(tiny_config), ov, quiet=True)
+def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir, tiny_run):
+    rd, m = tiny_run.run_dir, tiny_run.metrics  # the shared plain tiny run: every stage computed
     assert not any(cached(rd).values())
     for f in ("config.yaml", "stages.json", "metrics.json", "samples.parquet", "train_set.parquet",
               "distill_set.parquet", "summary.txt", "run.log", "status.json"):
@@ -66,8 +65,11 @@ def test_tiny_pipeline_artifacts_and_cache(tiny_config, tmp_path, models_dir):
         g = samples[(samples.model == r["model"]) & (samples.split == r["split"])]
         assert r["known"] == r["n"] == len(g) and r["cut_off"]["k"] == (g.finish_reason == "length").sum()
     assert "degenerate" in (rd / "summary.txt").read_text()
-    # eval answers cached before finish_reason was recorded: unknown, the rest of the report unchanged
-    old = Path(stages(rd)["eval:baseline"]["path"]) / "generations.parquet"
+    # the reruns below in a copy of its cache. Eval answers cached before finish_reason was recorded: unknown, the
+    # rest of the report unchanged
+    cache = warm_cache(tiny_run, tmp_path)
+    ov = overrides(tmp_path, models_dir)
+    old = cache / Path(stages(rd)["eval:baseline"]["path"]).relative_to(tiny_run.cache) / "generations.parquet"
     pd.read_parquet(old).drop(columns="finish_reason").to_parquet(old)
     marker = old.parent / "_stage.json"  # such an artifact's marker predates the file hashes, as old markers do
     meta = json.loads(marker.read_text())

@@ -8,6 +8,7 @@ import pytest
 
 from poison.runner import run_config
 from poison.stages.protocol import StageCache, StageSpec
+from tests.conftest import warm_cache
 from tests.test_pipeline import cached, overrides
 
 MARKER_FIELDS = {"stage", "label", "key", "inputs", "seconds", "created", "code_version", "info", "files"}
@@ -15,9 +16,11 @@ MARKER_FIELDS = {"stage", "label", "key", "inputs", "seconds", "created", "code_
 EVAL = StageSpec("eval", 1)  # a stage of this test: no required inputs
 
 
-def test_force_a_label_recomputes_only_that_artifact(tiny_config, tmp_path, models_dir):
+def test_force_a_label_recomputes_only_that_artifact(tiny_config, tmp_path, models_dir, tiny_run):
+    warm_cache(tiny_run, tmp_path)  # every stage computed once already (a copy of the shared tiny run's cache)
     ov = overrides(tmp_path, models_dir)
     rd, m = run_config(str(tiny_config), ov, quiet=True)
+    assert all(cached(rd).values())
     stages = json.loads((rd / "stages.json").read_text())
     assert set(stages) == {"data", "poison", "teacher", "distill_data", "student:sft", "eval:baseline",
                            "eval:teacher", "eval:student:sft"}
