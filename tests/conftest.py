@@ -94,11 +94,9 @@ def tiny_run(tmp_path_factory, models_dir):
     d = tmp_path_factory.mktemp("tiny_run")
     cfg = d / "tiny.yaml"
     cfg.write_text(TINY_CONFIG)
-    os.environ["OPENAI_API_KEY"] = TINY_RUN_SECRET
-    try:
-        rd, m = run_config(str(cfg), [v for v in dirs(d, models_dir)[1::2]], quiet=True)
-    finally:
-        del os.environ["OPENAI_API_KEY"]
+    with pytest.MonkeyPatch.context() as mp:  # a key already in the environment is put back after
+        mp.setenv("OPENAI_API_KEY", TINY_RUN_SECRET)
+        rd, m = run_config(str(cfg), dirs(d, models_dir)[1::2], quiet=True)
     return SimpleNamespace(config=cfg, cache=d / "cache", run_dir=rd, metrics=m)
 
 
